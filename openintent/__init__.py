@@ -1,0 +1,81 @@
+"""openintent: embedded, in-process asyncio coordination of many agents.
+
+The friendly public API, re-exported here; everything else lives in private modules.
+
+>>> from openintent import Runtime
+>>> from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
+"""
+
+from __future__ import annotations
+
+from ._clock import Clock as Clock
+from ._clock import RealClock as RealClock
+from .agents import Agent as Agent
+from .agents import Coordinator as Coordinator
+from .agents import IntentSpec as IntentSpec
+from .agents import PortfolioSpec as PortfolioSpec
+from .errors import AgentError as AgentError
+from .errors import DependencyCycleError as DependencyCycleError
+from .errors import DuplicateIntentError as DuplicateIntentError
+from .errors import Escalate as Escalate
+from .errors import EscalationError as EscalationError
+from .errors import IntentFailedError as IntentFailedError
+from .errors import IntentTimeoutError as IntentTimeoutError
+from .errors import OpenIntentError as OpenIntentError
+from .errors import ResponseConflictError as ResponseConflictError
+from .errors import RunCancelledError as RunCancelledError
+from .errors import RunFailedError as RunFailedError
+from .errors import RunHaltedError as RunHaltedError
+from .errors import SpecError as SpecError
+from .errors import StateConflictError as StateConflictError
+from .errors import UnknownAgentError as UnknownAgentError
+from .errors import UnknownDependencyError as UnknownDependencyError
+from .models import Event as Event
+from .models import EventLog as EventLog
+from .models import EventType as EventType
+from .models import Intent as Intent
+from .models import IntentResult as IntentResult
+from .models import IntentStatus as IntentStatus
+from .models import Portfolio as Portfolio
+from .models import RetryPolicy as RetryPolicy
+from .models import RunResult as RunResult
+from .models import RunStatus as RunStatus
+from .runtime import Runtime as Runtime
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Agent",
+    "AgentError",
+    "Clock",
+    "Coordinator",
+    "DependencyCycleError",
+    "DuplicateIntentError",
+    "Escalate",
+    "EscalationError",
+    "Event",
+    "EventLog",
+    "EventType",
+    "Intent",
+    "IntentFailedError",
+    "IntentResult",
+    "IntentSpec",
+    "IntentStatus",
+    "IntentTimeoutError",
+    "OpenIntentError",
+    "Portfolio",
+    "PortfolioSpec",
+    "RealClock",
+    "ResponseConflictError",
+    "RetryPolicy",
+    "RunCancelledError",
+    "RunFailedError",
+    "RunHaltedError",
+    "RunResult",
+    "RunStatus",
+    "Runtime",
+    "SpecError",
+    "StateConflictError",
+    "UnknownAgentError",
+    "UnknownDependencyError",
+]

@@ -1,0 +1,44 @@
+"""The seam between the authoring layer and a running runtime.
+
+``agents.py`` never imports the runtime: the methods it gives decorated classes
+(``patch_state``, ``record_cost``, ...) look up the run they are called from here. The runtime
+sets the context variable for the tasks of a run; tasks and worker threads started inside the
+run inherit it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextvars import ContextVar
+from typing import Any, Protocol
+
+from .errors import OpenIntentError
+from .models import Intent
+
+__all__ = ["RunContext", "current_run", "active_run"]
+
+
+class RunContext(Protocol):
+    """What a running portfolio offers to the handlers it calls."""
+
+    async def patch_state(
+        self, intent: Intent, patch: Mapping[str, Any], expected_version: int | None
+    ) -> int: ...
+
+    async def record_cost(
+        self, agent_id: str, intent: Intent, usd: float, details: Mapping[str, Any]
+    ) -> None: ...
+
+
+active_run: ContextVar[RunContext | None] = ContextVar("openintent_active_run", default=None)
+
+
+def current_run(method: str) -> RunContext:
+    """The run the calling handler belongs to, or a clear error outside any run."""
+    run = active_run.get()
+    if run is None:
+        raise OpenIntentError(
+            f"{method}() was called outside a run: call it from a handler while "
+            "`await rt.run(...)` is running"
+        )
+    return run

@@ -1,0 +1,136 @@
+"""Agents bound to a runtime, and the calling of their handlers.
+
+An ``async def`` handler is awaited in the worker's task; a plain ``def`` runs in a worker
+thread (``anyio.to_thread``) so it never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import anyio.to_thread
+
+from ._registry import AgentDefinition, HookKind, Registry, definition_of, suggest
+from .errors import AgentError, UnknownAgentError
+
+__all__ = ["AgentTable", "BoundAgent", "Handler", "call"]
+
+
+class Handler:
+    """One bound handler: the method, whether it is a coroutine function, its options."""
+
+    __slots__ = ("function", "is_async", "options", "name")
+
+    def __init__(self, function: Callable[..., Any], options: Mapping[str, Any], name: str) -> None:
+        self.function = function
+        self.is_async = inspect.iscoroutinefunction(function)
+        self.options = options
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Handler({self.name})"
+
+
+async def call(handler: Handler, *args: Any) -> Any:
+    """Call a handler: await it if async, else run it in a worker thread."""
+    if handler.is_async:
+        return await handler.function(*args)
+    return await anyio.to_thread.run_sync(functools.partial(handler.function, *args))
+
+
+class BoundAgent:
+    """An agent (or coordinator) instance with its handlers grouped by kind."""
+
+    __slots__ = ("id", "kind", "instance", "definition", "handlers")
+
+    def __init__(self, definition: AgentDefinition, instance: Any) -> None:
+        self.id = definition.id
+        self.kind = definition.kind
+        self.instance = instance
+        self.definition = definition
+        self.handlers: dict[HookKind, list[Handler]] = {kind: [] for kind in HookKind}
+        for hook in definition.hooks:
+            method = getattr(instance, hook.method)
+            self.handlers[hook.kind].append(
+                Handler(method, hook.options, f"{definition.cls.__qualname__}.{hook.method}")
+            )
+
+    def of(self, kind: HookKind) -> list[Handler]:
+        """The handlers of one kind, in definition order."""
+        return self.handlers[kind]
+
+    def __repr__(self) -> str:
+        return f"BoundAgent({self.id!r}, {type(self.instance).__qualname__})"
+
+
+def bind(obj: Any) -> BoundAgent:
+    """Bind a decorated class (instantiated with no arguments) or an instance of one."""
+    definition = definition_of(obj)
+    if definition is None:
+        what = obj.__qualname__ if isinstance(obj, type) else repr(obj)
+        raise AgentError(
+            f"{what} is not an agent: decorate its class with @Agent('id') or @Coordinator('id')"
+        )
+    if isinstance(obj, type):
+        try:
+            instance = obj()
+        except TypeError as exc:
+            raise AgentError(
+                f"cannot create agent {definition.id!r} with {obj.__qualname__}(): {exc}; "
+                "pass an instance instead of the class"
+            ) from exc
+    else:
+        instance = obj
+    return BoundAgent(definition, instance)
+
+
+class AgentTable:
+    """The agents a runtime can dispatch to, by id.
+
+    With explicit ``agents`` only those are used; otherwise ids are looked up in the default
+    registry when first needed, and each class is instantiated once per runtime.
+    """
+
+    def __init__(self, agents: Iterable[Any] | None, registry: Registry) -> None:
+        self._registry = registry
+        self._explicit = agents is not None
+        self._bound: dict[str, BoundAgent] = {}
+        for obj in agents or ():
+            bound = bind(obj)
+            if bound.id in self._bound:
+                raise AgentError(
+                    f"two agents given to Runtime(agents=...) share the id {bound.id!r}"
+                )
+            self._bound[bound.id] = bound
+
+    def get(self, agent_id: str) -> BoundAgent:
+        """The bound agent for ``agent_id``, or :class:`UnknownAgentError`."""
+        bound = self._bound.get(agent_id)
+        if bound is not None:
+            return bound
+        if self._explicit:
+            known = ", ".join(sorted(self._bound)) or "none"
+            raise UnknownAgentError(
+                f"no agent with id {agent_id!r}{suggest(agent_id, list(self._bound))} among "
+                f"Runtime(agents=[...]) ({known}); add a class decorated with "
+                f"@Agent({agent_id!r}) to that list"
+            )
+        bound = bind(self._registry.get(agent_id).cls)
+        self._bound[agent_id] = bound
+        return bound
+
+    def resolve(self, obj: Any) -> BoundAgent:
+        """A coordinator given as an id, a decorated class or an instance."""
+        if isinstance(obj, str):
+            return self.get(obj)
+        if isinstance(obj, type):
+            definition = definition_of(obj)
+            existing = self._bound.get(definition.id) if definition else None
+            if existing is not None and type(existing.instance) is obj:
+                return existing
+        bound = bind(obj)
+        self._bound.setdefault(bound.id, bound)
+        return bound

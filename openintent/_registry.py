@@ -1,0 +1,135 @@
+"""Agent definitions and the registry decorated classes land in.
+
+The default registry is a context variable, so the pytest plugin (and anyone else) can give
+each test a registry of its own with :func:`isolated_registry`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import attrs
+
+from .errors import UnknownAgentError
+
+__all__ = [
+    "AgentDefinition",
+    "HookKind",
+    "HookSpec",
+    "Registry",
+    "current_registry",
+    "definition_of",
+    "isolated_registry",
+    "suggest",
+]
+
+DEFINITION_ATTR = "__openintent_definition__"
+HOOK_ATTR = "__openintent_hooks__"
+
+
+class HookKind(enum.StrEnum):
+    """The lifecycle decorators a handler can carry."""
+
+    ASSIGNMENT = "on_assignment"
+    COMPLETE = "on_complete"
+    STATE_CHANGE = "on_state_change"
+    EVENT = "on_event"
+    RETRY = "on_retry"
+    ALL_COMPLETE = "on_all_complete"
+
+
+@attrs.frozen
+class HookSpec:
+    """One decorated method of an agent class."""
+
+    kind: HookKind
+    method: str
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class AgentDefinition:
+    """What a decorator learnt about a class: its id, kind and handlers in definition order."""
+
+    id: str
+    kind: str  # "agent" or "coordinator"
+    cls: type[Any]
+    hooks: tuple[HookSpec, ...]
+    options: Mapping[str, Any] = attrs.field(factory=dict)
+
+    def hooks_of(self, kind: HookKind) -> list[HookSpec]:
+        """The handlers of one kind, in definition order."""
+        return [hook for hook in self.hooks if hook.kind == kind]
+
+
+def definition_of(obj: Any) -> AgentDefinition | None:
+    """The definition of a decorated class or of an instance of one."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    definition = cls.__dict__.get(DEFINITION_ATTR)
+    return definition if isinstance(definition, AgentDefinition) else None
+
+
+def suggest(name: str, candidates: Iterator[str] | list[str]) -> str:
+    """`` (did you mean 'x'?)`` when a close candidate exists, else an empty string."""
+    matches = difflib.get_close_matches(name, list(candidates), n=1)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
+
+
+class Registry:
+    """Agent and coordinator classes by id."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, AgentDefinition] = {}
+
+    def register(self, definition: AgentDefinition) -> None:
+        """Add a definition; a later class with the same id replaces the earlier one."""
+        self._by_id[definition.id] = definition
+
+    def get(self, agent_id: str) -> AgentDefinition:
+        """The definition registered under ``agent_id``, or :class:`UnknownAgentError`."""
+        try:
+            return self._by_id[agent_id]
+        except KeyError:
+            known = ", ".join(sorted(self._by_id)) or "none"
+            raise UnknownAgentError(
+                f"no agent is registered with id {agent_id!r}{suggest(agent_id, list(self._by_id))}"
+                f"; registered ids: {known}. Decorate a class with @Agent({agent_id!r}) or pass "
+                "it in Runtime(agents=[...])"
+            ) from None
+
+    def __contains__(self, agent_id: object) -> bool:
+        return agent_id in self._by_id
+
+    def ids(self) -> list[str]:
+        """Every registered id, sorted."""
+        return sorted(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.ids()!r})"
+
+
+_current: ContextVar[Registry] = ContextVar("openintent_registry", default=Registry())
+
+
+def current_registry() -> Registry:
+    """The registry decorated classes register in (the default one unless isolated)."""
+    return _current.get()
+
+
+@contextmanager
+def isolated_registry() -> Iterator[Registry]:
+    """Use a fresh, empty default registry inside the block (tests use this)."""
+    registry = Registry()
+    token = _current.set(registry)
+    try:
+        yield registry
+    finally:
+        _current.reset(token)

@@ -1,0 +1,588 @@
+"""One run of a portfolio: readiness tracking, the dispatch loop, retries, failure propagation.
+
+Design notes (why it looks like this):
+
+* Intents are dispatched the moment their last dependency completes; there are no "levels".
+* Work is done by *reusable worker tasks* in one anyio task group. A worker takes the next ready
+  intent; a new worker is started only when ready work is waiting and no worker is idle or
+  about to start. A handler that never suspends therefore costs no task at all, and every
+  handler that does suspend lets another worker pick up the next ready intent, so concurrency
+  grows exactly as far as the work allows. Cancelling the run cancels the task group.
+* Every change to an intent goes through :meth:`EventStore.emit`; the scheduler's own
+  bookkeeping (waiting counts, the ready queue) is not intent state.
+* Lifecycle notifications (``on_complete``, ``on_state_change``, ``on_event``) go through one
+  ordered queue drained by a single task, so they fire in event order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+import structlog
+from anyio.abc import TaskGroup
+
+from ._clock import Clock
+from ._context import active_run
+from ._dispatch import BoundAgent, Handler, call
+from ._registry import HookKind
+from ._store import EventStore, is_valid_cost
+from .errors import (
+    Escalate,
+    EscalationError,
+    IntentTimeoutError,
+    OpenIntentError,
+    ResponseConflictError,
+    StateConflictError,
+)
+from .models import Event, EventType, Intent, IntentStatus, RunStatus
+
+if TYPE_CHECKING:
+    from .agents import IntentSpec, PortfolioSpec
+
+__all__ = ["Node", "Run"]
+
+# A worker yields to the event loop after this many intents even if no handler suspended, so
+# a long run of instant handlers cannot starve cancellation or other tasks.
+_YIELD_EVERY = 256
+
+
+class Node:
+    """The scheduler's view of one intent: its spec, who runs it, and readiness bookkeeping."""
+
+    __slots__ = ("spec", "id", "index", "waiting", "dependents", "agents")
+
+    def __init__(self, spec: IntentSpec, intent_id: str, index: int) -> None:
+        self.spec = spec
+        self.id = intent_id
+        self.index = index
+        self.waiting = len(spec.depends_on)
+        self.dependents: list[Node] = []
+        self.agents: tuple[BoundAgent, ...] = ()
+
+    def __lt__(self, other: Node) -> bool:  # heap order for the sequential strategy
+        return self.index < other.index
+
+
+class Run:
+    """Everything about one run of a portfolio. Implements the handlers' run context."""
+
+    def __init__(
+        self,
+        spec: PortfolioSpec,
+        nodes: list[Node],
+        store: EventStore,
+        clock: Clock,
+        rng: random.Random,
+        coordinator: BoundAgent | None,
+        agents: list[BoundAgent],
+        fallbacks: dict[str, BoundAgent],
+        max_workers: int | None,
+        sequential: bool,
+    ) -> None:
+        self.spec = spec
+        self.nodes = nodes
+        self.by_id = {node.id: node for node in nodes}
+        self.id_of_title = {node.spec.title: node.id for node in nodes}
+        self.store = store
+        self.records = store.records
+        self.clock = clock
+        self.rng = rng
+        self.coordinator = coordinator
+        self.agents = agents
+        self.fallbacks = fallbacks
+        self.errors: dict[str, BaseException] = {}
+        self.log = structlog.get_logger("openintent").bind(
+            portfolio_id=store.portfolio_id, portfolio=spec.name
+        )
+        self._trace = _debug_enabled(self.log)
+        self._sequential = sequential
+        self._max_workers = max_workers or 1 << 62
+        self._ready: list[Node] | deque[Node] = [] if sequential else deque()
+        self._pop: Callable[[], Node] = (
+            (lambda: heapq.heappop(self._ready))  # type: ignore[arg-type]
+            if sequential
+            else self._ready.popleft  # type: ignore[union-attr]
+        )
+        self._tg: TaskGroup | None = None
+        self._idle: list[anyio.Event] = []
+        self._starting = 0  # workers started or woken but not yet running
+        self._workers = 0
+        self._closing = False
+        self._finished = 0
+        self._done = anyio.Event()
+        self._notices: deque[tuple[Handler, tuple[Any, ...]]] = deque()
+        self._notice_wakeup: anyio.Event | None = None
+        self._watchers = self._hook_table()
+
+    # ------------------------------------------------------------------ hooks set-up
+
+    def _hook_table(self) -> dict[HookKind, dict[str, list[Handler]]]:
+        """Notification handlers by kind and by agent id ("" for the coordinator)."""
+        table: dict[HookKind, dict[str, list[Handler]]] = {}
+        for kind in (HookKind.COMPLETE, HookKind.STATE_CHANGE, HookKind.EVENT, HookKind.RETRY):
+            by_agent = {agent.id: agent.of(kind) for agent in self.agents if agent.of(kind)}
+            if self.coordinator is not None and self.coordinator.of(kind):
+                by_agent[""] = self.coordinator.of(kind)
+            table[kind] = by_agent
+        if table[HookKind.EVENT]:
+            self.store.listeners.append(self._on_event)
+        if self._trace:
+            self.store.listeners.append(self._trace_event)
+        return table
+
+    def _watchers_of(self, kind: HookKind, agent_id: str | None) -> list[Handler]:
+        by_agent = self._watchers[kind]
+        if not by_agent:
+            return []
+        own = by_agent.get(agent_id, []) if agent_id is not None else []
+        coordinator = by_agent.get("", [])
+        if self.coordinator is not None and agent_id == self.coordinator.id:
+            return own
+        return own + coordinator
+
+    # ------------------------------------------------------------------ the run
+
+    async def execute(self) -> RunStatus:
+        """Run every intent to a terminal status; return how the run ended."""
+        token = active_run.set(self)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._notifier)
+                for node in self.nodes:
+                    if node.waiting == 0:
+                        self._make_ready(node)
+                if not self.nodes:
+                    self._done.set()
+                await self._done.wait()
+                self._close()
+        finally:
+            active_run.reset(token)
+        failed = any(
+            self.records[node.id].status != IntentStatus.COMPLETED for node in self.nodes
+        )
+        return RunStatus.FAILED if failed else RunStatus.COMPLETED
+
+    def _close(self) -> None:
+        self._closing = True
+        for event in self._idle:
+            event.set()
+        self._idle.clear()
+        if self._notice_wakeup is not None:
+            self._notice_wakeup.set()
+
+    def cancel_unfinished(self) -> None:
+        """Mark every intent that has not finished as cancelled (the run was cancelled)."""
+        for node in self.nodes:
+            if not self.records[node.id].status.is_terminal:
+                self.store.emit(EventType.CANCELLED, node.id, {"reason": "run cancelled"})
+
+    # ------------------------------------------------------------------ workers
+
+    def _make_ready(self, node: Node) -> None:
+        self.store.emit(EventType.READY, node.id)
+        if self._sequential:
+            heapq.heappush(self._ready, node)  # type: ignore[arg-type]
+        else:
+            self._ready.append(node)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._idle:
+            self._starting += 1
+            self._idle.pop().set()
+        elif self._starting == 0 and self._workers < self._max_workers:
+            assert self._tg is not None
+            self._starting += 1
+            self._workers += 1
+            self._tg.start_soon(self._worker)
+
+    async def _worker(self) -> None:
+        self._starting -= 1
+        ready = self._ready
+        pop = self._pop
+        done = 0
+        try:
+            while not self._closing:
+                if ready:
+                    node = pop()
+                    if ready:
+                        self._wake()
+                    await self._run_intent(node)
+                    done += 1
+                    if done % _YIELD_EVERY == 0:
+                        await anyio.lowlevel.checkpoint()
+                else:
+                    wakeup = anyio.Event()
+                    self._idle.append(wakeup)
+                    await wakeup.wait()
+                    if not self._closing:
+                        self._starting -= 1
+        finally:
+            self._workers -= 1
+
+    # ------------------------------------------------------------------ one intent
+
+    def _view(self, node: Node, attempt: int, agent_id: str | None) -> Intent:
+        record = self.records[node.id]
+        spec = node.spec
+        records = self.records
+        by_title = self.id_of_title
+        inputs = {
+            title: MappingProxyType(records[by_title[title]].state) for title in spec.depends_on
+        }
+        return Intent(
+            node.id,
+            spec.title,
+            spec.description,
+            record.status,
+            dict(record.state),
+            record.version,
+            agent_id,
+            spec.depends_on,
+            spec.constraints,
+            self.store.portfolio_id,
+            attempt,
+            MappingProxyType(inputs),
+            spec.tags,
+            node.id,
+        )
+
+    async def _run_intent(self, node: Node) -> None:
+        spec = node.spec
+        policy = spec.retry
+        emit = self.store.emit
+        attempt = self.records[node.id].attempts
+        multi = len(node.agents) > 1
+        primary = node.agents[0]
+        while True:
+            attempt += 1
+            if multi:
+                agents = node.agents
+                agent_id: str | None = None
+            else:
+                agent_id = policy.agent_for(attempt, primary.id)
+                agents = (primary if agent_id == primary.id else self._fallback(agent_id),)
+            emit(EventType.DISPATCHED, node.id, {"attempt": attempt, "agent": agent_id
+                                                  or ",".join(a.id for a in agents)})
+            intent = self._view(node, attempt, agent_id)
+            try:
+                if spec.timeout is None:
+                    result = await self._attempt(agents, intent)
+                else:
+                    result = await self._attempt_with_timeout(agents, intent, spec.timeout)
+            except Exception as exc:
+                if not self._retry_or_fail(node, attempt, exc, primary.id):
+                    return
+                next_agent = policy.agent_for(attempt + 1, primary.id)
+                await self._before_retry(node, attempt, exc, next_agent or primary.id)
+                continue
+            self._complete(node, intent, result)
+            return
+
+    def _fallback(self, agent_id: str | None) -> BoundAgent:
+        assert agent_id is not None, "agent_for() returned None for a retried attempt"
+        return self.fallbacks[agent_id]
+
+    async def _attempt_with_timeout(
+        self, agents: tuple[BoundAgent, ...], intent: Intent, timeout: float
+    ) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = None
+        with self.clock.timeout(timeout) as scope:
+            result = await self._attempt(agents, intent)
+        if scope.cancelled_caught:
+            raise IntentTimeoutError(
+                f"intent {intent.title!r} attempt {intent.attempt} timed out after {timeout} s"
+            )
+        return result
+
+    async def _attempt(
+        self, agents: tuple[BoundAgent, ...], intent: Intent
+    ) -> dict[str, Any] | None:
+        if len(agents) == 1:
+            return await self._call_agent(agents[0], intent)
+        return await self._attempt_many(agents, intent)
+
+    async def _call_agent(self, agent: BoundAgent, intent: Intent) -> dict[str, Any] | None:
+        handlers = agent.handlers[HookKind.ASSIGNMENT]
+        merged: dict[str, Any] | None = None
+        for handler in handlers:
+            if handler.is_async:
+                value = await handler.function(intent)
+            else:
+                value = await call(handler, intent)
+            if value is None:
+                continue
+            if not isinstance(value, Mapping):
+                raise TypeError(
+                    f"{handler.name} returned {type(value).__name__}; an @on_assignment handler "
+                    "returns a dict (merged into the intent's state) or None"
+                )
+            if merged is None and len(handlers) == 1:
+                return value if isinstance(value, dict) else dict(value)
+            merged = {**(merged or {}), **value}
+        return merged
+
+    async def _attempt_many(
+        self, agents: tuple[BoundAgent, ...], intent: Intent
+    ) -> dict[str, Any] | None:
+        responses: dict[str, dict[str, Any] | None] = {}
+
+        async def respond(agent: BoundAgent) -> None:
+            view = self._view(self.by_id[intent.id], intent.attempt, agent.id)
+            responses[agent.id] = await self._call_agent(agent, view)
+
+        async with anyio.create_task_group() as tg:
+            for agent in agents:
+                tg.start_soon(respond, agent)
+        distinct = {_freeze(response) for response in responses.values()}
+        if len(distinct) > 1:
+            detail = "; ".join(f"{agent}: {responses[agent]!r}" for agent in sorted(responses))
+            raise ResponseConflictError(
+                f"the assignees of intent {intent.title!r} disagree ({detail}); give the "
+                "coordinator an @on_conflict or @on_quorum handler to decide"
+            )
+        return responses[agents[0].id]
+
+    def _complete(self, node: Node, intent: Intent, result: dict[str, Any] | None) -> None:
+        record = self.records[node.id]
+        old_state = record.state
+        self.store.emit(EventType.COMPLETED, node.id, result or None)
+        agent_id = record.assigned_to
+        if self._watchers[HookKind.STATE_CHANGE] and result:
+            self._state_changed(node, old_state, record.state, result)
+        if self._watchers[HookKind.COMPLETE]:
+            intent.status = IntentStatus.COMPLETED
+            intent.state = dict(record.state)
+            intent.version = record.version
+            for handler in self._watchers_of(HookKind.COMPLETE, agent_id):
+                self._notify(handler, intent)
+        for dependent in node.dependents:
+            dependent.waiting -= 1
+            if dependent.waiting == 0:
+                self._make_ready(dependent)
+        self._finish_one()
+
+    def _finish_one(self) -> None:
+        self._finished += 1
+        if self._finished == len(self.nodes):
+            self._done.set()
+
+    def _retry_or_fail(self, node: Node, attempt: int, exc: Exception, primary: str) -> bool:
+        """Record a failed attempt; return whether the intent will be retried."""
+        error = {"attempt": attempt, "error": str(exc), "error_type": type(exc).__name__}
+        self.store.emit(EventType.ATTEMPT_FAILED, node.id, error)
+        if isinstance(exc, Escalate):
+            reason = exc.reason or "no reason given"
+            exc = EscalationError(
+                f"intent {node.spec.title!r} was escalated ({reason}) and no @on_escalation "
+                "handler took it; give the coordinator an @on_escalation handler",
+                reason=reason,
+            )
+            next_agent = None
+        else:
+            next_agent = node.spec.retry.agent_for(attempt + 1, primary)
+        if next_agent is not None:
+            return True
+        self.errors[node.id] = exc
+        self.store.emit(
+            EventType.FAILED,
+            node.id,
+            {"attempts": attempt, "error": str(exc), "error_type": type(exc).__name__},
+        )
+        self.log.warning(
+            "intent failed", intent_id=node.id, intent=node.spec.title, attempts=attempt,
+            error=str(exc), error_type=type(exc).__name__,
+        )
+        self._skip_descendants(node)
+        self._finish_one()
+        return False
+
+    async def _before_retry(self, node: Node, attempt: int, exc: Exception, agent: str) -> None:
+        retries_so_far = attempt - 1
+        delay = node.spec.retry.delay(retries_so_far, self.rng)
+        self.store.emit(
+            EventType.RETRY_SCHEDULED,
+            node.id,
+            {"attempt": attempt + 1, "agent": agent, "delay": delay},
+        )
+        failed_agent = self.records[node.id].assigned_to
+        handlers = self._watchers_of(HookKind.RETRY, failed_agent)
+        if handlers:
+            intent = self._view(node, attempt + 1, agent)
+            for handler in handlers:
+                await self._guarded(handler, intent, attempt + 1, exc)
+        if delay > 0:
+            await self.clock.sleep(delay)
+
+    def _skip_descendants(self, failed: Node) -> None:
+        reason = {"reason": f"dependency {failed.spec.title!r} failed"}
+        stack = list(failed.dependents)
+        while stack:
+            node = stack.pop()
+            if self.records[node.id].status is not IntentStatus.PENDING:
+                continue
+            self.store.emit(EventType.SKIPPED, node.id, reason)
+            self._finish_one()
+            stack.extend(node.dependents)
+
+    # ------------------------------------------------------------------ handler context
+
+    async def patch_state(
+        self, intent: Intent, patch: Mapping[str, Any], expected_version: int | None
+    ) -> int:
+        record = self.records.get(intent.id)
+        if record is None:
+            raise OpenIntentError(f"intent {intent.id!r} is not part of this run")
+        if not isinstance(patch, Mapping):
+            raise TypeError(f"patch_state takes a dict of changes, got {type(patch).__name__}")
+        if record.status.is_terminal:
+            raise OpenIntentError(
+                f"intent {record.title!r} is {record.status}; its state is final"
+            )
+        if expected_version is not None and expected_version != record.version:
+            raise StateConflictError(
+                f"intent {record.title!r} is at version {record.version}, not the expected "
+                f"{expected_version}; re-read its state and try again",
+                intent_id=intent.id,
+                expected=expected_version,
+                actual=record.version,
+            )
+        old_state = record.state
+        self.store.emit(EventType.STATE_PATCHED, intent.id, {"patch": dict(patch)})
+        intent.state = dict(record.state)
+        intent.version = record.version
+        if self._watchers[HookKind.STATE_CHANGE]:
+            self._state_changed(self.by_id[intent.id], old_state, record.state, patch)
+        return record.version
+
+    async def record_cost(
+        self, agent_id: str, intent: Intent, usd: float, details: Mapping[str, Any]
+    ) -> None:
+        if not is_valid_cost(usd):
+            raise ValueError(f"record_cost takes a finite amount >= 0 in USD, got {usd!r}")
+        if intent.id not in self.records:
+            raise OpenIntentError(f"intent {intent.id!r} is not part of this run")
+        data = {"usd": float(usd), "agent": agent_id, **details}
+        self.store.emit(EventType.COST_RECORDED, intent.id, data)
+
+    # ------------------------------------------------------------------ notifications
+
+    def _state_changed(
+        self,
+        node: Node,
+        old_state: Mapping[str, Any],
+        new_state: Mapping[str, Any],
+        changes: Mapping[str, Any],
+    ) -> None:
+        record = self.records[node.id]
+        handlers = self._watchers_of(HookKind.STATE_CHANGE, record.assigned_to)
+        if not handlers:
+            return
+        changed = {key for key in changes if old_state.get(key, _MISSING) != changes[key]}
+        if not changed:
+            return
+        intent = self._view(node, record.attempts, record.assigned_to)
+        old = MappingProxyType(dict(old_state))
+        new = MappingProxyType(dict(new_state))
+        for handler in handlers:
+            keys = handler.options.get("keys")
+            if keys is None or keys & changed:
+                self._notify(handler, intent, old, new)
+
+    def _on_event(self, event: Event) -> None:
+        if event.type is EventType.HOOK_FAILED:
+            return  # never feed a hook's failure back into hooks: no feedback loops
+        agent_id = self.records[event.intent_id].assigned_to if event.intent_id else None
+        for handler in self._all_event_handlers(agent_id):
+            if handler.options["type"] == event.type:
+                self._notify(handler, event)
+
+    def _all_event_handlers(self, agent_id: str | None) -> list[Handler]:
+        by_agent = self._watchers[HookKind.EVENT]
+        if agent_id is None:  # run-level events go to everyone who listens
+            return [handler for handlers in by_agent.values() for handler in handlers]
+        return self._watchers_of(HookKind.EVENT, agent_id)
+
+    def _notify(self, handler: Handler, *args: Any) -> None:
+        self._notices.append((handler, args))
+        if self._notice_wakeup is not None:
+            self._notice_wakeup.set()
+
+    async def _notifier(self) -> None:
+        notices = self._notices
+        while True:
+            while notices:
+                handler, args = notices.popleft()
+                await self._guarded(handler, *args)
+            if self._closing:
+                return
+            self._notice_wakeup = anyio.Event()
+            await self._notice_wakeup.wait()
+            self._notice_wakeup = None
+
+    async def _guarded(self, handler: Handler, *args: Any) -> None:
+        """Call a lifecycle hook; a failure is logged and recorded, never fatal to the run."""
+        try:
+            await call(handler, *args)
+        except Exception as exc:
+            self.store.emit(
+                EventType.HOOK_FAILED,
+                None,
+                {"handler": handler.name, "error": str(exc), "error_type": type(exc).__name__},
+            )
+            self.log.error("lifecycle handler failed", handler=handler.name, exc_info=exc)
+
+    def _trace_event(self, event: Event) -> None:
+        self.log.debug(str(event.type), intent_id=event.intent_id, seq=event.seq)
+
+    async def fire_all_complete(self, portfolio: Any) -> Any:
+        """Fire ``@on_all_complete`` on the coordinator, then on agents; return the output."""
+        output: Any = None
+        token = active_run.set(self)
+        try:
+            if self.coordinator is not None:
+                for handler in self.coordinator.of(HookKind.ALL_COMPLETE):
+                    output = await call(handler, portfolio)
+            for agent in self.agents:
+                if agent is self.coordinator:
+                    continue
+                for handler in agent.of(HookKind.ALL_COMPLETE):
+                    await self._guarded(handler, portfolio)
+        finally:
+            active_run.reset(token)
+        return output
+
+
+_MISSING = object()
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable stand-in for a JSON-like value, to compare responses."""
+    if isinstance(value, Mapping):
+        return frozenset((key, _freeze(item)) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(item) for item in value)
+    if isinstance(value, set | frozenset):
+        return frozenset(_freeze(item) for item in value)
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+def _debug_enabled(log: Any) -> bool:
+    """Per-event debug lines only when the application configured structlog to want them."""
+    if not structlog.is_configured():
+        return False
+    is_enabled_for = getattr(log, "is_enabled_for", None)
+    return bool(is_enabled_for(logging.DEBUG)) if callable(is_enabled_for) else False

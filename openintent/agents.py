@@ -1,0 +1,394 @@
+"""The authoring API: ``@Agent``, ``@Coordinator``, lifecycle decorators and specs.
+
+A plain description of behaviour: nothing here imports the runtime. Methods such as
+``patch_state`` reach the running portfolio through :mod:`openintent._context`.
+
+>>> @Agent("summarizer")
+... class Summarizer:
+...     @on_assignment
+...     async def work(self, intent):
+...         return {"summary": intent.state.get("text", "")[:10]}
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, overload
+
+import attrs
+
+from ._context import current_run
+from ._registry import (
+    DEFINITION_ATTR,
+    HOOK_ATTR,
+    AgentDefinition,
+    HookKind,
+    HookSpec,
+    current_registry,
+)
+from .errors import AgentError, Escalate, SpecError
+from .models import Intent, RetryPolicy
+
+__all__ = [
+    "Agent",
+    "Coordinator",
+    "IntentSpec",
+    "PortfolioSpec",
+    "on_all_complete",
+    "on_assignment",
+    "on_complete",
+    "on_event",
+    "on_retry",
+    "on_state_change",
+]
+
+C = TypeVar("C", bound=type[Any])
+F = TypeVar("F", bound=Callable[..., Any])
+
+STRATEGIES = ("sequential", "parallel")
+
+
+# --------------------------------------------------------------------------- lifecycle decorators
+
+
+def _mark(function: F, kind: HookKind, **options: Any) -> F:
+    if not callable(function):
+        raise AgentError(f"@{kind} decorates a method, got {function!r}")
+    hooks = list(getattr(function, HOOK_ATTR, ()))
+    hooks.append(HookSpec(kind, function.__name__, options))
+    setattr(function, HOOK_ATTR, tuple(hooks))
+    return function
+
+
+def on_assignment(function: F) -> F:
+    """Handle an intent assigned to this agent: ``(self, intent) -> dict | None``.
+
+    The returned dict is merged into the intent's state and completes it; raising fails the
+    attempt (the intent's retry policy decides what comes next).
+    """
+    return _mark(function, HookKind.ASSIGNMENT)
+
+
+def on_complete(function: F) -> F:
+    """Called with ``(self, intent)`` after an intent this agent worked on completes.
+
+    On a coordinator it fires for every completed intent of the portfolio.
+    """
+    return _mark(function, HookKind.COMPLETE)
+
+
+def on_all_complete(function: F) -> F:
+    """Called once with ``(self, portfolio)`` when every intent has completed.
+
+    The return value of the coordinator's handler becomes ``result.output``.
+    """
+    return _mark(function, HookKind.ALL_COMPLETE)
+
+
+def on_retry(function: F) -> F:
+    """Called with ``(self, intent, attempt, error)`` before each retry of an intent.
+
+    ``attempt`` is the number of the attempt about to start; ``error`` the exception that
+    failed the previous one. Fires on the agent that failed and on the coordinator.
+    """
+    return _mark(function, HookKind.RETRY)
+
+
+@overload
+def on_state_change(function: F, /) -> F: ...
+@overload
+def on_state_change(*, keys: Sequence[str] | None = None) -> Callable[[F], F]: ...
+def on_state_change(
+    function: F | None = None, /, *, keys: Sequence[str] | None = None
+) -> F | Callable[[F], F]:
+    """Called with ``(self, intent, old_state, new_state)`` when an intent's state changes.
+
+    Use bare or as ``@on_state_change(keys=["data"])`` to fire only when one of ``keys``
+    changed. Fires on the intent's agent and on the coordinator.
+    """
+    if isinstance(keys, str):
+        keys = [keys]
+    key_set = frozenset(keys) if keys is not None else None
+    if function is not None:
+        return _mark(function, HookKind.STATE_CHANGE, keys=key_set)
+
+    def decorate(inner: F) -> F:
+        return _mark(inner, HookKind.STATE_CHANGE, keys=key_set)
+
+    return decorate
+
+
+def on_event(event_type: str) -> Callable[[F], F]:
+    """Called with ``(self, event)`` for every event of ``event_type`` in the run's log.
+
+    >>> class Watcher:
+    ...     @on_event("failed")
+    ...     async def alert(self, event): ...
+    """
+    if not isinstance(event_type, str) or callable(event_type):
+        raise AgentError('@on_event needs the event type: @on_event("completed")')
+
+    def decorate(function: F) -> F:
+        return _mark(function, HookKind.EVENT, type=event_type)
+
+    return decorate
+
+
+# ------------------------------------------------------------------------- class decorators
+
+
+class AgentMethods:
+    """Methods every decorated class gets (unless it defines its own of the same name)."""
+
+    __openintent_id__: str
+
+    async def patch_state(
+        self, intent: Intent, patch: Mapping[str, Any], *, expected_version: int | None = None
+    ) -> int:
+        """Merge ``patch`` into the intent's state and return the new version.
+
+        With ``expected_version``, a state at another version raises
+        :class:`~openintent.errors.StateConflictError` and changes nothing.
+        """
+        run = current_run("patch_state")
+        return await run.patch_state(intent, patch, expected_version)
+
+    async def record_cost(self, intent: Intent, usd: float, **details: Any) -> None:
+        """Report ``usd`` spent on ``intent``; it shows in ``result.cost_usd`` and the events."""
+        run = current_run("record_cost")
+        await run.record_cost(self.__openintent_id__, intent, usd, details)
+
+    async def escalate(self, intent: Intent, reason: str) -> None:
+        """Hand ``intent`` to the coordinator; same as ``raise Escalate(reason)``."""
+        raise Escalate(reason)
+
+
+def _collect_hooks(cls: type[Any]) -> tuple[HookSpec, ...]:
+    hooks: list[HookSpec] = []
+    seen: set[str] = set()
+    # Base classes first, each class's methods in definition order; overrides keep their place.
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
+            specs = getattr(function, HOOK_ATTR, None)
+            if specs is None or name in seen:
+                continue
+            seen.add(name)
+            hooks.extend(attrs.evolve(spec, method=name) for spec in specs)
+    final = {name for name in seen if getattr(getattr(cls, name, None), HOOK_ATTR, None)}
+    return tuple(hook for hook in hooks if hook.method in final)
+
+
+def _check_id(decorator: str, agent_id: object) -> str:
+    if not isinstance(agent_id, str) or not agent_id.strip():
+        raise AgentError(f'@{decorator} needs a non-empty string id, e.g. @{decorator}("writer")')
+    return agent_id
+
+
+def _install(cls: Any, definition: AgentDefinition) -> None:
+    if not isinstance(cls, type):
+        raise AgentError(f"@{definition.kind.title()} decorates a class, got {cls!r}")
+    for name, value in vars(AgentMethods).items():
+        if callable(value) and not name.startswith("__") and not hasattr(cls, name):
+            setattr(cls, name, value)
+    cls.__openintent_id__ = definition.id
+    setattr(cls, DEFINITION_ATTR, definition)
+    current_registry().register(definition)
+
+
+def Agent(agent_id: str) -> Callable[[C], C]:  # noqa: N802 - a decorator named like a class
+    """Register a class as the agent ``agent_id``.
+
+    Its ``@on_assignment`` handlers do the work of the intents assigned to that id.
+    """
+    _check_id("Agent", agent_id)
+
+    def decorate(cls: C) -> C:
+        definition = AgentDefinition(agent_id, "agent", cls, _collect_hooks(cls))
+        _install(cls, definition)
+        return cls
+
+    return decorate
+
+
+def Coordinator(  # noqa: N802 - a decorator named like a class
+    coordinator_id: str,
+    *,
+    agents: Sequence[str] | None = None,
+    strategy: str = "parallel",
+    guardrails: Sequence[Any] | None = None,
+    max_concurrency: int | None = None,
+) -> Callable[[C], C]:
+    """Register a class as the coordinator ``coordinator_id`` of the portfolios it runs.
+
+    Pass it to ``rt.run(spec, coordinator=...)``; its ``@on_all_complete`` return value is
+    ``result.output``.
+    """
+    _check_id("Coordinator", coordinator_id)
+    if strategy not in STRATEGIES:
+        raise AgentError(
+            f"@Coordinator({coordinator_id!r}): unknown strategy {strategy!r}; "
+            f"valid strategies: {', '.join(STRATEGIES)}"
+        )
+    if max_concurrency is not None and (
+        not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool)
+        or max_concurrency < 1
+    ):
+        raise AgentError(
+            f"@Coordinator({coordinator_id!r}): max_concurrency must be an int >= 1 or None, "
+            f"got {max_concurrency!r}"
+        )
+    if agents is not None and (isinstance(agents, str) or not all(isinstance(a, str) for a in agents)):
+        raise AgentError(
+            f"@Coordinator({coordinator_id!r}): agents must be a list of agent ids, got {agents!r}"
+        )
+    options = {
+        "agents": tuple(agents) if agents is not None else None,
+        "strategy": strategy,
+        "guardrails": tuple(guardrails or ()),
+        "max_concurrency": max_concurrency,
+    }
+
+    def decorate(cls: C) -> C:
+        definition = AgentDefinition(
+            coordinator_id, "coordinator", cls, _collect_hooks(cls), options
+        )
+        _install(cls, definition)
+        return cls
+
+    return decorate
+
+
+# ---------------------------------------------------------------------------------- specs
+
+
+def _where(title: object) -> str:
+    return f"IntentSpec(title={title!r})"
+
+
+def _title(_spec: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(f"IntentSpec title must be a non-empty string, got {value!r}")
+
+
+def _assign(value: object) -> str | tuple[str, ...] | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise SpecError(
+        f"assign must be an agent id, a non-empty list of agent ids or None, got {value!r}"
+    )
+
+
+def _titles(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise SpecError(
+            f"depends_on must be a list of titles, got the string {value!r}: "
+            f"write depends_on=[{value!r}]"
+        )
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"depends_on must be a list of intent titles, got {value!r}")
+    return tuple(value)
+
+
+def _tags(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"tags must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _state(value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"initial_state must be a dict, got {type(value).__name__}")
+    return dict(value)
+
+
+def _timeout(_spec: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not value > 0
+        or not math.isfinite(value)
+    ):
+        raise SpecError(f"timeout must be a positive number of seconds or None, got {value!r}")
+
+
+def _description(_spec: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str):
+        raise SpecError(f"description must be a string, got {type(value).__name__}")
+
+
+@attrs.frozen
+class IntentSpec:
+    """One unit of work in a :class:`PortfolioSpec`.
+
+    ``assign`` names the agent (or agents) that do it; ``depends_on`` lists titles of intents
+    that must complete first; ``initial_state`` seeds the intent's state; ``timeout`` bounds
+    each attempt (seconds); ``retry`` is a :class:`~openintent.RetryPolicy` or a dict of one.
+    """
+
+    title: str = attrs.field(validator=_title)
+    description: str = attrs.field(default="", validator=_description)
+    assign: str | tuple[str, ...] | None = attrs.field(default=None, converter=_assign)
+    depends_on: tuple[str, ...] = attrs.field(default=(), converter=_titles)
+    constraints: Any = attrs.field(factory=dict)
+    initial_state: dict[str, Any] = attrs.field(factory=dict, converter=_state)
+    timeout: float | None = attrs.field(default=None, validator=_timeout)
+    retry: RetryPolicy = attrs.field(default=None, converter=RetryPolicy.coerce)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=_tags)
+
+    @property
+    def assignees(self) -> tuple[str, ...]:
+        """The agent ids of ``assign`` as a tuple (empty when unassigned)."""
+        if self.assign is None:
+            return ()
+        return (self.assign,) if isinstance(self.assign, str) else self.assign
+
+
+def _intents(value: object) -> tuple[IntentSpec, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise SpecError(f"PortfolioSpec intents must be a list of IntentSpec, got {value!r}")
+    for index, item in enumerate(value):
+        if not isinstance(item, IntentSpec):
+            raise SpecError(
+                f"PortfolioSpec intents[{index}] is a {type(item).__name__}, not an IntentSpec: "
+                "build each intent with IntentSpec(title=..., ...)"
+            )
+    return tuple(value)
+
+
+def _name(_spec: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(f"PortfolioSpec name must be a non-empty string, got {value!r}")
+
+
+def _metadata(value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"PortfolioSpec metadata must be a dict, got {type(value).__name__}")
+    return dict(value)
+
+
+@attrs.frozen
+class PortfolioSpec:
+    """A named set of intents with dependencies: what ``rt.run`` runs."""
+
+    name: str = attrs.field(validator=_name)
+    intents: tuple[IntentSpec, ...] = attrs.field(converter=_intents)
+    description: str = attrs.field(default="", validator=_description)
+    metadata: dict[str, Any] = attrs.field(factory=dict, converter=_metadata)
+
+
+def is_async_callable(function: Callable[..., Any]) -> bool:
+    """Whether calling ``function`` returns an awaitable coroutine."""
+    return inspect.iscoroutinefunction(function)

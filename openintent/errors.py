@@ -1,0 +1,124 @@
+"""The error hierarchy: every error the library raises derives from :class:`OpenIntentError`.
+
+Messages say what happened, where, and what to do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "AgentError",
+    "DependencyCycleError",
+    "DuplicateIntentError",
+    "Escalate",
+    "EscalationError",
+    "IntentFailedError",
+    "IntentTimeoutError",
+    "OpenIntentError",
+    "ResponseConflictError",
+    "RunCancelledError",
+    "RunFailedError",
+    "RunHaltedError",
+    "SpecError",
+    "StateConflictError",
+    "UnknownAgentError",
+    "UnknownDependencyError",
+]
+
+
+class OpenIntentError(Exception):
+    """Base class of every error raised by openintent."""
+
+
+class SpecError(OpenIntentError, ValueError):
+    """A portfolio, intent or agent specification is invalid; nothing has run."""
+
+
+class DuplicateIntentError(SpecError):
+    """Two intents of one portfolio share a title."""
+
+
+class UnknownDependencyError(SpecError):
+    """An intent depends on a title that is not in the portfolio."""
+
+
+class DependencyCycleError(SpecError):
+    """The dependencies of a portfolio form a cycle.
+
+    ``cycle`` lists the titles along the cycle, first title repeated last.
+    """
+
+    def __init__(self, message: str, cycle: Sequence[str]) -> None:
+        super().__init__(message)
+        self.cycle: tuple[str, ...] = tuple(cycle)
+
+
+class UnknownAgentError(SpecError):
+    """An intent is assigned to an agent id that no registered agent has."""
+
+
+class AgentError(OpenIntentError, TypeError):
+    """A class given as an agent or coordinator is not usable as one."""
+
+
+class StateConflictError(OpenIntentError):
+    """``patch_state(..., expected_version=N)`` found the intent at another version."""
+
+    def __init__(self, message: str, *, intent_id: str, expected: int, actual: int) -> None:
+        super().__init__(message)
+        self.intent_id = intent_id
+        self.expected = expected
+        self.actual = actual
+
+
+class IntentTimeoutError(OpenIntentError, TimeoutError):
+    """An attempt ran longer than its intent's ``timeout``."""
+
+
+class ResponseConflictError(OpenIntentError):
+    """The assignees of a multi-agent intent returned different results."""
+
+
+class Escalate(OpenIntentError):  # noqa: N818 - the contract's name; raised, like StopIteration
+    """Raise from a handler to hand the intent to its coordinator: ``raise Escalate("why")``."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EscalationError(OpenIntentError):
+    """An agent escalated an intent and no ``@on_escalation`` handler took it."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class IntentFailedError(OpenIntentError):
+    """An intent failed for good (after its last attempt)."""
+
+    def __init__(self, message: str, *, title: str, intent_id: str) -> None:
+        super().__init__(message)
+        self.title = title
+        self.intent_id = intent_id
+
+
+class RunFailedError(OpenIntentError):
+    """Raised by ``RunResult.raise_for_status()`` for a run that ended ``failed``.
+
+    ``failures`` holds one :class:`IntentFailedError` per failed intent.
+    """
+
+    def __init__(self, message: str, failures: Sequence[IntentFailedError] = ()) -> None:
+        super().__init__(message)
+        self.failures: tuple[IntentFailedError, ...] = tuple(failures)
+
+
+class RunHaltedError(OpenIntentError):
+    """Raised by ``RunResult.raise_for_status()`` for a run a guardrail halted."""
+
+
+class RunCancelledError(OpenIntentError):
+    """Raised by ``RunResult.raise_for_status()`` for a run that was cancelled."""

@@ -1,0 +1,397 @@
+"""Records of the runtime: statuses, events, retry policy, intents as handlers see them, results.
+
+Events are plain tuples (cheap to create by the hundred thousand); results are frozen attrs
+classes built from the event log.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, overload
+
+import attrs
+
+from .errors import (
+    IntentFailedError,
+    RunCancelledError,
+    RunFailedError,
+    RunHaltedError,
+    SpecError,
+)
+
+__all__ = [
+    "Event",
+    "EventLog",
+    "EventType",
+    "Intent",
+    "IntentResult",
+    "IntentStatus",
+    "Portfolio",
+    "RetryPolicy",
+    "RunResult",
+    "RunStatus",
+]
+
+
+class IntentStatus(enum.StrEnum):
+    """Where an intent is in its life. Compares equal to its string value."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Completed, failed, cancelled or skipped: the intent will not change again."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {IntentStatus.COMPLETED, IntentStatus.FAILED, IntentStatus.CANCELLED, IntentStatus.SKIPPED}
+)
+
+
+class RunStatus(enum.StrEnum):
+    """How a run of a portfolio ended (``running`` while it goes on)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    HALTED = "halted"
+    CANCELLED = "cancelled"
+
+
+class EventType(enum.StrEnum):
+    """The kinds of event in a run's append-only log."""
+
+    RUN_STARTED = "run_started"
+    CREATED = "created"
+    READY = "ready"
+    DISPATCHED = "dispatched"
+    STATE_PATCHED = "state_patched"
+    COST_RECORDED = "cost_recorded"
+    ATTEMPT_FAILED = "attempt_failed"
+    RETRY_SCHEDULED = "retry_scheduled"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    HOOK_FAILED = "hook_failed"
+    RUN_FINISHED = "run_finished"
+
+
+class Event(NamedTuple):
+    """One entry of a run's event log. Immutable; ``seq`` orders the log from 0.
+
+    ``data`` holds what the event says beyond its type (the patch of ``state_patched``, the
+    result of ``completed``, the error of ``attempt_failed``, ...); treat it as read-only.
+    """
+
+    seq: int
+    type: EventType
+    time: float
+    portfolio_id: str
+    intent_id: str | None
+    data: Mapping[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of this event."""
+        return {
+            "seq": self.seq,
+            "type": str(self.type),
+            "time": self.time,
+            "portfolio_id": self.portfolio_id,
+            "intent_id": self.intent_id,
+            "data": dict(self.data) if self.data else {},
+        }
+
+
+class EventLog(Sequence[Event]):
+    """A read-only view of a run's events, in order."""
+
+    __slots__ = ("_events",)
+
+    def __init__(self, events: Sequence[Event]) -> None:
+        self._events = events
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Event]: ...
+    def __getitem__(self, index: int | slice) -> Event | Sequence[Event]:
+        return self._events[index]
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self._events)
+
+    def of_type(self, *types: str) -> list[Event]:
+        """The events whose type is one of ``types``, in order."""
+        wanted = set(types)
+        return [event for event in self._events if event.type in wanted]
+
+    def for_intent(self, intent_id: str) -> list[Event]:
+        """The events about one intent, in order."""
+        return [event for event in self._events if event.intent_id == intent_id]
+
+    def __repr__(self) -> str:
+        return f"EventLog(<{len(self._events)} events>)"
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (isinstance(value, int | float) and value >= 0 and math.isfinite(value)):
+        raise SpecError(f"RetryPolicy.{attribute.name} must be a finite number >= 0, got {value!r}")
+
+
+def _at_least_one(_instance: object, _attribute: attrs.Attribute[Any], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise SpecError(f"RetryPolicy.max_attempts must be an int >= 1, got {value!r}")
+
+
+def _agent_ids(value: Sequence[str] | str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How an intent retries a failed attempt.
+
+    Each agent in ``[assignee, *fallback]`` gets up to ``max_attempts`` attempts, in that
+    order. Before retry number ``n`` (0-based, counted over the whole intent) the runtime waits
+    ``min(max_delay, initial_delay * multiplier**n)`` on its clock; with ``jitter`` the wait is
+    drawn uniformly from the upper half of that, using the runtime's seeded random generator.
+
+    >>> RetryPolicy(max_attempts=3, initial_delay=0.5).delay(1, random.Random(0), jitter=False)
+    1.0
+    """
+
+    max_attempts: int = attrs.field(default=3, validator=_at_least_one)
+    initial_delay: float = attrs.field(default=1.0, validator=_positive)
+    multiplier: float = attrs.field(default=2.0, validator=_positive)
+    max_delay: float = attrs.field(default=60.0, validator=_positive)
+    jitter: bool = True
+    fallback: tuple[str, ...] = attrs.field(default=(), converter=_agent_ids)
+
+    @classmethod
+    def coerce(cls, value: RetryPolicy | Mapping[str, Any] | None) -> RetryPolicy:
+        """Accept a policy, a dict of its fields, or ``None`` (one attempt, no retry)."""
+        if value is None:
+            return NO_RETRY
+        if isinstance(value, RetryPolicy):
+            return value
+        if isinstance(value, Mapping):
+            unknown = set(value) - {field.name for field in attrs.fields(cls)}
+            if unknown:
+                raise SpecError(
+                    f"unknown RetryPolicy field(s) {sorted(unknown)}; valid fields are "
+                    "max_attempts, initial_delay, multiplier, max_delay, jitter, fallback"
+                )
+            return cls(**value)
+        raise SpecError(f"retry must be a RetryPolicy, a dict or None, got {type(value).__name__}")
+
+    def delay(self, retry_number: int, rng: random.Random, *, jitter: bool | None = None) -> float:
+        """Seconds to wait before retry ``retry_number`` (0 for the first retry)."""
+        base = min(self.max_delay, self.initial_delay * self.multiplier**retry_number)
+        if self.jitter if jitter is None else jitter:
+            return rng.uniform(base / 2, base)
+        return float(base)
+
+    def agent_for(self, attempt: int, assignee: str) -> str | None:
+        """The agent that makes attempt ``attempt`` (1-based), or ``None`` when none is left."""
+        chain = (assignee, *self.fallback)
+        index = (attempt - 1) // self.max_attempts
+        return chain[index] if index < len(chain) else None
+
+
+NO_RETRY = RetryPolicy(max_attempts=1, initial_delay=0.0, jitter=False)
+
+
+class Intent:
+    """An intent as a handler sees it during one attempt.
+
+    ``state`` is a copy the handler may read (write through ``patch_state`` or by returning a
+    dict); ``inputs`` maps each dependency's title to its final state (read-only).
+    """
+
+    __slots__ = (
+        "id",
+        "title",
+        "description",
+        "status",
+        "state",
+        "version",
+        "assigned_to",
+        "depends_on",
+        "constraints",
+        "portfolio_id",
+        "attempt",
+        "inputs",
+        "tags",
+        "idempotency_key",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        title: str,
+        description: str,
+        status: IntentStatus,
+        state: dict[str, Any],
+        version: int,
+        assigned_to: str | None,
+        depends_on: tuple[str, ...],
+        constraints: Any,
+        portfolio_id: str,
+        attempt: int,
+        inputs: Mapping[str, Mapping[str, Any]],
+        tags: tuple[str, ...],
+        idempotency_key: str,
+    ) -> None:
+        self.id = id
+        self.title = title
+        self.description = description
+        self.status = status
+        self.state = state
+        self.version = version
+        self.assigned_to = assigned_to
+        self.depends_on = depends_on
+        self.constraints = constraints
+        self.portfolio_id = portfolio_id
+        self.attempt = attempt
+        self.inputs = inputs
+        self.tags = tags
+        self.idempotency_key = idempotency_key
+
+    def __repr__(self) -> str:
+        return (
+            f"Intent(id={self.id!r}, title={self.title!r}, status={self.status.value!r}, "
+            f"version={self.version}, attempt={self.attempt})"
+        )
+
+
+@attrs.frozen
+class IntentResult:
+    """An intent's final record in a :class:`RunResult`, derived from the event log."""
+
+    id: str
+    title: str
+    status: IntentStatus
+    state: Mapping[str, Any]
+    version: int
+    assigned_to: str | None
+    attempts: int
+    depends_on: tuple[str, ...]
+    error: str | None = None
+    error_type: str | None = None
+    cost_usd: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of this record (state values must be JSON-serialisable)."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "status": str(self.status),
+            "state": dict(self.state),
+            "version": self.version,
+            "assigned_to": self.assigned_to,
+            "attempts": self.attempts,
+            "depends_on": list(self.depends_on),
+            "error": self.error,
+            "error_type": self.error_type,
+            "cost_usd": self.cost_usd,
+        }
+
+
+@attrs.frozen
+class Portfolio:
+    """The portfolio as ``@on_all_complete`` sees it: its spec's fields and its intents."""
+
+    id: str
+    name: str
+    description: str
+    metadata: Mapping[str, Any]
+    intents: Mapping[str, IntentResult]
+
+
+@attrs.frozen(eq=False)
+class RunResult:
+    """What ``await rt.run(spec)`` returns, whatever the outcome.
+
+    A failed run still returns its result with every event; :meth:`raise_for_status` raises
+    the matching error for callers who prefer exceptions.
+    """
+
+    portfolio_id: str
+    name: str
+    status: RunStatus
+    output: Any
+    intents: Mapping[str, IntentResult]
+    events: EventLog
+    decisions: tuple[Any, ...] = ()
+    cost_usd: float = 0.0
+    _errors: Mapping[str, BaseException] = attrs.field(factory=dict, repr=False, alias="errors")
+
+    @property
+    def failed_intents(self) -> list[IntentResult]:
+        """The intents that failed for good, in declaration order."""
+        return [item for item in self.intents.values() if item.status == IntentStatus.FAILED]
+
+    def raise_for_status(self) -> RunResult:
+        """Return ``self`` if the run completed, else raise the matching error.
+
+        ``failed`` raises :class:`RunFailedError` (its ``failures`` hold an
+        :class:`IntentFailedError` per failed intent, each chained to the handler's exception);
+        ``halted`` raises :class:`RunHaltedError`; ``cancelled`` :class:`RunCancelledError`.
+        """
+        if self.status == RunStatus.COMPLETED:
+            return self
+        if self.status == RunStatus.HALTED:
+            raise RunHaltedError(f"run of {self.name!r} ({self.portfolio_id}) was halted")
+        if self.status == RunStatus.CANCELLED:
+            raise RunCancelledError(f"run of {self.name!r} ({self.portfolio_id}) was cancelled")
+        failures = []
+        for item in self.failed_intents:
+            failure = IntentFailedError(
+                f"intent {item.title!r} failed after {item.attempts} attempt(s): "
+                f"{item.error_type}: {item.error}",
+                title=item.title,
+                intent_id=item.id,
+            )
+            failure.__cause__ = self._errors.get(item.id)
+            failures.append(failure)
+        titles = ", ".join(repr(failure.title) for failure in failures)
+        error = RunFailedError(
+            f"run of {self.name!r} ({self.portfolio_id}) failed: {titles} failed", failures
+        )
+        if failures:
+            raise error from failures[0]
+        raise error
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of the whole result (state values must be serialisable)."""
+        return {
+            "portfolio_id": self.portfolio_id,
+            "name": self.name,
+            "status": str(self.status),
+            "output": self.output,
+            "cost_usd": self.cost_usd,
+            "intents": {title: item.to_dict() for title, item in self.intents.items()},
+            "decisions": [_to_dict(decision) for decision in self.decisions],
+            "events": [event.to_dict() for event in self.events],
+        }
+
+
+def _to_dict(value: Any) -> Any:
+    to_dict = getattr(value, "to_dict", None)
+    return to_dict() if callable(to_dict) else value

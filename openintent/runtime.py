@@ -1,0 +1,280 @@
+"""The Runtime: wires agents, clock and event log together and runs portfolios.
+
+>>> async def main():
+...     async with Runtime(agents=[Extractor, Transformer, Loader]) as rt:
+...         result = await rt.run(workflow, coordinator=ETLCoordinator)
+...     result.raise_for_status()
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import anyio
+import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._clock import Clock, RealClock
+from ._dispatch import AgentTable, BoundAgent
+from ._graph import check_graph
+from ._registry import HookKind, current_registry
+from ._scheduler import Node, Run
+from ._store import EventStore, ResultsView
+from .agents import IntentSpec, PortfolioSpec
+from .errors import AgentError, OpenIntentError, SpecError
+from .models import Event, EventLog, EventType, Portfolio, RunResult, RunStatus
+
+__all__ = ["Runtime"]
+
+_log = structlog.get_logger("openintent")
+
+
+class Runtime:
+    """Runs portfolios of intents with a set of agents, in this process.
+
+    ``agents`` takes decorated classes (instantiated once, with no arguments) or instances;
+    when omitted, agents are found by id in the default registry (every class decorated with
+    ``@Agent``/``@Coordinator``). ``clock`` drives every timer of a run (default: real time);
+    ``seed`` makes ids and retry jitter reproducible.
+
+    Use it as an async context manager; ``await rt.run(spec)`` may be called several times.
+    """
+
+    def __init__(
+        self,
+        agents: Iterable[Any] | None = None,
+        *,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        store: str = "memory://",
+        guardrails: Sequence[Any] | None = None,
+    ) -> None:
+        if store != "memory://":
+            raise OpenIntentError(
+                f"store {store!r} is not supported yet; only 'memory://' (the default) is"
+            )
+        if guardrails:
+            raise OpenIntentError(
+                "Runtime(guardrails=...) is not enforced yet, and openintent never stores a "
+                "guardrail it does not enforce; remove it for now"
+            )
+        if isinstance(agents, str | type) or (agents is not None and not isinstance(agents, Iterable)):
+            raise AgentError(f"Runtime(agents=...) takes a list of agents, got {agents!r}")
+        self._agents = AgentTable(list(agents) if agents is not None else None, current_registry())
+        self._clock: Clock = clock if clock is not None else RealClock()
+        self._rng = random.Random(seed)
+        self._subscribers: list[MemoryObjectSendStream[Event]] = []
+        self._current: EventStore | None = None
+        self._closed = False
+
+    @property
+    def clock(self) -> Clock:
+        """The clock every timer of this runtime's runs goes through."""
+        return self._clock
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._closed = True
+        for stream in self._subscribers:
+            stream.close()
+        self._subscribers.clear()
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, spec: PortfolioSpec, *, coordinator: Any = None) -> RunResult:
+        """Run every intent of ``spec`` and return the result, whatever the outcome.
+
+        Raises :class:`~openintent.errors.SpecError` (nothing runs) when the spec is invalid:
+        duplicate titles, unknown dependencies, a cycle, unknown agent ids. Cancelling the
+        call cancels every running handler and records the intents as cancelled.
+        """
+        if self._closed:
+            raise OpenIntentError("this Runtime is closed; create a new one to run again")
+        if not isinstance(spec, PortfolioSpec):
+            raise SpecError(
+                f"rt.run() takes a PortfolioSpec, got {type(spec).__name__}: build one with "
+                "PortfolioSpec(name=..., intents=[IntentSpec(...), ...])"
+            )
+        check_graph(spec.name, spec.intents)
+        lead = self._coordinator(coordinator)
+        run = self._prepare(spec, lead)
+        store = run.store
+        self._current = store
+        log = _log.bind(portfolio_id=store.portfolio_id, portfolio=spec.name)
+        log.info("run started", intents=len(run.nodes))
+        try:
+            status = await run.execute()
+        except anyio.get_cancelled_exc_class():
+            run.cancel_unfinished()
+            self._finish(store, RunStatus.CANCELLED)
+            log.info("run finished", status="cancelled")
+            raise
+        output = None
+        results = ResultsView(store.records, run.id_of_title)
+        if status == RunStatus.COMPLETED:
+            portfolio = Portfolio(
+                store.portfolio_id, spec.name, spec.description, spec.metadata, results
+            )
+            output = await run.fire_all_complete(portfolio)
+        self._finish(store, status)
+        log.info("run finished", status=str(status), cost_usd=store.total_cost)
+        return RunResult(
+            portfolio_id=store.portfolio_id,
+            name=spec.name,
+            status=status,
+            output=output,
+            intents=results,
+            events=EventLog(store.events),
+            decisions=(),
+            cost_usd=store.total_cost,
+            errors=run.errors,
+        )
+
+    def _finish(self, store: EventStore, status: RunStatus) -> None:
+        store.emit(EventType.RUN_FINISHED, None, {"status": str(status)})
+        self._current = None
+
+    def _coordinator(self, coordinator: Any) -> BoundAgent | None:
+        if coordinator is None:
+            return None
+        lead = self._agents.resolve(coordinator)
+        if lead.kind != "coordinator":
+            raise AgentError(
+                f"{lead.id!r} is an @Agent, not a @Coordinator; pass a class decorated with "
+                "@Coordinator as rt.run(..., coordinator=...)"
+            )
+        if lead.definition.options.get("guardrails"):
+            raise OpenIntentError(
+                f"@Coordinator({lead.id!r}, guardrails=[...]): guardrails are not enforced yet, "
+                "and openintent never stores a guardrail it does not enforce; remove them for now"
+            )
+        return lead
+
+    def _assignees(self, spec: IntentSpec, lead: BoundAgent | None) -> tuple[BoundAgent, ...]:
+        where = f"intent {spec.title!r}"
+        if spec.assign is None:
+            if lead is None:
+                raise SpecError(
+                    f"{where} has no assign and the run has no coordinator to route it: "
+                    "set IntentSpec(assign='agent-id') or pass coordinator=... to rt.run()"
+                )
+            if lead.of(HookKind.ASSIGNMENT):
+                return (lead,)
+            fan_out = lead.definition.options.get("agents")
+            if not fan_out:
+                raise SpecError(
+                    f"{where} has no assign, and coordinator {lead.id!r} has neither an "
+                    "@on_assignment handler nor agents=[...] to fan it out to"
+                )
+            ids: Sequence[str] = fan_out
+        else:
+            ids = spec.assignees
+        agents = []
+        for agent_id in ids:
+            try:
+                agent = self._agents.get(agent_id)
+            except OpenIntentError as exc:
+                raise type(exc)(f"{where}: {exc}") from None
+            if not agent.of(HookKind.ASSIGNMENT):
+                raise AgentError(
+                    f"{where} is assigned to {agent_id!r}, but "
+                    f"{type(agent.instance).__qualname__} has no @on_assignment handler to do it"
+                )
+            agents.append(agent)
+        return tuple(agents)
+
+    def _prepare(self, spec: PortfolioSpec, lead: BoundAgent | None) -> Run:
+        rng = self._rng
+        portfolio_id = f"pf_{rng.getrandbits(64):016x}"
+        nodes: list[Node] = []
+        by_title: dict[str, Node] = {}
+        used: dict[str, BoundAgent] = {}
+        fallbacks: dict[str, BoundAgent] = {}
+        for index, intent_spec in enumerate(spec.intents):
+            intent_id = f"in_{rng.getrandbits(64):016x}"
+            node = Node(intent_spec, intent_id, index)
+            node.agents = self._assignees(intent_spec, lead)
+            for agent in node.agents:
+                used[agent.id] = agent
+            for fallback_id in intent_spec.retry.fallback:
+                fallbacks[fallback_id] = used[fallback_id] = self._agents.get(fallback_id)
+            nodes.append(node)
+            by_title[intent_spec.title] = node
+        for node in nodes:
+            for title in node.spec.depends_on:
+                by_title[title].dependents.append(node)
+        if lead is not None:
+            used.setdefault(lead.id, lead)
+        options = lead.definition.options if lead is not None else {}
+        sequential = options.get("strategy") == "sequential"
+        store = EventStore(portfolio_id, self._clock)
+        store.subscribers = self._subscribers
+        run = Run(
+            spec, nodes, store, self._clock, rng, lead, list(used.values()), fallbacks,
+            1 if sequential else options.get("max_concurrency"), sequential,
+        )
+        self._record_start(store, spec, nodes, lead)
+        return run
+
+    def _record_start(
+        self, store: EventStore, spec: PortfolioSpec, nodes: list[Node], lead: BoundAgent | None
+    ) -> None:
+        store.emit(
+            EventType.RUN_STARTED,
+            None,
+            {"name": spec.name, "intents": len(nodes), "coordinator": lead.id if lead else None},
+        )
+        emit = store.emit
+        for node in nodes:
+            intent_spec = node.spec
+            emit(
+                EventType.CREATED,
+                node.id,
+                {
+                    "title": intent_spec.title,
+                    "depends_on": intent_spec.depends_on,
+                    "assign": intent_spec.assign if isinstance(intent_spec.assign, str | None)
+                    else list(intent_spec.assign),
+                    "initial_state": intent_spec.initial_state,
+                },
+            )
+
+    # ------------------------------------------------------------------ observing
+
+    def events(self) -> AsyncIterator[Event]:
+        """Stream the events of the current (or next) run live, ending after it finishes.
+
+        Subscribes at the call, and starts with the events the current run already logged, so
+        nothing is missed however late the consumer starts.
+
+        >>> async for event in rt.events():
+        ...     print(event.type, event.intent_id)
+        """
+        send, receive = anyio.create_memory_object_stream[Event](math.inf)
+        if self._current is not None:
+            for event in self._current.events:
+                send.send_nowait(event)
+        if self._closed:
+            send.close()
+        else:
+            self._subscribers.append(send)
+        return self._stream(send, receive)
+
+    async def _stream(
+        self, send: MemoryObjectSendStream[Event], receive: MemoryObjectReceiveStream[Event]
+    ) -> AsyncIterator[Event]:
+        try:
+            async with receive:
+                async for event in receive:
+                    yield event
+                    if event.type is EventType.RUN_FINISHED:
+                        return
+        finally:
+            if send in self._subscribers:
+                self._subscribers.remove(send)
+            send.close()
