@@ -44,7 +44,7 @@ async def call(handler: Handler, *args: Any) -> Any:
 class BoundAgent:
     """An agent (or coordinator) instance with its handlers grouped by kind."""
 
-    __slots__ = ("id", "kind", "instance", "definition", "handlers")
+    __slots__ = ("id", "kind", "instance", "definition", "handlers", "work")
 
     def __init__(self, definition: AgentDefinition, instance: Any) -> None:
         self.id = definition.id
@@ -57,6 +57,11 @@ class BoundAgent:
             self.handlers[hook.kind].append(
                 Handler(method, hook.options, f"{definition.cls.__qualname__}.{hook.method}")
             )
+        assignment = self.handlers[HookKind.ASSIGNMENT]
+        # The hot path: a single async @on_assignment handler is awaited directly.
+        self.work: Callable[..., Any] | None = (
+            assignment[0].function if len(assignment) == 1 and assignment[0].is_async else None
+        )
 
     def of(self, kind: HookKind) -> list[Handler]:
         """The handlers of one kind, in definition order."""

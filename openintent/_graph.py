@@ -28,14 +28,22 @@ def check_graph(name: str, intents: Sequence[IntentSpec]) -> None:
             )
         seen[spec.title] = index
     titles = list(seen)
-    for spec in intents:
+    # Declaration order is usually already a topological order (every dependency declared
+    # before its dependents); then there can be no cycle and graphlib is not needed.
+    ordered = True
+    for index, spec in enumerate(intents):
         for dependency in spec.depends_on:
-            if dependency not in seen:
+            position = seen.get(dependency)
+            if position is None:
                 raise UnknownDependencyError(
                     f"{where}: intent {spec.title!r} depends on {dependency!r}, which is not an "
                     f"intent of this portfolio{suggest(dependency, titles)}; depends_on takes "
                     "titles of other intents"
                 )
+            if position >= index:
+                ordered = False
+    if ordered:
+        return
     sorter = graphlib.TopologicalSorter({spec.title: spec.depends_on for spec in intents})
     try:
         sorter.prepare()

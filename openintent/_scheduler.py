@@ -20,7 +20,7 @@ import heapq
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,7 @@ from ._clock import Clock
 from ._context import active_run
 from ._dispatch import BoundAgent, Handler, call
 from ._registry import HookKind
-from ._store import EventStore, is_valid_cost
+from ._store import EventStore, IntentRecord, is_valid_cost
 from .errors import (
     Escalate,
     EscalationError,
@@ -49,26 +49,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Node", "Run"]
 
+Node = IntentRecord  # the scheduler keeps its bookkeeping on the projection record
+
 # A worker yields to the event loop after this many intents even if no handler suspended, so
 # a long run of instant handlers cannot starve cancellation or other tasks.
 _YIELD_EVERY = 256
-
-
-class Node:
-    """The scheduler's view of one intent: its spec, who runs it, and readiness bookkeeping."""
-
-    __slots__ = ("spec", "id", "index", "waiting", "dependents", "agents")
-
-    def __init__(self, spec: IntentSpec, intent_id: str, index: int) -> None:
-        self.spec = spec
-        self.id = intent_id
-        self.index = index
-        self.waiting = len(spec.depends_on)
-        self.dependents: list[Node] = []
-        self.agents: tuple[BoundAgent, ...] = ()
-
-    def __lt__(self, other: Node) -> bool:  # heap order for the sequential strategy
-        return self.index < other.index
 
 
 class Run:
@@ -105,12 +90,9 @@ class Run:
         self._trace = _debug_enabled(self.log)
         self._sequential = sequential
         self._max_workers = max_workers or 1 << 62
-        self._ready: list[Node] | deque[Node] = [] if sequential else deque()
-        self._pop: Callable[[], Node] = (
-            (lambda: heapq.heappop(self._ready))  # type: ignore[arg-type]
-            if sequential
-            else self._ready.popleft  # type: ignore[union-attr]
-        )
+        # Ready intents: FIFO, or by declaration order for the sequential strategy.
+        self._ready: deque[Node] = deque()
+        self._ready_heap: list[tuple[int, Node]] = []
         self._tg: TaskGroup | None = None
         self._idle: list[anyio.Event] = []
         self._starting = 0  # workers started or woken but not yet running
@@ -121,6 +103,9 @@ class Run:
         self._notices: deque[tuple[Handler, tuple[Any, ...]]] = deque()
         self._notice_wakeup: anyio.Event | None = None
         self._watchers = self._hook_table()
+        self._state_watched = bool(self._watchers[HookKind.STATE_CHANGE])
+        self._complete_watched = bool(self._watchers[HookKind.COMPLETE])
+        self._total = len(nodes)
 
     # ------------------------------------------------------------------ hooks set-up
 
@@ -167,7 +152,7 @@ class Run:
         finally:
             active_run.reset(token)
         failed = any(
-            self.records[node.id].status != IntentStatus.COMPLETED for node in self.nodes
+            node.status != IntentStatus.COMPLETED for node in self.nodes
         )
         return RunStatus.FAILED if failed else RunStatus.COMPLETED
 
@@ -182,7 +167,7 @@ class Run:
     def cancel_unfinished(self) -> None:
         """Mark every intent that has not finished as cancelled (the run was cancelled)."""
         for node in self.nodes:
-            if not self.records[node.id].status.is_terminal:
+            if not node.status.is_terminal:
                 self.store.emit(EventType.CANCELLED, node.id, {"reason": "run cancelled"})
 
     # ------------------------------------------------------------------ workers
@@ -190,7 +175,9 @@ class Run:
     def _make_ready(self, node: Node) -> None:
         self.store.emit(EventType.READY, node.id)
         if self._sequential:
-            heapq.heappush(self._ready, node)  # type: ignore[arg-type]
+            heapq.heappush(self._ready_heap, (node.index, node))
+            if not self._ready:
+                self._ready.append(heapq.heappop(self._ready_heap)[1])
         else:
             self._ready.append(node)
         self._wake()
@@ -208,12 +195,14 @@ class Run:
     async def _worker(self) -> None:
         self._starting -= 1
         ready = self._ready
-        pop = self._pop
+        heap = self._ready_heap
         done = 0
         try:
             while not self._closing:
                 if ready:
-                    node = pop()
+                    node = ready.popleft()
+                    if heap:  # sequential: the next ready intent in declaration order
+                        ready.append(heapq.heappop(heap)[1])
                     if ready:
                         self._wake()
                     await self._run_intent(node)
@@ -232,13 +221,8 @@ class Run:
     # ------------------------------------------------------------------ one intent
 
     def _view(self, node: Node, attempt: int, agent_id: str | None) -> Intent:
-        record = self.records[node.id]
+        record = node
         spec = node.spec
-        records = self.records
-        by_title = self.id_of_title
-        inputs = {
-            title: MappingProxyType(records[by_title[title]].state) for title in spec.depends_on
-        }
         return Intent(
             node.id,
             spec.title,
@@ -251,7 +235,7 @@ class Run:
             spec.constraints,
             self.store.portfolio_id,
             attempt,
-            MappingProxyType(inputs),
+            Inputs(self.records, self.id_of_title, spec.depends_on) if spec.depends_on else _EMPTY,
             spec.tags,
             node.id,
         )
@@ -260,7 +244,7 @@ class Run:
         spec = node.spec
         policy = spec.retry
         emit = self.store.emit
-        attempt = self.records[node.id].attempts
+        attempt = node.attempts
         multi = len(node.agents) > 1
         primary = node.agents[0]
         while True:
@@ -271,12 +255,20 @@ class Run:
             else:
                 agent_id = policy.agent_for(attempt, primary.id)
                 agents = (primary if agent_id == primary.id else self._fallback(agent_id),)
-            emit(EventType.DISPATCHED, node.id, {"attempt": attempt, "agent": agent_id
-                                                  or ",".join(a.id for a in agents)})
+            # packed data (attempt, agent): see models.PACKED_FIELDS
+            emit(DISPATCHED, node.id, (attempt, agent_id or ",".join(a.id for a in agents)))
             intent = self._view(node, attempt, agent_id)
             try:
-                if spec.timeout is None:
-                    result = await self._attempt(agents, intent)
+                work = None if multi or spec.timeout is not None else agents[0].work
+                if work is not None:  # the hot path, inlined: one async handler, no timeout
+                    result = await work(intent)
+                    if result is not None and type(result) is not dict:
+                        result = _as_result(agents[0].of(HookKind.ASSIGNMENT)[0], result)
+                elif spec.timeout is None:
+                    if multi:
+                        result = await self._attempt_many(agents, intent)
+                    else:
+                        result = await self._call_agent(agents[0], intent)
                 else:
                     result = await self._attempt_with_timeout(agents, intent, spec.timeout)
             except Exception as exc:
@@ -312,23 +304,17 @@ class Run:
         return await self._attempt_many(agents, intent)
 
     async def _call_agent(self, agent: BoundAgent, intent: Intent) -> dict[str, Any] | None:
-        handlers = agent.handlers[HookKind.ASSIGNMENT]
+        work = agent.work
+        if work is not None:  # the common case: one async @on_assignment handler
+            value = await work(intent)
+            if value is None or type(value) is dict:
+                return value
+            return _as_result(agent.of(HookKind.ASSIGNMENT)[0], value)
         merged: dict[str, Any] | None = None
-        for handler in handlers:
-            if handler.is_async:
-                value = await handler.function(intent)
-            else:
-                value = await call(handler, intent)
-            if value is None:
-                continue
-            if not isinstance(value, Mapping):
-                raise TypeError(
-                    f"{handler.name} returned {type(value).__name__}; an @on_assignment handler "
-                    "returns a dict (merged into the intent's state) or None"
-                )
-            if merged is None and len(handlers) == 1:
-                return value if isinstance(value, dict) else dict(value)
-            merged = {**(merged or {}), **value}
+        for handler in agent.of(HookKind.ASSIGNMENT):
+            value = _as_result(handler, await call(handler, intent))
+            if value is not None:
+                merged = value if merged is None else {**merged, **value}
         return merged
 
     async def _attempt_many(
@@ -353,27 +339,31 @@ class Run:
         return responses[agents[0].id]
 
     def _complete(self, node: Node, intent: Intent, result: dict[str, Any] | None) -> None:
-        record = self.records[node.id]
+        record = node
         old_state = record.state
         self.store.emit(EventType.COMPLETED, node.id, result or None)
         agent_id = record.assigned_to
-        if self._watchers[HookKind.STATE_CHANGE] and result:
+        if self._state_watched and result:
             self._state_changed(node, old_state, record.state, result)
-        if self._watchers[HookKind.COMPLETE]:
+        if self._complete_watched:
             intent.status = IntentStatus.COMPLETED
             intent.state = dict(record.state)
             intent.version = record.version
             for handler in self._watchers_of(HookKind.COMPLETE, agent_id):
                 self._notify(handler, intent)
-        for dependent in node.dependents:
+        nodes = self.nodes
+        for index in node.dependents:
+            dependent = nodes[index]
             dependent.waiting -= 1
             if dependent.waiting == 0:
                 self._make_ready(dependent)
-        self._finish_one()
+        self._finished += 1
+        if self._finished == self._total:
+            self._done.set()
 
     def _finish_one(self) -> None:
         self._finished += 1
-        if self._finished == len(self.nodes):
+        if self._finished == self._total:
             self._done.set()
 
     def _retry_or_fail(self, node: Node, attempt: int, exc: Exception, primary: str) -> bool:
@@ -414,7 +404,7 @@ class Run:
             node.id,
             {"attempt": attempt + 1, "agent": agent, "delay": delay},
         )
-        failed_agent = self.records[node.id].assigned_to
+        failed_agent = node.assigned_to
         handlers = self._watchers_of(HookKind.RETRY, failed_agent)
         if handlers:
             intent = self._view(node, attempt + 1, agent)
@@ -425,10 +415,11 @@ class Run:
 
     def _skip_descendants(self, failed: Node) -> None:
         reason = {"reason": f"dependency {failed.spec.title!r} failed"}
+        nodes = self.nodes
         stack = list(failed.dependents)
         while stack:
-            node = stack.pop()
-            if self.records[node.id].status is not IntentStatus.PENDING:
+            node = nodes[stack.pop()]
+            if node.status is not IntentStatus.PENDING:
                 continue
             self.store.emit(EventType.SKIPPED, node.id, reason)
             self._finish_one()
@@ -460,7 +451,7 @@ class Run:
         self.store.emit(EventType.STATE_PATCHED, intent.id, {"patch": dict(patch)})
         intent.state = dict(record.state)
         intent.version = record.version
-        if self._watchers[HookKind.STATE_CHANGE]:
+        if self._state_watched:
             self._state_changed(self.by_id[intent.id], old_state, record.state, patch)
         return record.version
 
@@ -483,7 +474,7 @@ class Run:
         new_state: Mapping[str, Any],
         changes: Mapping[str, Any],
     ) -> None:
-        record = self.records[node.id]
+        record = node
         handlers = self._watchers_of(HookKind.STATE_CHANGE, record.assigned_to)
         if not handlers:
             return
@@ -499,7 +490,7 @@ class Run:
                 self._notify(handler, intent, old, new)
 
     def _on_event(self, event: Event) -> None:
-        if event.type is EventType.HOOK_FAILED:
+        if event.type == EventType.HOOK_FAILED:
             return  # never feed a hook's failure back into hooks: no feedback loops
         agent_id = self.records[event.intent_id].assigned_to if event.intent_id else None
         for handler in self._all_event_handlers(agent_id):
@@ -542,7 +533,7 @@ class Run:
             self.log.error("lifecycle handler failed", handler=handler.name, exc_info=exc)
 
     def _trace_event(self, event: Event) -> None:
-        self.log.debug(str(event.type), intent_id=event.intent_id, seq=event.seq)
+        self.log.debug(event.type, intent_id=event.intent_id, seq=event.seq)
 
     async def fire_all_complete(self, portfolio: Any) -> Any:
         """Fire ``@on_all_complete`` on the coordinator, then on agents; return the output."""
@@ -563,6 +554,48 @@ class Run:
 
 
 _MISSING = object()
+DISPATCHED = EventType.DISPATCHED
+
+
+def _as_result(handler: Handler, value: object) -> dict[str, Any] | None:
+    if value is None or type(value) is dict:
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(
+        f"{handler.name} returned {type(value).__name__}; an @on_assignment handler returns a "
+        "dict (merged into the intent's state) or None"
+    )
+_EMPTY: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
+
+
+class Inputs(Mapping[str, Mapping[str, Any]]):
+    """``intent.inputs``: each dependency's title mapped to its final state (read-only)."""
+
+    __slots__ = ("_records", "_ids", "_titles")
+
+    def __init__(
+        self, records: dict[str, Any], ids: Mapping[str, str], titles: tuple[str, ...]
+    ) -> None:
+        self._records = records
+        self._ids = ids
+        self._titles = titles
+
+    def __getitem__(self, title: str) -> Mapping[str, Any]:
+        if title not in self._titles:
+            raise KeyError(
+                f"{title!r} is not a dependency of this intent; inputs has {list(self._titles)}"
+            )
+        return MappingProxyType(self._records[self._ids[title]].state)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._titles)
+
+    def __len__(self) -> int:
+        return len(self._titles)
+
+    def __repr__(self) -> str:
+        return repr({title: dict(self[title]) for title in self._titles})
 
 
 def _freeze(value: Any) -> Any:

@@ -307,7 +307,7 @@ def _state(value: object) -> dict[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise SpecError(f"initial_state must be a dict, got {type(value).__name__}")
-    return dict(value)
+    return {**value}
 
 
 def _timeout(_spec: object, _attribute: attrs.Attribute[Any], value: object) -> None:

@@ -25,7 +25,7 @@ from ._scheduler import Node, Run
 from ._store import EventStore, ResultsView
 from .agents import IntentSpec, PortfolioSpec
 from .errors import AgentError, OpenIntentError, SpecError
-from .models import Event, EventLog, EventType, Portfolio, RunResult, RunStatus
+from .models import Event, EventLog, public_event, EventType, Portfolio, RunResult, RunStatus
 
 __all__ = ["Runtime"]
 
@@ -190,59 +190,74 @@ class Runtime:
 
     def _prepare(self, spec: PortfolioSpec, lead: BoundAgent | None) -> Run:
         rng = self._rng
-        portfolio_id = f"pf_{rng.getrandbits(64):016x}"
-        nodes: list[Node] = []
-        by_title: dict[str, Node] = {}
+        getrandbits = rng.getrandbits
+        store = EventStore(f"pf_{getrandbits(64):016x}", self._clock)
+        store.subscribers = self._subscribers
+        store.emit(
+            EventType.RUN_STARTED,
+            None,
+            {"name": spec.name, "intents": len(spec.intents), "coordinator": lead and lead.id},
+        )
         used: dict[str, BoundAgent] = {}
         fallbacks: dict[str, BoundAgent] = {}
+        # Most intents share an assign: resolve each distinct one once.
+        assignees: dict[Any, tuple[tuple[BoundAgent, ...], str | tuple[str, ...] | None]] = {}
+        nodes: list[Node] = []
+        index_of: dict[str, int] = {}
+        records = store.records
+        emit = store.emit
+        created = EventType.CREATED
         for index, intent_spec in enumerate(spec.intents):
-            intent_id = f"in_{rng.getrandbits(64):016x}"
-            node = Node(intent_spec, intent_id, index)
-            node.agents = self._assignees(intent_spec, lead)
-            for agent in node.agents:
-                used[agent.id] = agent
+            assign = intent_spec.assign
+            resolved = assignees.get(assign)
+            if resolved is None:
+                agents = self._assignees(intent_spec, lead)
+                used.update((agent.id, agent) for agent in agents)
+                resolved = assignees[assign] = (
+                    agents,
+                    assign,
+                )
             for fallback_id in intent_spec.retry.fallback:
                 fallbacks[fallback_id] = used[fallback_id] = self._agents.get(fallback_id)
+            intent_id = f"in_{getrandbits(64):016x}"
+            initial_state = intent_spec.initial_state
+            emit(  # packed data: see models.PACKED_FIELDS
+                created,
+                intent_id,
+                (
+                    intent_spec.title,
+                    intent_spec.depends_on,
+                    resolved[1],
+                    # A copy, so the log never changes if the caller mutates the spec's dict.
+                    {**initial_state} if initial_state else None,
+                ),
+            )
+            node = records[intent_id]
+            node.spec = intent_spec
+            node.index = index
+            node.agents = resolved[0]
             nodes.append(node)
-            by_title[intent_spec.title] = node
-        for node in nodes:
-            for title in node.spec.depends_on:
-                by_title[title].dependents.append(node)
+            index_of[intent_spec.title] = index
+        children: dict[int, list[int]] = {}
+        for index, node in enumerate(nodes):
+            depends_on = node.depends_on
+            node.waiting = len(depends_on)
+            for title in depends_on:
+                parent = index_of[title]
+                if parent in children:
+                    children[parent].append(index)
+                else:
+                    children[parent] = [index]
+        for parent, indices in children.items():
+            nodes[parent].dependents = tuple(indices)  # a tuple of ints: untracked by the GC
         if lead is not None:
             used.setdefault(lead.id, lead)
         options = lead.definition.options if lead is not None else {}
         sequential = options.get("strategy") == "sequential"
-        store = EventStore(portfolio_id, self._clock)
-        store.subscribers = self._subscribers
-        run = Run(
+        return Run(
             spec, nodes, store, self._clock, rng, lead, list(used.values()), fallbacks,
             1 if sequential else options.get("max_concurrency"), sequential,
         )
-        self._record_start(store, spec, nodes, lead)
-        return run
-
-    def _record_start(
-        self, store: EventStore, spec: PortfolioSpec, nodes: list[Node], lead: BoundAgent | None
-    ) -> None:
-        store.emit(
-            EventType.RUN_STARTED,
-            None,
-            {"name": spec.name, "intents": len(nodes), "coordinator": lead.id if lead else None},
-        )
-        emit = store.emit
-        for node in nodes:
-            intent_spec = node.spec
-            emit(
-                EventType.CREATED,
-                node.id,
-                {
-                    "title": intent_spec.title,
-                    "depends_on": intent_spec.depends_on,
-                    "assign": intent_spec.assign if isinstance(intent_spec.assign, str | None)
-                    else list(intent_spec.assign),
-                    "initial_state": intent_spec.initial_state,
-                },
-            )
 
     # ------------------------------------------------------------------ observing
 
@@ -257,8 +272,8 @@ class Runtime:
         """
         send, receive = anyio.create_memory_object_stream[Event](math.inf)
         if self._current is not None:
-            for event in self._current.events:
-                send.send_nowait(event)
+            for raw in self._current.events:
+                send.send_nowait(public_event(raw))
         if self._closed:
             send.close()
         else:
@@ -272,7 +287,7 @@ class Runtime:
             async with receive:
                 async for event in receive:
                     yield event
-                    if event.type is EventType.RUN_FINISHED:
+                    if event.type == EventType.RUN_FINISHED:
                         return
         finally:
             if send in self._subscribers:

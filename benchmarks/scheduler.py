@@ -1,0 +1,182 @@
+"""Scheduler speed and memory against a raw asyncio baseline, measured in the same process.
+
+    python benchmarks/scheduler.py            # all workloads
+    python benchmarks/scheduler.py --quick    # smaller graphs, for a smoke run
+
+Workloads (no-op async agents):
+  chain     10,000 intents, each depending on the one before
+  fan       1 -> 10,000 -> 1 fan-out / fan-in
+  layered   100,000 intents in layers of 100, each depending on 1-3 of the layer before (seeded)
+
+The baseline is the smallest correct asyncio scheduler: a dependency counter per node that
+creates a task when the counter reaches zero. Targets: ours / raw <= 3 on every workload,
+<= 2 KiB peak memory per intent, and 10x the intents costs <= 11x the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import random
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import structlog
+
+from openintent import Runtime
+from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
+
+Graph = list[list[int]]  # node -> its dependencies
+
+
+def chain(n: int) -> Graph:
+    return [[]] + [[i - 1] for i in range(1, n)]
+
+
+def fan(width: int) -> Graph:
+    return [[]] + [[0] for _ in range(width)] + [list(range(1, width + 1))]
+
+
+def layered(n: int, width: int = 100, seed: int = 42) -> Graph:
+    rng = random.Random(seed)
+    graph: Graph = []
+    for index in range(n):
+        layer = index // width
+        if layer == 0:
+            graph.append([])
+        else:
+            previous = range((layer - 1) * width, layer * width)
+            graph.append(sorted(rng.sample(previous, rng.randint(1, 3))))
+    return graph
+
+
+# ---------------------------------------------------------------------------- raw asyncio
+
+
+async def raw_asyncio(graph: Graph) -> None:
+    """Create a task per node once all its dependencies are done."""
+    waiting = [len(deps) for deps in graph]
+    dependents: list[list[int]] = [[] for _ in graph]
+    for node, deps in enumerate(graph):
+        for dep in deps:
+            dependents[dep].append(node)
+    remaining = len(graph)
+    finished = asyncio.Event()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def work(node: int) -> None:
+        nonlocal remaining
+        await noop()
+        for child in dependents[node]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                start(child)
+        remaining -= 1
+        if remaining == 0:
+            finished.set()
+
+    def start(node: int) -> None:
+        task = asyncio.get_running_loop().create_task(work(node))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    for node, deps in enumerate(graph):
+        if not deps:
+            start(node)
+    await finished.wait()
+
+
+async def noop() -> dict[str, int]:
+    return {}
+
+
+# ---------------------------------------------------------------------------- openintent
+
+
+@Agent("noop")
+class Noop:
+    @on_assignment
+    async def work(self, intent: object) -> dict[str, int]:
+        return {}
+
+
+def portfolio(graph: Graph) -> PortfolioSpec:
+    titles = [f"n{i}" for i in range(len(graph))]
+    return PortfolioSpec(
+        name="bench",
+        intents=[
+            IntentSpec(title=titles[i], assign="noop", depends_on=[titles[d] for d in deps])
+            for i, deps in enumerate(graph)
+        ],
+    )
+
+
+async def openintent_run(spec: PortfolioSpec) -> None:
+    async with Runtime(agents=[Noop], seed=1) as rt:
+        result = await rt.run(spec)
+    assert result.status == "completed", result.status
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+def timed(make: Callable[[], object], repeat: int) -> float:
+    """Best wall time of ``repeat`` runs, in seconds."""
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        coroutine = make()
+        start = time.perf_counter()
+        asyncio.run(coroutine)  # type: ignore[arg-type]
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def peak_bytes(make: Callable[[], object]) -> int:
+    gc.collect()
+    tracemalloc.start()
+    asyncio.run(make())  # type: ignore[arg-type]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak
+
+
+def main() -> None:
+    # An application's choice: keep the run-level log lines out of the figures.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10x smaller graphs")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-memory", action="store_true", help="skip tracemalloc runs")
+    args = parser.parse_args()
+    scale = 10 if args.quick else 1
+    workloads = {
+        "chain": chain(10_000 // scale),
+        "fan": fan(10_000 // scale),
+        "layered": layered(100_000 // scale),
+        "layered/10": layered(10_000 // scale),
+    }
+    print(f"{'workload':<12}{'intents':>9}{'raw µs':>9}{'ours µs':>9}{'ratio':>7}{'KiB/int':>9}")
+    per_intent: dict[str, float] = {}
+    ratios = []
+    for name, graph in workloads.items():
+        spec = portfolio(graph)
+        n = len(graph)
+        raw = timed(lambda graph=graph: raw_asyncio(graph), args.repeat) / n * 1e6
+        ours = timed(lambda spec=spec: openintent_run(spec), args.repeat) / n * 1e6
+        memory = "" if args.no_memory else f"{peak_bytes(lambda: openintent_run(spec)) / n / 1024:9.2f}"
+        per_intent[name] = ours
+        ratios.append(ours / raw)
+        print(f"{name:<12}{n:>9}{raw:>9.2f}{ours:>9.2f}{ours / raw:>7.2f}{memory}")
+    growth = per_intent["layered"] * 10 / per_intent["layered/10"]
+    print(f"\nworst ratio: {max(ratios):.2f} (target <= 3)")
+    print(f"10x the intents (layered) costs {growth:.2f}x the time (target <= 11)")
+    print(f"median ratio: {statistics.median(ratios):.2f}")
+
+
+if __name__ == "__main__":
+    main()
