@@ -6,10 +6,9 @@ The scheduler never calls ``anyio.sleep`` or ``anyio.move_on_after`` itself, so 
 
 from __future__ import annotations
 
+import time
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
-
-import time
 
 import anyio
 

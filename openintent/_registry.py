@@ -112,16 +112,20 @@ class Registry:
     def __len__(self) -> int:
         return len(self._by_id)
 
+    def __bool__(self) -> bool:
+        return True  # an empty registry is still a registry
+
     def __repr__(self) -> str:
         return f"Registry({self.ids()!r})"
 
 
-_current: ContextVar[Registry] = ContextVar("openintent_registry", default=Registry())
+_DEFAULT = Registry()
+_current: ContextVar[Registry | None] = ContextVar("openintent_registry", default=None)
 
 
 def current_registry() -> Registry:
     """The registry decorated classes register in (the default one unless isolated)."""
-    return _current.get()
+    return _current.get() or _DEFAULT
 
 
 @contextmanager

@@ -17,16 +17,14 @@ Design notes (why it looks like this):
 from __future__ import annotations
 
 import heapq
-import logging
 import random
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
-import structlog
 from anyio.abc import TaskGroup
 
 from ._clock import Clock
@@ -45,7 +43,7 @@ from .errors import (
 from .models import Event, EventType, Intent, IntentStatus, RunStatus
 
 if TYPE_CHECKING:
-    from .agents import IntentSpec, PortfolioSpec
+    from .agents import PortfolioSpec
 
 __all__ = ["Node", "Run"]
 
@@ -84,10 +82,7 @@ class Run:
         self.agents = agents
         self.fallbacks = fallbacks
         self.errors: dict[str, BaseException] = {}
-        self.log = structlog.get_logger("openintent").bind(
-            portfolio_id=store.portfolio_id, portfolio=spec.name
-        )
-        self._trace = _debug_enabled(self.log)
+        self.log = store.log
         self._sequential = sequential
         self._max_workers = max_workers or 1 << 62
         # Ready intents: FIFO, or by declaration order for the sequential strategy.
@@ -119,8 +114,6 @@ class Run:
             table[kind] = by_agent
         if table[HookKind.EVENT]:
             self.store.listeners.append(self._on_event)
-        if self._trace:
-            self.store.listeners.append(self._trace_event)
         return table
 
     def _watchers_of(self, kind: HookKind, agent_id: str | None) -> list[Handler]:
@@ -285,8 +278,9 @@ class Run:
         return self.fallbacks[agent_id]
 
     async def _attempt_with_timeout(
-        self, agents: tuple[BoundAgent, ...], intent: Intent, timeout: float
+        self, agents: tuple[BoundAgent, ...], intent: Intent, seconds: float
     ) -> dict[str, Any] | None:
+        timeout = seconds
         result: dict[str, Any] | None = None
         with self.clock.timeout(timeout) as scope:
             result = await self._attempt(agents, intent)
@@ -532,9 +526,6 @@ class Run:
             )
             self.log.error("lifecycle handler failed", handler=handler.name, exc_info=exc)
 
-    def _trace_event(self, event: Event) -> None:
-        self.log.debug(event.type, intent_id=event.intent_id, seq=event.seq)
-
     async def fire_all_complete(self, portfolio: Any) -> Any:
         """Fire ``@on_all_complete`` on the coordinator, then on agents; return the output."""
         output: Any = None
@@ -611,11 +602,3 @@ def _freeze(value: Any) -> Any:
     except TypeError:
         return repr(value)
     return value
-
-
-def _debug_enabled(log: Any) -> bool:
-    """Per-event debug lines only when the application configured structlog to want them."""
-    if not structlog.is_configured():
-        return False
-    is_enabled_for = getattr(log, "is_enabled_for", None)
-    return bool(is_enabled_for(logging.DEBUG)) if callable(is_enabled_for) else False

@@ -7,11 +7,13 @@ code that changes an :class:`IntentRecord`, both live (as events are emitted) an
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Final
 
 import anyio
+import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._clock import Clock
@@ -105,9 +107,9 @@ Records = dict[str, IntentRecord]
 # intent_id, data): an exact tuple of atomic values is untracked by the garbage collector,
 # which keeps collections cheap in runs of 100,000 intents. Event (a NamedTuple) wraps one on
 # the way out; both index the same way.
-RawEvent = tuple[int, str, float, str, "str | None", Any]
-_INTENT = 4
-_DATA = 5
+RawEvent = tuple[int, str, float, str, str | None, Any]
+_INTENT: Final = 4
+_DATA: Final = 5
 _NO_DATA: Mapping[str, Any] = {}
 
 
@@ -221,14 +223,19 @@ def replay(events: Iterable[RawEvent]) -> Records:
 class EventStore:
     """The in-memory event log of one run, its projection, and its live subscribers."""
 
-    def __init__(self, portfolio_id: str, clock: Clock) -> None:
+    def __init__(self, portfolio_id: str, clock: Clock, name: str = "") -> None:
         self.portfolio_id = portfolio_id
+        self.log: Any = structlog.get_logger("openintent").bind(
+            portfolio_id=portfolio_id, portfolio=name
+        )
         self.events: list[RawEvent] = []
         self.records: Records = {}
         self.total_cost = 0.0
         self._now = clock.now
         self.subscribers: list[MemoryObjectSendStream[Event]] = []
         self.listeners: list[Callable[[Event], None]] = []
+        if _debug_enabled(self.log):
+            self.listeners.append(self._trace)
 
     def emit(self, type: str, intent_id: str | None = None, data: Any = None) -> None:
         """Append an event, apply it to the projection, and tell listeners and subscribers."""
@@ -243,6 +250,9 @@ class EventStore:
         if self.listeners or self.subscribers:
             self._tell(public_event(event))
 
+    def _trace(self, event: Event) -> None:
+        self.log.debug(event.type, intent_id=event.intent_id, seq=event.seq)
+
     def _tell(self, event: Event) -> None:
         for listener in self.listeners:
             listener(event)
@@ -253,9 +263,23 @@ class EventStore:
                 pass  # a subscriber that went away just stops receiving
 
 
+def _debug_enabled(log: Any) -> bool:
+    """A debug line per event only when the application configured structlog to want them.
+
+    Unconfigured structlog prints everything; a library must not flood its users' output,
+    and a log line per event costs more than the scheduling itself.
+    """
+    if not structlog.is_configured():
+        return False
+    is_enabled_for = getattr(log, "is_enabled_for", None)
+    return bool(is_enabled_for(logging.DEBUG)) if callable(is_enabled_for) else False
+
+
 def is_valid_cost(usd: object) -> bool:
     """A finite, non-negative number."""
-    return isinstance(usd, int | float) and not isinstance(usd, bool) and usd >= 0 and math.isfinite(usd)
+    if isinstance(usd, bool) or not isinstance(usd, int | float):
+        return False
+    return usd >= 0 and math.isfinite(usd)
 
 
 class ResultsView(Mapping[str, IntentResult]):

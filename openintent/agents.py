@@ -193,7 +193,7 @@ def _install(cls: Any, definition: AgentDefinition) -> None:
     for name, value in vars(AgentMethods).items():
         if callable(value) and not name.startswith("__") and not hasattr(cls, name):
             setattr(cls, name, value)
-    cls.__openintent_id__ = definition.id
+    setattr(cls, "__openintent_id__", definition.id)  # noqa: B010 - set on any class
     setattr(cls, DEFINITION_ATTR, definition)
     current_registry().register(definition)
 
@@ -240,7 +240,9 @@ def Coordinator(  # noqa: N802 - a decorator named like a class
             f"@Coordinator({coordinator_id!r}): max_concurrency must be an int >= 1 or None, "
             f"got {max_concurrency!r}"
         )
-    if agents is not None and (isinstance(agents, str) or not all(isinstance(a, str) for a in agents)):
+    if agents is not None and (
+        isinstance(agents, str) or not all(isinstance(a, str) for a in agents)
+    ):
         raise AgentError(
             f"@Coordinator({coordinator_id!r}): agents must be a list of agent ids, got {agents!r}"
         )
@@ -262,10 +264,6 @@ def Coordinator(  # noqa: N802 - a decorator named like a class
 
 
 # ---------------------------------------------------------------------------------- specs
-
-
-def _where(title: object) -> str:
-    return f"IntentSpec(title={title!r})"
 
 
 def _title(_spec: object, _attribute: attrs.Attribute[Any], value: object) -> None:
@@ -327,6 +325,10 @@ def _description(_spec: object, _attribute: attrs.Attribute[Any], value: object)
         raise SpecError(f"description must be a string, got {type(value).__name__}")
 
 
+def _retry(value: RetryPolicy | Mapping[str, Any] | None) -> RetryPolicy:
+    return RetryPolicy.coerce(value)
+
+
 @attrs.frozen
 class IntentSpec:
     """One unit of work in a :class:`PortfolioSpec`.
@@ -343,7 +345,7 @@ class IntentSpec:
     constraints: Any = attrs.field(factory=dict)
     initial_state: dict[str, Any] = attrs.field(factory=dict, converter=_state)
     timeout: float | None = attrs.field(default=None, validator=_timeout)
-    retry: RetryPolicy = attrs.field(default=None, converter=RetryPolicy.coerce)
+    retry: RetryPolicy = attrs.field(default=None, converter=_retry)
     tags: tuple[str, ...] = attrs.field(default=(), converter=_tags)
 
     @property

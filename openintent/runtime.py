@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import anyio
-import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._clock import Clock, RealClock
@@ -25,11 +24,9 @@ from ._scheduler import Node, Run
 from ._store import EventStore, ResultsView
 from .agents import IntentSpec, PortfolioSpec
 from .errors import AgentError, OpenIntentError, SpecError
-from .models import Event, EventLog, public_event, EventType, Portfolio, RunResult, RunStatus
+from .models import Event, EventLog, EventType, Portfolio, RunResult, RunStatus, public_event
 
 __all__ = ["Runtime"]
-
-_log = structlog.get_logger("openintent")
 
 
 class Runtime:
@@ -61,7 +58,9 @@ class Runtime:
                 "Runtime(guardrails=...) is not enforced yet, and openintent never stores a "
                 "guardrail it does not enforce; remove it for now"
             )
-        if isinstance(agents, str | type) or (agents is not None and not isinstance(agents, Iterable)):
+        if isinstance(agents, str | type) or (
+            agents is not None and not isinstance(agents, Iterable)
+        ):
             raise AgentError(f"Runtime(agents=...) takes a list of agents, got {agents!r}")
         self._agents = AgentTable(list(agents) if agents is not None else None, current_registry())
         self._clock: Clock = clock if clock is not None else RealClock()
@@ -105,7 +104,7 @@ class Runtime:
         run = self._prepare(spec, lead)
         store = run.store
         self._current = store
-        log = _log.bind(portfolio_id=store.portfolio_id, portfolio=spec.name)
+        log = store.log
         log.info("run started", intents=len(run.nodes))
         try:
             status = await run.execute()
@@ -191,7 +190,7 @@ class Runtime:
     def _prepare(self, spec: PortfolioSpec, lead: BoundAgent | None) -> Run:
         rng = self._rng
         getrandbits = rng.getrandbits
-        store = EventStore(f"pf_{getrandbits(64):016x}", self._clock)
+        store = EventStore(f"pf_{getrandbits(64):016x}", self._clock, spec.name)
         store.subscribers = self._subscribers
         store.emit(
             EventType.RUN_STARTED,
