@@ -315,14 +315,23 @@ class Run:
         self, agents: tuple[BoundAgent, ...], intent: Intent
     ) -> dict[str, Any] | None:
         responses: dict[str, dict[str, Any] | None] = {}
+        errors: list[Exception] = []
 
         async def respond(agent: BoundAgent) -> None:
             view = self._view(self.by_id[intent.id], intent.attempt, agent.id)
-            responses[agent.id] = await self._call_agent(agent, view)
+            try:
+                responses[agent.id] = await self._call_agent(agent, view)
+            except Exception as exc:
+                # The attempt fails with this agent's own error (not an ExceptionGroup), and
+                # the other assignees stop: their answers can no longer decide anything.
+                errors.append(exc)
+                tg.cancel_scope.cancel()
 
         async with anyio.create_task_group() as tg:
             for agent in agents:
                 tg.start_soon(respond, agent)
+        if errors:
+            raise errors[0]
         distinct = {_freeze(response) for response in responses.values()}
         if len(distinct) > 1:
             detail = "; ".join(f"{agent}: {responses[agent]!r}" for agent in sorted(responses))
@@ -527,7 +536,11 @@ class Run:
             self.log.error("lifecycle handler failed", handler=handler.name, exc_info=exc)
 
     async def fire_all_complete(self, portfolio: Any) -> Any:
-        """Fire ``@on_all_complete`` on the coordinator, then on agents; return the output."""
+        """Fire ``@on_all_complete`` on the coordinator, then on agents; return the output.
+
+        The coordinator's handler decides the output, so its exception propagates (the
+        runtime fails the run with it); an agent's is recorded like any hook failure.
+        """
         output: Any = None
         token = active_run.set(self)
         try:

@@ -381,6 +381,9 @@ class Portfolio:
 class RunResult:
     """What ``await rt.run(spec)`` returns, whatever the outcome.
 
+    ``error`` explains a failure that is not an intent's (the coordinator's
+    ``@on_all_complete`` raised, for one).
+
     A failed run still returns its result with every event; :meth:`raise_for_status` raises
     the matching error for callers who prefer exceptions.
     """
@@ -393,6 +396,7 @@ class RunResult:
     events: EventLog
     decisions: tuple[Any, ...] = ()
     cost_usd: float = 0.0
+    error: str | None = None
     _errors: Mapping[str, BaseException] = attrs.field(factory=dict, repr=False, alias="errors")
 
     @property
@@ -424,12 +428,12 @@ class RunResult:
             failure.__cause__ = self._errors.get(item.id)
             failures.append(failure)
         titles = ", ".join(repr(failure.title) for failure in failures)
-        error = RunFailedError(
-            f"run of {self.name!r} ({self.portfolio_id}) failed: {titles} failed", failures
-        )
+        reason = f"{titles} failed" if failures else (self.error or "unknown reason")
+        error = RunFailedError(f"run of {self.name!r} ({self.portfolio_id}) failed: {reason}",
+                               failures)
         if failures:
             raise error from failures[0]
-        raise error
+        raise error from self._errors.get("")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of the whole result (state values must be serialisable)."""
@@ -438,6 +442,7 @@ class RunResult:
             "name": self.name,
             "status": str(self.status),
             "output": self.output,
+            "error": self.error,
             "cost_usd": self.cost_usd,
             "intents": {title: item.to_dict() for title, item in self.intents.items()},
             "decisions": [_to_dict(decision) for decision in self.decisions],

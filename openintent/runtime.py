@@ -114,12 +114,25 @@ class Runtime:
             log.info("run finished", status="cancelled")
             raise
         output = None
+        error = None
         results = ResultsView(store.records, run.id_of_title)
         if status == RunStatus.COMPLETED:
             portfolio = Portfolio(
                 store.portfolio_id, spec.name, spec.description, spec.metadata, results
             )
-            output = await run.fire_all_complete(portfolio)
+            try:
+                output = await run.fire_all_complete(portfolio)
+            except Exception as exc:  # the work is done and kept; the run still reports it
+                status = RunStatus.FAILED
+                error = f"@on_all_complete raised {type(exc).__name__}: {exc}"
+                run.errors[""] = exc
+                store.emit(
+                    EventType.HOOK_FAILED,
+                    None,
+                    {"handler": "on_all_complete", "error": str(exc),
+                     "error_type": type(exc).__name__},
+                )
+                log.error("on_all_complete failed", exc_info=exc)
         self._finish(store, status)
         log.info("run finished", status=str(status), cost_usd=store.total_cost)
         return RunResult(
@@ -131,6 +144,7 @@ class Runtime:
             events=EventLog(store.events),
             decisions=(),
             cost_usd=store.total_cost,
+            error=error,
             errors=run.errors,
         )
 

@@ -663,3 +663,42 @@ async def test_an_empty_portfolio_completes():
     result = await run(portfolio(), coordinator=Lead)
     assert result.status == "completed"
     assert result.output == {"done": []}
+
+
+async def test_a_failing_on_all_complete_fails_the_run_but_keeps_the_work():
+    @Coordinator("broken-lead")
+    class BrokenLead:
+        @on_all_complete
+        async def done(self, portfolio):
+            raise KeyError("summary")
+
+    with structlog.testing.capture_logs():
+        result = await run(portfolio(IntentSpec("A", assign="echo")), Echo(),
+                           coordinator=BrokenLead)
+    assert result.status == "failed"
+    assert result.intents["A"].status == "completed"
+    assert result.error == "@on_all_complete raised KeyError: 'summary'"
+    assert result.events.types()[-2:] == ["hook_failed", "run_finished"]
+    with pytest.raises(RunFailedError, match="on_all_complete raised KeyError") as caught:
+        result.raise_for_status()
+    assert isinstance(caught.value.__cause__, KeyError)
+
+
+async def test_one_failing_assignee_fails_the_attempt_with_its_own_error():
+    @Agent("ok")
+    class Ok:
+        @on_assignment
+        async def work(self, intent):
+            await anyio.sleep(5)
+            return {"late": True}
+
+    @Agent("broken")
+    class Broken:
+        @on_assignment
+        async def work(self, intent):
+            raise LookupError("no data")
+
+    with anyio.fail_after(2):
+        result = await run(portfolio(IntentSpec("Pair", assign=["ok", "broken"])), Ok, Broken)
+    assert result.intents["Pair"].status == "failed"
+    assert result.intents["Pair"].error_type == "LookupError"
