@@ -72,7 +72,7 @@ class Run:
     ) -> None:
         self.spec = spec
         self.nodes = nodes
-        self.by_id = {node.id: node for node in nodes}
+        self.by_id = store.records  # intent id -> its record, which is also its node
         self.id_of_title = {node.spec.title: node.id for node in nodes}
         self.store = store
         self.records = store.records

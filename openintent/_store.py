@@ -103,13 +103,14 @@ class IntentRecord:
 
 Records = dict[str, IntentRecord]
 
-# Events are stored as plain tuples in Event's field order (seq, type, time, portfolio_id,
-# intent_id, data): an exact tuple of atomic values is untracked by the garbage collector,
-# which keeps collections cheap in runs of 100,000 intents. Event (a NamedTuple) wraps one on
-# the way out; both index the same way.
-RawEvent = tuple[int, str, float, str, str | None, Any]
-_INTENT: Final = 4
-_DATA: Final = 5
+# Events are stored as plain (type, time, intent_id, data) tuples: an exact tuple of atomic
+# values is untracked by the garbage collector, and leaving out what the log already knows
+# (seq is the position, portfolio_id the log's own) saves memory in runs of 100,000 intents.
+# models.public_event turns one into an Event on the way out.
+RawEvent = tuple[str, float, str | None, Any]
+_TYPE: Final = 0
+_INTENT: Final = 2
+_DATA: Final = 3
 _NO_DATA: Mapping[str, Any] = {}
 
 
@@ -118,7 +119,7 @@ def _fields(event: RawEvent) -> tuple[Any, ...]:
     data: Any = event[_DATA]
     if type(data) is tuple:
         return data
-    return tuple(data[name] for name in PACKED_FIELDS[event[1]])  # an Event from a user
+    return tuple(data[name] for name in PACKED_FIELDS[event[_TYPE]])  # a replayed Event
 
 
 def _created(records: Records, event: RawEvent) -> None:
@@ -205,14 +206,16 @@ _APPLY: dict[str, Callable[[Records, RawEvent], None]] = {
 }
 
 
-def apply(records: Records, event: RawEvent) -> None:
-    """Apply one event to the projection (events that change no intent are ignored)."""
-    handler = _APPLY.get(event[1])
+def apply(records: Records, event: RawEvent | Event) -> None:
+    """Apply one event (stored or public) to the projection; others are ignored."""
+    if isinstance(event, Event):
+        event = (event.type, event.time, event.intent_id, event.data)
+    handler = _APPLY.get(event[_TYPE])
     if handler is not None:
         handler(records, event)
 
 
-def replay(events: Iterable[RawEvent]) -> Records:
+def replay(events: Iterable[RawEvent | Event]) -> Records:
     """Re-derive every intent's record from an event log alone."""
     records: Records = {}
     for event in events:
@@ -240,7 +243,7 @@ class EventStore:
     def emit(self, type: str, intent_id: str | None = None, data: Any = None) -> None:
         """Append an event, apply it to the projection, and tell listeners and subscribers."""
         events = self.events
-        event: RawEvent = (len(events), type, self._now(), self.portfolio_id, intent_id, data)
+        event: RawEvent = (type, self._now(), intent_id, data)
         events.append(event)
         handler = _APPLY.get(type)
         if handler is not None:
@@ -248,7 +251,7 @@ class EventStore:
         if type == EventType.COST_RECORDED:
             self.total_cost += (data or _NO_DATA)["usd"]
         if self.listeners or self.subscribers:
-            self._tell(public_event(event))
+            self._tell(public_event(event, len(events) - 1, self.portfolio_id))
 
     def _trace(self, event: Event) -> None:
         self.log.debug(event.type, intent_id=event.intent_id, seq=event.seq)

@@ -147,26 +147,28 @@ PACKED_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _public(raw: tuple[Any, ...]) -> Event:
-    """The :class:`Event` for a stored event tuple."""
-    data = raw[5]
+def public_event(raw: tuple[Any, ...], seq: int, portfolio_id: str) -> Event:
+    """The :class:`Event` for a stored ``(type, time, intent_id, data)`` tuple.
+
+    The log stores only what differs between events; ``seq`` is the position in the log and
+    ``portfolio_id`` the log's own.
+    """
+    type_, time_, intent_id, data = raw
     if type(data) is tuple:
-        data = dict(zip(PACKED_FIELDS[raw[1]], data, strict=True))
+        data = dict(zip(PACKED_FIELDS[type_], data, strict=True))
         if "initial_state" in data and data["initial_state"] is None:
             data["initial_state"] = {}
-    return Event(raw[0], raw[1], raw[2], raw[3], raw[4], data)
-
-
-public_event = _public
+    return Event(seq, type_, time_, portfolio_id, intent_id, data)
 
 
 class EventLog(Sequence[Event]):
     """A read-only view of a run's events, in order."""
 
-    __slots__ = ("_events",)
+    __slots__ = ("_events", "_portfolio_id")
 
-    def __init__(self, events: Sequence[tuple[Any, ...]]) -> None:
+    def __init__(self, events: Sequence[tuple[Any, ...]], portfolio_id: str) -> None:
         self._events = events
+        self._portfolio_id = portfolio_id
 
     @overload
     def __getitem__(self, index: int) -> Event: ...
@@ -174,27 +176,31 @@ class EventLog(Sequence[Event]):
     def __getitem__(self, index: slice) -> list[Event]: ...
     def __getitem__(self, index: int | slice) -> Event | list[Event]:
         if isinstance(index, slice):
-            return [_public(raw) for raw in self._events[index]]
-        return _public(self._events[index])
+            positions = range(len(self._events))[index]
+            return [self[position] for position in positions]
+        position = range(len(self._events))[index]  # negative indexes and IndexError
+        return public_event(self._events[position], position, self._portfolio_id)
 
     def __len__(self) -> int:
         return len(self._events)
 
     def __iter__(self) -> Iterator[Event]:
-        return map(_public, self._events)
+        portfolio_id = self._portfolio_id
+        for seq, raw in enumerate(self._events):
+            yield public_event(raw, seq, portfolio_id)
 
     def of_type(self, *types: str) -> list[Event]:
         """The events whose type is one of ``types``, in order."""
         wanted = set(types)
-        return [_public(raw) for raw in self._events if raw[1] in wanted]
+        return [event for event in self if event.type in wanted]
 
     def for_intent(self, intent_id: str) -> list[Event]:
         """The events about one intent, in order."""
-        return [_public(raw) for raw in self._events if raw[4] == intent_id]
+        return [event for event in self if event.intent_id == intent_id]
 
     def types(self) -> list[str]:
         """The type of every event, in order (handy in assertions)."""
-        return [raw[1] for raw in self._events]
+        return [raw[0] for raw in self._events]
 
     def __repr__(self) -> str:
         return f"EventLog(<{len(self._events)} events>)"

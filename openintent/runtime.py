@@ -141,7 +141,7 @@ class Runtime:
             status=status,
             output=output,
             intents=results,
-            events=EventLog(store.events),
+            events=EventLog(store.events, store.portfolio_id),
             decisions=(),
             cost_usd=store.total_cost,
             error=error,
@@ -285,8 +285,9 @@ class Runtime:
         """
         send, receive = anyio.create_memory_object_stream[Event](math.inf)
         if self._current is not None:
-            for raw in self._current.events:
-                send.send_nowait(public_event(raw))
+            current = self._current
+            for seq, raw in enumerate(current.events):
+                send.send_nowait(public_event(raw, seq, current.portfolio_id))
         if self._closed:
             send.close()
         else:
