@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from ._clock import Clock as Clock
 from ._clock import RealClock as RealClock
+from ._context import sleep as sleep
+from ._virtual_clock import VirtualClock as VirtualClock
 from .agents import Agent as Agent
 from .agents import Coordinator as Coordinator
 from .agents import IntentSpec as IntentSpec
@@ -78,4 +80,6 @@ __all__ = [
     "StateConflictError",
     "UnknownAgentError",
     "UnknownDependencyError",
+    "VirtualClock",
+    "sleep",
 ]

@@ -12,14 +12,19 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, Protocol
 
+import anyio
+
+from ._clock import Clock
 from .errors import OpenIntentError
 from .models import Intent
 
-__all__ = ["RunContext", "current_run", "active_run"]
+__all__ = ["RunContext", "active_run", "current_run", "sleep"]
 
 
 class RunContext(Protocol):
     """What a running portfolio offers to the handlers it calls."""
+
+    clock: Clock
 
     async def patch_state(
         self, intent: Intent, patch: Mapping[str, Any], expected_version: int | None
@@ -42,3 +47,18 @@ def current_run(method: str) -> RunContext:
             "`await rt.run(...)` is running"
         )
     return run
+
+
+async def sleep(seconds: float) -> None:
+    """Sleep on the running portfolio's clock (real time outside a run).
+
+    Use it in handlers instead of ``anyio.sleep`` so a test's virtual clock can skip the wait.
+
+    >>> async def work(self, intent):
+    ...     await openintent.sleep(30)   # instant under VirtualClock
+    """
+    run = active_run.get()
+    if run is None:
+        await anyio.sleep(seconds)
+    else:
+        await run.clock.sleep(seconds)

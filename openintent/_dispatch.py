@@ -34,11 +34,19 @@ class Handler:
         return f"Handler({self.name})"
 
 
-async def call(handler: Handler, *args: Any) -> Any:
-    """Call a handler: await it if async, else run it in a worker thread."""
+async def call(handler: Handler, *args: Any, clock: Any = None) -> Any:
+    """Call a handler: await it if async, else run it in a worker thread.
+
+    While the thread works, a clock with ``hold()`` (the virtual clock) keeps time still.
+    """
     if handler.is_async:
         return await handler.function(*args)
-    return await anyio.to_thread.run_sync(functools.partial(handler.function, *args))
+    work = functools.partial(handler.function, *args)
+    hold = getattr(clock, "hold", None)
+    if hold is None:
+        return await anyio.to_thread.run_sync(work)
+    with hold():
+        return await anyio.to_thread.run_sync(work)
 
 
 class BoundAgent:
@@ -123,7 +131,8 @@ class AgentTable:
                 f"Runtime(agents=[...]) ({known}); add a class decorated with "
                 f"@Agent({agent_id!r}) to that list"
             )
-        bound = bind(self._registry.get(agent_id).cls)
+        definition = self._registry.get(agent_id)
+        bound = bind(definition.instance if definition.instance is not None else definition.cls)
         self._bound[agent_id] = bound
         return bound
 

@@ -61,6 +61,7 @@ class AgentDefinition:
     cls: type[Any]
     hooks: tuple[HookSpec, ...]
     options: Mapping[str, Any] = attrs.field(factory=dict)
+    instance: Any = None  # set for agents defined per instance (SimulatedAgent)
 
     def hooks_of(self, kind: HookKind) -> list[HookSpec]:
         """The handlers of one kind, in definition order."""
@@ -68,7 +69,12 @@ class AgentDefinition:
 
 
 def definition_of(obj: Any) -> AgentDefinition | None:
-    """The definition of a decorated class or of an instance of one."""
+    """The definition of a decorated class, of an instance of one, or of an agent instance
+    that defines itself (such as ``SimulatedAgent``)."""
+    if not isinstance(obj, type):
+        own = getattr(obj, "__dict__", {}).get(DEFINITION_ATTR)
+        if isinstance(own, AgentDefinition):
+            return own
     cls = obj if isinstance(obj, type) else type(obj)
     definition = cls.__dict__.get(DEFINITION_ATTR)
     return definition if isinstance(definition, AgentDefinition) else None
@@ -129,9 +135,15 @@ def current_registry() -> Registry:
 
 
 @contextmanager
-def isolated_registry() -> Iterator[Registry]:
-    """Use a fresh, empty default registry inside the block (tests use this)."""
+def isolated_registry(*, inherit: bool = False) -> Iterator[Registry]:
+    """Use a registry of its own inside the block (the pytest plugin gives one to each test).
+
+    With ``inherit`` it starts with what the current registry holds (classes decorated at
+    import time stay visible); what is registered inside never leaks out.
+    """
     registry = Registry()
+    if inherit:
+        registry._by_id.update(current_registry()._by_id)
     token = _current.set(registry)
     try:
         yield registry

@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +89,7 @@ class Run:
         self._ready: deque[Node] = deque()
         self._ready_heap: list[tuple[int, Node]] = []
         self._tg: TaskGroup | None = None
+        self._driver_scope: anyio.CancelScope | None = None
         self._idle: list[anyio.Event] = []
         self._starting = 0  # workers started or woken but not yet running
         self._workers = 0
@@ -135,6 +136,9 @@ class Run:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._notifier)
+                drive = getattr(self.clock, "drive", None)
+                if drive is not None:  # a virtual clock jumps time while the run is idle
+                    tg.start_soon(self._drive_clock, drive)
                 for node in self.nodes:
                     if node.waiting == 0:
                         self._make_ready(node)
@@ -149,7 +153,16 @@ class Run:
         )
         return RunStatus.FAILED if failed else RunStatus.COMPLETED
 
+    async def _drive_clock(self, drive: Callable[[], Any]) -> None:
+        if self._closing:
+            return
+        with anyio.CancelScope() as scope:
+            self._driver_scope = scope
+            await drive()
+
     def _close(self) -> None:
+        if self._driver_scope is not None:
+            self._driver_scope.cancel()
         self._closing = True
         for event in self._idle:
             event.set()
@@ -306,7 +319,7 @@ class Run:
             return _as_result(agent.of(HookKind.ASSIGNMENT)[0], value)
         merged: dict[str, Any] | None = None
         for handler in agent.of(HookKind.ASSIGNMENT):
-            value = _as_result(handler, await call(handler, intent))
+            value = _as_result(handler, await call(handler, intent, clock=self.clock))
             if value is not None:
                 merged = value if merged is None else {**merged, **value}
         return merged
@@ -526,7 +539,7 @@ class Run:
     async def _guarded(self, handler: Handler, *args: Any) -> None:
         """Call a lifecycle hook; a failure is logged and recorded, never fatal to the run."""
         try:
-            await call(handler, *args)
+            await call(handler, *args, clock=self.clock)
         except Exception as exc:
             self.store.emit(
                 EventType.HOOK_FAILED,
@@ -546,7 +559,7 @@ class Run:
         try:
             if self.coordinator is not None:
                 for handler in self.coordinator.of(HookKind.ALL_COMPLETE):
-                    output = await call(handler, portfolio)
+                    output = await call(handler, portfolio, clock=self.clock)
             for agent in self.agents:
                 if agent is self.coordinator:
                     continue

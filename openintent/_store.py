@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any, Final
 
 import anyio
@@ -156,6 +157,7 @@ def _completed(records: Records, event: RawEvent) -> None:
     record = records[event[_INTENT] or ""]
     _merge(record, event[_DATA])
     record.status = IntentStatus.COMPLETED
+    record.error = record.error_type = None  # failed attempts stay in the log
 
 
 def _error(record: IntentRecord, event: RawEvent) -> None:
@@ -223,6 +225,13 @@ def replay(events: Iterable[RawEvent | Event]) -> Records:
     return records
 
 
+# Event capture for tests (openintent.testing.capture_events): every EventStore created while a
+# capture is active also sends its events to the capture's list.
+event_captures: ContextVar[tuple[list[Event], ...]] = ContextVar(
+    "openintent_event_captures", default=()
+)
+
+
 class EventStore:
     """The in-memory event log of one run, its projection, and its live subscribers."""
 
@@ -239,6 +248,7 @@ class EventStore:
         self.listeners: list[Callable[[Event], None]] = []
         if _debug_enabled(self.log):
             self.listeners.append(self._trace)
+        self.listeners.extend(capture.append for capture in event_captures.get())
 
     def emit(self, type: str, intent_id: str | None = None, data: Any = None) -> None:
         """Append an event, apply it to the projection, and tell listeners and subscribers."""

@@ -20,14 +20,14 @@ from openintent.agents import (
 )
 
 
-def test_agent_registers_in_the_default_registry(registry):
+def test_agent_registers_in_the_default_registry(openintent_registry):
     @Agent("writer")
     class Writer:
         @on_assignment
         async def write(self, intent):
             return {}
 
-    assert registry.get("writer").cls is Writer
+    assert openintent_registry.get("writer").cls is Writer
     assert definition_of(Writer()).id == "writer"
 
 

@@ -599,7 +599,7 @@ async def test_a_coordinator_with_on_assignment_handles_unassigned_intents():
     assert result.intents["A"].assigned_to == "router"
 
 
-async def test_agents_are_found_in_the_default_registry_by_id(registry):
+async def test_agents_are_found_in_the_default_registry_by_id(openintent_registry):
     @Agent("registered")
     class Registered:
         @on_assignment

@@ -1,0 +1,196 @@
+"""A virtual clock: time stands still while anything can run, then jumps to the next deadline.
+
+Like trio's ``MockClock(autojump_threshold=0)``: when every task of the event loop is blocked
+and the only thing that could wake one is a deadline on this clock, time jumps to the earliest
+such deadline. A run with a 300 s timeout, retry backoff and slow simulated agents finishes in
+milliseconds of wall time, and with a seed it produces the same events (timestamps included)
+every time.
+
+How "every task is blocked" is detected (asyncio): a driver task, started by the runtime for
+each run, yields to the event loop and looks at what the loop could do next. Time jumps only
+when the loop has no ready callbacks, no real-time timer other than the driver's own, no file
+descriptor to watch beyond its internal wake-up pipe, and no worker thread the runtime is
+waiting for (``hold()``). So a task waiting on real I/O, a real sleep or a thread keeps time
+from jumping, and no deadline fires early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import anyio
+import anyio.lowlevel
+
+__all__ = ["VirtualClock"]
+
+_REAL_POLL = 0.0005  # seconds of real time between looks while real work is in flight
+
+
+class _Timer:
+    __slots__ = ("deadline", "order", "callback", "active")
+
+    def __init__(self, deadline: float, order: int, callback: Callable[[], None]) -> None:
+        self.deadline = deadline
+        self.order = order
+        self.callback = callback
+        self.active = True
+
+    def __lt__(self, other: _Timer) -> bool:
+        return (self.deadline, self.order) < (other.deadline, other.order)
+
+
+class VirtualClock:
+    """A clock whose time only moves when every task is waiting on it.
+
+    Pass it as ``Runtime(clock=VirtualClock())``. Every timer of the library goes through it:
+    intent timeouts, retry backoff, simulated agents' delays, and ``openintent.sleep()`` /
+    ``rt.clock.sleep()`` in your handlers. Outside a run (no driver), ``sleep`` jumps at once:
+    the caller is the only one waiting.
+
+    Work in a thread the runtime does not start itself keeps time still only inside
+    ``with clock.hold():``.
+
+    >>> clock = VirtualClock()
+    >>> clock.now()
+    0.0
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = float(start)
+        self._timers: list[_Timer] = []
+        self._order = itertools.count()
+        self._holds = 0
+        self._driving = False
+        self._timer_added: anyio.Event | None = None
+        self._driver_done: anyio.Event | None = None
+        self.jumps = 0  # how many times time jumped (handy in tests)
+
+    def now(self) -> float:
+        """The current virtual time, in seconds since ``start``."""
+        return self._now
+
+    # ------------------------------------------------------------------ timers
+
+    def _add(self, seconds: float, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(self._now + max(0.0, seconds), next(self._order), callback)
+        heapq.heappush(self._timers, timer)
+        if self._timer_added is not None:
+            self._timer_added.set()
+        return timer
+
+    def _next_deadline(self) -> float | None:
+        timers = self._timers
+        while timers and not timers[0].active:
+            heapq.heappop(timers)
+        if not timers or math.isinf(timers[0].deadline):
+            return None
+        return timers[0].deadline
+
+    def _advance(self, deadline: float) -> None:
+        """Move time to ``deadline`` and fire every timer due by then, in order."""
+        self._now = max(self._now, deadline)
+        self.jumps += 1
+        timers = self._timers
+        while timers and (not timers[0].active or timers[0].deadline <= self._now):
+            timer = heapq.heappop(timers)
+            if timer.active:
+                timer.active = False
+                timer.callback()
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of virtual time (``math.inf``: until cancelled)."""
+        if seconds <= 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        if not self._driving and not math.isinf(seconds):
+            self._advance(self._now + seconds)  # nobody else to wait for
+            await anyio.lowlevel.checkpoint()
+            return
+        woken = anyio.Event()
+        timer = self._add(seconds, woken.set)
+        try:
+            await woken.wait()
+        finally:
+            timer.active = False
+
+    @contextmanager
+    def timeout(self, seconds: float) -> Iterator[anyio.CancelScope]:
+        """A cancel scope cancelled after ``seconds`` of virtual time."""
+        scope = anyio.CancelScope()
+        timer = self._add(seconds, scope.cancel)
+        try:
+            with scope:
+                yield scope
+        finally:
+            timer.active = False
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Keep time from jumping while real work (a thread, say) is in flight."""
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+
+    # ------------------------------------------------------------------ driving
+
+    async def drive(self) -> None:
+        """Jump time whenever the event loop is idle but for this clock's deadlines.
+
+        The runtime runs this in a task for the length of each run and cancels it after.
+        Only one driver works at a time; another waits its turn.
+        """
+        while self._driving:
+            if self._driver_done is None:
+                self._driver_done = anyio.Event()
+            await self._driver_done.wait()
+        self._driving = True
+        try:
+            loop = asyncio.get_running_loop()
+            while True:
+                if self._next_deadline() is None:
+                    self._timer_added = anyio.Event()
+                    await self._timer_added.wait()
+                    self._timer_added = None
+                    continue
+                if await self._loop_is_idle(loop):
+                    # Look again: tasks that ran during the idle check may have added timers.
+                    deadline = self._next_deadline()
+                    if deadline is not None:
+                        self._advance(deadline)
+        finally:
+            self._driving = False
+            self._timer_added = None
+            if self._driver_done is not None:
+                self._driver_done.set()
+                self._driver_done = None
+
+    async def _loop_is_idle(self, loop: asyncio.AbstractEventLoop) -> bool:
+        # Two passes: a wake-up can take one loop iteration to show up as a ready callback.
+        for _ in range(2):
+            await asyncio.sleep(0)
+            if getattr(loop, "_ready", None):
+                return False
+        if self._holds or _real_waits(loop):
+            await asyncio.sleep(_REAL_POLL)  # real work in flight: let real time pass
+            return False
+        return True
+
+
+def _real_waits(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether anything in the loop waits on real time or real I/O."""
+    scheduled = getattr(loop, "_scheduled", ())
+    if any(not handle.cancelled() for handle in scheduled):
+        return True
+    selector = getattr(loop, "_selector", None)
+    if selector is None:
+        return False
+    own = {getattr(loop, "_ssock", None), getattr(loop, "_csock", None)}
+    own_fds = {sock.fileno() for sock in own if sock is not None}
+    return any(key.fd not in own_fds for key in selector.get_map().values())
