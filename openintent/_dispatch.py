@@ -37,16 +37,18 @@ class Handler:
 async def call(handler: Handler, *args: Any, clock: Any = None) -> Any:
     """Call a handler: await it if async, else run it in a worker thread.
 
-    While the thread works, a clock with ``hold()`` (the virtual clock) keeps time still.
+    A thread cannot be interrupted: when the call is cancelled (a timeout, a cancelled run)
+    the caller stops waiting at once and the thread's eventual result is discarded. While the
+    thread works, a clock with ``hold()`` (the virtual clock) keeps time still.
     """
     if handler.is_async:
         return await handler.function(*args)
     work = functools.partial(handler.function, *args)
     hold = getattr(clock, "hold", None)
     if hold is None:
-        return await anyio.to_thread.run_sync(work)
+        return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
     with hold():
-        return await anyio.to_thread.run_sync(work)
+        return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
 
 
 class BoundAgent:

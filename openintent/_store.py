@@ -208,16 +208,23 @@ _APPLY: dict[str, Callable[[Records, RawEvent], None]] = {
 }
 
 
-def apply(records: Records, event: RawEvent | Event) -> None:
-    """Apply one event (stored or public) to the projection; others are ignored."""
-    if isinstance(event, Event):
-        event = (event.type, event.time, event.intent_id, event.data)
-    handler = _APPLY.get(event[_TYPE])
+def apply(records: Records, event: RawEvent | Event | tuple[Any, ...]) -> None:
+    """Apply one event to the projection; events that change no intent are ignored.
+
+    Takes a stored ``(type, time, intent_id, data)`` tuple, an :class:`Event`, or any tuple in
+    ``Event``'s field order (a log kept as rows).
+    """
+    row: tuple[Any, ...] = event
+    if len(row) == len(Event._fields):
+        row = (row[1], row[2], row[4], row[5])
+    elif len(row) != 4:
+        raise ValueError(f"not an event: {event!r}")
+    handler = _APPLY.get(row[_TYPE])
     if handler is not None:
-        handler(records, event)
+        handler(records, row)
 
 
-def replay(events: Iterable[RawEvent | Event]) -> Records:
+def replay(events: Iterable[RawEvent | Event | tuple[Any, ...]]) -> Records:
     """Re-derive every intent's record from an event log alone."""
     records: Records = {}
     for event in events:

@@ -106,33 +106,20 @@ class Runtime:
         self._current = store
         log = store.log
         log.info("run started", intents=len(run.nodes))
+        results = ResultsView(store.records, run.id_of_title)
         try:
             status = await run.execute()
+            output, error = None, None
+            if status == RunStatus.COMPLETED:
+                output, error = await self._all_complete(run, spec, results)
+                if error is not None:
+                    status = RunStatus.FAILED
         except anyio.get_cancelled_exc_class():
+            # Also when the cancel lands in @on_all_complete: the log always gets its end.
             run.cancel_unfinished()
             self._finish(store, RunStatus.CANCELLED)
             log.info("run finished", status="cancelled")
             raise
-        output = None
-        error = None
-        results = ResultsView(store.records, run.id_of_title)
-        if status == RunStatus.COMPLETED:
-            portfolio = Portfolio(
-                store.portfolio_id, spec.name, spec.description, spec.metadata, results
-            )
-            try:
-                output = await run.fire_all_complete(portfolio)
-            except Exception as exc:  # the work is done and kept; the run still reports it
-                status = RunStatus.FAILED
-                error = f"@on_all_complete raised {type(exc).__name__}: {exc}"
-                run.errors[""] = exc
-                store.emit(
-                    EventType.HOOK_FAILED,
-                    None,
-                    {"handler": "on_all_complete", "error": str(exc),
-                     "error_type": type(exc).__name__},
-                )
-                log.error("on_all_complete failed", exc_info=exc)
         self._finish(store, status)
         log.info("run finished", status=str(status), cost_usd=store.total_cost)
         return RunResult(
@@ -147,6 +134,25 @@ class Runtime:
             error=error,
             errors=run.errors,
         )
+
+    async def _all_complete(
+        self, run: Run, spec: PortfolioSpec, results: ResultsView
+    ) -> tuple[Any, str | None]:
+        """Fire ``@on_all_complete``; return the output, or the error that replaced it."""
+        store = run.store
+        portfolio = Portfolio(store.portfolio_id, spec.name, spec.description, spec.metadata,
+                              results)
+        try:
+            return await run.fire_all_complete(portfolio), None
+        except Exception as exc:  # the work is done and kept; the run reports the failure
+            run.errors[""] = exc
+            store.emit(
+                EventType.HOOK_FAILED,
+                None,
+                {"handler": "on_all_complete", "error": str(exc), "error_type": type(exc).__name__},
+            )
+            store.log.error("on_all_complete failed", exc_info=exc)
+            return None, f"@on_all_complete raised {type(exc).__name__}: {exc}"
 
     def _finish(self, store: EventStore, status: RunStatus) -> None:
         store.emit(EventType.RUN_FINISHED, None, {"status": str(status)})
