@@ -17,6 +17,7 @@ from .agents import Coordinator as Coordinator
 from .agents import IntentSpec as IntentSpec
 from .agents import PortfolioSpec as PortfolioSpec
 from .errors import AgentError as AgentError
+from .errors import DelegationError as DelegationError
 from .errors import DependencyCycleError as DependencyCycleError
 from .errors import DuplicateIntentError as DuplicateIntentError
 from .errors import Escalate as Escalate
@@ -25,6 +26,7 @@ from .errors import IntentFailedError as IntentFailedError
 from .errors import IntentTimeoutError as IntentTimeoutError
 from .errors import OpenIntentError as OpenIntentError
 from .errors import ResponseConflictError as ResponseConflictError
+from .errors import QuorumError as QuorumError
 from .errors import RunCancelledError as RunCancelledError
 from .errors import RunFailedError as RunFailedError
 from .errors import RunHaltedError as RunHaltedError
@@ -32,6 +34,7 @@ from .errors import SpecError as SpecError
 from .errors import StateConflictError as StateConflictError
 from .errors import UnknownAgentError as UnknownAgentError
 from .errors import UnknownDependencyError as UnknownDependencyError
+from .models import Decision as Decision
 from .models import Event as Event
 from .models import EventLog as EventLog
 from .models import EventType as EventType
@@ -39,6 +42,7 @@ from .models import Intent as Intent
 from .models import IntentResult as IntentResult
 from .models import IntentStatus as IntentStatus
 from .models import Portfolio as Portfolio
+from .models import Response as Response
 from .models import RetryPolicy as RetryPolicy
 from .models import RunResult as RunResult
 from .models import RunStatus as RunStatus
@@ -51,6 +55,8 @@ __all__ = [
     "AgentError",
     "Clock",
     "Coordinator",
+    "Decision",
+    "DelegationError",
     "DependencyCycleError",
     "DuplicateIntentError",
     "Escalate",
@@ -67,7 +73,9 @@ __all__ = [
     "OpenIntentError",
     "Portfolio",
     "PortfolioSpec",
+    "QuorumError",
     "RealClock",
+    "Response",
     "ResponseConflictError",
     "RetryPolicy",
     "RunCancelledError",

@@ -16,7 +16,7 @@ import anyio
 
 from ._clock import Clock
 from .errors import OpenIntentError
-from .models import Intent
+from .models import Decision, Intent, RunResult
 
 __all__ = ["RunContext", "active_run", "current_run", "sleep"]
 
@@ -33,6 +33,21 @@ class RunContext(Protocol):
     async def record_cost(
         self, agent_id: str, intent: Intent, usd: float, details: Mapping[str, Any]
     ) -> None: ...
+
+    async def delegate(self, coordinator_id: str, intent: Intent, to: str) -> Any: ...
+
+    def record_decision(
+        self,
+        coordinator_id: str,
+        intent_id: str | None,
+        decision: str,
+        rationale: str,
+        data: Mapping[str, Any],
+    ) -> Decision: ...
+
+    async def add_intent(self, spec: Any) -> str: ...
+
+    async def execute_portfolio(self, spec: Any, coordinator_id: str) -> RunResult: ...
 
 
 active_run: ContextVar[RunContext | None] = ContextVar("openintent_active_run", default=None)

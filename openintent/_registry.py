@@ -41,6 +41,10 @@ class HookKind(enum.StrEnum):
     EVENT = "on_event"
     RETRY = "on_retry"
     ALL_COMPLETE = "on_all_complete"
+    HANDOFF = "on_handoff"
+    CONFLICT = "on_conflict"
+    ESCALATION = "on_escalation"
+    QUORUM = "on_quorum"
 
 
 @attrs.frozen

@@ -29,6 +29,7 @@ from anyio.abc import TaskGroup
 
 from ._clock import Clock
 from ._context import active_run
+from ._coordination import RUNTIME, Coordination, Host
 from ._dispatch import BoundAgent, Handler, call
 from ._registry import HookKind
 from ._store import EventStore, IntentRecord, is_valid_cost
@@ -37,13 +38,12 @@ from .errors import (
     EscalationError,
     IntentTimeoutError,
     OpenIntentError,
-    ResponseConflictError,
     StateConflictError,
 )
-from .models import Event, EventType, Intent, IntentStatus, RunStatus
+from .models import Decision, Event, EventType, Intent, IntentStatus, RunResult, RunStatus
 
 if TYPE_CHECKING:
-    from .agents import PortfolioSpec
+    from .agents import IntentSpec, PortfolioSpec
 
 __all__ = ["Node", "Run"]
 
@@ -69,6 +69,7 @@ class Run:
         fallbacks: dict[str, BoundAgent],
         max_workers: int | None,
         sequential: bool,
+        host: Host,
     ) -> None:
         self.spec = spec
         self.nodes = nodes
@@ -99,6 +100,7 @@ class Run:
         self._notices: deque[tuple[Handler, tuple[Any, ...]]] = deque()
         self._notice_wakeup: anyio.Event | None = None
         self._watchers = self._hook_table()
+        self.coordination = Coordination(self, host)
         self._state_watched = bool(self._watchers[HookKind.STATE_CHANGE])
         self._complete_watched = bool(self._watchers[HookKind.COMPLETE])
         self._total = len(nodes)
@@ -226,7 +228,7 @@ class Run:
 
     # ------------------------------------------------------------------ one intent
 
-    def _view(self, node: Node, attempt: int, agent_id: str | None) -> Intent:
+    def view(self, node: Node, attempt: int, agent_id: str | None) -> Intent:
         record = node
         spec = node.spec
         return Intent(
@@ -263,20 +265,21 @@ class Run:
                 agents = (primary if agent_id == primary.id else self._fallback(agent_id),)
             # packed data (attempt, agent): see models.PACKED_FIELDS
             emit(DISPATCHED, node.id, (attempt, agent_id or ",".join(a.id for a in agents)))
-            intent = self._view(node, attempt, agent_id)
+            intent = self.view(node, attempt, agent_id)
             try:
                 work = None if multi or spec.timeout is not None else agents[0].work
-                if work is not None:  # the hot path, inlined: one async handler, no timeout
-                    result = await work(intent)
+                if work is not None and agents[0] is not self.coordinator:
+                    # The hot path, inlined: one agent, one async handler, no timeout.
+                    try:
+                        result = await work(intent)
+                    except Escalate as escalation:
+                        result = await self.coordination.escalate(intent, escalation)
                     if result is not None and type(result) is not dict:
                         result = _as_result(agents[0].of(HookKind.ASSIGNMENT)[0], result)
                 elif spec.timeout is None:
-                    if multi:
-                        result = await self._attempt_many(agents, intent)
-                    else:
-                        result = await self._call_agent(agents[0], intent)
+                    result = await self._attempt(node, agents, intent)
                 else:
-                    result = await self._attempt_with_timeout(agents, intent, spec.timeout)
+                    result = await self._attempt_with_timeout(node, agents, intent, spec.timeout)
             except Exception as exc:
                 if not self._retry_or_fail(node, attempt, exc, primary.id):
                     return
@@ -291,12 +294,12 @@ class Run:
         return self.fallbacks[agent_id]
 
     async def _attempt_with_timeout(
-        self, agents: tuple[BoundAgent, ...], intent: Intent, seconds: float
+        self, node: Node, agents: tuple[BoundAgent, ...], intent: Intent, seconds: float
     ) -> dict[str, Any] | None:
         timeout = seconds
         result: dict[str, Any] | None = None
         with self.clock.timeout(timeout) as scope:
-            result = await self._attempt(agents, intent)
+            result = await self._attempt(node, agents, intent)
         if scope.cancelled_caught:
             raise IntentTimeoutError(
                 f"intent {intent.title!r} attempt {intent.attempt} timed out after {timeout} s"
@@ -304,13 +307,22 @@ class Run:
         return result
 
     async def _attempt(
-        self, agents: tuple[BoundAgent, ...], intent: Intent
+        self, node: Node, agents: tuple[BoundAgent, ...], intent: Intent
     ) -> dict[str, Any] | None:
-        if len(agents) == 1:
-            return await self._call_agent(agents[0], intent)
-        return await self._attempt_many(agents, intent)
+        """One attempt: a multi-agent vote, the coordinator routing, or one agent's work.
 
-    async def _call_agent(self, agent: BoundAgent, intent: Intent) -> dict[str, Any] | None:
+        An escalation from any of them goes to the coordinator's ``@on_escalation``.
+        """
+        try:
+            if len(agents) > 1:
+                return await self.coordination.attempt_many(node, agents, intent)
+            if agents[0] is self.coordinator:
+                return await self.coordination.route(intent)
+            return await self.call_agent(agents[0], intent)
+        except Escalate as escalation:
+            return await self.coordination.escalate(intent, escalation)
+
+    async def call_agent(self, agent: BoundAgent, intent: Intent) -> dict[str, Any] | None:
         work = agent.work
         if work is not None:  # the common case: one async @on_assignment handler
             value = await work(intent)
@@ -323,36 +335,6 @@ class Run:
             if value is not None:
                 merged = value if merged is None else {**merged, **value}
         return merged
-
-    async def _attempt_many(
-        self, agents: tuple[BoundAgent, ...], intent: Intent
-    ) -> dict[str, Any] | None:
-        responses: dict[str, dict[str, Any] | None] = {}
-        errors: list[Exception] = []
-
-        async def respond(agent: BoundAgent) -> None:
-            view = self._view(self.by_id[intent.id], intent.attempt, agent.id)
-            try:
-                responses[agent.id] = await self._call_agent(agent, view)
-            except Exception as exc:
-                # The attempt fails with this agent's own error (not an ExceptionGroup), and
-                # the other assignees stop: their answers can no longer decide anything.
-                errors.append(exc)
-                tg.cancel_scope.cancel()
-
-        async with anyio.create_task_group() as tg:
-            for agent in agents:
-                tg.start_soon(respond, agent)
-        if errors:
-            raise errors[0]
-        distinct = {_freeze(response) for response in responses.values()}
-        if len(distinct) > 1:
-            detail = "; ".join(f"{agent}: {responses[agent]!r}" for agent in sorted(responses))
-            raise ResponseConflictError(
-                f"the assignees of intent {intent.title!r} disagree ({detail}); give the "
-                "coordinator an @on_conflict or @on_quorum handler to decide"
-            )
-        return responses[agents[0].id]
 
     def _complete(self, node: Node, intent: Intent, result: dict[str, Any] | None) -> None:
         record = node
@@ -386,17 +368,19 @@ class Run:
         """Record a failed attempt; return whether the intent will be retried."""
         error = {"attempt": attempt, "error": str(exc), "error_type": type(exc).__name__}
         self.store.emit(EventType.ATTEMPT_FAILED, node.id, error)
-        if isinstance(exc, Escalate):
-            reason = exc.reason or "no reason given"
-            exc = EscalationError(
-                f"intent {node.spec.title!r} was escalated ({reason}) and no @on_escalation "
-                "handler took it; give the coordinator an @on_escalation handler",
-                reason=reason,
-            )
-            next_agent = None
-        else:
-            next_agent = node.spec.retry.agent_for(attempt + 1, primary)
+        # An escalation nobody resolved is final: retrying would only escalate again.
+        next_agent = (
+            None if isinstance(exc, EscalationError)
+            else node.spec.retry.agent_for(attempt + 1, primary)
+        )
         if next_agent is not None:
+            if next_agent != node.assigned_to and len(node.agents) == 1:
+                self.coordination.record_decision(
+                    RUNTIME, node.id, "failover",
+                    f"{node.assigned_to} gave up after {attempt} attempt(s); "
+                    f"{next_agent} takes over",
+                    {"from": node.assigned_to, "to": next_agent},
+                )
             return True
         self.errors[node.id] = exc
         self.store.emit(
@@ -423,7 +407,7 @@ class Run:
         failed_agent = node.assigned_to
         handlers = self._watchers_of(HookKind.RETRY, failed_agent)
         if handlers:
-            intent = self._view(node, attempt + 1, agent)
+            intent = self.view(node, attempt + 1, agent)
             for handler in handlers:
                 await self._guarded(handler, intent, attempt + 1, exc)
         if delay > 0:
@@ -456,6 +440,11 @@ class Run:
                 f"intent {record.title!r} is {record.status}; its state is final"
             )
         if expected_version is not None and expected_version != record.version:
+            winner = await self.coordination.resolve_patch_conflict(
+                intent, patch, expected_version
+            )
+            if winner is not None:  # the coordinator's @on_conflict chose the state to write
+                return await self.patch_state(intent, winner, None)
             raise StateConflictError(
                 f"intent {record.title!r} is at version {record.version}, not the expected "
                 f"{expected_version}; re-read its state and try again",
@@ -470,6 +459,69 @@ class Run:
         if self._state_watched:
             self._state_changed(self.by_id[intent.id], old_state, record.state, patch)
         return record.version
+
+    async def delegate(self, coordinator_id: str, intent: Intent, to: str) -> Any:
+        return await self.coordination.delegate(coordinator_id, intent, to)
+
+    def record_decision(
+        self,
+        coordinator_id: str,
+        intent_id: str | None,
+        decision: str,
+        rationale: str,
+        data: Mapping[str, Any],
+    ) -> Decision:
+        return self.coordination.record_decision(
+            coordinator_id, intent_id, decision, rationale, data
+        )
+
+    async def add_intent(self, spec: IntentSpec) -> str:
+        return await self.coordination.add_intent(spec)
+
+    async def execute_portfolio(self, spec: PortfolioSpec, coordinator_id: str) -> RunResult:
+        return await self.coordination.execute(spec)
+
+    @property
+    def finished(self) -> bool:
+        """Whether every intent has reached a terminal status."""
+        return self._done.is_set()
+
+    def add_node(
+        self,
+        spec: IntentSpec,
+        agents: tuple[BoundAgent, ...],
+        fallbacks: Mapping[str, BoundAgent],
+    ) -> str:
+        """Add a validated intent to the running portfolio; dispatch or skip it if it can."""
+        intent_id = f"in_{self.rng.getrandbits(64):016x}"
+        initial_state = spec.initial_state
+        self.store.emit(
+            EventType.CREATED,
+            intent_id,
+            (spec.title, spec.depends_on, spec.assign,
+             {**initial_state} if initial_state else None),
+        )
+        node = self.records[intent_id]
+        node.spec = spec
+        node.index = len(self.nodes)
+        node.agents = agents
+        self.nodes.append(node)
+        self.id_of_title[spec.title] = intent_id
+        self.fallbacks.update(fallbacks)
+        self._total += 1
+        parents = [self.records[self.id_of_title[title]] for title in spec.depends_on]
+        for parent in parents:
+            parent.dependents = (*parent.dependents, node.index)
+        node.waiting = sum(parent.status != IntentStatus.COMPLETED for parent in parents)
+        broken = [parent for parent in parents if parent.status.is_terminal
+                  and parent.status != IntentStatus.COMPLETED]
+        if broken:
+            self.store.emit(EventType.SKIPPED, intent_id,
+                            {"reason": f"dependency {broken[0].title!r} {broken[0].status}"})
+            self._finish_one()
+        elif node.waiting == 0:
+            self._make_ready(node)
+        return intent_id
 
     async def record_cost(
         self, agent_id: str, intent: Intent, usd: float, details: Mapping[str, Any]
@@ -497,7 +549,7 @@ class Run:
         changed = {key for key in changes if old_state.get(key, _MISSING) != changes[key]}
         if not changed:
             return
-        intent = self._view(node, record.attempts, record.assigned_to)
+        intent = self.view(node, record.attempts, record.assigned_to)
         old = MappingProxyType(dict(old_state))
         new = MappingProxyType(dict(new_state))
         for handler in handlers:
@@ -583,6 +635,8 @@ def _as_result(handler: Handler, value: object) -> dict[str, Any] | None:
         f"{handler.name} returned {type(value).__name__}; an @on_assignment handler returns a "
         "dict (merged into the intent's state) or None"
     )
+
+
 _EMPTY: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
 
 
@@ -613,18 +667,3 @@ class Inputs(Mapping[str, Mapping[str, Any]]):
 
     def __repr__(self) -> str:
         return repr({title: dict(self[title]) for title in self._titles})
-
-
-def _freeze(value: Any) -> Any:
-    """A hashable stand-in for a JSON-like value, to compare responses."""
-    if isinstance(value, Mapping):
-        return frozenset((key, _freeze(item)) for key, item in value.items())
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(item) for item in value)
-    if isinstance(value, set | frozenset):
-        return frozenset(_freeze(item) for item in value)
-    try:
-        hash(value)
-    except TypeError:
-        return repr(value)
-    return value

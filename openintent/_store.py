@@ -20,6 +20,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ._clock import Clock
 from .models import (
     PACKED_FIELDS,
+    Decision,
     Event,
     EventType,
     IntentResult,
@@ -188,6 +189,10 @@ def _cancelled(records: Records, event: RawEvent) -> None:
     records[event[_INTENT] or ""].status = IntentStatus.CANCELLED
 
 
+def _handoff(records: Records, event: RawEvent) -> None:
+    records[event[_INTENT] or ""].assigned_to = (event[_DATA] or _NO_DATA)["to"]
+
+
 def _cost_recorded(records: Records, event: RawEvent) -> None:
     intent_id = event[_INTENT]
     if intent_id is not None:
@@ -205,6 +210,7 @@ _APPLY: dict[str, Callable[[Records, RawEvent], None]] = {
     EventType.SKIPPED: _skipped,
     EventType.CANCELLED: _cancelled,
     EventType.COST_RECORDED: _cost_recorded,
+    EventType.HANDOFF: _handoff,
 }
 
 
@@ -256,6 +262,7 @@ class EventStore:
         if _debug_enabled(self.log):
             self.listeners.append(self._trace)
         self.listeners.extend(capture.append for capture in event_captures.get())
+        self.decisions: list[Decision] = []  # derived from decision_recorded events
 
     def emit(self, type: str, intent_id: str | None = None, data: Any = None) -> None:
         """Append an event, apply it to the projection, and tell listeners and subscribers."""
@@ -267,6 +274,10 @@ class EventStore:
             handler(self.records, event)
         if type == EventType.COST_RECORDED:
             self.total_cost += (data or _NO_DATA)["usd"]
+        elif type == EventType.DECISION:
+            self.decisions.append(
+                Decision.from_event(public_event(event, len(events) - 1, self.portfolio_id))
+            )
         if self.listeners or self.subscribers:
             self._tell(public_event(event, len(events) - 1, self.portfolio_id))
 

@@ -29,7 +29,7 @@ from ._registry import (
     current_registry,
 )
 from .errors import AgentError, Escalate, SpecError
-from .models import Intent, RetryPolicy
+from .models import Decision, Intent, RetryPolicy, RunResult
 
 __all__ = [
     "Agent",
@@ -39,7 +39,11 @@ __all__ = [
     "on_all_complete",
     "on_assignment",
     "on_complete",
+    "on_conflict",
+    "on_escalation",
     "on_event",
+    "on_handoff",
+    "on_quorum",
     "on_retry",
     "on_state_change",
 ]
@@ -136,6 +140,70 @@ def on_event(event_type: str) -> Callable[[F], F]:
     return decorate
 
 
+def on_handoff(function: F) -> F:
+    """Called with ``(self, intent, from_agent)`` on an agent an intent is delegated to,
+    before its ``@on_assignment`` handlers run."""
+    return _mark(function, HookKind.HANDOFF)
+
+
+def on_conflict(function: F) -> F:
+    """Coordinator: called with ``(self, intent, versions)`` when assignees disagree.
+
+    ``versions`` holds one :class:`~openintent.Response` per answer (a dict of the answer,
+    with ``.agent_id`` and ``.version``); the handler's return value becomes the intent's
+    result. Also called when two ``patch_state`` calls conflict on version: then the versions
+    are the current state and the proposed one, and the return value is written.
+    """
+    return _mark(function, HookKind.CONFLICT)
+
+
+def on_escalation(function: F) -> F:
+    """Coordinator: called with ``(self, intent, reason)`` when an agent escalates.
+
+    The handler may ``await self.delegate(intent, to=...)`` (the delegate's result completes
+    the intent), return a dict (the result), or raise (the attempt fails and the retry policy
+    decides). Returning ``None`` without delegating leaves the escalation unresolved: the
+    intent fails with an :class:`~openintent.EscalationError`.
+    """
+    return _mark(function, HookKind.ESCALATION)
+
+
+def _threshold(value: object) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AgentError(f"@on_quorum threshold must be an int >= 1 or a float in (0, 1], "
+                         f"got {value!r}")
+    if isinstance(value, int) and value < 1:
+        raise AgentError(f"@on_quorum threshold must be at least 1 agent, got {value}")
+    if isinstance(value, float) and not 0 < value <= 1:
+        raise AgentError(f"@on_quorum threshold as a fraction must be in (0, 1], got {value}")
+    return value
+
+
+@overload
+def on_quorum(function: F, /) -> F: ...
+@overload
+def on_quorum(*, threshold: int | float = 1.0) -> Callable[[F], F]: ...
+def on_quorum(
+    function: F | None = None, /, *, threshold: int | float = 1.0
+) -> F | Callable[[F], F]:
+    """Coordinator: called with ``(self, intent, responses)`` once ``threshold`` assignees of
+    a multi-agent intent have answered.
+
+    An int counts agents; a float in (0, 1] is a fraction of the assignees, rounded up (bare
+    ``@on_quorum`` waits for all). The return value is the intent's result; assignees still
+    working are cancelled. When too many fail for the quorum to be reachable, the intent fails
+    with a :class:`~openintent.QuorumError`.
+    """
+    checked = _threshold(threshold)
+    if function is not None:
+        return _mark(function, HookKind.QUORUM, threshold=checked)
+
+    def decorate(inner: F) -> F:
+        return _mark(inner, HookKind.QUORUM, threshold=checked)
+
+    return decorate
+
+
 # ------------------------------------------------------------------------- class decorators
 
 
@@ -165,6 +233,52 @@ class AgentMethods:
         raise Escalate(reason)
 
 
+class CoordinatorMethods(AgentMethods):
+    """Methods every ``@Coordinator`` class gets (unless it defines its own)."""
+
+    async def delegate(self, intent: Intent, *, to: str) -> dict[str, Any] | None:
+        """Hand ``intent`` to the agent ``to`` and return that agent's result.
+
+        The receiving agent's ``@on_handoff`` fires, then its ``@on_assignment`` handlers
+        run; their result completes the intent (the coordinator's own return value is kept
+        too, underneath it). From ``@on_assignment`` the agent must be one of the
+        coordinator's ``agents`` (when it lists them); an ``@on_escalation`` handler may hand
+        the intent to any known agent, since escalating means going beyond the team.
+        """
+        run = current_run("delegate")
+        result: dict[str, Any] | None = await run.delegate(self.__openintent_id__, intent, to)
+        return result
+
+    async def record_decision(
+        self,
+        intent_id: str | None = None,
+        *,
+        decision: str,
+        rationale: str = "",
+        portfolio_id: str | None = None,
+        **data: Any,
+    ) -> Decision:
+        """Append an immutable decision record to the run's decision log and event log."""
+        run = current_run("record_decision")
+        return run.record_decision(
+            self.__openintent_id__, intent_id, decision, rationale, data
+        )
+
+    async def add_intent(self, spec: IntentSpec) -> str:
+        """Add an intent to the running portfolio; return its id.
+
+        It may depend on intents already in the portfolio (a dependency that failed skips
+        it at once); a duplicate title or an unknown dependency is refused.
+        """
+        run = current_run("add_intent")
+        return await run.add_intent(spec)
+
+    async def execute(self, spec: PortfolioSpec) -> RunResult:
+        """Run ``spec`` as a sub-portfolio with the same agents and clock; return its result."""
+        run = current_run("execute")
+        return await run.execute_portfolio(spec, self.__openintent_id__)
+
+
 def _collect_hooks(cls: type[Any]) -> tuple[HookSpec, ...]:
     hooks: list[HookSpec] = []
     seen: set[str] = set()
@@ -190,9 +304,11 @@ def _check_id(decorator: str, agent_id: object) -> str:
 def _install(cls: Any, definition: AgentDefinition) -> None:
     if not isinstance(cls, type):
         raise AgentError(f"@{definition.kind.title()} decorates a class, got {cls!r}")
-    for name, value in vars(AgentMethods).items():
-        if callable(value) and not name.startswith("__") and not hasattr(cls, name):
-            setattr(cls, name, value)
+    sources = [AgentMethods] if definition.kind == "agent" else [AgentMethods, CoordinatorMethods]
+    for source in sources:
+        for name, value in vars(source).items():
+            if callable(value) and not name.startswith("__") and not hasattr(cls, name):
+                setattr(cls, name, value)
     setattr(cls, "__openintent_id__", definition.id)  # noqa: B010 - set on any class
     setattr(cls, DEFINITION_ATTR, definition)
     current_registry().register(definition)

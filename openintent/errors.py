@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "AgentError",
+    "DelegationError",
     "DependencyCycleError",
     "DuplicateIntentError",
     "Escalate",
@@ -16,6 +17,7 @@ __all__ = [
     "IntentFailedError",
     "IntentTimeoutError",
     "OpenIntentError",
+    "QuorumError",
     "ResponseConflictError",
     "RunCancelledError",
     "RunFailedError",
@@ -77,7 +79,16 @@ class IntentTimeoutError(OpenIntentError, TimeoutError):
 
 
 class ResponseConflictError(OpenIntentError):
-    """The assignees of a multi-agent intent returned different results."""
+    """The assignees of a multi-agent intent returned different results and no handler chose."""
+
+
+class QuorumError(OpenIntentError):
+    """Too many assignees failed for an ``@on_quorum`` threshold to be reachable."""
+
+
+class DelegationError(OpenIntentError):
+    """``delegate(intent, to=...)`` named an unknown agent or one outside the coordinator's
+    ``agents``."""
 
 
 class Escalate(OpenIntentError):  # noqa: N818 - the contract's name; raised, like StopIteration

@@ -23,6 +23,7 @@ from .errors import (
 )
 
 __all__ = [
+    "Decision",
     "Event",
     "EventLog",
     "EventType",
@@ -30,6 +31,7 @@ __all__ = [
     "IntentResult",
     "IntentStatus",
     "Portfolio",
+    "Response",
     "RetryPolicy",
     "RunResult",
     "RunStatus",
@@ -89,6 +91,10 @@ class EventType:
     SKIPPED: Final = "skipped"
     CANCELLED: Final = "cancelled"
     HOOK_FAILED: Final = "hook_failed"
+    HANDOFF: Final = "handoff"
+    ESCALATED: Final = "escalated"
+    RESPONSE: Final = "response_received"
+    DECISION: Final = "decision_recorded"
     RUN_FINISHED: Final = "run_finished"
 
     ALL: Final = frozenset(
@@ -106,6 +112,10 @@ class EventType:
             "skipped",
             "cancelled",
             "hook_failed",
+            "handoff",
+            "escalated",
+            "response_received",
+            "decision_recorded",
             "run_finished",
         }
     )
@@ -339,6 +349,68 @@ class Intent:
         )
 
 
+class Response(dict[str, Any]):
+    """One assignee's answer to a multi-agent intent: a dict of what it returned, plus
+    ``agent_id`` and ``version`` (the intent's state version it answered against).
+
+    Handed to ``@on_quorum`` and ``@on_conflict``; returning one as the result writes just the
+    answer into the intent's state.
+    """
+
+    __slots__ = ("agent_id", "version")
+
+    def __init__(self, answer: Mapping[str, Any] | None, agent_id: str, version: int) -> None:
+        super().__init__(answer or {})
+        self.agent_id = agent_id
+        self.version = version
+
+    def __repr__(self) -> str:
+        return f"Response({dict(self)!r}, agent_id={self.agent_id!r}, version={self.version})"
+
+
+@attrs.frozen
+class Decision:
+    """An immutable decision record, written by a coordinator or by the runtime on its behalf
+    (``coordinator_id`` is then ``"runtime"``)."""
+
+    id: str
+    coordinator_id: str
+    portfolio_id: str
+    intent_id: str | None
+    time: float
+    decision: str
+    rationale: str
+    data: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_event(cls, event: Event) -> Decision:
+        """The decision a ``decision_recorded`` event holds."""
+        data = dict(event.data or {})
+        return cls(
+            id=data["id"],
+            coordinator_id=data["coordinator_id"],
+            portfolio_id=event.portfolio_id,
+            intent_id=event.intent_id,
+            time=event.time,
+            decision=data["decision"],
+            rationale=data["rationale"],
+            data=data.get("data", {}),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of the record (data values must be serialisable)."""
+        return {
+            "id": self.id,
+            "coordinator_id": self.coordinator_id,
+            "portfolio_id": self.portfolio_id,
+            "intent_id": self.intent_id,
+            "time": self.time,
+            "decision": self.decision,
+            "rationale": self.rationale,
+            "data": dict(self.data),
+        }
+
+
 @attrs.frozen
 class IntentResult:
     """An intent's final record in a :class:`RunResult`, derived from the event log."""
@@ -400,7 +472,7 @@ class RunResult:
     output: Any
     intents: Mapping[str, IntentResult]
     events: EventLog
-    decisions: tuple[Any, ...] = ()
+    decisions: tuple[Decision, ...] = ()
     cost_usd: float = 0.0
     error: str | None = None
     _errors: Mapping[str, BaseException] = attrs.field(factory=dict, repr=False, alias="errors")

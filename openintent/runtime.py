@@ -99,11 +99,15 @@ class Runtime:
                 f"rt.run() takes a PortfolioSpec, got {type(spec).__name__}: build one with "
                 "PortfolioSpec(name=..., intents=[IntentSpec(...), ...])"
             )
+        return await self._run(spec, self._coordinator(coordinator), nested=False)
+
+    async def _run(self, spec: PortfolioSpec, lead: BoundAgent | None, *, nested: bool
+                   ) -> RunResult:
         check_graph(spec.name, spec.intents)
-        lead = self._coordinator(coordinator)
-        run = self._prepare(spec, lead)
+        run = self._prepare(spec, lead, nested=nested)
         store = run.store
-        self._current = store
+        if not nested:  # a sub-portfolio's events stay out of rt.events()
+            self._current = store
         log = store.log
         log.info("run started", intents=len(run.nodes))
         results = ResultsView(store.records, run.id_of_title)
@@ -117,10 +121,10 @@ class Runtime:
         except anyio.get_cancelled_exc_class():
             # Also when the cancel lands in @on_all_complete: the log always gets its end.
             run.cancel_unfinished()
-            self._finish(store, RunStatus.CANCELLED)
+            self._finish(store, RunStatus.CANCELLED, nested=nested)
             log.info("run finished", status="cancelled")
             raise
-        self._finish(store, status)
+        self._finish(store, status, nested=nested)
         log.info("run finished", status=str(status), cost_usd=store.total_cost)
         return RunResult(
             portfolio_id=store.portfolio_id,
@@ -129,7 +133,7 @@ class Runtime:
             output=output,
             intents=results,
             events=EventLog(store.events, store.portfolio_id),
-            decisions=(),
+            decisions=tuple(store.decisions),
             cost_usd=store.total_cost,
             error=error,
             errors=run.errors,
@@ -154,9 +158,26 @@ class Runtime:
             store.log.error("on_all_complete failed", exc_info=exc)
             return None, f"@on_all_complete raised {type(exc).__name__}: {exc}"
 
-    def _finish(self, store: EventStore, status: RunStatus) -> None:
+    def _finish(self, store: EventStore, status: RunStatus, *, nested: bool) -> None:
         store.emit(EventType.RUN_FINISHED, None, {"status": str(status)})
-        self._current = None
+        if not nested:
+            self._current = None
+
+    # ------------------------------------------------------------------ the run's host
+
+    def agent(self, agent_id: str) -> BoundAgent:
+        """The bound agent for an id (runs use this to delegate and to add intents)."""
+        return self._agents.get(agent_id)
+
+    def assignees(self, spec: IntentSpec, lead: BoundAgent | None) -> tuple[BoundAgent, ...]:
+        """The agents an intent goes to (its assignees, or the coordinator's routing)."""
+        return self._assignees(spec, lead)
+
+    async def run_nested(self, spec: PortfolioSpec, lead: BoundAgent | None) -> RunResult:
+        """Run a sub-portfolio for a coordinator's ``execute``."""
+        if not isinstance(spec, PortfolioSpec):
+            raise SpecError(f"execute() takes a PortfolioSpec, got {type(spec).__name__}")
+        return await self._run(spec, lead, nested=True)
 
     def _coordinator(self, coordinator: Any) -> BoundAgent | None:
         if coordinator is None:
@@ -207,11 +228,13 @@ class Runtime:
             agents.append(agent)
         return tuple(agents)
 
-    def _prepare(self, spec: PortfolioSpec, lead: BoundAgent | None) -> Run:
+    def _prepare(self, spec: PortfolioSpec, lead: BoundAgent | None, *, nested: bool = False
+                 ) -> Run:
         rng = self._rng
         getrandbits = rng.getrandbits
         store = EventStore(f"pf_{getrandbits(64):016x}", self._clock, spec.name)
-        store.subscribers = self._subscribers
+        if not nested:
+            store.subscribers = self._subscribers
         store.emit(
             EventType.RUN_STARTED,
             None,
@@ -275,7 +298,7 @@ class Runtime:
         sequential = options.get("strategy") == "sequential"
         return Run(
             spec, nodes, store, self._clock, rng, lead, list(used.values()), fallbacks,
-            1 if sequential else options.get("max_concurrency"), sequential,
+            1 if sequential else options.get("max_concurrency"), sequential, self,
         )
 
     # ------------------------------------------------------------------ observing

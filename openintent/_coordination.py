@@ -1,0 +1,372 @@
+"""What coordinators do inside a run: route, delegate, vote, arbitrate, take escalations,
+record decisions and extend the plan.
+
+``Coordination`` works on a :class:`~openintent._scheduler.Run`; the scheduler calls it for
+intents routed to the coordinator, for multi-agent intents and for escalations, and the
+coordinator's methods (``delegate``, ``record_decision``, ``add_intent``, ``execute``) reach it
+through the run context.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+
+from ._dispatch import BoundAgent, call
+from ._registry import HookKind, suggest
+from .errors import (
+    DelegationError,
+    DependencyCycleError,
+    DuplicateIntentError,
+    Escalate,
+    EscalationError,
+    OpenIntentError,
+    QuorumError,
+    ResponseConflictError,
+    SpecError,
+    UnknownDependencyError,
+)
+from .models import Decision, EventType, Intent, Response
+
+if TYPE_CHECKING:
+    from ._scheduler import Node, Run
+    from .agents import IntentSpec, PortfolioSpec
+    from .models import RunResult
+
+__all__ = ["Coordination", "Host", "RUNTIME"]
+
+#: ``coordinator_id`` of decisions the runtime records on a coordinator's behalf.
+RUNTIME = "runtime"
+
+
+class Host(Protocol):
+    """What a run needs from the runtime that started it."""
+
+    def agent(self, agent_id: str) -> BoundAgent: ...
+
+    def assignees(self, spec: IntentSpec, lead: BoundAgent | None) -> tuple[BoundAgent, ...]: ...
+
+    async def run_nested(self, spec: PortfolioSpec, lead: BoundAgent | None) -> RunResult: ...
+
+
+class Coordination:
+    """The coordinator's side of one run."""
+
+    def __init__(self, run: Run, host: Host) -> None:
+        self.run = run
+        self.host = host
+        self.lead = run.coordinator
+        # Results of delegate() calls by intent id, while a coordinator handler runs for it.
+        self._delegated: dict[str, list[dict[str, Any] | None]] = {}
+        self._escalating: set[str] = set()
+
+    def _handlers(self, kind: HookKind) -> list[Any]:
+        return self.lead.of(kind) if self.lead is not None else []
+
+    # ------------------------------------------------------------------ routing, delegation
+
+    async def route(self, intent: Intent) -> dict[str, Any] | None:
+        """Run the coordinator's ``@on_assignment`` for an intent it was given."""
+        assert self.lead is not None
+        self._delegated[intent.id] = []
+        try:
+            own = await self.run.call_agent(self.lead, intent)
+        finally:
+            delegated = self._delegated.pop(intent.id)
+        return _merge_delegated(own, delegated)
+
+    async def delegate(self, coordinator_id: str, intent: Intent, to: str) -> Any:
+        """Hand ``intent`` to agent ``to`` (see ``CoordinatorMethods.delegate``)."""
+        lead = self.lead
+        if lead is None or coordinator_id != lead.id:
+            raise DelegationError(
+                f"{coordinator_id!r} cannot delegate {intent.title!r}: only the coordinator "
+                "of the running portfolio delegates its intents"
+            )
+        if intent.id not in self._delegated:
+            raise DelegationError(
+                f"delegate({intent.title!r}) is only possible from the coordinator's "
+                "@on_assignment or @on_escalation handler while it handles that intent"
+            )
+        team = lead.definition.options.get("agents")
+        if team and to not in team and intent.id not in self._escalating:
+            raise DelegationError(
+                f"{lead.id!r} cannot delegate {intent.title!r} to {to!r}: it is not one of "
+                f"its agents {list(team)}{suggest(to, list(team))}; add it to "
+                f"@Coordinator({lead.id!r}, agents=[...])"
+            )
+        try:
+            agent = self.host.agent(to)
+        except OpenIntentError as exc:
+            raise DelegationError(f"cannot delegate {intent.title!r}: {exc}") from None
+        if not agent.of(HookKind.ASSIGNMENT):
+            raise DelegationError(
+                f"cannot delegate {intent.title!r} to {to!r}: "
+                f"{type(agent.instance).__qualname__} has no @on_assignment handler"
+            )
+        run = self.run
+        run.store.emit(EventType.HANDOFF, intent.id, {"from": coordinator_id, "to": to})
+        node = run.by_id[intent.id]
+        view = run.view(node, intent.attempt, to)
+        for handler in agent.of(HookKind.HANDOFF):
+            await call(handler, view, coordinator_id, clock=run.clock)
+        result = await run.call_agent(agent, view)
+        self._delegated[intent.id].append(result)
+        return result
+
+    # ------------------------------------------------------------------ escalation
+
+    async def escalate(self, intent: Intent, escalation: Escalate) -> dict[str, Any] | None:
+        """Give an escalated intent to the coordinator's ``@on_escalation``."""
+        run = self.run
+        reason = escalation.reason or "no reason given"
+        run.store.emit(EventType.ESCALATED, intent.id,
+                       {"reason": reason, "agent": run.by_id[intent.id].assigned_to})
+        handlers = self._handlers(HookKind.ESCALATION)
+        if not handlers:
+            raise EscalationError(
+                f"intent {intent.title!r} was escalated ({reason}) and no @on_escalation "
+                "handler took it; give the coordinator an @on_escalation handler",
+                reason=reason,
+            )
+        self._delegated[intent.id] = []
+        self._escalating.add(intent.id)
+        own: Any = None
+        try:
+            for handler in handlers:
+                own = await call(handler, intent, reason, clock=run.clock)
+        except Escalate as again:
+            raise EscalationError(
+                f"the @on_escalation handler of intent {intent.title!r} escalated again "
+                f"({again.reason or reason}); resolve it there, or fail it by raising",
+                reason=again.reason or reason,
+            ) from None
+        finally:
+            delegated = self._delegated.pop(intent.id)
+            self._escalating.discard(intent.id)
+        if delegated or own is not None:
+            return _merge_delegated(_as_dict(own, "@on_escalation"), delegated)
+        raise EscalationError(
+            f"intent {intent.title!r} was escalated ({reason}); the @on_escalation handler "
+            "neither delegated it nor returned a result",
+            reason=reason,
+        )
+
+    # ------------------------------------------------------------------ multi-agent intents
+
+    async def attempt_many(
+        self, node: Node, agents: tuple[BoundAgent, ...], intent: Intent
+    ) -> dict[str, Any] | None:
+        """Dispatch to every assignee at once; settle by quorum, agreement or arbitration."""
+        run = self.run
+        quorum = self._handlers(HookKind.QUORUM)
+        needed = _needed(quorum[0].options["threshold"], len(agents)) if quorum else len(agents)
+        if needed > len(agents):
+            raise QuorumError(
+                f"intent {intent.title!r} has {len(agents)} assignee(s) but @on_quorum needs "
+                f"{needed}; lower the threshold or assign more agents"
+            )
+        responses: list[Response] = []
+        failures: list[tuple[str, Exception]] = []
+        escalations: list[Escalate] = []
+
+        async def respond(agent: BoundAgent) -> None:
+            view = run.view(node, intent.attempt, agent.id)
+            try:
+                answer = await run.call_agent(agent, view)
+            except Escalate as escalation:
+                escalations.append(escalation)
+                tg.cancel_scope.cancel()
+                return
+            except Exception as exc:
+                failures.append((agent.id, exc))
+                if not quorum or len(agents) - len(failures) < needed:
+                    tg.cancel_scope.cancel()  # the outcome is settled: stop the others
+                return
+            response = Response(answer, agent.id, node.version)
+            responses.append(response)
+            run.store.emit(EventType.RESPONSE, node.id, {"agent": agent.id, "response": answer})
+            if quorum and len(responses) >= needed:
+                tg.cancel_scope.cancel()  # quorum reached: the rest are not needed
+
+        async with anyio.create_task_group() as tg:
+            for agent in agents:
+                tg.start_soon(respond, agent)
+        if escalations:
+            raise escalations[0]
+        if quorum:
+            return await self._settle_quorum(node, intent, responses, failures, needed)
+        if failures:
+            raise failures[0][1]
+        return await self._settle_answers(node, intent, responses)
+
+    async def _settle_quorum(
+        self,
+        node: Node,
+        intent: Intent,
+        responses: list[Response],
+        failures: list[tuple[str, Exception]],
+        needed: int,
+    ) -> dict[str, Any] | None:
+        if len(responses) < needed:
+            detail = "; ".join(f"{agent}: {type(exc).__name__}: {exc}" for agent, exc in failures)
+            raise QuorumError(
+                f"intent {intent.title!r} cannot reach its quorum of {needed}: only "
+                f"{len(responses)} answered and {len(failures)} failed ({detail})"
+            )
+        votes = responses[:needed]
+        self.record_decision(
+            RUNTIME, node.id, "quorum_reached",
+            f"{needed} of {len(node.agents)} assignees answered",
+            {"agents": [response.agent_id for response in votes]},
+        )
+        handler = self._handlers(HookKind.QUORUM)[0]
+        value = await call(handler, intent, votes, clock=self.run.clock)
+        return _as_dict(value, handler.name)
+
+    async def _settle_answers(
+        self, node: Node, intent: Intent, responses: list[Response]
+    ) -> dict[str, Any] | None:
+        if len({_freeze(response) for response in responses}) <= 1:
+            self.record_decision(
+                RUNTIME, node.id, "responses_agreed",
+                f"all {len(responses)} assignees returned the same result",
+                {"agents": [response.agent_id for response in responses]},
+            )
+            return dict(responses[0]) if responses and responses[0] else None
+        handlers = self._handlers(HookKind.CONFLICT)
+        if not handlers:
+            detail = "; ".join(f"{response.agent_id}: {dict(response)!r}"
+                               for response in sorted(responses, key=lambda r: r.agent_id))
+            raise ResponseConflictError(
+                f"the assignees of intent {intent.title!r} disagree ({detail}); give the "
+                "coordinator an @on_conflict or @on_quorum handler to decide"
+            )
+        value = await call(handlers[0], intent, list(responses), clock=self.run.clock)
+        return _as_dict(value, handlers[0].name)
+
+    async def resolve_patch_conflict(
+        self, intent: Intent, patch: Mapping[str, Any], expected_version: int
+    ) -> Mapping[str, Any] | None:
+        """Ask ``@on_conflict`` which state wins when a patch is stale; ``None``: no handler."""
+        handlers = self._handlers(HookKind.CONFLICT)
+        if not handlers:
+            return None
+        record = self.run.by_id[intent.id]
+        versions = [
+            Response(record.state, record.assigned_to or "", record.version),
+            Response({**record.state, **patch}, intent.assigned_to or "", expected_version),
+        ]
+        value = await call(handlers[0], intent, versions, clock=self.run.clock)
+        return _as_dict(value, handlers[0].name)
+
+    # ------------------------------------------------------------------ decisions
+
+    def record_decision(
+        self,
+        coordinator_id: str,
+        intent_id: str | None,
+        decision: str,
+        rationale: str,
+        data: Mapping[str, Any],
+    ) -> Decision:
+        """Append a decision record to the event log and return it."""
+        if not isinstance(decision, str) or not decision:
+            raise ValueError(f"record_decision needs a non-empty decision string, got {decision!r}")
+        if intent_id is not None and intent_id not in self.run.by_id:
+            raise OpenIntentError(f"record_decision: intent {intent_id!r} is not in this run")
+        run = self.run
+        decision_id = f"dc_{run.rng.getrandbits(64):016x}"
+        run.store.emit(
+            EventType.DECISION,
+            intent_id,
+            {
+                "id": decision_id,
+                "coordinator_id": coordinator_id,
+                "decision": decision,
+                "rationale": str(rationale),
+                "data": dict(data),
+            },
+        )
+        return run.store.decisions[-1]
+
+    # ------------------------------------------------------------------ dynamic planning
+
+    async def add_intent(self, spec: IntentSpec) -> str:
+        """Add an intent to the running portfolio (see ``CoordinatorMethods.add_intent``)."""
+        from .agents import IntentSpec  # noqa: PLC0415 - the authoring layer, at call time
+
+        run = self.run
+        if not isinstance(spec, IntentSpec):
+            raise SpecError(f"add_intent takes an IntentSpec, got {type(spec).__name__}")
+        if run.finished:
+            raise OpenIntentError(
+                f"cannot add {spec.title!r}: every intent of the portfolio has finished"
+            )
+        titles = run.id_of_title
+        if spec.title in titles:
+            raise DuplicateIntentError(
+                f"cannot add {spec.title!r}: the portfolio already has an intent with that title"
+            )
+        for dependency in spec.depends_on:
+            if dependency == spec.title:
+                raise DependencyCycleError(
+                    f"cannot add {spec.title!r}: it depends on itself ({spec.title} -> "
+                    f"{spec.title})", [spec.title, spec.title],
+                )
+            if dependency not in titles:
+                raise UnknownDependencyError(
+                    f"cannot add {spec.title!r}: it depends on {dependency!r}, which is not in "
+                    f"the portfolio{suggest(dependency, list(titles))}"
+                )
+        agents = self.host.assignees(spec, self.lead)
+        fallbacks = {agent_id: self.host.agent(agent_id) for agent_id in spec.retry.fallback}
+        return run.add_node(spec, agents, fallbacks)
+
+    async def execute(self, spec: PortfolioSpec) -> RunResult:
+        """Run a sub-portfolio with the same agents, clock and coordinator."""
+        return await self.host.run_nested(spec, self.lead)
+
+
+def _needed(threshold: int | float, assignees: int) -> int:
+    if isinstance(threshold, float):
+        return max(1, math.ceil(threshold * assignees))
+    return threshold
+
+
+def _as_dict(value: Any, where: str) -> dict[str, Any] | None:
+    if value is None or type(value) is dict:
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{where} returned {type(value).__name__}; return a dict or None")
+
+
+def _merge_delegated(
+    own: dict[str, Any] | None, delegated: list[dict[str, Any] | None]
+) -> dict[str, Any] | None:
+    """The coordinator's own return value, with each delegate's result on top, in order."""
+    merged = own
+    for result in delegated:
+        if result:
+            merged = {**(merged or {}), **result}
+    return merged
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable stand-in for a JSON-like value, to compare responses."""
+    if isinstance(value, Mapping):
+        return frozenset((key, _freeze(item)) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(item) for item in value)
+    if isinstance(value, set | frozenset):
+        return frozenset(_freeze(item) for item in value)
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
