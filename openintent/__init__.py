@@ -25,8 +25,8 @@ from .errors import EscalationError as EscalationError
 from .errors import IntentFailedError as IntentFailedError
 from .errors import IntentTimeoutError as IntentTimeoutError
 from .errors import OpenIntentError as OpenIntentError
-from .errors import ResponseConflictError as ResponseConflictError
 from .errors import QuorumError as QuorumError
+from .errors import ResponseConflictError as ResponseConflictError
 from .errors import RunCancelledError as RunCancelledError
 from .errors import RunFailedError as RunFailedError
 from .errors import RunHaltedError as RunHaltedError
