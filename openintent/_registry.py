@@ -45,6 +45,9 @@ class HookKind(enum.StrEnum):
     CONFLICT = "on_conflict"
     ESCALATION = "on_escalation"
     QUORUM = "on_quorum"
+    APPROVAL_GRANTED = "on_approval_granted"
+    APPROVAL_DENIED = "on_approval_denied"
+    GUARDRAIL_BREACH = "on_guardrail_breach"
 
 
 @attrs.frozen

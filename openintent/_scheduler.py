@@ -31,6 +31,7 @@ from ._clock import Clock
 from ._context import active_run
 from ._coordination import RUNTIME, Coordination, Host
 from ._dispatch import BoundAgent, Handler, call
+from ._guarding import Guarding, cancelled_reason, is_final
 from ._registry import HookKind
 from ._store import EventStore, IntentRecord, is_valid_cost
 from .errors import (
@@ -40,6 +41,7 @@ from .errors import (
     OpenIntentError,
     StateConflictError,
 )
+from .guardrails import Breach, DispatchContext, Guardrail
 from .models import Decision, Event, EventType, Intent, IntentStatus, RunResult, RunStatus
 
 if TYPE_CHECKING:
@@ -70,6 +72,7 @@ class Run:
         max_workers: int | None,
         sequential: bool,
         host: Host,
+        guardrails: list[Guardrail] | None = None,
     ) -> None:
         self.spec = spec
         self.nodes = nodes
@@ -90,11 +93,16 @@ class Run:
         self._ready: deque[Node] = deque()
         self._ready_heap: list[tuple[int, Node]] = []
         self._tg: TaskGroup | None = None
-        self._driver_scope: anyio.CancelScope | None = None
+        self._background: TaskGroup | None = None
+        self._background_scopes: list[anyio.CancelScope] = []
+        self._work_scope: anyio.CancelScope | None = None
+        self.halted: Breach | None = None
+        self.guarding = Guarding(self, guardrails) if guardrails else None
         self._idle: list[anyio.Event] = []
         self._starting = 0  # workers started or woken but not yet running
         self._workers = 0
         self._closing = False
+        self._notifier_closing = False
         self._finished = 0
         self._done = anyio.Event()
         self._notices: deque[tuple[Handler, tuple[Any, ...]]] = deque()
@@ -132,43 +140,95 @@ class Run:
     # ------------------------------------------------------------------ the run
 
     async def execute(self) -> RunStatus:
-        """Run every intent to a terminal status; return how the run ended."""
+        """Run every intent to a terminal status (or until a guardrail halts the run)."""
         token = active_run.set(self)
         try:
             async with anyio.create_task_group() as tg:
-                self._tg = tg
+                # Outer group: notifications, the virtual clock's driver, guardrail timers.
+                self._background = tg
                 tg.start_soon(self._notifier)
                 drive = getattr(self.clock, "drive", None)
                 if drive is not None:  # a virtual clock jumps time while the run is idle
-                    tg.start_soon(self._drive_clock, drive)
-                for node in self.nodes:
-                    if node.waiting == 0:
-                        self._make_ready(node)
-                if not self.nodes:
-                    self._done.set()
-                await self._done.wait()
+                    self.start_background(drive)
+                async with anyio.create_task_group() as work:
+                    # Inner group: the workers. A halt cancels exactly this group.
+                    self._tg = work
+                    self._work_scope = work.cancel_scope
+                    if self.guarding is not None:
+                        self.guarding.start(tg)
+                    for node in list(self.nodes):
+                        if node.waiting == 0 and self.halted is None:
+                            self._make_ready(node)
+                    if self._finished == self._total:
+                        self._done.set()
+                    await self._done.wait()
+                    self._stop_workers()
+                if self.halted is not None:
+                    self._cancel_started(cancelled_reason(self.halted))
                 self._close()
         finally:
             active_run.reset(token)
-        failed = any(
-            node.status != IntentStatus.COMPLETED for node in self.nodes
-        )
+        if self.halted is not None:
+            return RunStatus.HALTED
+        failed = any(node.status != IntentStatus.COMPLETED for node in self.nodes)
         return RunStatus.FAILED if failed else RunStatus.COMPLETED
 
-    async def _drive_clock(self, drive: Callable[[], Any]) -> None:
-        if self._closing:
-            return
-        with anyio.CancelScope() as scope:
-            self._driver_scope = scope
-            await drive()
+    def start_background(self, job: Callable[[], Any]) -> None:
+        """Run ``job`` in the run's outer task group until the run closes."""
+        assert self._background is not None
 
-    def _close(self) -> None:
-        if self._driver_scope is not None:
-            self._driver_scope.cancel()
+        async def guarded() -> None:
+            if self._closing:
+                return
+            with anyio.CancelScope() as scope:
+                self._background_scopes.append(scope)
+                await job()
+
+        self._background.start_soon(guarded)
+
+    def halt(self, breach: Breach) -> None:
+        """Stop the run for a guardrail: dispatch nothing new, cancel what runs, record why."""
+        if self.halted is not None or self._done.is_set():
+            return
+        self.halted = breach
+        self.store.emit(EventType.GUARDRAIL_BREACH, breach.intent_id, breach.to_dict())
+        self.coordination.record_decision(
+            RUNTIME, breach.intent_id, "guardrail_breach", breach.reason, breach.to_dict()
+        )
+        node = self.by_id.get(breach.intent_id) if breach.intent_id else None
+        intent = self.view(node, node.attempts, node.assigned_to) if node is not None else None
+        self.notify_coordinator(HookKind.GUARDRAIL_BREACH, intent, breach)
+        self.log.warning("run halted", guardrail=breach.guardrail, reason=breach.reason)
+        if self._work_scope is not None:
+            self._work_scope.cancel()
+        self._done.set()
+
+    def notify_coordinator(self, kind: HookKind, *args: Any) -> None:
+        """Queue the coordinator's handlers of ``kind`` (they fire in event order)."""
+        if self.coordinator is not None:
+            for handler in self.coordinator.of(kind):
+                self._notify(handler, *args)
+
+    def _cancel_started(self, reason: dict[str, Any]) -> None:
+        """After a halt: work that had started is cancelled; what never started stays pending."""
+        for node in self.nodes:
+            status = node.status
+            if status.is_terminal:
+                continue
+            if node.attempts > 0 or status == IntentStatus.AWAITING_APPROVAL:
+                self.store.emit(EventType.CANCELLED, node.id, reason)
+
+    def _stop_workers(self) -> None:
         self._closing = True
         for event in self._idle:
             event.set()
         self._idle.clear()
+
+    def _close(self) -> None:
+        self._stop_workers()
+        self._notifier_closing = True
+        for scope in self._background_scopes:
+            scope.cancel()
         if self._notice_wakeup is not None:
             self._notice_wakeup.set()
 
@@ -207,6 +267,8 @@ class Run:
         done = 0
         try:
             while not self._closing:
+                if self.halted is not None:
+                    return  # a guardrail stopped the run: dispatch nothing new
                 if ready:
                     node = ready.popleft()
                     if heap:  # sequential: the next ready intent in declaration order
@@ -263,6 +325,17 @@ class Run:
             else:
                 agent_id = policy.agent_for(attempt, primary.id)
                 agents = (primary if agent_id == primary.id else self._fallback(agent_id),)
+            if self.guarding is not None:
+                try:
+                    result, intent = await self._guarded_attempt(node, agents, agent_id, attempt)
+                except Exception as exc:
+                    if not self._retry_or_fail(node, attempt, exc, primary.id):
+                        return
+                    next_agent = policy.agent_for(attempt + 1, primary.id)
+                    await self._before_retry(node, attempt, exc, next_agent or primary.id)
+                    continue
+                self._complete(node, intent, result)
+                return
             # packed data (attempt, agent): see models.PACKED_FIELDS
             emit(DISPATCHED, node.id, (attempt, agent_id or ",".join(a.id for a in agents)))
             intent = self.view(node, attempt, agent_id)
@@ -288,6 +361,29 @@ class Run:
                 continue
             self._complete(node, intent, result)
             return
+
+    async def _guarded_attempt(
+        self, node: Node, agents: tuple[BoundAgent, ...], agent_id: str | None, attempt: int
+    ) -> tuple[dict[str, Any] | None, Intent]:
+        """One attempt through the guardrail chain; the innermost link dispatches it."""
+        assert self.guarding is not None
+        label = agent_id or ",".join(agent.id for agent in agents)
+        views: list[Intent] = []
+
+        async def dispatch(ctx: DispatchContext) -> dict[str, Any] | None:
+            self.store.emit(DISPATCHED, node.id, (attempt, label))
+            intent = self.view(node, attempt, agent_id)
+            views.append(intent)
+            if node.spec.timeout is None:
+                return await self._attempt(node, agents, intent)
+            return await self._attempt_with_timeout(node, agents, intent, node.spec.timeout)
+
+        ctx = self.guarding.context(node, tuple(agent.id for agent in agents), attempt)
+        result = await self.guarding.dispatch(ctx, dispatch)
+        if result is not None and type(result) is not dict:
+            result = dict(result) if isinstance(result, Mapping) else _as_result(
+                agents[0].of(HookKind.ASSIGNMENT)[0], result)
+        return result, views[-1]
 
     def _fallback(self, agent_id: str | None) -> BoundAgent:
         assert agent_id is not None, "agent_for() returned None for a retried attempt"
@@ -370,7 +466,7 @@ class Run:
         self.store.emit(EventType.ATTEMPT_FAILED, node.id, error)
         # An escalation nobody resolved is final: retrying would only escalate again.
         next_agent = (
-            None if isinstance(exc, EscalationError)
+            None if isinstance(exc, EscalationError) or is_final(exc)
             else node.spec.retry.agent_for(attempt + 1, primary)
         )
         if next_agent is not None:
@@ -582,7 +678,7 @@ class Run:
             while notices:
                 handler, args = notices.popleft()
                 await self._guarded(handler, *args)
-            if self._closing:
+            if self._notifier_closing:
                 return
             self._notice_wakeup = anyio.Event()
             await self._notice_wakeup.wait()

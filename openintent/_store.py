@@ -193,6 +193,14 @@ def _handoff(records: Records, event: RawEvent) -> None:
     records[event[_INTENT] or ""].assigned_to = (event[_DATA] or _NO_DATA)["to"]
 
 
+def _awaiting_approval(records: Records, event: RawEvent) -> None:
+    records[event[_INTENT] or ""].status = IntentStatus.AWAITING_APPROVAL
+
+
+def _approved(records: Records, event: RawEvent) -> None:
+    records[event[_INTENT] or ""].status = IntentStatus.PENDING
+
+
 def _cost_recorded(records: Records, event: RawEvent) -> None:
     intent_id = event[_INTENT]
     if intent_id is not None:
@@ -211,6 +219,8 @@ _APPLY: dict[str, Callable[[Records, RawEvent], None]] = {
     EventType.CANCELLED: _cancelled,
     EventType.COST_RECORDED: _cost_recorded,
     EventType.HANDOFF: _handoff,
+    EventType.APPROVAL_REQUESTED: _awaiting_approval,
+    EventType.APPROVAL_GRANTED: _approved,
 }
 
 

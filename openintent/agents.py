@@ -37,11 +37,14 @@ __all__ = [
     "IntentSpec",
     "PortfolioSpec",
     "on_all_complete",
+    "on_approval_denied",
+    "on_approval_granted",
     "on_assignment",
     "on_complete",
     "on_conflict",
     "on_escalation",
     "on_event",
+    "on_guardrail_breach",
     "on_handoff",
     "on_quorum",
     "on_retry",
@@ -202,6 +205,25 @@ def on_quorum(
         return _mark(inner, HookKind.QUORUM, threshold=checked)
 
     return decorate
+
+
+def on_approval_granted(function: F) -> F:
+    """Coordinator: called with ``(self, intent, request)`` when an approval is granted."""
+    return _mark(function, HookKind.APPROVAL_GRANTED)
+
+
+def on_approval_denied(function: F) -> F:
+    """Coordinator: called with ``(self, intent, request)`` when an approval is denied."""
+    return _mark(function, HookKind.APPROVAL_DENIED)
+
+
+def on_guardrail_breach(function: F) -> F:
+    """Coordinator: called with ``(self, intent, breach)`` when a guardrail halts the run.
+
+    ``intent`` is the intent that crossed the line, or ``None`` (a run timeout); ``breach``
+    a :class:`~openintent.guardrails.Breach` saying what was spent against what limit.
+    """
+    return _mark(function, HookKind.GUARDRAIL_BREACH)
 
 
 # ------------------------------------------------------------------------- class decorators
@@ -451,7 +473,8 @@ class IntentSpec:
 
     ``assign`` names the agent (or agents) that do it; ``depends_on`` lists titles of intents
     that must complete first; ``initial_state`` seeds the intent's state; ``timeout`` bounds
-    each attempt (seconds); ``retry`` is a :class:`~openintent.RetryPolicy` or a dict of one.
+    each attempt (seconds); ``retry`` is a :class:`~openintent.RetryPolicy` or a dict of one;
+    ``key`` is the step key of a YAML workflow (guardrails can match it).
     """
 
     title: str = attrs.field(validator=_title)
@@ -463,6 +486,8 @@ class IntentSpec:
     timeout: float | None = attrs.field(default=None, validator=_timeout)
     retry: RetryPolicy = attrs.field(default=None, converter=_retry)
     tags: tuple[str, ...] = attrs.field(default=(), converter=_tags)
+    key: str | None = attrs.field(default=None, validator=attrs.validators.optional(
+        attrs.validators.instance_of(str)))
 
     @property
     def assignees(self) -> tuple[str, ...]:

@@ -9,14 +9,17 @@ from collections.abc import Sequence
 
 __all__ = [
     "AgentError",
+    "ApprovalError",
     "DelegationError",
     "DependencyCycleError",
     "DuplicateIntentError",
     "Escalate",
     "EscalationError",
+    "GuardrailError",
     "IntentFailedError",
     "IntentTimeoutError",
     "OpenIntentError",
+    "OutputCheckError",
     "QuorumError",
     "ResponseConflictError",
     "RunCancelledError",
@@ -128,7 +131,31 @@ class RunFailedError(OpenIntentError):
 
 
 class RunHaltedError(OpenIntentError):
-    """Raised by ``RunResult.raise_for_status()`` for a run a guardrail halted."""
+    """Raised by ``RunResult.raise_for_status()`` for a run a guardrail halted.
+
+    ``breach`` is the :class:`~openintent.guardrails.Breach` that stopped it.
+    """
+
+    def __init__(self, message: str, breach: object = None) -> None:
+        super().__init__(message)
+        self.breach = breach
+
+
+class GuardrailError(OpenIntentError, ValueError):
+    """A guardrail's settings are invalid."""
+
+
+class ApprovalError(OpenIntentError):
+    """An approval was refused: an approver not on the list, a request already decided, or
+    (with ``denied``) the intent's approval was denied."""
+
+    def __init__(self, message: str, *, denied: bool = False) -> None:
+        super().__init__(message)
+        self.denied = denied
+
+
+class OutputCheckError(OpenIntentError):
+    """An intent's result lacks what a ``require_output`` guardrail demands."""
 
 
 class RunCancelledError(OpenIntentError):

@@ -95,6 +95,11 @@ class EventType:
     ESCALATED: Final = "escalated"
     RESPONSE: Final = "response_received"
     DECISION: Final = "decision_recorded"
+    BUDGET_WARNING: Final = "budget_warning"
+    GUARDRAIL_BREACH: Final = "guardrail_breach"
+    APPROVAL_REQUESTED: Final = "approval_requested"
+    APPROVAL_GRANTED: Final = "approval_granted"
+    APPROVAL_DENIED: Final = "approval_denied"
     RUN_FINISHED: Final = "run_finished"
 
     ALL: Final = frozenset(
@@ -116,6 +121,11 @@ class EventType:
             "escalated",
             "response_received",
             "decision_recorded",
+            "budget_warning",
+            "guardrail_breach",
+            "approval_requested",
+            "approval_granted",
+            "approval_denied",
             "run_finished",
         }
     )
@@ -475,7 +485,25 @@ class RunResult:
     decisions: tuple[Decision, ...] = ()
     cost_usd: float = 0.0
     error: str | None = None
+    breach: Any = None
     _errors: Mapping[str, BaseException] = attrs.field(factory=dict, repr=False, alias="errors")
+
+    @property
+    def cost_by_agent(self) -> dict[str, float]:
+        """The reported spend per agent, from the ``cost_recorded`` events."""
+        ledger: dict[str, float] = {}
+        for event in self.events.of_type(EventType.COST_RECORDED):
+            agent = (event.data or {}).get("agent", "")
+            ledger[agent] = ledger.get(agent, 0.0) + (event.data or {})["usd"]
+        return ledger
+
+    def titles_by_status(self) -> dict[str, list[str]]:
+        """Intent titles grouped by status: what ran, what was cancelled, what never started
+        (``pending``)."""
+        groups: dict[str, list[str]] = {}
+        for title, item in self.intents.items():
+            groups.setdefault(str(item.status), []).append(title)
+        return groups
 
     @property
     def failed_intents(self) -> list[IntentResult]:
@@ -492,7 +520,10 @@ class RunResult:
         if self.status == RunStatus.COMPLETED:
             return self
         if self.status == RunStatus.HALTED:
-            raise RunHaltedError(f"run of {self.name!r} ({self.portfolio_id}) was halted")
+            raise RunHaltedError(
+                f"run of {self.name!r} ({self.portfolio_id}) was halted: {self.error}",
+                self.breach,
+            )
         if self.status == RunStatus.CANCELLED:
             raise RunCancelledError(f"run of {self.name!r} ({self.portfolio_id}) was cancelled")
         failures = []
@@ -521,6 +552,7 @@ class RunResult:
             "status": str(self.status),
             "output": self.output,
             "error": self.error,
+            "breach": _to_dict(self.breach) if self.breach is not None else None,
             "cost_usd": self.cost_usd,
             "intents": {title: item.to_dict() for title, item in self.intents.items()},
             "decisions": [_to_dict(decision) for decision in self.decisions],

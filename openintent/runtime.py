@@ -23,7 +23,8 @@ from ._registry import HookKind, current_registry
 from ._scheduler import Node, Run
 from ._store import EventStore, ResultsView
 from .agents import IntentSpec, PortfolioSpec
-from .errors import AgentError, OpenIntentError, SpecError
+from .errors import AgentError, ApprovalError, OpenIntentError, SpecError
+from .guardrails import ApprovalRequest, Guardrail, build_guardrails
 from .models import Event, EventLog, EventType, Portfolio, RunResult, RunStatus, public_event
 
 __all__ = ["Runtime"]
@@ -53,11 +54,7 @@ class Runtime:
             raise OpenIntentError(
                 f"store {store!r} is not supported yet; only 'memory://' (the default) is"
             )
-        if guardrails:
-            raise OpenIntentError(
-                "Runtime(guardrails=...) is not enforced yet, and openintent never stores a "
-                "guardrail it does not enforce; remove it for now"
-            )
+        self._guardrails = build_guardrails(guardrails, "Runtime(...)")
         if isinstance(agents, str | type) or (
             agents is not None and not isinstance(agents, Iterable)
         ):
@@ -67,6 +64,7 @@ class Runtime:
         self._rng = random.Random(seed)
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._current: EventStore | None = None
+        self._active: list[Run] = []
         self._closed = False
 
     @property
@@ -104,8 +102,13 @@ class Runtime:
     async def _run(self, spec: PortfolioSpec, lead: BoundAgent | None, *, nested: bool
                    ) -> RunResult:
         check_graph(spec.name, spec.intents)
-        run = self._prepare(spec, lead, nested=nested)
+        guardrails = list(self._guardrails)
+        if lead is not None:
+            guardrails += build_guardrails(lead.definition.options.get("guardrails"),
+                                           f"@Coordinator({lead.id!r})")
+        run = self._prepare(spec, lead, guardrails, nested=nested)
         store = run.store
+        self._active.append(run)
         if not nested:  # a sub-portfolio's events stay out of rt.events()
             self._current = store
         log = store.log
@@ -124,6 +127,10 @@ class Runtime:
             self._finish(store, RunStatus.CANCELLED, nested=nested)
             log.info("run finished", status="cancelled")
             raise
+        finally:
+            self._active.remove(run)
+        if run.halted is not None:
+            error = f"the {run.halted.guardrail} guardrail halted the run: {run.halted.reason}"
         self._finish(store, status, nested=nested)
         log.info("run finished", status=str(status), cost_usd=store.total_cost)
         return RunResult(
@@ -136,6 +143,7 @@ class Runtime:
             decisions=tuple(store.decisions),
             cost_usd=store.total_cost,
             error=error,
+            breach=run.halted,
             errors=run.errors,
         )
 
@@ -188,11 +196,6 @@ class Runtime:
                 f"{lead.id!r} is an @Agent, not a @Coordinator; pass a class decorated with "
                 "@Coordinator as rt.run(..., coordinator=...)"
             )
-        if lead.definition.options.get("guardrails"):
-            raise OpenIntentError(
-                f"@Coordinator({lead.id!r}, guardrails=[...]): guardrails are not enforced yet, "
-                "and openintent never stores a guardrail it does not enforce; remove them for now"
-            )
         return lead
 
     def _assignees(self, spec: IntentSpec, lead: BoundAgent | None) -> tuple[BoundAgent, ...]:
@@ -228,8 +231,14 @@ class Runtime:
             agents.append(agent)
         return tuple(agents)
 
-    def _prepare(self, spec: PortfolioSpec, lead: BoundAgent | None, *, nested: bool = False
-                 ) -> Run:
+    def _prepare(
+        self,
+        spec: PortfolioSpec,
+        lead: BoundAgent | None,
+        guardrails: list[Guardrail] | None = None,
+        *,
+        nested: bool = False,
+    ) -> Run:
         rng = self._rng
         getrandbits = rng.getrandbits
         store = EventStore(f"pf_{getrandbits(64):016x}", self._clock, spec.name)
@@ -298,8 +307,42 @@ class Runtime:
         sequential = options.get("strategy") == "sequential"
         return Run(
             spec, nodes, store, self._clock, rng, lead, list(used.values()), fallbacks,
-            1 if sequential else options.get("max_concurrency"), sequential, self,
+            1 if sequential else options.get("max_concurrency"), sequential, self, guardrails,
         )
+
+    # ------------------------------------------------------------------ approvals
+
+    def pending_approvals(self) -> list[ApprovalRequest]:
+        """The approval requests waiting for a decision, across running portfolios."""
+        return [
+            request
+            for run in self._active
+            if run.guarding is not None
+            for request in run.guarding.pending_approvals()
+        ]
+
+    async def approve(self, intent_id: str, *, by: str, note: str = "") -> ApprovalRequest:
+        """Approve the pending request of ``intent_id``: the intent is dispatched.
+
+        Raises :class:`~openintent.ApprovalError` (and changes nothing) when ``by`` is not an
+        allowed approver, or the request is unknown or already decided.
+        """
+        return self._decide(intent_id, True, by, note)
+
+    async def deny(self, intent_id: str, *, by: str, note: str = "") -> ApprovalRequest:
+        """Deny the pending request of ``intent_id``: it fails without running and its
+        dependents are skipped."""
+        return self._decide(intent_id, False, by, note)
+
+    def _decide(self, intent_id: str, approve: bool, by: str, note: str) -> ApprovalRequest:
+        if not isinstance(by, str) or not by:
+            raise ApprovalError("approve()/deny() need by='who decides'")
+        for run in self._active:
+            if run.guarding is not None:
+                request = run.guarding.decide(intent_id, approve, by, note)
+                if request is not None:
+                    return request
+        raise ApprovalError(f"no approval request is pending for intent {intent_id!r}")
 
     # ------------------------------------------------------------------ observing
 

@@ -139,15 +139,20 @@ async def test_duplicate_agent_ids_are_refused():
         Runtime(agents=[Worker, Worker()])
 
 
-async def test_guardrails_that_are_not_enforced_are_refused_not_stored():
-    @Coordinator("guarded", guardrails=[{"type": "budget", "max_cost_usd": 1}])
+async def test_unknown_guardrail_types_and_bad_fields_are_refused_before_running():
+    @Coordinator("guarded", guardrails=[{"type": "budjet", "max_cost_usd": 1}])
     class Guarded:
         pass
 
-    with pytest.raises(OpenIntentError, match="not enforced yet"):
+    with pytest.raises(SpecError, match=r"guardrails\[0\]: unknown guardrail type 'budjet'"):
         await run(IntentSpec("A", assign="worker"), coordinator=Guarded)
-    with pytest.raises(OpenIntentError, match="not enforced yet"):
-        Runtime(guardrails=[{"type": "budget"}])
+    assert Calls.count == 0
+    with pytest.raises(SpecError, match=r"Runtime\(...\) guardrails\[0\] \(budget\)"):
+        Runtime(guardrails=[{"type": "budget", "max_cost": 1}])
+    with pytest.raises(SpecError, match="max_seconds must be a number > 0"):
+        Runtime(guardrails=[{"type": "timeout", "max_seconds": -1}])
+    with pytest.raises(SpecError, match="a guardrail is a dict"):
+        Runtime(guardrails=["budget"])
 
 
 async def test_only_the_memory_store_is_supported():

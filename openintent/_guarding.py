@@ -1,0 +1,145 @@
+"""The guardrail chain of one run, and the port guardrails see the run through."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from anyio.abc import TaskGroup
+
+from ._coordination import RUNTIME
+from ._registry import HookKind
+from .errors import ApprovalError
+from .guardrails import ApprovalGuardrail, ApprovalRequest, Breach, DispatchContext, Guardrail
+from .models import Event, Intent
+
+if TYPE_CHECKING:
+    from ._scheduler import Node, Run
+
+__all__ = ["Guarding", "cancelled_reason", "is_final"]
+
+_HOOKS = {
+    "on_approval_granted": HookKind.APPROVAL_GRANTED,
+    "on_approval_denied": HookKind.APPROVAL_DENIED,
+    "on_guardrail_breach": HookKind.GUARDRAIL_BREACH,
+}
+
+
+class Guarding:
+    """Binds the guardrails to a run, runs each attempt through them, and halts the run."""
+
+    def __init__(self, run: Run, templates: list[Guardrail]) -> None:
+        self.run = run
+        self._templates = templates
+        self.chain: list[Guardrail] = []
+        self._tg: TaskGroup | None = None
+        self._pending_timers: list[tuple[float, Callable[[], None]]] = []
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self, tg: TaskGroup) -> None:
+        """Bind every guardrail to the run; timers start in ``tg`` (the run's own group)."""
+        self._tg = tg
+        self.chain = [template.bind(self) for template in self._templates]
+        if any(type(guardrail).on_event is not Guardrail.on_event for guardrail in self.chain):
+            self.run.store.listeners.append(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        for guardrail in self.chain:
+            guardrail.on_event(event)
+
+    async def dispatch(
+        self, ctx: DispatchContext, innermost: Callable[[DispatchContext], Awaitable[Any]]
+    ) -> Any:
+        """Run one attempt through the chain, outermost guardrail first."""
+        call_next = innermost
+        for guardrail in reversed(self.chain):
+            call_next = _link(guardrail, call_next)
+        return await call_next(ctx)
+
+    def context(self, node: Node, agents: tuple[str, ...], attempt: int) -> DispatchContext:
+        """The context of one attempt of ``node``."""
+        spec = node.spec
+        return DispatchContext(self, node.id, spec.title, spec.key, spec.tags, spec.constraints,
+                               agents, attempt)
+
+    # ------------------------------------------------------------------ GuardrailRun
+
+    @property
+    def clock(self) -> Any:
+        return self.run.clock
+
+    @property
+    def total_cost(self) -> float:
+        return self.run.store.total_cost
+
+    @property
+    def portfolio_id(self) -> str:
+        return self.run.store.portfolio_id
+
+    def emit(self, type: str, intent_id: str | None, data: Mapping[str, Any]) -> None:
+        self.run.store.emit(type, intent_id, dict(data))
+
+    def set_status(self, intent_id: str, type: str, data: Mapping[str, Any]) -> None:
+        self.run.store.emit(type, intent_id, dict(data))
+
+    def halt(self, breach: Breach) -> None:
+        self.run.halt(breach)
+
+    def record_decision(
+        self, intent_id: str | None, decision: str, rationale: str, data: Mapping[str, Any]
+    ) -> Any:
+        return self.run.coordination.record_decision(RUNTIME, intent_id, decision, rationale,
+                                                     data)
+
+    def notify_coordinator(self, hook: str, *args: Any) -> None:
+        self.run.notify_coordinator(_HOOKS[hook], *args)
+
+    def start_timer(self, seconds: float, callback: Callable[[], None]) -> None:
+        assert self._tg is not None, "start_timer is for bind(), while the run starts"
+        clock = self.run.clock
+
+        async def timer() -> None:
+            await clock.sleep(seconds)
+            callback()
+
+        self.run.start_background(timer)
+
+    def view(self, intent_id: str) -> Intent:
+        node = self.run.by_id[intent_id]
+        return self.run.view(node, node.attempts, node.assigned_to)
+
+    # ------------------------------------------------------------------ approvals
+
+    def approvals(self) -> list[ApprovalGuardrail]:
+        return [guardrail for guardrail in self.chain if isinstance(guardrail, ApprovalGuardrail)]
+
+    def pending_approvals(self) -> list[ApprovalRequest]:
+        return [request for guardrail in self.approvals() for request in guardrail.pending()]
+
+    def decide(self, intent_id: str, approve: bool, by: str, note: str) -> ApprovalRequest | None:
+        """Decide the request of ``intent_id`` if one of this run's guardrails holds it."""
+        for guardrail in self.approvals():
+            if intent_id in guardrail.requests:
+                return guardrail.decide(intent_id, approve, by=by, note=note)
+        return None
+
+
+def _link(
+    guardrail: Guardrail, call_next: Callable[[DispatchContext], Awaitable[Any]]
+) -> Callable[[DispatchContext], Awaitable[Any]]:
+    async def link(ctx: DispatchContext) -> Any:
+        return await guardrail(ctx, call_next)
+
+    return link
+
+
+def is_final(exc: BaseException) -> bool:
+    """A failure that retrying cannot fix (a denied approval)."""
+    return isinstance(exc, ApprovalError) and exc.denied
+
+
+def cancelled_reason(breach: Breach) -> dict[str, Any]:
+    """The data of a ``cancelled`` event for work a halt stopped."""
+    return {"reason": f"halted by the {breach.guardrail} guardrail: {breach.reason}"}
+

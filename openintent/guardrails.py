@@ -1,0 +1,527 @@
+"""Guardrails: policies enforced by middleware around every dispatch.
+
+Every attempt of every intent passes through one chain of guardrails, outermost first:
+``Runtime(guardrails=[...])``, then the coordinator's ``@Coordinator(guardrails=[...])`` (or a
+YAML ``guardrails:`` block). A guardrail is given as an object or as a dict
+``{"type": "budget", "max_cost_usd": 5}``; register your own types with
+:func:`register_guardrail`.
+
+The protocol (subclass :class:`Guardrail` and override what you need)::
+
+    class NoFridays(Guardrail):
+        type = "no_fridays"
+
+        async def before_dispatch(self, ctx):          # may wait, or raise to fail the attempt
+            if ctx.run.clock.now() % 7 == 4:
+                ctx.run.halt(Breach("no_fridays", "it is Friday", intent_id=ctx.intent_id))
+
+        async def after_result(self, ctx, result):    # may check or change the result
+            return result
+
+``__call__(ctx, call_next)`` wraps the whole attempt and by default calls ``before_dispatch``,
+``call_next(ctx)`` and ``after_result``; override it for full control. ``bind(run)`` is called
+once per run and returns the instance that serves it (built-ins return a fresh copy, so their
+counters are per run); ``on_event(event)`` sees every event of the run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol
+
+import anyio
+import attrs
+
+from .errors import ApprovalError, GuardrailError, OutputCheckError, SpecError
+from .models import Event, EventType, Intent
+
+__all__ = [
+    "ApprovalGuardrail",
+    "ApprovalRequest",
+    "Breach",
+    "BudgetGuardrail",
+    "DispatchContext",
+    "Guardrail",
+    "GuardrailRun",
+    "MaxConcurrencyGuardrail",
+    "RateLimitGuardrail",
+    "RequireOutputGuardrail",
+    "TimeoutGuardrail",
+    "build_guardrails",
+    "register_guardrail",
+]
+
+
+@attrs.frozen
+class Breach:
+    """What a guardrail stopped: which one, why, the limit and what was observed."""
+
+    guardrail: str
+    reason: str
+    limit: Any = None
+    observed: Any = None
+    intent_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of the breach."""
+        return {
+            "guardrail": self.guardrail,
+            "reason": self.reason,
+            "limit": self.limit,
+            "observed": self.observed,
+            "intent_id": self.intent_id,
+        }
+
+
+class GuardrailRun(Protocol):
+    """What a guardrail sees of the run it guards."""
+
+    @property
+    def clock(self) -> Any: ...
+
+    @property
+    def total_cost(self) -> float: ...
+
+    @property
+    def portfolio_id(self) -> str: ...
+
+    def emit(self, type: str, intent_id: str | None, data: Mapping[str, Any]) -> None: ...
+
+    def halt(self, breach: Breach) -> None: ...
+
+    def record_decision(
+        self, intent_id: str | None, decision: str, rationale: str, data: Mapping[str, Any]
+    ) -> Any: ...
+
+    def notify_coordinator(self, hook: str, *args: Any) -> None: ...
+
+    def start_timer(self, seconds: float, callback: Callable[[], None]) -> None: ...
+
+    def view(self, intent_id: str) -> Intent: ...
+
+    def set_status(self, intent_id: str, type: str, data: Mapping[str, Any]) -> None: ...
+
+
+class DispatchContext:
+    """One attempt on its way through the chain."""
+
+    __slots__ = ("run", "intent_id", "title", "key", "tags", "constraints", "agents", "attempt")
+
+    def __init__(
+        self,
+        run: GuardrailRun,
+        intent_id: str,
+        title: str,
+        key: str | None,
+        tags: tuple[str, ...],
+        constraints: Any,
+        agents: tuple[str, ...],
+        attempt: int,
+    ) -> None:
+        self.run = run
+        self.intent_id = intent_id
+        self.title = title
+        self.key = key
+        self.tags = tags
+        self.constraints = constraints
+        self.agents = agents
+        self.attempt = attempt
+
+    def __repr__(self) -> str:
+        return f"DispatchContext({self.title!r}, agents={self.agents}, attempt={self.attempt})"
+
+
+CallNext = Callable[[DispatchContext], Awaitable[Any]]
+
+
+class Guardrail:
+    """Base class of guardrails; every hook is optional."""
+
+    type: ClassVar[str] = "custom"
+
+    def bind(self, run: GuardrailRun) -> Guardrail:
+        """The instance that guards ``run`` (default: this one)."""
+        return self
+
+    async def __call__(self, ctx: DispatchContext, call_next: CallNext) -> Any:
+        await self.before_dispatch(ctx)
+        result = await call_next(ctx)
+        return await self.after_result(ctx, result)
+
+    async def before_dispatch(self, ctx: DispatchContext) -> None:
+        """Called before an attempt is dispatched; may wait, halt the run or raise."""
+
+    async def after_result(self, ctx: DispatchContext, result: Any) -> Any:
+        """Called with an attempt's result; return it (or a replacement), or raise."""
+        return result
+
+    def on_event(self, event: Event) -> None:
+        """Called with every event of the run it guards."""
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{key}={value!r}" for key, value in vars(self).items()
+                           if not key.startswith("_"))
+        return f"{type(self).__name__}({fields})"
+
+
+# ---------------------------------------------------------------------------- registry of types
+
+GuardrailFactory = Callable[..., Guardrail]
+_TYPES: dict[str, GuardrailFactory] = {}
+
+
+def register_guardrail(name: str, factory: GuardrailFactory) -> None:
+    """Make ``{"type": name, **fields}`` build ``factory(**fields)``.
+
+    >>> register_guardrail("no_fridays", NoFridays)
+    """
+    if not isinstance(name, str) or not name:
+        raise SpecError("register_guardrail needs a non-empty type name")
+    _TYPES[name] = factory
+
+
+def build_guardrails(items: Iterable[Any] | None, where: str) -> list[Guardrail]:
+    """Turn dicts and objects into guardrails; a clear error for anything else."""
+    built: list[Any] = []
+    for index, item in enumerate(items or ()):
+        place = f"{where} guardrails[{index}]"
+        if isinstance(item, Mapping):
+            built.append(_from_dict(item, place))
+        elif callable(item):
+            built.append(item)
+        else:
+            raise SpecError(
+                f"{place}: a guardrail is a dict like {{'type': 'budget', ...}} or a Guardrail "
+                f"object, got {type(item).__name__}"
+            )
+    return built
+
+
+def _from_dict(item: Mapping[str, Any], place: str) -> Guardrail:
+    fields = dict(item)
+    kind = fields.pop("type", None)
+    if kind not in _TYPES:
+        known = ", ".join(sorted(_TYPES))
+        raise SpecError(
+            f"{place}: unknown guardrail type {kind!r}; known types: {known} "
+            "(register your own with openintent.guardrails.register_guardrail)"
+        )
+    try:
+        return _TYPES[kind](**fields)
+    except TypeError as exc:
+        raise SpecError(f"{place} ({kind}): {exc}") from None
+    except GuardrailError as exc:
+        raise SpecError(f"{place} ({kind}): {exc}") from None
+
+
+def _number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < minimum or (strict and value <= minimum):
+        bound = f"> {minimum}" if strict else f">= {minimum}"
+        raise GuardrailError(f"{name} must be a number {bound}, got {value!r}")
+    return float(value)
+
+
+def _names(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise GuardrailError(f"{name} must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+# ---------------------------------------------------------------------------- budget
+
+
+class BudgetGuardrail(Guardrail):
+    """``{"type": "budget", "max_cost_usd": 5.0, "warn_at": 0.8}``.
+
+    Spend reported with ``record_cost`` is summed per run. Crossing ``warn_at`` (a fraction of
+    the budget) logs a ``budget_warning`` event; spend past ``max_cost_usd`` halts the run. An
+    intent whose ``constraints["estimated_cost_usd"]`` would take the spend past the budget is
+    not dispatched: the run halts before it.
+    """
+
+    type = "budget"
+
+    def __init__(self, max_cost_usd: float, warn_at: float | None = None) -> None:
+        self.max_cost_usd = _number("max_cost_usd", max_cost_usd)
+        if warn_at is not None:
+            warn_at = _number("warn_at", warn_at, strict=True)
+            if warn_at > 1:
+                raise GuardrailError(f"warn_at is a fraction in (0, 1], got {warn_at}")
+        self.warn_at = warn_at
+        self._run: GuardrailRun | None = None
+        self._warned = False
+
+    def bind(self, run: GuardrailRun) -> BudgetGuardrail:
+        fresh = BudgetGuardrail(self.max_cost_usd, self.warn_at)
+        fresh._run = run
+        return fresh
+
+    async def before_dispatch(self, ctx: DispatchContext) -> None:
+        constraints = ctx.constraints if isinstance(ctx.constraints, Mapping) else {}
+        estimate = constraints.get("estimated_cost_usd")
+        if estimate is None or ctx.attempt > 1:
+            return
+        spent = ctx.run.total_cost
+        if spent + float(estimate) > self.max_cost_usd:
+            ctx.run.halt(Breach(
+                "budget",
+                f"intent {ctx.title!r} is estimated at ${float(estimate):.2f}, which would take "
+                f"the spend of ${spent:.2f} past the budget of ${self.max_cost_usd:.2f}",
+                limit=self.max_cost_usd, observed=spent + float(estimate), intent_id=ctx.intent_id,
+            ))
+
+    def on_event(self, event: Event) -> None:
+        if event.type != EventType.COST_RECORDED or self._run is None:
+            return
+        spent = self._run.total_cost
+        warn_from = None if self.warn_at is None else self.warn_at * self.max_cost_usd
+        if warn_from is not None and not self._warned and spent >= warn_from:
+            self._warned = True
+            self._run.emit(EventType.BUDGET_WARNING, event.intent_id, {
+                "spent_usd": spent, "max_cost_usd": self.max_cost_usd, "warn_at": self.warn_at})
+        if spent > self.max_cost_usd:
+            self._run.halt(Breach(
+                "budget",
+                f"spent ${spent:.2f} of a ${self.max_cost_usd:.2f} budget",
+                limit=self.max_cost_usd, observed=spent, intent_id=event.intent_id,
+            ))
+
+
+# ---------------------------------------------------------------------------- timeout
+
+
+class TimeoutGuardrail(Guardrail):
+    """``{"type": "timeout", "max_seconds": 300}``: the whole run halts after ``max_seconds``
+    on the runtime's clock, cancelling what still runs. (Per-intent limits:
+    ``IntentSpec(timeout=...)``.)"""
+
+    type = "timeout"
+
+    def __init__(self, max_seconds: float) -> None:
+        self.max_seconds = _number("max_seconds", max_seconds, strict=True)
+
+    def bind(self, run: GuardrailRun) -> TimeoutGuardrail:
+        fresh = TimeoutGuardrail(self.max_seconds)
+
+        def expire() -> None:
+            run.halt(Breach("timeout", f"the run exceeded {self.max_seconds:g} s",
+                            limit=self.max_seconds, observed=self.max_seconds))
+
+        run.start_timer(self.max_seconds, expire)
+        return fresh
+
+
+# ---------------------------------------------------------------------------- approval
+
+
+@attrs.define
+class ApprovalRequest:
+    """An intent waiting for a human decision (see ``rt.pending_approvals()``)."""
+
+    intent_id: str
+    title: str
+    portfolio_id: str
+    requested_at: float
+    approvers: tuple[str, ...] = ()
+    decision: str | None = None  # "approved" or "denied" once decided
+    decided_by: str | None = None
+    note: str = ""
+    _decided: anyio.Event = attrs.field(factory=anyio.Event, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of the request."""
+        return {
+            "intent_id": self.intent_id, "title": self.title, "portfolio_id": self.portfolio_id,
+            "requested_at": self.requested_at, "approvers": list(self.approvers),
+            "decision": self.decision, "decided_by": self.decided_by, "note": self.note,
+        }
+
+
+class ApprovalGuardrail(Guardrail):
+    """``{"type": "approval", "require_for": ["deploy"], "approvers": ["alice"],
+    "timeout_seconds": 3600, "on_timeout": "deny"}``.
+
+    Intents matching ``require_for`` (by title, step key or tag, case-insensitively) wait in
+    ``awaiting_approval`` until ``await rt.approve(intent_id, by=...)`` or ``rt.deny(...)``.
+    ``approvers`` restricts who may decide. After ``timeout_seconds`` the request takes the
+    ``on_timeout`` outcome (``"deny"`` by default). A denied intent fails without running and
+    its dependents are skipped.
+    """
+
+    type = "approval"
+
+    def __init__(
+        self,
+        require_for: Sequence[str],
+        approvers: Sequence[str] | None = None,
+        timeout_seconds: float | None = None,
+        on_timeout: str = "deny",
+    ) -> None:
+        self.require_for = _names("require_for", require_for)
+        self.approvers = _names("approvers", approvers) if approvers is not None else ()
+        self.timeout_seconds = (
+            None if timeout_seconds is None
+            else _number("timeout_seconds", timeout_seconds, strict=True)
+        )
+        if on_timeout not in ("deny", "approve"):
+            raise GuardrailError(f'on_timeout must be "deny" or "approve", got {on_timeout!r}')
+        self.on_timeout = on_timeout
+        self._wanted = {name.casefold() for name in self.require_for}
+        self._run: GuardrailRun | None = None
+        self.requests: dict[str, ApprovalRequest] = {}
+
+    def bind(self, run: GuardrailRun) -> ApprovalGuardrail:
+        fresh = ApprovalGuardrail(self.require_for, self.approvers or None,
+                                  self.timeout_seconds, self.on_timeout)
+        fresh._run = run
+        return fresh
+
+    def matches(self, ctx: DispatchContext) -> bool:
+        """Whether an intent needs approval: its title, step key or a tag is listed."""
+        names = {ctx.title, *ctx.tags} | ({ctx.key} if ctx.key else set())
+        return any(name.casefold() in self._wanted for name in names)
+
+    async def before_dispatch(self, ctx: DispatchContext) -> None:
+        if not self.matches(ctx):
+            return
+        request = self.requests.get(ctx.intent_id)
+        if request is None:
+            request = ApprovalRequest(ctx.intent_id, ctx.title, ctx.run.portfolio_id,
+                                      ctx.run.clock.now(), self.approvers)
+            self.requests[ctx.intent_id] = request
+            ctx.run.set_status(ctx.intent_id, EventType.APPROVAL_REQUESTED,
+                               {"approvers": list(self.approvers)})
+            await self._wait(ctx, request)
+        if request.decision != "approved":
+            raise ApprovalError(
+                f"intent {ctx.title!r} was denied by {request.decided_by}"
+                + (f": {request.note}" if request.note else ""),
+                denied=True,
+            )
+
+    async def _wait(self, ctx: DispatchContext, request: ApprovalRequest) -> None:
+        if self.timeout_seconds is None:
+            await request._decided.wait()
+            return
+        with ctx.run.clock.timeout(self.timeout_seconds):
+            await request._decided.wait()
+        if request.decision is None:
+            self.decide(ctx.intent_id, self.on_timeout == "approve", by="timeout",
+                        note=f"no decision within {self.timeout_seconds:g} s", check=False)
+
+    def decide(self, intent_id: str, approve: bool, *, by: str, note: str = "",
+               check: bool = True) -> ApprovalRequest:
+        """Approve or deny a pending request; exactly one decision per request wins."""
+        request = self.requests.get(intent_id)
+        if request is None or request.decision is not None:
+            state = "already decided" if request is not None else "not awaiting approval"
+            raise ApprovalError(f"intent {intent_id!r} is {state}; nothing changed")
+        if check and self.approvers and by not in self.approvers:
+            raise ApprovalError(
+                f"{by!r} may not decide on {request.title!r}; approvers: "
+                f"{', '.join(self.approvers)}. Nothing changed."
+            )
+        request.decision = "approved" if approve else "denied"
+        request.decided_by = by
+        request.note = note
+        run = self._run
+        assert run is not None
+        kind = EventType.APPROVAL_GRANTED if approve else EventType.APPROVAL_DENIED
+        run.set_status(intent_id, kind, {"by": by, "note": note})
+        run.record_decision(intent_id, f"approval_{request.decision}",
+                            note or f"{request.decision} by {by}", {"by": by})
+        hook = "on_approval_granted" if approve else "on_approval_denied"
+        run.notify_coordinator(hook, run.view(intent_id), request)
+        request._decided.set()
+        return request
+
+    def pending(self) -> list[ApprovalRequest]:
+        """The requests still waiting for a decision."""
+        return [request for request in self.requests.values() if request.decision is None]
+
+
+# ---------------------------------------------------------------------------- more built-ins
+
+
+class RateLimitGuardrail(Guardrail):
+    """``{"type": "rate_limit", "per_second": 2, "per_agent": false}``: at most
+    ``per_second`` dispatches per second (per agent with ``per_agent``), on the run's clock."""
+
+    type = "rate_limit"
+
+    def __init__(self, per_second: float, per_agent: bool = False) -> None:
+        self.per_second = _number("per_second", per_second, strict=True)
+        self.per_agent = bool(per_agent)
+        self._next_slot: dict[str, float] = {}
+
+    def bind(self, run: GuardrailRun) -> RateLimitGuardrail:
+        return RateLimitGuardrail(self.per_second, self.per_agent)
+
+    async def before_dispatch(self, ctx: DispatchContext) -> None:
+        key = ",".join(ctx.agents) if self.per_agent else ""
+        clock = ctx.run.clock
+        now = clock.now()
+        slot = max(now, self._next_slot.get(key, now))
+        self._next_slot[key] = slot + 1.0 / self.per_second
+        if slot > now:
+            await clock.sleep(slot - now)
+
+
+class MaxConcurrencyGuardrail(Guardrail):
+    """``{"type": "max_concurrency", "limit": 4}``: at most ``limit`` attempts at once."""
+
+    type = "max_concurrency"
+
+    def __init__(self, limit: int) -> None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise GuardrailError(f"limit must be an int >= 1, got {limit!r}")
+        self.limit = limit
+        self._slots: anyio.Semaphore | None = None
+
+    def bind(self, run: GuardrailRun) -> MaxConcurrencyGuardrail:
+        fresh = MaxConcurrencyGuardrail(self.limit)
+        fresh._slots = anyio.Semaphore(self.limit)
+        return fresh
+
+    async def __call__(self, ctx: DispatchContext, call_next: CallNext) -> Any:
+        assert self._slots is not None
+        async with self._slots:
+            return await call_next(ctx)
+
+
+class RequireOutputGuardrail(Guardrail):
+    """``{"type": "require_output", "keys": ["summary"], "for": ["Write"]}``: an attempt whose
+    result lacks a key fails (and may be retried). ``for`` limits it to intents by title, key or
+    tag; without it every intent is checked."""
+
+    type = "require_output"
+
+    def __init__(self, keys: Sequence[str], **options: Any) -> None:
+        self.keys = _names("keys", keys)
+        unknown = set(options) - {"for"}
+        if unknown:
+            raise GuardrailError(f"unknown field(s) {sorted(unknown)}; valid: keys, for")
+        only = options.get("for")
+        self.only = {name.casefold() for name in _names("for", only)} if only else None
+
+    async def after_result(self, ctx: DispatchContext, result: Any) -> Any:
+        if self.only is not None:
+            names = {ctx.title, *ctx.tags} | ({ctx.key} if ctx.key else set())
+            if not any(name.casefold() in self.only for name in names):
+                return result
+        missing = [key for key in self.keys if not isinstance(result, Mapping) or key not in result]
+        if missing:
+            raise OutputCheckError(
+                f"intent {ctx.title!r} returned no {', '.join(map(repr, missing))}; "
+                f"the require_output guardrail needs {list(self.keys)}"
+            )
+        return result
+
+
+for _guardrail in (BudgetGuardrail, TimeoutGuardrail, ApprovalGuardrail, RateLimitGuardrail,
+                   MaxConcurrencyGuardrail, RequireOutputGuardrail):
+    register_guardrail(_guardrail.type, _guardrail)
