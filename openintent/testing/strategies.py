@@ -45,14 +45,16 @@ def portfolios(
     max_dependencies: int = 3,
     multi_assignee: bool = False,
     retry: Mapping[str, Any] | None = None,
+    timeout: float | None = None,
     name: str = "generated",
 ) -> PortfolioSpec:
     """A valid portfolio: a random DAG in layers of at most ``max_width`` intents.
 
     Each intent after the first layer depends on 1..``max_dependencies`` intents of earlier
     layers; titles are ``I0``, ``I1``, ... in declaration (and a topological) order. With
-    ``multi_assignee`` some intents are assigned to several distinct agents. ``retry`` is
-    given to every intent.
+    ``multi_assignee`` some intents are assigned to several distinct agents. ``retry`` and
+    ``timeout`` are given to every intent (a ``timeout`` turns a hanging agent of a fault plan
+    into a failed attempt instead of a run that waits forever).
     """
     if not agents:
         raise ValueError("portfolios() needs at least one agent id")
@@ -73,7 +75,7 @@ def portfolios(
                 assign = draw(st.lists(st.sampled_from(list(agents)), min_size=2,
                                        max_size=min(3, len(agents)), unique=True))
             intents.append(IntentSpec(f"I{len(intents)}", assign=assign, depends_on=depends_on,
-                                      retry=dict(retry) if retry else None))
+                                      retry=dict(retry) if retry else None, timeout=timeout))
     return PortfolioSpec(name, intents)
 
 
