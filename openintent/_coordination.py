@@ -9,6 +9,7 @@ through the run context.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -108,6 +109,7 @@ class Coordination:
                 f"{type(agent.instance).__qualname__} has no @on_assignment handler"
             )
         run = self.run
+        run.learn_agent(agent)
         run.store.emit(EventType.HANDOFF, intent.id, {"from": coordinator_id, "to": to})
         node = run.by_id[intent.id]
         view = run.view(node, intent.attempt, to)
@@ -280,6 +282,8 @@ class Coordination:
             raise OpenIntentError(f"record_decision: intent {intent_id!r} is not in this run")
         run = self.run
         decision_id = f"dc_{run.rng.getrandbits(64):016x}"
+        # A deep copy: the audit log must not change when the caller's objects do.
+        frozen_data = copy.deepcopy(dict(data))
         run.store.emit(
             EventType.DECISION,
             intent_id,
@@ -288,7 +292,7 @@ class Coordination:
                 "coordinator_id": coordinator_id,
                 "decision": decision,
                 "rationale": str(rationale),
-                "data": dict(data),
+                "data": frozen_data,
             },
         )
         return run.store.decisions[-1]

@@ -103,6 +103,8 @@ class Run:
         self._workers = 0
         self._closing = False
         self._notifier_closing = False
+        self._notifying = False
+        self._drained: anyio.Event | None = None
         self._finished = 0
         self._done = anyio.Event()
         self._notices: deque[tuple[Handler, tuple[Any, ...]]] = deque()
@@ -127,11 +129,29 @@ class Run:
             self.store.listeners.append(self._on_event)
         return table
 
+    def learn_agent(self, agent: BoundAgent) -> None:
+        """Take the hooks of an agent that joined mid-run (a delegate, an added intent's)."""
+        if any(known is agent for known in self.agents):
+            return
+        self.agents.append(agent)
+        had_event_hooks = bool(self._watchers[HookKind.EVENT])
+        for kind, by_agent in self._watchers.items():
+            if agent.of(kind) and agent is not self.coordinator:
+                by_agent[agent.id] = agent.of(kind)
+        if self._watchers[HookKind.EVENT] and not had_event_hooks:
+            self.store.listeners.append(self._on_event)
+        self._state_watched = bool(self._watchers[HookKind.STATE_CHANGE])
+        self._complete_watched = bool(self._watchers[HookKind.COMPLETE])
+
     def _watchers_of(self, kind: HookKind, agent_id: str | None) -> list[Handler]:
         by_agent = self._watchers[kind]
         if not by_agent:
             return []
-        own = by_agent.get(agent_id, []) if agent_id is not None else []
+        own: list[Handler] = []
+        if agent_id is not None:
+            own = by_agent.get(agent_id, [])
+            if not own and "," in agent_id:  # a multi-agent intent: every assignee
+                own = [handler for one in agent_id.split(",") for handler in by_agent.get(one, [])]
         coordinator = by_agent.get("", [])
         if self.coordinator is not None and agent_id == self.coordinator.id:
             return own
@@ -159,9 +179,7 @@ class Run:
                     for node in list(self.nodes):
                         if node.waiting == 0 and self.halted is None:
                             self._make_ready(node)
-                    if self._finished == self._total:
-                        self._done.set()
-                    await self._done.wait()
+                    await self._until_settled()
                     self._stop_workers()
                 if self.halted is not None:
                     self._cancel_started(cancelled_reason(self.halted))
@@ -172,6 +190,26 @@ class Run:
             return RunStatus.HALTED
         failed = any(node.status != IntentStatus.COMPLETED for node in self.nodes)
         return RunStatus.FAILED if failed else RunStatus.COMPLETED
+
+    async def _until_settled(self) -> None:
+        """Wait until every intent is terminal and every notification has fired.
+
+        A lifecycle hook (``@on_complete`` of the last intent, say) may still add intents; the
+        run goes on until nothing is left to run and nothing left to notify.
+        """
+        while True:
+            if self._finished == self._total:
+                self._done.set()
+            await self._done.wait()
+            await self._drain_notices()
+            if self._finished == self._total or self.halted is not None:
+                return
+            self._done = anyio.Event()  # a hook added work: keep going
+
+    async def _drain_notices(self) -> None:
+        while self._notices or self._notifying:
+            self._drained = anyio.Event()
+            await self._drained.wait()
 
     def start_background(self, job: Callable[[], Any]) -> None:
         """Run ``job`` in the run's outer task group until the run closes."""
@@ -244,8 +282,6 @@ class Run:
         self.store.emit(EventType.READY, node.id)
         if self._sequential:
             heapq.heappush(self._ready_heap, (node.index, node))
-            if not self._ready:
-                self._ready.append(heapq.heappop(self._ready_heap)[1])
         else:
             self._ready.append(node)
         self._wake()
@@ -269,11 +305,10 @@ class Run:
             while not self._closing:
                 if self.halted is not None:
                     return  # a guardrail stopped the run: dispatch nothing new
-                if ready:
-                    node = ready.popleft()
-                    if heap:  # sequential: the next ready intent in declaration order
-                        ready.append(heapq.heappop(heap)[1])
-                    if ready:
+                if ready or heap:
+                    # Sequential: the ready intent declared first, chosen when it is needed.
+                    node = ready.popleft() if ready else heapq.heappop(heap)[1]
+                    if ready or heap:
                         self._wake()
                     await self._run_intent(node)
                     done += 1
@@ -321,7 +356,7 @@ class Run:
             attempt += 1
             if multi:
                 agents = node.agents
-                agent_id: str | None = None
+                agent_id: str | None = ",".join(agent.id for agent in agents)
             else:
                 agent_id = policy.agent_for(attempt, primary.id)
                 agents = (primary if agent_id == primary.id else self._fallback(agent_id),)
@@ -443,6 +478,7 @@ class Run:
             intent.status = IntentStatus.COMPLETED
             intent.state = dict(record.state)
             intent.version = record.version
+            intent.assigned_to = agent_id
             for handler in self._watchers_of(HookKind.COMPLETE, agent_id):
                 self._notify(handler, intent)
         nodes = self.nodes
@@ -579,8 +615,8 @@ class Run:
 
     @property
     def finished(self) -> bool:
-        """Whether every intent has reached a terminal status."""
-        return self._done.is_set()
+        """Whether the run takes no more intents (it has ended, or a guardrail halted it)."""
+        return self._closing or self.halted is not None
 
     def add_node(
         self,
@@ -601,6 +637,8 @@ class Run:
         node.spec = spec
         node.index = len(self.nodes)
         node.agents = agents
+        for agent in (*agents, *fallbacks.values()):
+            self.learn_agent(agent)
         self.nodes.append(node)
         self.id_of_title[spec.title] = intent_id
         self.fallbacks.update(fallbacks)
@@ -676,8 +714,14 @@ class Run:
         notices = self._notices
         while True:
             while notices:
+                self._notifying = True
                 handler, args = notices.popleft()
-                await self._guarded(handler, *args)
+                try:
+                    await self._guarded(handler, *args)
+                finally:
+                    self._notifying = False
+            if self._drained is not None:
+                self._drained.set()
             if self._notifier_closing:
                 return
             self._notice_wakeup = anyio.Event()

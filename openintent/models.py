@@ -6,10 +6,12 @@ classes built from the event log.
 
 from __future__ import annotations
 
+import copy
 import enum
 import math
 import random
 from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Final, NamedTuple, overload
 
 import attrs
@@ -359,6 +361,10 @@ class Intent:
         )
 
 
+def _read_only_copy(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(copy.deepcopy(dict(value)))
+
+
 class Response(dict[str, Any]):
     """One assignee's answer to a multi-agent intent: a dict of what it returned, plus
     ``agent_id`` and ``version`` (the intent's state version it answered against).
@@ -390,7 +396,7 @@ class Decision:
     time: float
     decision: str
     rationale: str
-    data: Mapping[str, Any] = attrs.field(factory=dict)
+    data: Mapping[str, Any] = attrs.field(factory=dict, converter=_read_only_copy)
 
     @classmethod
     def from_event(cls, event: Event) -> Decision:
@@ -417,7 +423,7 @@ class Decision:
             "time": self.time,
             "decision": self.decision,
             "rationale": self.rationale,
-            "data": dict(self.data),
+            "data": copy.deepcopy(dict(self.data)),
         }
 
 

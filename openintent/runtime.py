@@ -117,7 +117,9 @@ class Runtime:
         try:
             status = await run.execute()
             output, error = None, None
-            if status == RunStatus.COMPLETED:
+            # A sub-portfolio (a coordinator's execute) does not fire @on_all_complete: it
+            # fires once, for the portfolio the coordinator was given.
+            if status == RunStatus.COMPLETED and not nested:
                 output, error = await self._all_complete(run, spec, results)
                 if error is not None:
                     status = RunStatus.FAILED
