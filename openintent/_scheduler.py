@@ -310,7 +310,24 @@ class Run:
                     node = ready.popleft() if ready else heapq.heappop(heap)[1]
                     if ready or heap:
                         self._wake()
-                    await self._run_intent(node)
+                    work = node.fast
+                    if work is None or self.guarding is not None or node.attempts:
+                        await self._run_intent(node)
+                    else:
+                        # The hot path, inlined: the first attempt of an intent with one
+                        # agent, one async handler and no timeout, run in the worker itself.
+                        agent_id = node.agents[0].id
+                        self.store.emit(DISPATCHED, node.id, (1, agent_id))
+                        intent = self.view(node, 1, agent_id)
+                        try:
+                            result = await work(intent)
+                            if result is not None and type(result) is not dict:
+                                result = _as_result(node.agents[0].of(HookKind.ASSIGNMENT)[0],
+                                                    result)
+                        except Exception as exc:
+                            await self._run_intent(node, exc, intent)
+                        else:
+                            self._complete(node, intent, result)
                     done += 1
                     if done % _YIELD_EVERY == 0:
                         await anyio.lowlevel.checkpoint()
@@ -345,54 +362,55 @@ class Run:
             node.id,
         )
 
-    async def _run_intent(self, node: Node) -> None:
+    async def _run_intent(
+        self, node: Node, failure: Exception | None = None, intent: Intent | None = None
+    ) -> None:
+        """Attempt an intent until it completes or fails for good.
+
+        ``failure`` (with its ``intent`` view) is the error of a first attempt the worker
+        already made inline on its fast path.
+        """
         spec = node.spec
         policy = spec.retry
-        emit = self.store.emit
-        attempt = node.attempts
-        multi = len(node.agents) > 1
         primary = node.agents[0]
-        while True:
-            attempt += 1
-            if multi:
-                agents = node.agents
-                agent_id: str | None = ",".join(agent.id for agent in agents)
+        attempt = node.attempts
+        if isinstance(failure, Escalate) and intent is not None:
+            try:
+                result = await self.coordination.escalate(intent, failure)
+            except Exception as exc:
+                failure = exc
             else:
-                agent_id = policy.agent_for(attempt, primary.id)
-                agents = (primary if agent_id == primary.id else self._fallback(agent_id),)
-            if self.guarding is not None:
-                try:
-                    result, intent = await self._guarded_attempt(node, agents, agent_id, attempt)
-                except Exception as exc:
-                    if not self._retry_or_fail(node, attempt, exc, primary.id):
-                        return
-                    next_agent = policy.agent_for(attempt + 1, primary.id)
-                    await self._before_retry(node, attempt, exc, next_agent or primary.id)
-                    continue
                 self._complete(node, intent, result)
                 return
-            # packed data (attempt, agent): see models.PACKED_FIELDS
-            emit(DISPATCHED, node.id, (attempt, agent_id or ",".join(a.id for a in agents)))
-            intent = self.view(node, attempt, agent_id)
-            try:
-                work = None if multi or spec.timeout is not None else agents[0].work
-                if work is not None and agents[0] is not self.coordinator:
-                    # The hot path, inlined: one agent, one async handler, no timeout.
-                    try:
-                        result = await work(intent)
-                    except Escalate as escalation:
-                        result = await self.coordination.escalate(intent, escalation)
-                    if result is not None and type(result) is not dict:
-                        result = _as_result(agents[0].of(HookKind.ASSIGNMENT)[0], result)
-                elif spec.timeout is None:
-                    result = await self._attempt(node, agents, intent)
-                else:
-                    result = await self._attempt_with_timeout(node, agents, intent, spec.timeout)
-            except Exception as exc:
-                if not self._retry_or_fail(node, attempt, exc, primary.id):
+        while True:
+            if failure is not None:
+                if not self._retry_or_fail(node, attempt, failure, primary.id):
                     return
                 next_agent = policy.agent_for(attempt + 1, primary.id)
-                await self._before_retry(node, attempt, exc, next_agent or primary.id)
+                await self._before_retry(node, attempt, failure, next_agent or primary.id)
+                failure = None
+            attempt += 1
+            if len(node.agents) > 1:
+                agents = node.agents
+                agent_id = ",".join(agent.id for agent in agents)
+            else:
+                agent_id = policy.agent_for(attempt, primary.id) or primary.id
+                agents = (primary if agent_id == primary.id else self.fallbacks[agent_id],)
+            try:
+                if self.guarding is not None:
+                    result, intent = await self._guarded_attempt(node, agents, agent_id, attempt)
+                else:
+                    # packed data (attempt, agent): see models.PACKED_FIELDS
+                    self.store.emit(DISPATCHED, node.id, (attempt, agent_id))
+                    intent = self.view(node, attempt, agent_id)
+                    if spec.timeout is None:
+                        result = await self._attempt(node, agents, intent)
+                    else:
+                        result = await self._attempt_with_timeout(
+                            node, agents, intent, spec.timeout
+                        )
+            except Exception as exc:
+                failure = exc
                 continue
             self._complete(node, intent, result)
             return
@@ -419,10 +437,6 @@ class Run:
             result = dict(result) if isinstance(result, Mapping) else _as_result(
                 agents[0].of(HookKind.ASSIGNMENT)[0], result)
         return result, views[-1]
-
-    def _fallback(self, agent_id: str | None) -> BoundAgent:
-        assert agent_id is not None, "agent_for() returned None for a retried attempt"
-        return self.fallbacks[agent_id]
 
     async def _attempt_with_timeout(
         self, node: Node, agents: tuple[BoundAgent, ...], intent: Intent, seconds: float
@@ -637,6 +651,7 @@ class Run:
         node.spec = spec
         node.index = len(self.nodes)
         node.agents = agents
+        node.fast = fast_path(agents, spec, self.coordinator)
         for agent in (*agents, *fallbacks.values()):
             self.learn_agent(agent)
         self.nodes.append(node)
@@ -764,6 +779,15 @@ class Run:
 
 _MISSING = object()
 DISPATCHED = EventType.DISPATCHED
+
+
+def fast_path(
+    agents: tuple[BoundAgent, ...], spec: IntentSpec, coordinator: BoundAgent | None
+) -> Callable[[Intent], Any] | None:
+    """The handler a worker may await directly for an intent's first attempt, if any."""
+    if len(agents) != 1 or agents[0] is coordinator or spec.timeout is not None:
+        return None
+    return agents[0].work
 
 
 def _as_result(handler: Handler, value: object) -> dict[str, Any] | None:

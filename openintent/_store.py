@@ -34,7 +34,7 @@ __all__ = ["EventStore", "IntentRecord", "ResultsView", "apply", "replay"]
 class IntentRecord:
     """The current projection of one intent (mutable; only :func:`apply` changes it).
 
-    During a run the scheduler keeps its own bookkeeping for the intent in the last five
+    During a run the scheduler keeps its own bookkeeping for the intent in the last six
     slots (``spec`` ... ``agents``): one object per intent instead of two keeps the garbage
     collector's work small in large runs. Those slots are not intent state; :func:`replay`
     leaves them empty.
@@ -57,6 +57,7 @@ class IntentRecord:
         "waiting",
         "dependents",
         "agents",
+        "fast",
     )
 
     _PROJECTED = 11  # the first eleven slots are the projection
@@ -81,6 +82,7 @@ class IntentRecord:
         self.waiting: int
         self.dependents: tuple[int, ...] = ()
         self.agents: tuple[Any, ...]
+        self.fast: Any
 
     def to_result(self) -> IntentResult:
         """A frozen copy for a :class:`~openintent.models.RunResult`."""
@@ -140,7 +142,8 @@ def _created(records: Records, event: RawEvent) -> None:
 def _dispatched(records: Records, event: RawEvent) -> None:
     record = records[event[_INTENT] or ""]
     record.status = IntentStatus.RUNNING
-    record.attempts, record.assigned_to = _fields(event)
+    data = event[_DATA]
+    record.attempts, record.assigned_to = data if type(data) is tuple else _fields(event)
 
 
 def _merge(record: IntentRecord, changes: Mapping[str, Any] | None) -> None:

@@ -20,7 +20,7 @@ from ._clock import Clock, RealClock
 from ._dispatch import AgentTable, BoundAgent
 from ._graph import check_graph
 from ._registry import HookKind, current_registry
-from ._scheduler import Node, Run
+from ._scheduler import Node, Run, fast_path
 from ._store import EventStore, ResultsView
 from .agents import IntentSpec, PortfolioSpec
 from .errors import AgentError, ApprovalError, OpenIntentError, SpecError
@@ -289,6 +289,7 @@ class Runtime:
             node.spec = intent_spec
             node.index = index
             node.agents = resolved[0]
+            node.fast = fast_path(node.agents, intent_spec, lead)
             nodes.append(node)
             index_of[intent_spec.title] = index
         children: dict[int, list[int]] = {}
