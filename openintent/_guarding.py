@@ -11,7 +11,7 @@ from ._coordination import RUNTIME
 from ._registry import HookKind
 from .errors import ApprovalError
 from .guardrails import ApprovalGuardrail, ApprovalRequest, Breach, DispatchContext, Guardrail
-from .models import Event, Intent
+from .models import Event, Intent, public_event
 
 if TYPE_CHECKING:
     from ._scheduler import Node, Run
@@ -42,7 +42,11 @@ class Guarding:
         self._tg = tg
         self.chain = [template.bind(self) for template in self._templates]
         if any(type(guardrail).on_event is not Guardrail.on_event for guardrail in self.chain):
-            self.run.store.listeners.append(self._on_event)
+            # Guardrails see every event of the run, those logged before they were bound too.
+            store = self.run.store
+            for seq, raw in enumerate(list(store.events)):
+                self._on_event(public_event(raw, seq, store.portfolio_id))
+            store.listeners.append(self._on_event)
 
     def _on_event(self, event: Event) -> None:
         for guardrail in self.chain:

@@ -279,6 +279,8 @@ class Run:
     # ------------------------------------------------------------------ workers
 
     def _make_ready(self, node: Node) -> None:
+        if self.halted is not None:
+            return  # a halted run starts nothing new: the intent stays pending
         self.store.emit(EventType.READY, node.id)
         if self._sequential:
             heapq.heappush(self._ready_heap, (node.index, node))
@@ -424,6 +426,9 @@ class Run:
         views: list[Intent] = []
 
         async def dispatch(ctx: DispatchContext) -> dict[str, Any] | None:
+            if self.halted is not None:  # a guardrail halted the run on the way in
+                await anyio.lowlevel.checkpoint_if_cancelled()
+                raise anyio.get_cancelled_exc_class()("the run was halted")
             self.store.emit(DISPATCHED, node.id, (attempt, label))
             intent = self.view(node, attempt, agent_id)
             views.append(intent)
@@ -436,7 +441,8 @@ class Run:
         if result is not None and type(result) is not dict:
             result = dict(result) if isinstance(result, Mapping) else _as_result(
                 agents[0].of(HookKind.ASSIGNMENT)[0], result)
-        return result, views[-1]
+        # A guardrail may answer without calling call_next (a cache, say): no dispatch then.
+        return result, views[-1] if views else self.view(node, node.attempts, agent_id)
 
     async def _attempt_with_timeout(
         self, node: Node, agents: tuple[BoundAgent, ...], intent: Intent, seconds: float

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, Final
@@ -276,6 +277,8 @@ class EventStore:
             self.listeners.append(self._trace)
         self.listeners.extend(capture.append for capture in event_captures.get())
         self.decisions: list[Decision] = []  # derived from decision_recorded events
+        self._untold: deque[Event] = deque()
+        self._telling = False
 
     def emit(self, type: str, intent_id: str | None = None, data: Any = None) -> None:
         """Append an event, apply it to the projection, and tell listeners and subscribers."""
@@ -292,7 +295,16 @@ class EventStore:
                 Decision.from_event(public_event(event, len(events) - 1, self.portfolio_id))
             )
         if self.listeners or self.subscribers:
-            self._tell(public_event(event, len(events) - 1, self.portfolio_id))
+            # A listener may emit in turn (a guardrail reacting to a cost): queue, so everyone
+            # hears every event in log order.
+            self._untold.append(public_event(event, len(events) - 1, self.portfolio_id))
+            if not self._telling:
+                self._telling = True
+                try:
+                    while self._untold:
+                        self._tell(self._untold.popleft())
+                finally:
+                    self._telling = False
 
     def _trace(self, event: Event) -> None:
         self.log.debug(event.type, intent_id=event.intent_id, seq=event.seq)

@@ -183,19 +183,38 @@ def register_guardrail(name: str, factory: GuardrailFactory) -> None:
 
 def build_guardrails(items: Iterable[Any] | None, where: str) -> list[Guardrail]:
     """Turn dicts and objects into guardrails; a clear error for anything else."""
-    built: list[Any] = []
+    built: list[Guardrail] = []
     for index, item in enumerate(items or ()):
         place = f"{where} guardrails[{index}]"
         if isinstance(item, Mapping):
             built.append(_from_dict(item, place))
-        elif callable(item):
+        elif isinstance(item, type):
+            raise SpecError(
+                f"{place}: {item.__name__} is a class; pass an instance, e.g. "
+                f"{item.__name__}(...), or a dict like {{'type': ...}}"
+            )
+        elif isinstance(item, Guardrail):
             built.append(item)
+        elif callable(item):
+            built.append(_FunctionGuardrail(item))
         else:
             raise SpecError(
-                f"{place}: a guardrail is a dict like {{'type': 'budget', ...}} or a Guardrail "
-                f"object, got {type(item).__name__}"
+                f"{place}: a guardrail is a dict like {{'type': 'budget', ...}}, a Guardrail "
+                f"object or an async function (ctx, call_next), got {type(item).__name__}"
             )
     return built
+
+
+class _FunctionGuardrail(Guardrail):
+    """A plain ``async def middleware(ctx, call_next)`` as a link of the chain."""
+
+    type = "function"
+
+    def __init__(self, function: Callable[[DispatchContext, CallNext], Awaitable[Any]]) -> None:
+        self.function = function
+
+    async def __call__(self, ctx: DispatchContext, call_next: CallNext) -> Any:
+        return await self.function(ctx, call_next)
 
 
 def _from_dict(item: Mapping[str, Any], place: str) -> Guardrail:
@@ -432,7 +451,7 @@ class ApprovalGuardrail(Guardrail):
         assert run is not None
         kind = EventType.APPROVAL_GRANTED if approve else EventType.APPROVAL_DENIED
         run.set_status(intent_id, kind, {"by": by, "note": note})
-        run.record_decision(intent_id, f"approval_{request.decision}",
+        run.record_decision(intent_id, "approval_granted" if approve else "approval_denied",
                             note or f"{request.decision} by {by}", {"by": by})
         hook = "on_approval_granted" if approve else "on_approval_denied"
         run.notify_coordinator(hook, run.view(intent_id), request)
