@@ -169,7 +169,7 @@ class Run:
                 tg.start_soon(self._notifier)
                 drive = getattr(self.clock, "drive", None)
                 if drive is not None:  # a virtual clock jumps time while the run is idle
-                    self.start_background(drive)
+                    self.start_background(lambda: drive(self._deadlocked))
                 async with anyio.create_task_group() as work:
                     # Inner group: the workers. A halt cancels exactly this group.
                     self._tg = work
@@ -240,6 +240,9 @@ class Run:
         if self._work_scope is not None:
             self._work_scope.cancel()
         self._done.set()
+
+    def _deadlocked(self, reason: str) -> None:
+        self.halt(Breach("virtual_clock", f"deadlock: {reason}"))
 
     def notify_coordinator(self, kind: HookKind, *args: Any) -> None:
         """Queue the coordinator's handlers of ``kind`` (they fire in event order)."""

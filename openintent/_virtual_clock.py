@@ -20,6 +20,7 @@ import asyncio
 import heapq
 import itertools
 import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -29,6 +30,7 @@ import anyio.lowlevel
 __all__ = ["VirtualClock"]
 
 _REAL_POLL = 0.0005  # seconds of real time between looks while real work is in flight
+_DEADLOCK_POLL = 0.05  # seconds of real time between looks while nothing is scheduled
 
 
 class _Timer:
@@ -55,13 +57,18 @@ class VirtualClock:
     Work in a thread the runtime does not start itself keeps time still only inside
     ``with clock.hold():``.
 
+    A run in which every task waits and nothing is scheduled for ``deadlock_after`` seconds of
+    real time (``None``: never) is deadlocked: it is halted with a ``virtual_clock`` breach that
+    says so, rather than hanging the test.
+
     >>> clock = VirtualClock()
     >>> clock.now()
     0.0
     """
 
-    def __init__(self, start: float = 0.0) -> None:
+    def __init__(self, start: float = 0.0, *, deadlock_after: float | None = 1.0) -> None:
         self._now = float(start)
+        self.deadlock_after = deadlock_after
         self._timers: list[_Timer] = []
         self._order = itertools.count()
         self._holds = 0
@@ -140,11 +147,14 @@ class VirtualClock:
 
     # ------------------------------------------------------------------ driving
 
-    async def drive(self) -> None:
+    async def drive(self, on_deadlock: Callable[[str], None] | None = None) -> None:
         """Jump time whenever the event loop is idle but for this clock's deadlines.
 
         The runtime runs this in a task for the length of each run and cancels it after.
-        Only one driver works at a time; another waits its turn.
+        Only one driver works at a time; another waits its turn. When every task waits and
+        nothing is scheduled on this clock for ``deadlock_after`` seconds of real time, nothing
+        can ever happen: ``on_deadlock(reason)`` is called (the runtime halts the run) instead
+        of a test hanging forever.
         """
         while self._driving:
             if self._driver_done is None:
@@ -155,9 +165,7 @@ class VirtualClock:
             loop = asyncio.get_running_loop()
             while True:
                 if self._next_deadline() is None:
-                    self._timer_added = anyio.Event()
-                    await self._timer_added.wait()
-                    self._timer_added = None
+                    await self._wait_for_a_timer(loop, on_deadlock)
                     continue
                 if await self._loop_is_idle(loop):
                     # Look again: tasks that ran during the idle check may have added timers.
@@ -170,6 +178,30 @@ class VirtualClock:
             if self._driver_done is not None:
                 self._driver_done.set()
                 self._driver_done = None
+
+    async def _wait_for_a_timer(
+        self, loop: asyncio.AbstractEventLoop, on_deadlock: Callable[[str], None] | None
+    ) -> None:
+        idle_since: float | None = None
+        while self._next_deadline() is None:
+            self._timer_added = anyio.Event()
+            with anyio.move_on_after(_DEADLOCK_POLL):
+                await self._timer_added.wait()
+            self._timer_added = None
+            if on_deadlock is None or self.deadlock_after is None:
+                continue
+            if self._next_deadline() is not None or not await self._loop_is_idle(loop):
+                idle_since = None
+                continue
+            now = time.monotonic()
+            idle_since = now if idle_since is None else idle_since
+            if now - idle_since >= self.deadlock_after:
+                on_deadlock(
+                    f"every task has waited for {self.deadlock_after:g} s of real time with "
+                    "nothing scheduled on the virtual clock, so nothing can happen any more "
+                    "(an agent that hangs without a timeout? an approval nobody decides?)"
+                )
+                return
 
     async def _loop_is_idle(self, loop: asyncio.AbstractEventLoop) -> bool:
         # Two passes: a wake-up can take one loop iteration to show up as a ready callback.

@@ -297,3 +297,32 @@ async def test_captured_events_fixture(runtime, captured_events):
 async def test_agents_defined_in_one_test_do_not_leak(openintent_registry):
     assert "fixture-agent" not in openintent_registry
     assert "looked-up" not in openintent_registry
+
+
+async def test_a_deadlocked_run_is_halted_instead_of_hanging_the_test():
+    clock = VirtualClock(deadlock_after=0.1)
+    stuck = SimulatedAgent("stuck", hang=True)
+    done = SimulatedAgent("done", result={"ok": True}, delay=5)
+    started = time.perf_counter()
+    result = await run(portfolio(IntentSpec("Stuck", assign="stuck"),
+                                 IntentSpec("Done", assign="done")), stuck, done, clock=clock)
+    assert time.perf_counter() - started < 1.0
+    assert result.status == "halted"
+    assert result.breach.guardrail == "virtual_clock"
+    assert "deadlock" in result.error and "hangs without a timeout" in result.error
+    assert result.titles_by_status() == {"cancelled": ["Stuck"], "completed": ["Done"]}
+
+
+async def test_deadlock_detection_can_be_turned_off():
+    import asyncio
+
+    clock = VirtualClock(deadlock_after=None)
+    stuck = SimulatedAgent("stuck", hang=True)
+    loop = asyncio.get_running_loop()
+    with anyio.CancelScope() as scope:
+        # A timer thread, not an event-loop timer: the loop looks idle, as in a real deadlock.
+        timer = threading.Timer(0.3, lambda: loop.call_soon_threadsafe(scope.cancel))
+        timer.start()
+        await run(portfolio(IntentSpec("Stuck", assign="stuck")), stuck, clock=clock)
+    timer.join()
+    assert scope.cancelled_caught  # still waiting after 0.3 s: nobody declared a deadlock
