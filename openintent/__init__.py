@@ -17,14 +17,17 @@ from .agents import Coordinator as Coordinator
 from .agents import IntentSpec as IntentSpec
 from .agents import PortfolioSpec as PortfolioSpec
 from .errors import AgentError as AgentError
+from .errors import ApprovalError as ApprovalError
 from .errors import DelegationError as DelegationError
 from .errors import DependencyCycleError as DependencyCycleError
 from .errors import DuplicateIntentError as DuplicateIntentError
 from .errors import Escalate as Escalate
 from .errors import EscalationError as EscalationError
+from .errors import GuardrailError as GuardrailError
 from .errors import IntentFailedError as IntentFailedError
 from .errors import IntentTimeoutError as IntentTimeoutError
 from .errors import OpenIntentError as OpenIntentError
+from .errors import OutputCheckError as OutputCheckError
 from .errors import QuorumError as QuorumError
 from .errors import ResponseConflictError as ResponseConflictError
 from .errors import RunCancelledError as RunCancelledError
@@ -34,6 +37,10 @@ from .errors import SpecError as SpecError
 from .errors import StateConflictError as StateConflictError
 from .errors import UnknownAgentError as UnknownAgentError
 from .errors import UnknownDependencyError as UnknownDependencyError
+from .guardrails import ApprovalRequest as ApprovalRequest
+from .guardrails import Breach as Breach
+from .guardrails import Guardrail as Guardrail
+from .guardrails import register_guardrail as register_guardrail
 from .models import Decision as Decision
 from .models import Event as Event
 from .models import EventLog as EventLog
@@ -53,6 +60,9 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "Agent",
     "AgentError",
+    "ApprovalError",
+    "ApprovalRequest",
+    "Breach",
     "Clock",
     "Coordinator",
     "Decision",
@@ -64,6 +74,8 @@ __all__ = [
     "Event",
     "EventLog",
     "EventType",
+    "Guardrail",
+    "GuardrailError",
     "Intent",
     "IntentFailedError",
     "IntentResult",
@@ -71,6 +83,7 @@ __all__ = [
     "IntentStatus",
     "IntentTimeoutError",
     "OpenIntentError",
+    "OutputCheckError",
     "Portfolio",
     "PortfolioSpec",
     "QuorumError",
@@ -89,5 +102,6 @@ __all__ = [
     "UnknownAgentError",
     "UnknownDependencyError",
     "VirtualClock",
+    "register_guardrail",
     "sleep",
 ]
