@@ -11,7 +11,8 @@ Design notes (why it looks like this):
 * Every change to an intent goes through :meth:`EventStore.emit`; the scheduler's own
   bookkeeping (waiting counts, the ready queue) is not intent state.
 * Lifecycle notifications (``on_complete``, ``on_state_change``, ``on_event``) go through one
-  ordered queue drained by a single task, so they fire in event order.
+  ordered queue drained by a single task (:mod:`openintent._notify`), so they fire in event
+  order.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ._context import active_run
 from ._coordination import RUNTIME, Coordination, Host
 from ._dispatch import BoundAgent, Handler, call
 from ._guarding import Guarding, cancelled_reason, is_final
+from ._notify import Notifications
 from ._registry import HookKind
 from ._store import EventStore, IntentRecord, is_valid_cost
 from .errors import (
@@ -42,7 +44,7 @@ from .errors import (
     StateConflictError,
 )
 from .guardrails import Breach, DispatchContext, Guardrail
-from .models import Decision, Event, EventType, Intent, IntentStatus, RunResult, RunStatus
+from .models import Decision, EventType, Intent, IntentStatus, RunResult, RunStatus
 
 if TYPE_CHECKING:
     from .agents import IntentSpec, PortfolioSpec
@@ -102,60 +104,11 @@ class Run:
         self._starting = 0  # workers started or woken but not yet running
         self._workers = 0
         self._closing = False
-        self._notifier_closing = False
-        self._notifying = False
-        self._drained: anyio.Event | None = None
         self._finished = 0
         self._done = anyio.Event()
-        self._notices: deque[tuple[Handler, tuple[Any, ...]]] = deque()
-        self._notice_wakeup: anyio.Event | None = None
-        self._watchers = self._hook_table()
+        self.hooks = Notifications(self, agents, coordinator)
         self.coordination = Coordination(self, host)
-        self._state_watched = bool(self._watchers[HookKind.STATE_CHANGE])
-        self._complete_watched = bool(self._watchers[HookKind.COMPLETE])
         self._total = len(nodes)
-
-    # ------------------------------------------------------------------ hooks set-up
-
-    def _hook_table(self) -> dict[HookKind, dict[str, list[Handler]]]:
-        """Notification handlers by kind and by agent id ("" for the coordinator)."""
-        table: dict[HookKind, dict[str, list[Handler]]] = {}
-        for kind in (HookKind.COMPLETE, HookKind.STATE_CHANGE, HookKind.EVENT, HookKind.RETRY):
-            by_agent = {agent.id: agent.of(kind) for agent in self.agents if agent.of(kind)}
-            if self.coordinator is not None and self.coordinator.of(kind):
-                by_agent[""] = self.coordinator.of(kind)
-            table[kind] = by_agent
-        if table[HookKind.EVENT]:
-            self.store.listeners.append(self._on_event)
-        return table
-
-    def learn_agent(self, agent: BoundAgent) -> None:
-        """Take the hooks of an agent that joined mid-run (a delegate, an added intent's)."""
-        if any(known is agent for known in self.agents):
-            return
-        self.agents.append(agent)
-        had_event_hooks = bool(self._watchers[HookKind.EVENT])
-        for kind, by_agent in self._watchers.items():
-            if agent.of(kind) and agent is not self.coordinator:
-                by_agent[agent.id] = agent.of(kind)
-        if self._watchers[HookKind.EVENT] and not had_event_hooks:
-            self.store.listeners.append(self._on_event)
-        self._state_watched = bool(self._watchers[HookKind.STATE_CHANGE])
-        self._complete_watched = bool(self._watchers[HookKind.COMPLETE])
-
-    def _watchers_of(self, kind: HookKind, agent_id: str | None) -> list[Handler]:
-        by_agent = self._watchers[kind]
-        if not by_agent:
-            return []
-        own: list[Handler] = []
-        if agent_id is not None:
-            own = by_agent.get(agent_id, [])
-            if not own and "," in agent_id:  # a multi-agent intent: every assignee
-                own = [handler for one in agent_id.split(",") for handler in by_agent.get(one, [])]
-        coordinator = by_agent.get("", [])
-        if self.coordinator is not None and agent_id == self.coordinator.id:
-            return own
-        return own + coordinator
 
     # ------------------------------------------------------------------ the run
 
@@ -166,7 +119,7 @@ class Run:
             async with anyio.create_task_group() as tg:
                 # Outer group: notifications, the virtual clock's driver, guardrail timers.
                 self._background = tg
-                tg.start_soon(self._notifier)
+                tg.start_soon(self.hooks.serve)
                 drive = getattr(self.clock, "drive", None)
                 if drive is not None:  # a virtual clock jumps time while the run is idle
                     self.start_background(lambda: drive(self._deadlocked))
@@ -201,15 +154,10 @@ class Run:
             if self._finished == self._total:
                 self._done.set()
             await self._done.wait()
-            await self._drain_notices()
+            await self.hooks.drain()
             if self._finished == self._total or self.halted is not None:
                 return
             self._done = anyio.Event()  # a hook added work: keep going
-
-    async def _drain_notices(self) -> None:
-        while self._notices or self._notifying:
-            self._drained = anyio.Event()
-            await self._drained.wait()
 
     def start_background(self, job: Callable[[], Any]) -> None:
         """Run ``job`` in the run's outer task group until the run closes."""
@@ -246,9 +194,11 @@ class Run:
 
     def notify_coordinator(self, kind: HookKind, *args: Any) -> None:
         """Queue the coordinator's handlers of ``kind`` (they fire in event order)."""
-        if self.coordinator is not None:
-            for handler in self.coordinator.of(kind):
-                self._notify(handler, *args)
+        self.hooks.notify_coordinator(kind, *args)
+
+    def learn_agent(self, agent: BoundAgent) -> None:
+        """Take the hooks of an agent that joined mid-run (a delegate, an added intent's)."""
+        self.hooks.learn_agent(agent)
 
     def _cancel_started(self, reason: dict[str, Any]) -> None:
         """After a halt: work that had started is cancelled; what never started stays pending."""
@@ -267,11 +217,9 @@ class Run:
 
     def _close(self) -> None:
         self._stop_workers()
-        self._notifier_closing = True
+        self.hooks.close()
         for scope in self._background_scopes:
             scope.cancel()
-        if self._notice_wakeup is not None:
-            self._notice_wakeup.set()
 
     def cancel_unfinished(self) -> None:
         """Mark every intent that has not finished as cancelled (the run was cancelled)."""
@@ -495,15 +443,16 @@ class Run:
         old_state = record.state
         self.store.emit(EventType.COMPLETED, node.id, result or None)
         agent_id = record.assigned_to
-        if self._state_watched and result:
-            self._state_changed(node, old_state, record.state, result)
-        if self._complete_watched:
+        hooks = self.hooks
+        if hooks.state_watched and result:
+            hooks.state_changed(node, old_state, record.state, result)
+        if hooks.complete_watched:
             intent.status = IntentStatus.COMPLETED
             intent.state = dict(record.state)
             intent.version = record.version
             intent.assigned_to = agent_id
-            for handler in self._watchers_of(HookKind.COMPLETE, agent_id):
-                self._notify(handler, intent)
+            for handler in hooks.watchers_of(HookKind.COMPLETE, agent_id):
+                hooks.notify(handler, intent)
         nodes = self.nodes
         for index in node.dependents:
             dependent = nodes[index]
@@ -560,11 +509,11 @@ class Run:
             {"attempt": attempt + 1, "agent": agent, "delay": delay},
         )
         failed_agent = node.assigned_to
-        handlers = self._watchers_of(HookKind.RETRY, failed_agent)
+        handlers = self.hooks.watchers_of(HookKind.RETRY, failed_agent)
         if handlers:
             intent = self.view(node, attempt + 1, agent)
             for handler in handlers:
-                await self._guarded(handler, intent, attempt + 1, exc)
+                await self.hooks.call_safely(handler, intent, attempt + 1, exc)
         if delay > 0:
             await self.clock.sleep(delay)
 
@@ -611,8 +560,8 @@ class Run:
         self.store.emit(EventType.STATE_PATCHED, intent.id, {"patch": dict(patch)})
         intent.state = dict(record.state)
         intent.version = record.version
-        if self._state_watched:
-            self._state_changed(self.by_id[intent.id], old_state, record.state, patch)
+        if self.hooks.state_watched:
+            self.hooks.state_changed(self.by_id[intent.id], old_state, record.state, patch)
         return record.version
 
     async def delegate(self, coordinator_id: str, intent: Intent, to: str) -> Any:
@@ -693,77 +642,6 @@ class Run:
 
     # ------------------------------------------------------------------ notifications
 
-    def _state_changed(
-        self,
-        node: Node,
-        old_state: Mapping[str, Any],
-        new_state: Mapping[str, Any],
-        changes: Mapping[str, Any],
-    ) -> None:
-        record = node
-        handlers = self._watchers_of(HookKind.STATE_CHANGE, record.assigned_to)
-        if not handlers:
-            return
-        changed = {key for key in changes if old_state.get(key, _MISSING) != changes[key]}
-        if not changed:
-            return
-        intent = self.view(node, record.attempts, record.assigned_to)
-        old = MappingProxyType(dict(old_state))
-        new = MappingProxyType(dict(new_state))
-        for handler in handlers:
-            keys = handler.options.get("keys")
-            if keys is None or keys & changed:
-                self._notify(handler, intent, old, new)
-
-    def _on_event(self, event: Event) -> None:
-        if event.type == EventType.HOOK_FAILED:
-            return  # never feed a hook's failure back into hooks: no feedback loops
-        agent_id = self.records[event.intent_id].assigned_to if event.intent_id else None
-        for handler in self._all_event_handlers(agent_id):
-            if handler.options["type"] == event.type:
-                self._notify(handler, event)
-
-    def _all_event_handlers(self, agent_id: str | None) -> list[Handler]:
-        by_agent = self._watchers[HookKind.EVENT]
-        if agent_id is None:  # run-level events go to everyone who listens
-            return [handler for handlers in by_agent.values() for handler in handlers]
-        return self._watchers_of(HookKind.EVENT, agent_id)
-
-    def _notify(self, handler: Handler, *args: Any) -> None:
-        self._notices.append((handler, args))
-        if self._notice_wakeup is not None:
-            self._notice_wakeup.set()
-
-    async def _notifier(self) -> None:
-        notices = self._notices
-        while True:
-            while notices:
-                self._notifying = True
-                handler, args = notices.popleft()
-                try:
-                    await self._guarded(handler, *args)
-                finally:
-                    self._notifying = False
-            if self._drained is not None:
-                self._drained.set()
-            if self._notifier_closing:
-                return
-            self._notice_wakeup = anyio.Event()
-            await self._notice_wakeup.wait()
-            self._notice_wakeup = None
-
-    async def _guarded(self, handler: Handler, *args: Any) -> None:
-        """Call a lifecycle hook; a failure is logged and recorded, never fatal to the run."""
-        try:
-            await call(handler, *args, clock=self.clock)
-        except Exception as exc:
-            self.store.emit(
-                EventType.HOOK_FAILED,
-                None,
-                {"handler": handler.name, "error": str(exc), "error_type": type(exc).__name__},
-            )
-            self.log.error("lifecycle handler failed", handler=handler.name, exc_info=exc)
-
     async def fire_all_complete(self, portfolio: Any) -> Any:
         """Fire ``@on_all_complete`` on the coordinator, then on agents; return the output.
 
@@ -780,13 +658,12 @@ class Run:
                 if agent is self.coordinator:
                     continue
                 for handler in agent.of(HookKind.ALL_COMPLETE):
-                    await self._guarded(handler, portfolio)
+                    await self.hooks.call_safely(handler, portfolio)
         finally:
             active_run.reset(token)
         return output
 
 
-_MISSING = object()
 DISPATCHED = EventType.DISPATCHED
 
 

@@ -1,0 +1,176 @@
+"""Lifecycle notifications of a run: ``on_complete``, ``on_state_change``, ``on_event``,
+``on_retry`` and the coordinator's notices (breaches, approvals).
+
+Handlers are queued as events happen and called one at a time by a single task, so they fire
+in event order; one that raises is logged and recorded as a ``hook_failed`` event, never failing
+the run.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._dispatch import BoundAgent, Handler, call
+from ._registry import HookKind
+from .models import Event, EventType
+
+if TYPE_CHECKING:
+    from ._scheduler import Node, Run
+
+__all__ = ["Notifications"]
+
+_WATCHED = (HookKind.COMPLETE, HookKind.STATE_CHANGE, HookKind.EVENT, HookKind.RETRY)
+_MISSING = object()
+
+
+class Notifications:
+    """The notification handlers of one run, by kind and agent, and the task that calls them."""
+
+    def __init__(self, run: Run, agents: list[BoundAgent], coordinator: BoundAgent | None
+                 ) -> None:
+        self.run = run
+        self.coordinator = coordinator
+        self._agents = agents
+        # kind -> agent id -> handlers; "" holds the coordinator's.
+        self._table: dict[HookKind, dict[str, list[Handler]]] = {}
+        for kind in _WATCHED:
+            by_agent = {agent.id: agent.of(kind) for agent in agents if agent.of(kind)}
+            if coordinator is not None and coordinator.of(kind):
+                by_agent[""] = coordinator.of(kind)
+            self._table[kind] = by_agent
+        if self._table[HookKind.EVENT]:
+            run.store.listeners.append(self._on_event)
+        self._refresh()
+        self._queue: deque[tuple[Handler, tuple[Any, ...]]] = deque()
+        self._wakeup: anyio.Event | None = None
+        self._busy = False
+        self._drained: anyio.Event | None = None
+        self._closing = False
+
+    def _refresh(self) -> None:
+        self.state_watched = bool(self._table[HookKind.STATE_CHANGE])
+        self.complete_watched = bool(self._table[HookKind.COMPLETE])
+
+    def learn_agent(self, agent: BoundAgent) -> None:
+        """Take the handlers of an agent that joined mid-run."""
+        if any(known is agent for known in self._agents):
+            return
+        self._agents.append(agent)
+        had_event_hooks = bool(self._table[HookKind.EVENT])
+        for kind, by_agent in self._table.items():
+            if agent.of(kind) and agent is not self.coordinator:
+                by_agent[agent.id] = agent.of(kind)
+        if self._table[HookKind.EVENT] and not had_event_hooks:
+            self.run.store.listeners.append(self._on_event)
+        self._refresh()
+
+    def watchers_of(self, kind: HookKind, agent_id: str | None) -> list[Handler]:
+        """The handlers of ``kind`` on an agent (every assignee of ``"a,b"``) and on the
+        coordinator."""
+        by_agent = self._table[kind]
+        if not by_agent:
+            return []
+        own: list[Handler] = []
+        if agent_id is not None:
+            own = by_agent.get(agent_id, [])
+            if not own and "," in agent_id:  # a multi-agent intent: every assignee
+                own = [handler for one in agent_id.split(",") for handler in by_agent.get(one, [])]
+        if self.coordinator is not None and agent_id == self.coordinator.id:
+            return own
+        return own + by_agent.get("", [])
+
+    def state_changed(
+        self,
+        node: Node,
+        old_state: Mapping[str, Any],
+        new_state: Mapping[str, Any],
+        changes: Mapping[str, Any],
+    ) -> None:
+        """Queue ``on_state_change`` handlers whose keys changed."""
+        handlers = self.watchers_of(HookKind.STATE_CHANGE, node.assigned_to)
+        if not handlers:
+            return
+        changed = {key for key in changes if old_state.get(key, _MISSING) != changes[key]}
+        if not changed:
+            return
+        intent = self.run.view(node, node.attempts, node.assigned_to)
+        old = MappingProxyType(dict(old_state))
+        new = MappingProxyType(dict(new_state))
+        for handler in handlers:
+            keys = handler.options.get("keys")
+            if keys is None or keys & changed:
+                self.notify(handler, intent, old, new)
+
+    def _on_event(self, event: Event) -> None:
+        if event.type == EventType.HOOK_FAILED:
+            return  # never feed a hook's failure back into hooks: no feedback loops
+        by_agent = self._table[HookKind.EVENT]
+        if event.intent_id is None:  # run-level events go to everyone who listens
+            handlers = [handler for listed in by_agent.values() for handler in listed]
+        else:
+            assigned = self.run.records[event.intent_id].assigned_to
+            handlers = self.watchers_of(HookKind.EVENT, assigned)
+        for handler in handlers:
+            if handler.options["type"] == event.type:
+                self.notify(handler, event)
+
+    def notify_coordinator(self, kind: HookKind, *args: Any) -> None:
+        """Queue the coordinator's handlers of ``kind``."""
+        if self.coordinator is not None:
+            for handler in self.coordinator.of(kind):
+                self.notify(handler, *args)
+
+    def notify(self, handler: Handler, *args: Any) -> None:
+        """Queue one handler call."""
+        self._queue.append((handler, args))
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def serve(self) -> None:
+        """Call queued handlers in order until :meth:`close` (the run's notifier task)."""
+        queue = self._queue
+        while True:
+            while queue:
+                self._busy = True
+                handler, args = queue.popleft()
+                try:
+                    await self.call_safely(handler, *args)
+                finally:
+                    self._busy = False
+            if self._drained is not None:
+                self._drained.set()
+            if self._closing:
+                return
+            self._wakeup = anyio.Event()
+            await self._wakeup.wait()
+            self._wakeup = None
+
+    async def drain(self) -> None:
+        """Wait until every queued handler has been called."""
+        while self._queue or self._busy:
+            self._drained = anyio.Event()
+            await self._drained.wait()
+
+    def close(self) -> None:
+        """Let the notifier task finish once the queue is empty."""
+        self._closing = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def call_safely(self, handler: Handler, *args: Any) -> None:
+        """Call a lifecycle hook; a failure is logged and recorded, never fatal to the run."""
+        run = self.run
+        try:
+            await call(handler, *args, clock=run.clock)
+        except Exception as exc:
+            run.store.emit(
+                EventType.HOOK_FAILED,
+                None,
+                {"handler": handler.name, "error": str(exc), "error_type": type(exc).__name__},
+            )
+            run.log.error("lifecycle handler failed", handler=handler.name, exc_info=exc)
