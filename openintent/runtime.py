@@ -129,6 +129,13 @@ class Runtime:
             self._finish(store, RunStatus.CANCELLED, nested=nested)
             log.info("run finished", status="cancelled")
             raise
+        except BaseException:
+            # An error of the runtime itself (never a handler's): still end the log, so
+            # subscribers of rt.events() are not left waiting.
+            run.cancel_unfinished()
+            self._finish(store, RunStatus.FAILED, nested=nested)
+            log.exception("run crashed")
+            raise
         finally:
             self._active.remove(run)
         if run.halted is not None:
@@ -219,19 +226,7 @@ class Runtime:
             ids: Sequence[str] = fan_out
         else:
             ids = spec.assignees
-        agents = []
-        for agent_id in ids:
-            try:
-                agent = self._agents.get(agent_id)
-            except OpenIntentError as exc:
-                raise type(exc)(f"{where}: {exc}") from None
-            if not agent.of(HookKind.ASSIGNMENT):
-                raise AgentError(
-                    f"{where} is assigned to {agent_id!r}, but "
-                    f"{type(agent.instance).__qualname__} has no @on_assignment handler to do it"
-                )
-            agents.append(agent)
-        return tuple(agents)
+        return tuple(self._checked_agent(agent_id, where) for agent_id in ids)
 
     def _prepare(
         self,
@@ -243,6 +238,8 @@ class Runtime:
     ) -> Run:
         rng = self._rng
         getrandbits = rng.getrandbits
+        # Resolve every agent before anything is logged: a bad id is an error of the spec.
+        per_intent, used, fallbacks = self._resolve_agents(spec, lead)
         store = EventStore(f"pf_{getrandbits(64):016x}", self._clock, spec.name)
         if not nested:
             store.subscribers = self._subscribers
@@ -251,27 +248,12 @@ class Runtime:
             None,
             {"name": spec.name, "intents": len(spec.intents), "coordinator": lead and lead.id},
         )
-        used: dict[str, BoundAgent] = {}
-        fallbacks: dict[str, BoundAgent] = {}
-        # Most intents share an assign: resolve each distinct one once.
-        assignees: dict[Any, tuple[tuple[BoundAgent, ...], str | tuple[str, ...] | None]] = {}
         nodes: list[Node] = []
         index_of: dict[str, int] = {}
         records = store.records
         emit = store.emit
         created = EventType.CREATED
         for index, intent_spec in enumerate(spec.intents):
-            assign = intent_spec.assign
-            resolved = assignees.get(assign)
-            if resolved is None:
-                agents = self._assignees(intent_spec, lead)
-                used.update((agent.id, agent) for agent in agents)
-                resolved = assignees[assign] = (
-                    agents,
-                    assign,
-                )
-            for fallback_id in intent_spec.retry.fallback:
-                fallbacks[fallback_id] = used[fallback_id] = self._agents.get(fallback_id)
             intent_id = f"in_{getrandbits(64):016x}"
             initial_state = intent_spec.initial_state
             emit(  # packed data: see models.PACKED_FIELDS
@@ -280,7 +262,7 @@ class Runtime:
                 (
                     intent_spec.title,
                     intent_spec.depends_on,
-                    resolved[1],
+                    intent_spec.assign,
                     # A copy, so the log never changes if the caller mutates the spec's dict.
                     {**initial_state} if initial_state else None,
                 ),
@@ -288,7 +270,7 @@ class Runtime:
             node = records[intent_id]
             node.spec = intent_spec
             node.index = index
-            node.agents = resolved[0]
+            node.agents = per_intent[index]
             node.fast = fast_path(node.agents, intent_spec, lead)
             nodes.append(node)
             index_of[intent_spec.title] = index
@@ -312,6 +294,38 @@ class Runtime:
             spec, nodes, store, self._clock, rng, lead, list(used.values()), fallbacks,
             1 if sequential else options.get("max_concurrency"), sequential, self, guardrails,
         )
+
+    def _resolve_agents(
+        self, spec: PortfolioSpec, lead: BoundAgent | None
+    ) -> tuple[list[tuple[BoundAgent, ...]], dict[str, BoundAgent], dict[str, BoundAgent]]:
+        """The agents of each intent, every agent used, and the fallback agents by id."""
+        used: dict[str, BoundAgent] = {}
+        fallbacks: dict[str, BoundAgent] = {}
+        by_assign: dict[Any, tuple[BoundAgent, ...]] = {}  # most intents share an assign
+        per_intent = []
+        for intent_spec in spec.intents:
+            agents = by_assign.get(intent_spec.assign)
+            if agents is None:
+                agents = by_assign[intent_spec.assign] = self._assignees(intent_spec, lead)
+                used.update((agent.id, agent) for agent in agents)
+            per_intent.append(agents)
+            for fallback_id in intent_spec.retry.fallback:
+                if fallback_id not in fallbacks:
+                    fallback = self._checked_agent(fallback_id, f"intent {intent_spec.title!r}")
+                    fallbacks[fallback_id] = used[fallback_id] = fallback
+        return per_intent, used, fallbacks
+
+    def _checked_agent(self, agent_id: str, where: str) -> BoundAgent:
+        try:
+            agent = self._agents.get(agent_id)
+        except OpenIntentError as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+        if not agent.of(HookKind.ASSIGNMENT):
+            raise AgentError(
+                f"{where} is assigned to {agent_id!r}, but "
+                f"{type(agent.instance).__qualname__} has no @on_assignment handler to do it"
+            )
+        return agent
 
     # ------------------------------------------------------------------ approvals
 

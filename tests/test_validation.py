@@ -158,3 +158,26 @@ async def test_unknown_guardrail_types_and_bad_fields_are_refused_before_running
 async def test_only_the_memory_store_is_supported():
     with pytest.raises(OpenIntentError, match="memory://"):
         Runtime(store="sqlite:///x.db")
+
+
+async def test_a_refused_spec_logs_nothing_so_event_streams_see_only_real_runs():
+    import anyio
+
+    streamed = []
+    async with Runtime(agents=[Worker]) as rt:
+        stream = rt.events()
+        with pytest.raises(UnknownAgentError):
+            await rt.run(PortfolioSpec("bad", [IntentSpec("A", assign="nobody")]))
+        with pytest.raises(UnknownAgentError, match="intent 'A'.*ghost"):
+            await rt.run(PortfolioSpec("bad", [IntentSpec("A", assign="worker",
+                                                          retry={"fallback": ["ghost"]})]))
+
+        async def consume() -> None:
+            async for event in stream:
+                streamed.append(event)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            result = await rt.run(PortfolioSpec("good", [IntentSpec("A", assign="worker")]))
+    assert streamed == list(result.events)
+    assert streamed[0].data["name"] == "good"
