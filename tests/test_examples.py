@@ -36,10 +36,29 @@ async def test_the_seed_basic_coordinator_runs_the_etl_pipeline(capsys):
     assert "ETL complete: Data Processing" in capsys.readouterr().out
 
 
-def test_the_etl_example_runs_as_a_script():
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("etl.py", ["ETL complete: Data Processing", "output: {'status': 'loaded'}"]),
+        ("delegation.py", ["dev-a took 'Payment retries' from project-lead",
+                           "decision: delegate_to_senior"]),
+        ("review.py", ["Review code: {'approved': True, 'votes': 2}",
+                       "decision: quorum_reached"]),
+    ],
+)
+def test_every_example_runs_as_a_script(script, expected):
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "etl.py")], capture_output=True, text=True, timeout=60
+        [sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert "ETL complete: Data Processing" in done.stdout
-    assert "output: {'status': 'loaded'}" in done.stdout
+    for line in expected:
+        assert line in done.stdout
+
+
+def test_the_readme_first_portfolio_runs(capsys):
+    import re
+
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    first = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[0]
+    exec(compile(first, "README.md", "exec"), {"__name__": "readme"})  # noqa: S102
+    assert "{'status': 'loaded'} {'loaded': 3}" in capsys.readouterr().out
