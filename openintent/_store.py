@@ -12,6 +12,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any, Final
 
 import anyio
@@ -91,7 +92,7 @@ class IntentRecord:
             id=self.id,
             title=self.title,
             status=self.status,
-            state=self.state,
+            state=MappingProxyType(self.state),  # read-only: the log is the source of truth
             version=self.version,
             assigned_to=self.assigned_to,
             attempts=self.attempts,

@@ -702,3 +702,10 @@ async def test_one_failing_assignee_fails_the_attempt_with_its_own_error():
         result = await run(portfolio(IntentSpec("Pair", assign=["ok", "broken"])), Ok, Broken)
     assert result.intents["Pair"].status == "failed"
     assert result.intents["Pair"].error_type == "LookupError"
+
+
+async def test_result_state_is_read_only():
+    result = await run(portfolio(IntentSpec("A", assign="echo")), Echo())
+    with pytest.raises(TypeError):
+        result.intents["A"].state["title"] = "changed"  # type: ignore[index]
+    assert result.intents["A"].state["title"] == "A"
