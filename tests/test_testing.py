@@ -326,3 +326,20 @@ async def test_deadlock_detection_can_be_turned_off():
         await run(portfolio(IntentSpec("Stuck", assign="stuck")), stuck, clock=clock)
     timer.join()
     assert scope.cancelled_caught  # still waiting after 0.3 s: nobody declared a deadlock
+
+
+async def test_captured_decisions_fixture(runtime, captured_decisions):
+    from openintent.agents import Coordinator, on_assignment
+
+    @Coordinator("decider")
+    class Decider:
+        @on_assignment
+        async def decide(self, intent):
+            await self.record_decision(intent_id=intent.id, decision="chose", rationale="why",
+                                       option=1)
+            return {}
+
+    result = await runtime.run(portfolio(IntentSpec("A")), coordinator=Decider)
+    assert captured_decisions == list(result.decisions)
+    assert [d.decision for d in captured_decisions] == ["chose"]
+    assert captured_decisions[0].data == {"option": 1}

@@ -12,6 +12,8 @@ Fixtures:
     registry. Configure it with the marker ``@pytest.mark.openintent(seed=1, clock="real")``.
 ``captured_events``
     A list that receives the events of every run of the test, in order.
+``captured_decisions``
+    The decision records among them, in order (a live view).
 
 Markers:
 
@@ -31,9 +33,15 @@ from .._registry import Registry, isolated_registry
 from .._virtual_clock import VirtualClock
 from ..models import Event
 from ..runtime import Runtime
-from ._capture import capture_events
+from ._capture import DecisionView, capture_events
 
-__all__ = ["captured_events", "openintent_registry", "runtime", "virtual_clock"]
+__all__ = [
+    "captured_decisions",
+    "captured_events",
+    "openintent_registry",
+    "runtime",
+    "virtual_clock",
+]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -78,3 +86,9 @@ def captured_events() -> Iterator[list[Event]]:
     """The events of every run in this test, in order."""
     with capture_events() as events:
         yield events
+
+
+@pytest.fixture
+def captured_decisions(captured_events: list[Event]) -> DecisionView:
+    """The decision records of every run in this test, in order."""
+    return DecisionView(captured_events)
