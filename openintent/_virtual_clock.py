@@ -27,6 +27,8 @@ from contextlib import contextmanager
 import anyio
 import anyio.lowlevel
 
+from .errors import OpenIntentError
+
 __all__ = ["VirtualClock"]
 
 _REAL_POLL = 0.0005  # seconds of real time between looks while real work is in flight
@@ -160,9 +162,14 @@ class VirtualClock:
             if self._driver_done is None:
                 self._driver_done = anyio.Event()
             await self._driver_done.wait()
+        loop = asyncio.get_running_loop()
+        if not hasattr(loop, "_ready") or not hasattr(loop, "_scheduled"):
+            raise OpenIntentError(
+                f"VirtualClock needs asyncio's own event loop to tell when every task waits; "
+                f"this one is a {type(loop).__name__}. Run tests on the default loop."
+            )
         self._driving = True
         try:
-            loop = asyncio.get_running_loop()
             while True:
                 if self._next_deadline() is None:
                     await self._wait_for_a_timer(loop, on_deadlock)
