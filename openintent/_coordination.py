@@ -18,6 +18,7 @@ import anyio
 
 from ._dispatch import BoundAgent, call
 from ._registry import HookKind, suggest
+from ._specs import IntentSpec
 from .errors import (
     DelegationError,
     DependencyCycleError,
@@ -34,7 +35,7 @@ from .models import Decision, EventType, Intent, Response
 
 if TYPE_CHECKING:
     from ._scheduler import Node, Run
-    from .agents import IntentSpec, PortfolioSpec
+    from ._specs import PortfolioSpec
     from .models import RunResult
 
 __all__ = ["Coordination", "Host", "RUNTIME"]
@@ -301,8 +302,6 @@ class Coordination:
 
     async def add_intent(self, spec: IntentSpec) -> str:
         """Add an intent to the running portfolio (see ``CoordinatorMethods.add_intent``)."""
-        from .agents import IntentSpec  # noqa: PLC0415 - the authoring layer, at call time
-
         run = self.run
         if not isinstance(spec, IntentSpec):
             raise SpecError(f"add_intent takes an IntentSpec, got {type(spec).__name__}")

@@ -10,7 +10,7 @@ from ._registry import suggest
 from .errors import DependencyCycleError, DuplicateIntentError, UnknownDependencyError
 
 if TYPE_CHECKING:
-    from .agents import IntentSpec
+    from ._specs import IntentSpec
 
 __all__ = ["check_graph"]
 

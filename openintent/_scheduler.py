@@ -47,7 +47,7 @@ from .guardrails import Breach, DispatchContext, Guardrail
 from .models import Decision, EventType, Intent, IntentStatus, RunResult, RunStatus
 
 if TYPE_CHECKING:
-    from .agents import IntentSpec, PortfolioSpec
+    from ._specs import IntentSpec, PortfolioSpec
 
 __all__ = ["Node", "Run"]
 

@@ -21,8 +21,8 @@ from ._dispatch import AgentTable, BoundAgent
 from ._graph import check_graph
 from ._registry import HookKind, current_registry
 from ._scheduler import Node, Run, fast_path
+from ._specs import IntentSpec, PortfolioSpec
 from ._store import EventStore, ResultsView
-from .agents import IntentSpec, PortfolioSpec
 from .errors import AgentError, ApprovalError, OpenIntentError, SpecError
 from .guardrails import ApprovalRequest, Guardrail, build_guardrails
 from .models import Event, EventLog, EventType, Portfolio, RunResult, RunStatus, public_event

@@ -24,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - hypothesis is a test dependency
         "openintent.testing.strategies needs hypothesis: pip install 'openintent[test]'"
     ) from exc
 
-from ..agents import IntentSpec, PortfolioSpec
+from .._specs import IntentSpec, PortfolioSpec
 from ..errors import Escalate
 from ..models import Intent
 from ._simulated import HANG, SimulatedAgent

@@ -1,0 +1,145 @@
+"""Portfolio and intent specifications: plain, validated descriptions of the work.
+
+Re-exported by :mod:`openintent.agents`, where users import them from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from .errors import SpecError
+from .models import RetryPolicy
+
+__all__ = ["IntentSpec", "PortfolioSpec"]
+
+
+def _title(_spec: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(f"IntentSpec title must be a non-empty string, got {value!r}")
+
+
+def _assign(value: object) -> str | tuple[str, ...] | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Sequence) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise SpecError(
+        f"assign must be an agent id, a non-empty list of agent ids or None, got {value!r}"
+    )
+
+
+def _titles(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise SpecError(
+            f"depends_on must be a list of titles, got the string {value!r}: "
+            f"write depends_on=[{value!r}]"
+        )
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"depends_on must be a list of intent titles, got {value!r}")
+    return tuple(value)
+
+
+def _tags(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"tags must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _state(value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"initial_state must be a dict, got {type(value).__name__}")
+    return {**value}
+
+
+def _timeout(_spec: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not value > 0
+        or not math.isfinite(value)
+    ):
+        raise SpecError(f"timeout must be a positive number of seconds or None, got {value!r}")
+
+
+def _description(_spec: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str):
+        raise SpecError(f"description must be a string, got {type(value).__name__}")
+
+
+def _retry(value: RetryPolicy | Mapping[str, Any] | None) -> RetryPolicy:
+    return RetryPolicy.coerce(value)
+
+
+@attrs.frozen
+class IntentSpec:
+    """One unit of work in a :class:`PortfolioSpec`.
+
+    ``assign`` names the agent (or agents) that do it; ``depends_on`` lists titles of intents
+    that must complete first; ``initial_state`` seeds the intent's state; ``timeout`` bounds
+    each attempt (seconds); ``retry`` is a :class:`~openintent.RetryPolicy` or a dict of one;
+    ``key`` is the step key of a YAML workflow (guardrails can match it).
+    """
+
+    title: str = attrs.field(validator=_title)
+    description: str = attrs.field(default="", validator=_description)
+    assign: str | tuple[str, ...] | None = attrs.field(default=None, converter=_assign)
+    depends_on: tuple[str, ...] = attrs.field(default=(), converter=_titles)
+    constraints: Any = attrs.field(factory=dict)
+    initial_state: dict[str, Any] = attrs.field(factory=dict, converter=_state)
+    timeout: float | None = attrs.field(default=None, validator=_timeout)
+    retry: RetryPolicy = attrs.field(default=None, converter=_retry)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=_tags)
+    key: str | None = attrs.field(default=None, validator=attrs.validators.optional(
+        attrs.validators.instance_of(str)))
+
+    @property
+    def assignees(self) -> tuple[str, ...]:
+        """The agent ids of ``assign`` as a tuple (empty when unassigned)."""
+        if self.assign is None:
+            return ()
+        return (self.assign,) if isinstance(self.assign, str) else self.assign
+
+
+def _intents(value: object) -> tuple[IntentSpec, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise SpecError(f"PortfolioSpec intents must be a list of IntentSpec, got {value!r}")
+    for index, item in enumerate(value):
+        if not isinstance(item, IntentSpec):
+            raise SpecError(
+                f"PortfolioSpec intents[{index}] is a {type(item).__name__}, not an IntentSpec: "
+                "build each intent with IntentSpec(title=..., ...)"
+            )
+    return tuple(value)
+
+
+def _name(_spec: object, _attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(f"PortfolioSpec name must be a non-empty string, got {value!r}")
+
+
+def _metadata(value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"PortfolioSpec metadata must be a dict, got {type(value).__name__}")
+    return dict(value)
+
+
+@attrs.frozen
+class PortfolioSpec:
+    """A named set of intents with dependencies: what ``rt.run`` runs."""
+
+    name: str = attrs.field(validator=_name)
+    intents: tuple[IntentSpec, ...] = attrs.field(converter=_intents)
+    description: str = attrs.field(default="", validator=_description)
+    metadata: dict[str, Any] = attrs.field(factory=dict, converter=_metadata)
