@@ -330,8 +330,19 @@ class Coordination:
         return run.add_node(spec, agents, fallbacks)
 
     async def execute(self, spec: PortfolioSpec) -> RunResult:
-        """Run a sub-portfolio with the same agents, clock and coordinator."""
-        return await self.host.run_nested(spec, self.lead)
+        """Run a sub-portfolio with the same agents, clock and coordinator.
+
+        Its spend rolls up into this run's ledger (a run-level ``cost_recorded`` event), so
+        this run's budget sees it.
+        """
+        result = await self.host.run_nested(spec, self.lead)
+        if result.cost_usd:
+            self.run.store.emit(EventType.COST_RECORDED, None, {
+                "usd": result.cost_usd,
+                "agent": self.lead.id if self.lead is not None else "",
+                "subportfolio": result.portfolio_id,
+            })
+        return result
 
 
 def _needed(threshold: int | float, assignees: int) -> int:

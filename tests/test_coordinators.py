@@ -1256,3 +1256,20 @@ async def test_seed_review_on_conflict_arbitrates_concurrent_stale_updates():
     patches = [e.data["patch"] for e in result.events.of_type(EventType.STATE_PATCHED)]
     assert patches == [{"confidence": 0.6, "by": "reviewer-a"},
                        {"confidence": 0.9, "by": "reviewer-b"}]
+
+
+async def test_a_sub_portfolios_spend_rolls_up_into_the_parent_ledger() -> None:
+    @Coordinator("planner-with-budget")
+    class Planner:
+        @on_assignment
+        async def plan(self, intent):
+            sub = await self.execute(PortfolioSpec("sub", [IntentSpec("Step", assign="paid")]))
+            return {"sub_cost": sub.cost_usd}
+
+    paid = SimulatedAgent("paid", result={"ok": True}, cost_usd=2.5)
+    async with Runtime(agents=[paid], clock=VirtualClock(), seed=0) as rt:
+        result = await rt.run(PortfolioSpec("parent", [IntentSpec("Plan")]), coordinator=Planner)
+    assert result.intents["Plan"].state == {"sub_cost": 2.5}
+    assert result.cost_usd == 2.5
+    (rolled_up,) = result.events.of_type("cost_recorded")
+    assert rolled_up.intent_id is None and rolled_up.data["subportfolio"].startswith("pf_")
