@@ -24,7 +24,8 @@ __all__ = ["RunContext", "active_run", "current_run", "sleep"]
 class RunContext(Protocol):
     """What a running portfolio offers to the handlers it calls."""
 
-    clock: Clock
+    @property
+    def clock(self) -> Clock: ...
 
     async def patch_state(
         self, intent: Intent, patch: Mapping[str, Any], expected_version: int | None

@@ -33,18 +33,17 @@ from ._context import active_run
 from ._coordination import RUNTIME, Coordination, Host
 from ._dispatch import BoundAgent, Handler, call
 from ._guarding import Guarding, cancelled_reason, is_final
+from ._handler_context import HandlerContext
 from ._notify import Notifications
 from ._registry import HookKind
-from ._store import EventStore, IntentRecord, is_valid_cost
+from ._store import EventStore, IntentRecord
 from .errors import (
     Escalate,
     EscalationError,
     IntentTimeoutError,
-    OpenIntentError,
-    StateConflictError,
 )
 from .guardrails import Breach, DispatchContext, Guardrail
-from .models import Decision, EventType, Intent, IntentStatus, RunResult, RunStatus
+from .models import EventType, Intent, IntentStatus, RunStatus
 
 if TYPE_CHECKING:
     from ._specs import IntentSpec, PortfolioSpec
@@ -59,7 +58,7 @@ _YIELD_EVERY = 256
 
 
 class Run:
-    """Everything about one run of a portfolio. Implements the handlers' run context."""
+    """Everything about one run of a portfolio."""
 
     def __init__(
         self,
@@ -107,6 +106,7 @@ class Run:
         self._finished = 0
         self._done = anyio.Event()
         self.hooks = Notifications(self, agents, coordinator)
+        self.context = HandlerContext(self)
         self.coordination = Coordination(self, host)
         self._total = len(nodes)
 
@@ -114,7 +114,7 @@ class Run:
 
     async def execute(self) -> RunStatus:
         """Run every intent to a terminal status (or until a guardrail halts the run)."""
-        token = active_run.set(self)
+        token = active_run.set(self.context)
         try:
             async with anyio.create_task_group() as tg:
                 # Outer group: notifications, the virtual clock's driver, guardrail timers.
@@ -529,61 +529,7 @@ class Run:
             self._finish_one()
             stack.extend(node.dependents)
 
-    # ------------------------------------------------------------------ handler context
-
-    async def patch_state(
-        self, intent: Intent, patch: Mapping[str, Any], expected_version: int | None
-    ) -> int:
-        record = self.records.get(intent.id)
-        if record is None:
-            raise OpenIntentError(f"intent {intent.id!r} is not part of this run")
-        if not isinstance(patch, Mapping):
-            raise TypeError(f"patch_state takes a dict of changes, got {type(patch).__name__}")
-        if record.status.is_terminal:
-            raise OpenIntentError(
-                f"intent {record.title!r} is {record.status}; its state is final"
-            )
-        if expected_version is not None and expected_version != record.version:
-            winner = await self.coordination.resolve_patch_conflict(
-                intent, patch, expected_version
-            )
-            if winner is not None:  # the coordinator's @on_conflict chose the state to write
-                return await self.patch_state(intent, winner, None)
-            raise StateConflictError(
-                f"intent {record.title!r} is at version {record.version}, not the expected "
-                f"{expected_version}; re-read its state and try again",
-                intent_id=intent.id,
-                expected=expected_version,
-                actual=record.version,
-            )
-        old_state = record.state
-        self.store.emit(EventType.STATE_PATCHED, intent.id, {"patch": dict(patch)})
-        intent.state = dict(record.state)
-        intent.version = record.version
-        if self.hooks.state_watched:
-            self.hooks.state_changed(self.by_id[intent.id], old_state, record.state, patch)
-        return record.version
-
-    async def delegate(self, coordinator_id: str, intent: Intent, to: str) -> Any:
-        return await self.coordination.delegate(coordinator_id, intent, to)
-
-    def record_decision(
-        self,
-        coordinator_id: str,
-        intent_id: str | None,
-        decision: str,
-        rationale: str,
-        data: Mapping[str, Any],
-    ) -> Decision:
-        return self.coordination.record_decision(
-            coordinator_id, intent_id, decision, rationale, data
-        )
-
-    async def add_intent(self, spec: IntentSpec) -> str:
-        return await self.coordination.add_intent(spec)
-
-    async def execute_portfolio(self, spec: PortfolioSpec, coordinator_id: str) -> RunResult:
-        return await self.coordination.execute(spec)
+    # ------------------------------------------------------------------ growing the plan
 
     @property
     def finished(self) -> bool:
@@ -630,16 +576,6 @@ class Run:
             self._make_ready(node)
         return intent_id
 
-    async def record_cost(
-        self, agent_id: str, intent: Intent, usd: float, details: Mapping[str, Any]
-    ) -> None:
-        if not is_valid_cost(usd):
-            raise ValueError(f"record_cost takes a finite amount >= 0 in USD, got {usd!r}")
-        if intent.id not in self.records:
-            raise OpenIntentError(f"intent {intent.id!r} is not part of this run")
-        data = {"usd": float(usd), "agent": agent_id, **details}
-        self.store.emit(EventType.COST_RECORDED, intent.id, data)
-
     # ------------------------------------------------------------------ notifications
 
     async def fire_all_complete(self, portfolio: Any) -> Any:
@@ -649,7 +585,7 @@ class Run:
         runtime fails the run with it); an agent's is recorded like any hook failure.
         """
         output: Any = None
-        token = active_run.set(self)
+        token = active_run.set(self.context)
         try:
             if self.coordinator is not None:
                 for handler in self.coordinator.of(HookKind.ALL_COMPLETE):

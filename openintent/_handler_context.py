@@ -1,0 +1,98 @@
+"""What a handler reaches while a run is going: the methods behind ``self.patch_state``,
+``self.record_cost``, ``self.delegate``, ``self.record_decision``, ``self.add_intent`` and
+``self.execute`` (see :mod:`openintent._context`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._store import is_valid_cost
+from .errors import OpenIntentError, StateConflictError
+from .models import Decision, EventType, Intent, RunResult
+
+if TYPE_CHECKING:
+    from ._clock import Clock
+    from ._scheduler import Run
+    from ._specs import IntentSpec, PortfolioSpec
+
+__all__ = ["HandlerContext"]
+
+
+class HandlerContext:
+    """The run context of one run (implements ``openintent._context.RunContext``)."""
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def clock(self) -> Clock:
+        """The run's clock (``openintent.sleep`` and simulated agents wait on it)."""
+        return self._run.clock
+
+    async def patch_state(
+        self, intent: Intent, patch: Mapping[str, Any], expected_version: int | None
+    ) -> int:
+        """Merge ``patch`` into an intent's state; a stale version goes to ``@on_conflict``."""
+        run = self._run
+        record = run.records.get(intent.id)
+        if record is None:
+            raise OpenIntentError(f"intent {intent.id!r} is not part of this run")
+        if not isinstance(patch, Mapping):
+            raise TypeError(f"patch_state takes a dict of changes, got {type(patch).__name__}")
+        if record.status.is_terminal:
+            raise OpenIntentError(
+                f"intent {record.title!r} is {record.status}; its state is final"
+            )
+        if expected_version is not None and expected_version != record.version:
+            winner = await run.coordination.resolve_patch_conflict(
+                intent, patch, expected_version
+            )
+            if winner is not None:  # the coordinator's @on_conflict chose the state to write
+                return await self.patch_state(intent, winner, None)
+            raise StateConflictError(
+                f"intent {record.title!r} is at version {record.version}, not the expected "
+                f"{expected_version}; re-read its state and try again",
+                intent_id=intent.id,
+                expected=expected_version,
+                actual=record.version,
+            )
+        old_state = record.state
+        run.store.emit(EventType.STATE_PATCHED, intent.id, {"patch": dict(patch)})
+        intent.state = dict(record.state)
+        intent.version = record.version
+        if run.hooks.state_watched:
+            run.hooks.state_changed(record, old_state, record.state, patch)
+        return record.version
+
+    async def record_cost(
+        self, agent_id: str, intent: Intent, usd: float, details: Mapping[str, Any]
+    ) -> None:
+        """Add spend to the run's ledger (a ``cost_recorded`` event)."""
+        if not is_valid_cost(usd):
+            raise ValueError(f"record_cost takes a finite amount >= 0 in USD, got {usd!r}")
+        if intent.id not in self._run.records:
+            raise OpenIntentError(f"intent {intent.id!r} is not part of this run")
+        data = {"usd": float(usd), "agent": agent_id, **details}
+        self._run.store.emit(EventType.COST_RECORDED, intent.id, data)
+
+    async def delegate(self, coordinator_id: str, intent: Intent, to: str) -> Any:
+        return await self._run.coordination.delegate(coordinator_id, intent, to)
+
+    def record_decision(
+        self,
+        coordinator_id: str,
+        intent_id: str | None,
+        decision: str,
+        rationale: str,
+        data: Mapping[str, Any],
+    ) -> Decision:
+        return self._run.coordination.record_decision(
+            coordinator_id, intent_id, decision, rationale, data
+        )
+
+    async def add_intent(self, spec: IntentSpec) -> str:
+        return await self._run.coordination.add_intent(spec)
+
+    async def execute_portfolio(self, spec: PortfolioSpec, coordinator_id: str) -> RunResult:
+        return await self._run.coordination.execute(spec)
