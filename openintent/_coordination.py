@@ -9,9 +9,8 @@ through the run context.
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -31,7 +30,7 @@ from .errors import (
     SpecError,
     UnknownDependencyError,
 )
-from .models import Decision, EventType, Intent, Response
+from .models import Decision, Event, EventType, Intent, Response, plain_copy
 
 if TYPE_CHECKING:
     from ._scheduler import Node, Run
@@ -51,7 +50,13 @@ class Host(Protocol):
 
     def assignees(self, spec: IntentSpec, lead: BoundAgent | None) -> tuple[BoundAgent, ...]: ...
 
-    async def run_nested(self, spec: PortfolioSpec, lead: BoundAgent | None) -> RunResult: ...
+    async def run_nested(
+        self,
+        spec: PortfolioSpec,
+        lead: BoundAgent | None,
+        on_event: Callable[[Event], None],
+        parent: Run,
+    ) -> RunResult: ...
 
 
 class Coordination:
@@ -191,7 +196,8 @@ class Coordination:
                 return
             response = Response(answer, agent.id, node.version)
             responses.append(response)
-            run.store.emit(EventType.RESPONSE, node.id, {"agent": agent.id, "response": answer})
+            run.store.emit(EventType.RESPONSE, node.id,
+                           {"agent": agent.id, "response": dict(answer) if answer else None})
             if quorum and len(responses) >= needed:
                 tg.cancel_scope.cancel()  # quorum reached: the rest are not needed
 
@@ -284,7 +290,7 @@ class Coordination:
         run = self.run
         decision_id = f"dc_{run.rng.getrandbits(64):016x}"
         # A deep copy: the audit log must not change when the caller's objects do.
-        frozen_data = copy.deepcopy(dict(data))
+        frozen_data = plain_copy(data)
         run.store.emit(
             EventType.DECISION,
             intent_id,
@@ -305,6 +311,11 @@ class Coordination:
         run = self.run
         if not isinstance(spec, IntentSpec):
             raise SpecError(f"add_intent takes an IntentSpec, got {type(spec).__name__}")
+        if run.halted is not None:
+            raise OpenIntentError(
+                f"cannot add {spec.title!r}: the {run.halted.guardrail} guardrail halted the "
+                "run, so nothing new is dispatched"
+            )
         if run.finished:
             raise OpenIntentError(
                 f"cannot add {spec.title!r}: every intent of the portfolio has finished"
@@ -332,17 +343,18 @@ class Coordination:
     async def execute(self, spec: PortfolioSpec) -> RunResult:
         """Run a sub-portfolio with the same agents, clock and coordinator.
 
-        Its spend rolls up into this run's ledger (a run-level ``cost_recorded`` event), so
-        this run's budget sees it.
+        Each cost it records is also recorded in this run's ledger as it happens (a run-level
+        ``cost_recorded`` event naming the sub-portfolio), so this run's budget bounds it.
         """
-        result = await self.host.run_nested(spec, self.lead)
-        if result.cost_usd:
-            self.run.store.emit(EventType.COST_RECORDED, None, {
-                "usd": result.cost_usd,
-                "agent": self.lead.id if self.lead is not None else "",
-                "subportfolio": result.portfolio_id,
-            })
-        return result
+        store = self.run.store
+
+        def roll_up(event: Event) -> None:
+            if event.type == EventType.COST_RECORDED and not self.run.finished:
+                data = dict(event.data or {})
+                store.emit(EventType.COST_RECORDED, None,
+                           {**data, "subportfolio": event.portfolio_id})
+
+        return await self.host.run_nested(spec, self.lead, roll_up, self.run)
 
 
 def _needed(threshold: int | float, assignees: int) -> int:

@@ -123,9 +123,11 @@ class Guarding:
 
     def decide(self, intent_id: str, approve: bool, by: str, note: str) -> ApprovalRequest | None:
         """Decide the request of ``intent_id`` if one of this run's guardrails holds it."""
-        for guardrail in self.approvals():
-            if intent_id in guardrail.requests:
-                return guardrail.decide(intent_id, approve, by=by, note=note)
+        holders = [guardrail for guardrail in self.approvals() if intent_id in guardrail.requests]
+        # Several approval guardrails may ask about one intent: decide the one still waiting.
+        pending = [g for g in holders if g.requests[intent_id].decision is None]
+        for guardrail in pending or holders:
+            return guardrail.decide(intent_id, approve, by=by, note=note)
         return None
 
 

@@ -36,10 +36,11 @@ class Notifications:
         self.run = run
         self.coordinator = coordinator
         self._agents = agents
-        # kind -> agent id -> handlers; "" holds the coordinator's.
+        # kind -> agent id -> handlers; "" holds the coordinator's (and only there).
         self._table: dict[HookKind, dict[str, list[Handler]]] = {}
         for kind in _WATCHED:
-            by_agent = {agent.id: agent.of(kind) for agent in agents if agent.of(kind)}
+            by_agent = {agent.id: agent.of(kind) for agent in agents
+                        if agent.of(kind) and agent is not coordinator}
             if coordinator is not None and coordinator.of(kind):
                 by_agent[""] = coordinator.of(kind)
             self._table[kind] = by_agent
@@ -81,7 +82,7 @@ class Notifications:
             if not own and "," in agent_id:  # a multi-agent intent: every assignee
                 own = [handler for one in agent_id.split(",") for handler in by_agent.get(one, [])]
         if self.coordinator is not None and agent_id == self.coordinator.id:
-            return own
+            return by_agent.get("", [])  # the coordinator's own intent: once, not twice
         return own + by_agent.get("", [])
 
     def state_changed(

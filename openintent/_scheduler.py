@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -98,11 +98,13 @@ class Run:
         self._background_scopes: list[anyio.CancelScope] = []
         self._work_scope: anyio.CancelScope | None = None
         self.halted: Breach | None = None
+        self.parent: Run | None = None  # the run whose coordinator executes this one
         self.guarding = Guarding(self, guardrails) if guardrails else None
         self._idle: list[anyio.Event] = []
         self._starting = 0  # workers started or woken but not yet running
         self._workers = 0
         self._closing = False
+        self._ended = False
         self._finished = 0
         self._done = anyio.Event()
         self.hooks = Notifications(self, agents, coordinator)
@@ -112,8 +114,13 @@ class Run:
 
     # ------------------------------------------------------------------ the run
 
-    async def execute(self) -> RunStatus:
-        """Run every intent to a terminal status (or until a guardrail halts the run)."""
+    async def execute(self, finish: Callable[[], Awaitable[None]] | None = None) -> RunStatus:
+        """Run every intent to a terminal status (or until a guardrail halts the run).
+
+        ``finish`` (the runtime's ``@on_all_complete``) runs after every intent completed,
+        still under the run's supervision: guardrails, hooks and the virtual clock's driver
+        keep working, and a halt cancels it.
+        """
         token = active_run.set(self.context)
         try:
             async with anyio.create_task_group() as tg:
@@ -136,13 +143,20 @@ class Run:
                     self._stop_workers()
                 if self.halted is not None:
                     self._cancel_started(cancelled_reason(self.halted))
+                elif finish is not None and self._all_completed():
+                    with anyio.CancelScope() as scope:
+                        self._work_scope = scope  # what a halt cancels from now on
+                        await finish()
+                    await self.hooks.drain()
                 self._close()
         finally:
             active_run.reset(token)
         if self.halted is not None:
             return RunStatus.HALTED
-        failed = any(node.status != IntentStatus.COMPLETED for node in self.nodes)
-        return RunStatus.FAILED if failed else RunStatus.COMPLETED
+        return RunStatus.COMPLETED if self._all_completed() else RunStatus.FAILED
+
+    def _all_completed(self) -> bool:
+        return all(node.status == IntentStatus.COMPLETED for node in self.nodes)
 
     async def _until_settled(self) -> None:
         """Wait until every intent is terminal and every notification has fired.
@@ -174,7 +188,7 @@ class Run:
 
     def halt(self, breach: Breach) -> None:
         """Stop the run for a guardrail: dispatch nothing new, cancel what runs, record why."""
-        if self.halted is not None or self._done.is_set():
+        if self.halted is not None or self._ended:
             return
         self.halted = breach
         self.store.emit(EventType.GUARDRAIL_BREACH, breach.intent_id, breach.to_dict())
@@ -216,6 +230,7 @@ class Run:
         self._idle.clear()
 
     def _close(self) -> None:
+        self._ended = True
         self._stop_workers()
         self.hooks.close()
         for scope in self._background_scopes:
@@ -229,8 +244,18 @@ class Run:
 
     # ------------------------------------------------------------------ workers
 
+    @property
+    def stopped(self) -> bool:
+        """Halted, or inside a run (a sub-portfolio's parent) that was halted."""
+        run: Run | None = self
+        while run is not None:
+            if run.halted is not None:
+                return True
+            run = run.parent
+        return False
+
     def _make_ready(self, node: Node) -> None:
-        if self.halted is not None:
+        if self.halted is not None or (self.parent is not None and self.stopped):
             return  # a halted run starts nothing new: the intent stays pending
         self.store.emit(EventType.READY, node.id)
         if self._sequential:
@@ -256,7 +281,7 @@ class Run:
         done = 0
         try:
             while not self._closing:
-                if self.halted is not None:
+                if self.halted is not None or (self.parent is not None and self.stopped):
                     return  # a guardrail stopped the run: dispatch nothing new
                 if ready or heap:
                     # Sequential: the ready intent declared first, chosen when it is needed.
@@ -441,7 +466,8 @@ class Run:
     def _complete(self, node: Node, intent: Intent, result: dict[str, Any] | None) -> None:
         record = node
         old_state = record.state
-        self.store.emit(EventType.COMPLETED, node.id, result or None)
+        # A copy: a handler that reuses its returned dict must not rewrite the log.
+        self.store.emit(EventType.COMPLETED, node.id, dict(result) if result else None)
         agent_id = record.assigned_to
         hooks = self.hooks
         if hooks.state_watched and result:

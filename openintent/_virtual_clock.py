@@ -117,8 +117,13 @@ class VirtualClock:
             await anyio.lowlevel.checkpoint()
             return
         if not self._driving and not math.isinf(seconds):
-            self._advance(self._now + seconds)  # nobody else to wait for
-            await anyio.lowlevel.checkpoint()
+            # Nobody else to wait for: jump, deadline by deadline, so an earlier timeout that
+            # fires on the way cancels this sleep right there.
+            target = self._now + seconds
+            while self._now < target:
+                deadline = self._next_deadline()
+                self._advance(target if deadline is None or deadline > target else deadline)
+                await anyio.lowlevel.checkpoint()
             return
         woken = anyio.Event()
         timer = self._add(seconds, woken.set)

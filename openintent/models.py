@@ -361,8 +361,19 @@ class Intent:
         )
 
 
+def plain_copy(value: Any) -> Any:
+    """A deep copy with every mapping as a dict and every list as a list (read-only views
+    such as ``intent.inputs`` included), for records that must never change."""
+    if isinstance(value, Mapping):
+        return {key: plain_copy(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        copied = [plain_copy(item) for item in value]
+        return copied if isinstance(value, list) else tuple(copied)
+    return copy.deepcopy(value)
+
+
 def _read_only_copy(value: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(copy.deepcopy(dict(value)))
+    return MappingProxyType(plain_copy(value))
 
 
 class Response(dict[str, Any]):
@@ -423,7 +434,7 @@ class Decision:
             "time": self.time,
             "decision": self.decision,
             "rationale": self.rationale,
-            "data": copy.deepcopy(dict(self.data)),
+            "data": plain_copy(self.data),
         }
 
 

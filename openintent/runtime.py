@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -99,8 +99,15 @@ class Runtime:
             )
         return await self._run(spec, self._coordinator(coordinator), nested=False)
 
-    async def _run(self, spec: PortfolioSpec, lead: BoundAgent | None, *, nested: bool
-                   ) -> RunResult:
+    async def _run(
+        self,
+        spec: PortfolioSpec,
+        lead: BoundAgent | None,
+        *,
+        nested: bool,
+        on_event: Callable[[Event], None] | None = None,
+        parent: Run | None = None,
+    ) -> RunResult:
         check_graph(spec.name, spec.intents)
         guardrails = list(self._guardrails)
         if lead is not None:
@@ -108,21 +115,27 @@ class Runtime:
                                            f"@Coordinator({lead.id!r})")
         run = self._prepare(spec, lead, guardrails, nested=nested)
         store = run.store
+        run.parent = parent
+        if on_event is not None:
+            store.listeners.append(on_event)
         self._active.append(run)
         if not nested:  # a sub-portfolio's events stay out of rt.events()
             self._current = store
         log = store.log
         log.info("run started", intents=len(run.nodes))
         results = ResultsView(store.records, run.id_of_title)
+        outcome: dict[str, Any] = {"output": None, "error": None}
+
+        async def finish() -> None:
+            outcome["output"], outcome["error"] = await self._all_complete(run, spec, results)
+
         try:
-            status = await run.execute()
-            output, error = None, None
             # A sub-portfolio (a coordinator's execute) does not fire @on_all_complete: it
             # fires once, for the portfolio the coordinator was given.
-            if status == RunStatus.COMPLETED and not nested:
-                output, error = await self._all_complete(run, spec, results)
-                if error is not None:
-                    status = RunStatus.FAILED
+            status = await run.execute(None if nested else finish)
+            output, error = outcome["output"], outcome["error"]
+            if error is not None and status == RunStatus.COMPLETED:
+                status = RunStatus.FAILED
         except anyio.get_cancelled_exc_class():
             # Also when the cancel lands in @on_all_complete: the log always gets its end.
             run.cancel_unfinished()
@@ -190,11 +203,20 @@ class Runtime:
         """The agents an intent goes to (its assignees, or the coordinator's routing)."""
         return self._assignees(spec, lead)
 
-    async def run_nested(self, spec: PortfolioSpec, lead: BoundAgent | None) -> RunResult:
-        """Run a sub-portfolio for a coordinator's ``execute``."""
+    async def run_nested(
+        self,
+        spec: PortfolioSpec,
+        lead: BoundAgent | None,
+        on_event: Callable[[Event], None],
+        parent: Run,
+    ) -> RunResult:
+        """Run a sub-portfolio for a coordinator's ``execute``; ``on_event`` hears its events.
+
+        When ``parent`` halts, the sub-portfolio starts nothing new either.
+        """
         if not isinstance(spec, PortfolioSpec):
             raise SpecError(f"execute() takes a PortfolioSpec, got {type(spec).__name__}")
-        return await self._run(spec, lead, nested=True)
+        return await self._run(spec, lead, nested=True, on_event=on_event, parent=parent)
 
     def _coordinator(self, coordinator: Any) -> BoundAgent | None:
         if coordinator is None:
@@ -309,11 +331,33 @@ class Runtime:
                 agents = by_assign[intent_spec.assign] = self._assignees(intent_spec, lead)
                 used.update((agent.id, agent) for agent in agents)
             per_intent.append(agents)
+            if len(agents) > 1:
+                self._check_multi(intent_spec, agents, lead)
             for fallback_id in intent_spec.retry.fallback:
                 if fallback_id not in fallbacks:
                     fallback = self._checked_agent(fallback_id, f"intent {intent_spec.title!r}")
                     fallbacks[fallback_id] = used[fallback_id] = fallback
         return per_intent, used, fallbacks
+
+    @staticmethod
+    def _check_multi(
+        spec: IntentSpec, agents: tuple[BoundAgent, ...], lead: BoundAgent | None
+    ) -> None:
+        where = f"intent {spec.title!r}"
+        if spec.retry.fallback:
+            raise SpecError(
+                f"{where} has {len(agents)} assignees and retry fallback agents; a fallback "
+                "takes over from one agent, so give it to single-agent intents (a multi-agent "
+                "intent retries with all its assignees)"
+            )
+        quorum = lead.of(HookKind.QUORUM) if lead is not None else []
+        threshold = quorum[0].options["threshold"] if quorum else None
+        if isinstance(threshold, int) and threshold > len(agents):
+            raise SpecError(
+                f"{where} has {len(agents)} assignees but the @on_quorum of coordinator "
+                f"{lead.id if lead else ''!r} needs {threshold}; lower the threshold or assign "
+                "more agents"
+            )
 
     def _checked_agent(self, agent_id: str, where: str) -> BoundAgent:
         try:

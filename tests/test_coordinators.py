@@ -41,6 +41,7 @@ from openintent.agents import (
 from openintent.errors import (
     DependencyCycleError,
     DuplicateIntentError,
+    SpecError,
     UnknownDependencyError,
 )
 from openintent.models import Decision, Response, RunResult
@@ -468,15 +469,13 @@ async def test_too_many_failures_fail_the_intent_with_a_quorum_error():
     assert result.decisions == ()
 
 
-async def test_a_quorum_larger_than_the_assignees_is_a_clear_quorum_error():
+async def test_a_quorum_larger_than_the_assignees_is_refused_before_running():
     seen: list[Any] = []
     agents = [SimulatedAgent(i, result={}, register=False) for i in ("a", "b")]
-    result = await run(portfolio(IntentSpec("X", assign=["a", "b"])), *agents,
-                       coordinator=quorum_coordinator(3, seen))
-    x = result.intents["X"]
-    assert x.error_type == "QuorumError"
-    assert "2 assignee(s)" in x.error and "needs 3" in x.error
-    assert seen == []
+    with pytest.raises(SpecError, match="intent 'X' has 2 assignees .* needs 3"):
+        await run(portfolio(IntentSpec("X", assign=["a", "b"])), *agents,
+                  coordinator=quorum_coordinator(3, seen))
+    assert seen == [] and all(not agent.calls for agent in agents)
 
 
 async def test_identical_answers_win_and_the_runtime_records_that_they_agreed():
@@ -1273,3 +1272,4 @@ async def test_a_sub_portfolios_spend_rolls_up_into_the_parent_ledger() -> None:
     assert result.cost_usd == 2.5
     (rolled_up,) = result.events.of_type("cost_recorded")
     assert rolled_up.intent_id is None and rolled_up.data["subportfolio"].startswith("pf_")
+    assert rolled_up.data["agent"] == "paid"
