@@ -21,6 +21,7 @@ import heapq
 import itertools
 import math
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -74,9 +75,7 @@ class VirtualClock:
         self._timers: list[_Timer] = []
         self._order = itertools.count()
         self._holds = 0
-        self._driving = False
-        self._timer_added: anyio.Event | None = None
-        self._driver_done: anyio.Event | None = None
+        self._driving = 0  # how many runs drive this clock now
         self.jumps = 0  # how many times time jumped (handy in tests)
 
     def now(self) -> float:
@@ -88,8 +87,8 @@ class VirtualClock:
     def _add(self, seconds: float, callback: Callable[[], None]) -> _Timer:
         timer = _Timer(self._now + max(0.0, seconds), next(self._order), callback)
         heapq.heappush(self._timers, timer)
-        if self._timer_added is not None:
-            self._timer_added.set()
+        if self._driving:
+            self._timer_added_somewhere()
         return timer
 
     def _next_deadline(self) -> float | None:
@@ -158,73 +157,154 @@ class VirtualClock:
         """Jump time whenever the event loop is idle but for this clock's deadlines.
 
         The runtime runs this in a task for the length of each run and cancels it after.
-        Only one driver works at a time; another waits its turn. When every task waits and
-        nothing is scheduled on this clock for ``deadlock_after`` seconds of real time, nothing
-        can ever happen: ``on_deadlock(reason)`` is called (the runtime halts the run) instead
-        of a test hanging forever.
+        Every driver on an event loop registers with one watcher for that loop, so runs on
+        one clock, or on clocks of their own, can go on at once. When every task waits and
+        nothing is scheduled for ``deadlock_after`` seconds of real time, nothing can ever
+        happen: ``on_deadlock(reason)`` is called (the runtime halts the run) instead of a test
+        hanging forever.
         """
-        while self._driving:
-            if self._driver_done is None:
-                self._driver_done = anyio.Event()
-            await self._driver_done.wait()
         loop = asyncio.get_running_loop()
         if not hasattr(loop, "_ready") or not hasattr(loop, "_scheduled"):
             raise OpenIntentError(
                 f"VirtualClock needs asyncio's own event loop to tell when every task waits; "
                 f"this one is a {type(loop).__name__}. Run tests on the default loop."
             )
-        self._driving = True
+        watch = _WATCHES.get(loop)
+        if watch is None:
+            watch = _WATCHES[loop] = _LoopWatch(loop)
+        self._driving += 1
+        try:
+            await watch.serve(_Registration(self, on_deadlock))
+        finally:
+            self._driving -= 1
+
+    def _timer_added_somewhere(self) -> None:
+        try:
+            watch = _WATCHES.get(asyncio.get_running_loop())
+        except RuntimeError:
+            return
+        if watch is not None:
+            watch.wake()
+
+
+class _Registration:
+    __slots__ = ("clock", "on_deadlock", "fired")
+
+    def __init__(self, clock: VirtualClock, on_deadlock: Callable[[str], None] | None) -> None:
+        self.clock = clock
+        self.on_deadlock = on_deadlock
+        self.fired = False
+
+
+_DEADLOCK_REASON = (
+    "every task has waited for {seconds:g} s of real time with nothing scheduled on the "
+    "virtual clock, so nothing can happen any more (an agent that hangs without a timeout? "
+    "an approval nobody decides?)"
+)
+
+
+class _LoopWatch:
+    """Watches one event loop for idleness on behalf of every VirtualClock driving on it.
+
+    One driver task at a time leads (polls the loop); the others wait to take over. A single
+    poller matters: two pollers would each see the other's wake-ups as work and never jump.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.registrations: list[_Registration] = []
+        self.leading = False
+        self._changed: anyio.Event | None = None
+        self._leader_gone: anyio.Event | None = None
+
+    def wake(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    def _clocks(self) -> list[VirtualClock]:
+        clocks: list[VirtualClock] = []
+        for registration in self.registrations:
+            if not any(clock is registration.clock for clock in clocks):
+                clocks.append(registration.clock)
+        return clocks
+
+    async def serve(self, registration: _Registration) -> None:
+        self.registrations.append(registration)
+        self.wake()
         try:
             while True:
-                if self._next_deadline() is None:
-                    await self._wait_for_a_timer(loop, on_deadlock)
-                    continue
-                if await self._loop_is_idle(loop):
-                    # Look again: tasks that ran during the idle check may have added timers.
-                    deadline = self._next_deadline()
-                    if deadline is not None:
-                        self._advance(deadline)
+                if not self.leading:
+                    self.leading = True
+                    try:
+                        await self._lead()
+                    finally:
+                        self.leading = False
+                        if self._leader_gone is not None:
+                            self._leader_gone.set()
+                            self._leader_gone = None
+                else:
+                    if self._leader_gone is None:
+                        self._leader_gone = anyio.Event()
+                    await self._leader_gone.wait()
         finally:
-            self._driving = False
-            self._timer_added = None
-            if self._driver_done is not None:
-                self._driver_done.set()
-                self._driver_done = None
+            self.registrations.remove(registration)
+            if not self.registrations:
+                _WATCHES.pop(self.loop, None)
 
-    async def _wait_for_a_timer(
-        self, loop: asyncio.AbstractEventLoop, on_deadlock: Callable[[str], None] | None
-    ) -> None:
+    async def _lead(self) -> None:
         idle_since: float | None = None
-        while self._next_deadline() is None:
-            self._timer_added = anyio.Event()
-            with anyio.move_on_after(_DEADLOCK_POLL):
-                await self._timer_added.wait()
-            self._timer_added = None
-            if on_deadlock is None or self.deadlock_after is None:
+        while True:
+            clocks = self._clocks()
+            if any(clock._next_deadline() is not None for clock in clocks):
+                idle_since = None
+                if await self._idle(clocks):
+                    # Look again: tasks that ran during the idle check may have added timers.
+                    for clock in clocks:
+                        deadline = clock._next_deadline()
+                        if deadline is not None:
+                            clock._advance(deadline)
                 continue
-            if self._next_deadline() is not None or not await self._loop_is_idle(loop):
+            self._changed = anyio.Event()
+            with anyio.move_on_after(_DEADLOCK_POLL):
+                await self._changed.wait()
+            self._changed = None
+            watchers = [
+                registration for registration in self.registrations
+                if registration.on_deadlock is not None and not registration.fired
+                and registration.clock.deadlock_after is not None
+            ]
+            if (
+                not watchers
+                or any(clock._next_deadline() is not None for clock in self._clocks())
+                or not await self._idle(self._clocks())
+            ):
                 idle_since = None
                 continue
             now = time.monotonic()
             idle_since = now if idle_since is None else idle_since
-            if now - idle_since >= self.deadlock_after:
-                on_deadlock(
-                    f"every task has waited for {self.deadlock_after:g} s of real time with "
-                    "nothing scheduled on the virtual clock, so nothing can happen any more "
-                    "(an agent that hangs without a timeout? an approval nobody decides?)"
-                )
-                return
+            for registration in watchers:
+                after = registration.clock.deadlock_after
+                assert after is not None and registration.on_deadlock is not None
+                if now - idle_since >= after:
+                    registration.fired = True
+                    registration.on_deadlock(_DEADLOCK_REASON.format(seconds=after))
 
-    async def _loop_is_idle(self, loop: asyncio.AbstractEventLoop) -> bool:
+    async def _idle(self, clocks: list[VirtualClock]) -> bool:
+        loop = self.loop
         # Two passes: a wake-up can take one loop iteration to show up as a ready callback.
         for _ in range(2):
             await asyncio.sleep(0)
             if getattr(loop, "_ready", None):
                 return False
-        if self._holds or _real_waits(loop):
+        if any(clock._holds for clock in clocks) or _real_waits(loop):
             await asyncio.sleep(_REAL_POLL)  # real work in flight: let real time pass
             return False
         return True
+
+
+_WATCHES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWatch] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _real_waits(loop: asyncio.AbstractEventLoop) -> bool:

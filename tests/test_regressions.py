@@ -1,4 +1,4 @@
-"""Regression tests for bugs found in review (and one known limit, marked xfail).
+"""Regression tests for bugs found in review.
 
 Every test is bounded: virtual runs end by themselves or through the virtual clock; the two
 tests that would otherwise hang use a watchdog *thread* (``threading.Timer``), which keeps no
@@ -184,9 +184,6 @@ async def test_on_event_sees_a_decision_recorded_in_on_all_complete() -> None:
 # ------------------------------------------------------------------ virtual clock
 
 
-@pytest.mark.xfail(strict=True, reason="known limit: two VirtualClock drivers on one event "
-                   "loop each see the other's sleep(0) as ready work, so neither jumps; share "
-                   "one VirtualClock between concurrent runtimes")
 @pytest.mark.asyncio
 async def test_two_runtimes_on_their_own_virtual_clocks_run_concurrently() -> None:
     agent = SimulatedAgent("a", result={"ok": True}, delay=10)
