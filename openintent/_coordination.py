@@ -30,7 +30,7 @@ from .errors import (
     SpecError,
     UnknownDependencyError,
 )
-from .models import Decision, Event, EventType, Intent, Response, plain_copy
+from .models import Decision, Event, EventType, Intent, Response, plain_copy, to_plain
 
 if TYPE_CHECKING:
     from ._scheduler import Node, Run
@@ -66,9 +66,10 @@ class Coordination:
         self.run = run
         self.host = host
         self.lead = run.coordinator
-        # Results of delegate() calls by intent id, while a coordinator handler runs for it.
-        self._delegated: dict[str, list[dict[str, Any] | None]] = {}
-        self._escalating: set[str] = set()
+        # Results of delegate() calls while a coordinator handler runs, keyed by the identity
+        # of the intent view it was given: several assignees of one intent may escalate at once.
+        self._delegated: dict[int, list[dict[str, Any] | None]] = {}
+        self._escalating: set[int] = set()
 
     def _handlers(self, kind: HookKind) -> list[Any]:
         return self.lead.of(kind) if self.lead is not None else []
@@ -78,11 +79,11 @@ class Coordination:
     async def route(self, intent: Intent) -> dict[str, Any] | None:
         """Run the coordinator's ``@on_assignment`` for an intent it was given."""
         assert self.lead is not None
-        self._delegated[intent.id] = []
+        self._delegated[id(intent)] = []
         try:
             own = await self.run.call_agent(self.lead, intent)
         finally:
-            delegated = self._delegated.pop(intent.id)
+            delegated = self._delegated.pop(id(intent))
         return _merge_delegated(own, delegated)
 
     async def delegate(self, coordinator_id: str, intent: Intent, to: str) -> Any:
@@ -93,13 +94,13 @@ class Coordination:
                 f"{coordinator_id!r} cannot delegate {intent.title!r}: only the coordinator "
                 "of the running portfolio delegates its intents"
             )
-        if intent.id not in self._delegated:
+        if id(intent) not in self._delegated:
             raise DelegationError(
                 f"delegate({intent.title!r}) is only possible from the coordinator's "
                 "@on_assignment or @on_escalation handler while it handles that intent"
             )
         team = lead.definition.options.get("agents")
-        if team and to not in team and intent.id not in self._escalating:
+        if team and to not in team and id(intent) not in self._escalating:
             raise DelegationError(
                 f"{lead.id!r} cannot delegate {intent.title!r} to {to!r}: it is not one of "
                 f"its agents {list(team)}{suggest(to, list(team))}; add it to "
@@ -122,7 +123,7 @@ class Coordination:
         for handler in agent.of(HookKind.HANDOFF):
             await call(handler, view, coordinator_id, clock=run.clock)
         result = await run.call_agent(agent, view)
-        self._delegated[intent.id].append(result)
+        self._delegated[id(intent)].append(result)
         return result
 
     # ------------------------------------------------------------------ escalation
@@ -140,8 +141,8 @@ class Coordination:
                 "handler took it; give the coordinator an @on_escalation handler",
                 reason=reason,
             )
-        self._delegated[intent.id] = []
-        self._escalating.add(intent.id)
+        self._delegated[id(intent)] = []
+        self._escalating.add(id(intent))
         own: Any = None
         try:
             for handler in handlers:
@@ -153,8 +154,8 @@ class Coordination:
                 reason=again.reason or reason,
             ) from None
         finally:
-            delegated = self._delegated.pop(intent.id)
-            self._escalating.discard(intent.id)
+            delegated = self._delegated.pop(id(intent))
+            self._escalating.discard(id(intent))
         if delegated or own is not None:
             return _merge_delegated(_as_dict(own, "@on_escalation"), delegated)
         raise EscalationError(
@@ -179,16 +180,16 @@ class Coordination:
             )
         responses: list[Response] = []
         failures: list[tuple[str, Exception]] = []
-        escalations: list[Escalate] = []
 
         async def respond(agent: BoundAgent) -> None:
             view = run.view(node, intent.attempt, agent.id)
             try:
-                answer = await run.call_agent(agent, view)
-            except Escalate as escalation:
-                escalations.append(escalation)
-                tg.cancel_scope.cancel()
-                return
+                try:
+                    answer = await run.call_agent(agent, view)
+                except Escalate as escalation:
+                    # One assignee escalates its own part: whatever @on_escalation settles
+                    # (a senior's answer, say) counts as that assignee's response.
+                    answer = await self.escalate(view, escalation)
             except Exception as exc:
                 failures.append((agent.id, exc))
                 if not quorum or len(agents) - len(failures) < needed:
@@ -197,15 +198,13 @@ class Coordination:
             response = Response(answer, agent.id, node.version)
             responses.append(response)
             run.store.emit(EventType.RESPONSE, node.id,
-                           {"agent": agent.id, "response": dict(answer) if answer else None})
+                           {"agent": agent.id, "response": to_plain(answer) if answer else None})
             if quorum and len(responses) >= needed:
                 tg.cancel_scope.cancel()  # quorum reached: the rest are not needed
 
         async with anyio.create_task_group() as tg:
             for agent in agents:
                 tg.start_soon(respond, agent)
-        if escalations:
-            raise escalations[0]
         if quorum:
             return await self._settle_quorum(node, intent, responses, failures, needed)
         if failures:

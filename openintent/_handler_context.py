@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._store import is_valid_cost
 from .errors import OpenIntentError, StateConflictError
-from .models import Decision, EventType, Intent, RunResult
+from .models import Decision, EventType, Intent, RunResult, to_plain
 
 if TYPE_CHECKING:
     from ._clock import Clock
@@ -58,7 +58,7 @@ class HandlerContext:
                 actual=record.version,
             )
         old_state = record.state
-        run.store.emit(EventType.STATE_PATCHED, intent.id, {"patch": dict(patch)})
+        run.store.emit(EventType.STATE_PATCHED, intent.id, {"patch": to_plain(patch)})
         intent.state = dict(record.state)
         intent.version = record.version
         if run.hooks.state_watched:

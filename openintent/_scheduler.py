@@ -43,7 +43,7 @@ from .errors import (
     IntentTimeoutError,
 )
 from .guardrails import Breach, DispatchContext, Guardrail
-from .models import EventType, Intent, IntentStatus, RunStatus
+from .models import EventType, Intent, IntentStatus, RunStatus, to_plain
 
 if TYPE_CHECKING:
     from ._specs import IntentSpec, PortfolioSpec
@@ -467,7 +467,7 @@ class Run:
         record = node
         old_state = record.state
         # A copy: a handler that reuses its returned dict must not rewrite the log.
-        self.store.emit(EventType.COMPLETED, node.id, dict(result) if result else None)
+        self.store.emit(EventType.COMPLETED, node.id, to_plain(result) if result else None)
         agent_id = record.assigned_to
         hooks = self.hooks
         if hooks.state_watched and result:

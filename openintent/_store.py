@@ -12,7 +12,6 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from types import MappingProxyType
 from typing import Any, Final
 
 import anyio
@@ -92,7 +91,7 @@ class IntentRecord:
             id=self.id,
             title=self.title,
             status=self.status,
-            state=MappingProxyType(self.state),  # read-only: the log is the source of truth
+            state=dict(self.state),  # a copy: changing it never touches the log
             version=self.version,
             assigned_to=self.assigned_to,
             attempts=self.attempts,
@@ -352,7 +351,10 @@ class ResultsView(Mapping[str, IntentResult]):
     def __getitem__(self, title: str) -> IntentResult:
         cached = self._cache.get(title)
         if cached is None:
-            cached = self._cache[title] = self._records[self._ids[title]].to_result()
+            intent_id = self._ids.get(title)
+            if intent_id is None:
+                raise KeyError(_unknown_title(title, list(self._ids)))
+            cached = self._cache[title] = self._records[intent_id].to_result()
         return cached
 
     def __iter__(self) -> Iterator[str]:
@@ -363,3 +365,11 @@ class ResultsView(Mapping[str, IntentResult]):
 
     def __repr__(self) -> str:
         return f"<{len(self._ids)} intent results>"
+
+
+def _unknown_title(title: str, titles: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(title, titles, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"no intent titled {title!r}{hint}; titles: {', '.join(titles) or 'none'}"

@@ -33,7 +33,9 @@ from .models import Decision, Intent, RunResult
 
 __all__ = [
     "Agent",
+    "AgentMethods",
     "Coordinator",
+    "CoordinatorMethods",
     "IntentSpec",
     "PortfolioSpec",
     "on_all_complete",
@@ -185,9 +187,11 @@ def _threshold(value: object) -> int | float:
 @overload
 def on_quorum(function: F, /) -> F: ...
 @overload
+def on_quorum(threshold: int | float, /) -> Callable[[F], F]: ...
+@overload
 def on_quorum(*, threshold: int | float = 1.0) -> Callable[[F], F]: ...
 def on_quorum(
-    function: F | None = None, /, *, threshold: int | float = 1.0
+    function: F | int | float | None = None, /, *, threshold: int | float = 1.0
 ) -> F | Callable[[F], F]:
     """Coordinator: called with ``(self, intent, responses)`` once ``threshold`` assignees of
     a multi-agent intent have answered.
@@ -197,6 +201,8 @@ def on_quorum(
     working are cancelled. When too many fail for the quorum to be reachable, the intent fails
     with a :class:`~openintent.QuorumError`.
     """
+    if isinstance(function, int | float):  # @on_quorum(2), as the contract writes it
+        threshold, function = function, None
     checked = _threshold(threshold)
     if function is not None:
         return _mark(function, HookKind.QUORUM, threshold=checked)
@@ -230,7 +236,18 @@ def on_guardrail_breach(function: F) -> F:
 
 
 class AgentMethods:
-    """Methods every decorated class gets (unless it defines its own of the same name)."""
+    """Methods every decorated class gets (unless it defines its own of the same name).
+
+    The decorator adds them at run time; subclass this (or :class:`CoordinatorMethods`) so a
+    type checker knows them too::
+
+        @Agent("writer")
+        class Writer(AgentMethods):
+            @on_assignment
+            async def write(self, intent: Intent) -> dict[str, str]:
+                await self.patch_state(intent, {"status": "drafting"})
+                return {"draft": "..."}
+    """
 
     __openintent_id__: str
 

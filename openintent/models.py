@@ -212,8 +212,12 @@ class EventLog(Sequence[Event]):
             yield public_event(raw, seq, portfolio_id)
 
     def of_type(self, *types: str) -> list[Event]:
-        """The events whose type is one of ``types``, in order."""
+        """The events whose type is one of ``types`` (see :class:`EventType`), in order."""
         wanted = set(types)
+        unknown = wanted - EventType.ALL
+        if unknown:
+            valid = ", ".join(sorted(EventType.ALL))
+            raise ValueError(f"unknown event type(s) {sorted(unknown)}; valid: {valid}")
         return [event for event in self if event.type in wanted]
 
     def for_intent(self, intent_id: str) -> list[Event]:
@@ -359,6 +363,16 @@ class Intent:
             f"Intent(id={self.id!r}, title={self.title!r}, status={self.status.value!r}, "
             f"version={self.version}, attempt={self.attempt})"
         )
+
+
+def to_plain(value: Any) -> Any:
+    """``value`` with every mapping as a dict and every list or tuple as a list (read-only
+    views the library hands out included), so it is JSON-serialisable when its leaves are."""
+    if isinstance(value, Mapping):
+        return {key: to_plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple) and not hasattr(value, "_fields"):
+        return [to_plain(item) for item in value]
+    return value
 
 
 def plain_copy(value: Any) -> Any:
@@ -553,8 +567,11 @@ class RunResult:
             )
             failure.__cause__ = self._errors.get(item.id)
             failures.append(failure)
-        titles = ", ".join(repr(failure.title) for failure in failures)
-        reason = f"{titles} failed" if failures else (self.error or "unknown reason")
+        reasons = "; ".join(
+            f"{item.title!r} failed ({item.error_type}: {item.error})"
+            for item in self.failed_intents
+        )
+        reason = reasons if failures else (self.error or "unknown reason")
         error = RunFailedError(f"run of {self.name!r} ({self.portfolio_id}) failed: {reason}",
                                failures)
         if failures:

@@ -60,6 +60,11 @@ class Runtime:
         ):
             raise AgentError(f"Runtime(agents=...) takes a list of agents, got {agents!r}")
         self._agents = AgentTable(list(agents) if agents is not None else None, current_registry())
+        if clock is not None and not isinstance(clock, Clock):
+            raise OpenIntentError(
+                f"Runtime(clock=...) takes a clock with now(), async sleep(seconds) and "
+                f"timeout(seconds), such as VirtualClock(); got {clock!r}"
+            )
         self._clock: Clock = clock if clock is not None else RealClock()
         self._rng = random.Random(seed)
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
@@ -403,7 +408,15 @@ class Runtime:
                 request = run.guarding.decide(intent_id, approve, by, note)
                 if request is not None:
                     return request
-        raise ApprovalError(f"no approval request is pending for intent {intent_id!r}")
+        pending = self.pending_approvals()
+        by_title = [request for request in pending if request.title == intent_id]
+        if len(by_title) == 1:  # a title is as good as an id when it is unambiguous
+            return self._decide(by_title[0].intent_id, approve, by, note)
+        waiting = ", ".join(f"{request.intent_id} ({request.title!r})" for request in pending)
+        raise ApprovalError(
+            f"no approval request is pending for intent {intent_id!r}; pending: "
+            f"{waiting or 'none'}"
+        )
 
     # ------------------------------------------------------------------ observing
 

@@ -1194,7 +1194,7 @@ async def test_seed_review_quorum_of_two_cancels_the_slowest_reviewer():
     assert result.events.of_type("escalated") == []
 
 
-async def test_seed_review_an_escalating_reviewer_escalates_the_intent_to_the_senior(capsys):
+async def test_seed_review_an_escalating_reviewer_hands_its_vote_to_the_senior(capsys):
     clock = VirtualClock()
     slowest = Agent("reviewer-c")(type("SlowReviewer", (Cleanup,), {}))({"approved": False})
     a = SimulatedAgent("reviewer-a", result={"approved": False}, delay=30, register=False)
@@ -1205,17 +1205,22 @@ async def test_seed_review_an_escalating_reviewer_escalates_the_intent_to_the_se
     result = await run(spec, a, b, slowest, boss, coordinator=ReviewCoordinator, clock=clock)
     assert result.status == "completed"
     code = result.intents["Review code"]
-    assert code.state == {"approved": True, "by": "senior"}
-    assert code.assigned_to == "senior-reviewer"
+    # reviewer-b's part went to the senior, whose answer counts as b's vote: with a's vote
+    # that makes the quorum of two.
+    assert code.state == {"approved": False, "votes": 2}
     assert_event_types(result, ["created", "ready", "dispatched", "response_received",
-                                "escalated", "handoff", "cost_recorded", "completed"],
+                                "escalated", "handoff", "cost_recorded", "response_received",
+                                "decision_recorded", "completed"],
                        intent="Review code")
     assert one(result, "escalated", "Review code").data["reason"] == "needs a security expert"
     assert one(result, "handoff", "Review code").data == {
         "from": "review-coordinator", "to": "senior-reviewer"}
-    # The escalation ended the vote: the slow reviewer was cancelled, no quorum was recorded.
+    votes = [event.data for event in result.events.of_type("response_received")]
+    assert votes == [{"agent": "reviewer-a", "response": {"approved": False}},
+                     {"agent": "reviewer-b", "response": {"approved": True, "by": "senior"}}]
+    # The quorum ended the vote: the slow reviewer was cancelled.
     assert (slowest.started, slowest.answered, slowest.cleaned) == (1, 0, 1)
-    assert result.decisions == ()
+    assert [decision.decision for decision in result.decisions] == ["quorum_reached"]
     assert len(boss.calls) == 1 and boss.calls[0].time == 45.0
     assert clock.now() == 105.0
     assert "Escalated: Review code — needs a security expert" in capsys.readouterr().out
