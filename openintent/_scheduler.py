@@ -423,13 +423,13 @@ class Run:
     async def _attempt_with_timeout(
         self, node: Node, agents: tuple[BoundAgent, ...], intent: Intent, seconds: float
     ) -> dict[str, Any] | None:
-        timeout = seconds
         result: dict[str, Any] | None = None
-        with self.clock.timeout(timeout) as scope:
+        with self.clock.timeout(seconds) as scope:
             result = await self._attempt(node, agents, intent)
         if scope.cancelled_caught:
             raise IntentTimeoutError(
-                f"intent {intent.title!r} attempt {intent.attempt} timed out after {timeout} s"
+                f"intent {intent.title!r} attempt {intent.attempt} timed out after {seconds:g} s; "
+                "raise IntentSpec(timeout=...) if the work needs longer"
             )
         return result
 
