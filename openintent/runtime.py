@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
+import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._clock import Clock, RealClock
@@ -28,6 +29,16 @@ from .guardrails import ApprovalRequest, Guardrail, build_guardrails
 from .models import Event, EventLog, EventType, Portfolio, RunResult, RunStatus, public_event
 
 __all__ = ["Runtime"]
+
+
+def _info(log: Any, message: str, **fields: Any) -> None:
+    """An info line, only once the application has configured structlog.
+
+    Like the standard library's logging, which shows a library's warnings but not its info
+    lines until the application sets logging up: unconfigured structlog prints everything.
+    """
+    if structlog.is_configured():
+        log.info(message, **fields)
 
 
 class Runtime:
@@ -127,7 +138,7 @@ class Runtime:
         if not nested:  # a sub-portfolio's events stay out of rt.events()
             self._current = store
         log = store.log
-        log.info("run started", intents=len(run.nodes))
+        _info(log, "run started", intents=len(run.nodes))
         results = ResultsView(store.records, run.id_of_title)
         outcome: dict[str, Any] = {"output": None, "error": None}
 
@@ -145,7 +156,7 @@ class Runtime:
             # Also when the cancel lands in @on_all_complete: the log always gets its end.
             run.cancel_unfinished()
             self._finish(store, RunStatus.CANCELLED, nested=nested)
-            log.info("run finished", status="cancelled")
+            _info(log, "run finished", status="cancelled")
             raise
         except BaseException:
             # An error of the runtime itself (never a handler's): still end the log, so
@@ -159,7 +170,7 @@ class Runtime:
         if run.halted is not None:
             error = f"the {run.halted.guardrail} guardrail halted the run: {run.halted.reason}"
         self._finish(store, status, nested=nested)
-        log.info("run finished", status=str(status), cost_usd=store.total_cost)
+        _info(log, "run finished", status=str(status), cost_usd=store.total_cost)
         return RunResult(
             portfolio_id=store.portfolio_id,
             name=spec.name,
@@ -421,7 +432,8 @@ class Runtime:
     # ------------------------------------------------------------------ observing
 
     def events(self) -> AsyncIterator[Event]:
-        """Stream the events of the current (or next) run live, ending after it finishes.
+        """Stream the events of the current (or next) run live, ending after it finishes
+        (with several runs at once: after every run it saw start has finished).
 
         Subscribes at the call, and starts with the events the current run already logged, so
         nothing is missed however late the consumer starts.
@@ -443,12 +455,17 @@ class Runtime:
     async def _stream(
         self, send: MemoryObjectSendStream[Event], receive: MemoryObjectReceiveStream[Event]
     ) -> AsyncIterator[Event]:
+        running: set[str] = set()
         try:
             async with receive:
                 async for event in receive:
                     yield event
-                    if event.type == EventType.RUN_FINISHED:
-                        return
+                    if event.type == EventType.RUN_STARTED:
+                        running.add(event.portfolio_id)
+                    elif event.type == EventType.RUN_FINISHED:
+                        running.discard(event.portfolio_id)
+                        if not running:
+                            return
         finally:
             if send in self._subscribers:
                 self._subscribers.remove(send)

@@ -53,6 +53,9 @@ def test_every_example_runs_as_a_script(script, expected):
     assert done.returncode == 0, done.stderr
     for line in expected:
         assert line in done.stdout
+    # The library configures no logging: unconfigured, its info lines stay quiet (as the
+    # standard library's would); warnings still show.
+    assert "run started" not in done.stdout + done.stderr
 
 
 def test_the_readme_first_portfolio_runs(capsys):

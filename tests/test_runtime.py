@@ -712,3 +712,32 @@ async def test_changing_a_result_state_never_touches_the_log():
     assert isinstance(state, dict)
     state["title"] = "changed"  # type: ignore[index]
     assert replay(result)["A"].state["title"] == "A"
+
+
+async def test_events_of_concurrent_runs_stream_until_every_run_finished():
+    @Agent("nap")
+    class Nap:
+        @on_assignment
+        async def work(self, intent):
+            await anyio.sleep(0.01 if intent.title == "slow" else 0)
+            return {}
+
+    streamed = []
+    async with Runtime(agents=[Nap]) as rt:
+        stream = rt.events()
+        results = []
+
+        async def consume() -> None:
+            async for event in stream:
+                streamed.append(event)
+
+        async def one(title: str) -> None:
+            results.append(await rt.run(portfolio(IntentSpec(title, assign="nap"), name=title)))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            tg.start_soon(one, "slow")
+            tg.start_soon(one, "fast")
+    assert sorted(map(tuple, streamed)) == sorted(
+        tuple(event) for result in results for event in result.events
+    )
