@@ -45,9 +45,11 @@ class RealClock:
     now = staticmethod(time.monotonic)
 
     async def sleep(self, seconds: float) -> None:
+        """``anyio.sleep(seconds)``."""
         await anyio.sleep(seconds)
 
     def timeout(self, seconds: float) -> AbstractContextManager[anyio.CancelScope]:
+        """``anyio.move_on_after(seconds)``."""
         return anyio.move_on_after(seconds)
 
     def __repr__(self) -> str:
