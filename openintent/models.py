@@ -376,14 +376,8 @@ def to_plain(value: Any) -> Any:
 
 
 def plain_copy(value: Any) -> Any:
-    """A deep copy with every mapping as a dict and every list as a list (read-only views
-    such as ``intent.inputs`` included), for records that must never change."""
-    if isinstance(value, Mapping):
-        return {key: plain_copy(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        copied = [plain_copy(item) for item in value]
-        return copied if isinstance(value, list) else tuple(copied)
-    return copy.deepcopy(value)
+    """A deep copy of :func:`to_plain` ``(value)``, for records that must never change."""
+    return copy.deepcopy(to_plain(value))
 
 
 def _read_only_copy(value: Mapping[str, Any]) -> Mapping[str, Any]:
