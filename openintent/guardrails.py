@@ -26,15 +26,22 @@ counters are per run); ``on_event(event)`` sees every event of the run.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import anyio
 import attrs
 
-from .errors import ApprovalError, GuardrailError, OutputCheckError, SpecError
-from .models import Event, EventType, Intent
+from ._guardrail_core import Breach as Breach
+from ._guardrail_core import CallNext as CallNext
+from ._guardrail_core import DispatchContext as DispatchContext
+from ._guardrail_core import Guardrail as Guardrail
+from ._guardrail_core import GuardrailRun as GuardrailRun
+from ._guardrail_core import _names, _number
+from ._guardrail_core import build_guardrails as build_guardrails
+from ._guardrail_core import register_guardrail as register_guardrail
+from .errors import ApprovalError, GuardrailError, OutputCheckError
+from .models import Event, EventType
 
 __all__ = [
     "ApprovalGuardrail",
@@ -51,225 +58,6 @@ __all__ = [
     "build_guardrails",
     "register_guardrail",
 ]
-
-
-@attrs.frozen
-class Breach:
-    """What a guardrail stopped: which one, why, the limit and what was observed."""
-
-    guardrail: str
-    reason: str
-    limit: Any = None
-    observed: Any = None
-    intent_id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of the breach."""
-        return {
-            "guardrail": self.guardrail,
-            "reason": self.reason,
-            "limit": self.limit,
-            "observed": self.observed,
-            "intent_id": self.intent_id,
-        }
-
-
-class GuardrailRun(Protocol):
-    """What a guardrail sees of the run it guards (``ctx.run``, and ``bind``'s argument)."""
-
-    @property
-    def clock(self) -> Any:
-        """The runtime's clock: wait and time out on it so a virtual clock can skip ahead."""
-        ...
-
-    @property
-    def total_cost(self) -> float:
-        """The spend reported so far in this run, in USD."""
-        ...
-
-    @property
-    def portfolio_id(self) -> str:
-        """The id of the running portfolio."""
-        ...
-
-    def emit(self, type: str, intent_id: str | None, data: Mapping[str, Any]) -> None:
-        """Append an event of your own to the run's log."""
-        ...
-
-    def halt(self, breach: Breach) -> None:
-        """Stop the run: nothing new is dispatched, running work is cancelled, and the breach
-        is recorded (event, decision, ``@on_guardrail_breach``)."""
-        ...
-
-    def record_decision(
-        self, intent_id: str | None, decision: str, rationale: str, data: Mapping[str, Any]
-    ) -> Any:
-        """Record a decision on the coordinator's behalf (``coordinator_id="runtime"``)."""
-        ...
-
-    def notify_coordinator(self, hook: str, *args: Any) -> None:
-        """Queue the coordinator's ``on_approval_granted`` / ``on_approval_denied`` /
-        ``on_guardrail_breach`` handlers with ``args``."""
-        ...
-
-    def start_timer(self, seconds: float, callback: Callable[[], None]) -> None:
-        """Call ``callback`` after ``seconds`` on the run's clock (only from ``bind``)."""
-        ...
-
-    def view(self, intent_id: str) -> Intent:
-        """An intent as handlers see it."""
-        ...
-
-    def set_status(self, intent_id: str, type: str, data: Mapping[str, Any]) -> None:
-        """Log an event that changes an intent's status (``approval_requested``, ...)."""
-        ...
-
-
-class DispatchContext:
-    """One attempt on its way through the chain."""
-
-    __slots__ = ("run", "intent_id", "title", "key", "tags", "constraints", "agents", "attempt")
-
-    def __init__(
-        self,
-        run: GuardrailRun,
-        intent_id: str,
-        title: str,
-        key: str | None,
-        tags: tuple[str, ...],
-        constraints: Any,
-        agents: tuple[str, ...],
-        attempt: int,
-    ) -> None:
-        self.run = run
-        self.intent_id = intent_id
-        self.title = title
-        self.key = key
-        self.tags = tags
-        self.constraints = constraints
-        self.agents = agents
-        self.attempt = attempt
-
-    def __repr__(self) -> str:
-        return f"DispatchContext({self.title!r}, agents={self.agents}, attempt={self.attempt})"
-
-
-CallNext = Callable[[DispatchContext], Awaitable[Any]]
-
-
-class Guardrail:
-    """Base class of guardrails; every hook is optional."""
-
-    type: ClassVar[str] = "custom"
-
-    def bind(self, run: GuardrailRun) -> Guardrail:
-        """The instance that guards ``run`` (default: this one)."""
-        return self
-
-    async def __call__(self, ctx: DispatchContext, call_next: CallNext) -> Any:
-        await self.before_dispatch(ctx)
-        result = await call_next(ctx)
-        return await self.after_result(ctx, result)
-
-    async def before_dispatch(self, ctx: DispatchContext) -> None:
-        """Called before an attempt is dispatched; may wait, halt the run or raise."""
-
-    async def after_result(self, ctx: DispatchContext, result: Any) -> Any:
-        """Called with an attempt's result; return it (or a replacement), or raise."""
-        return result
-
-    def on_event(self, event: Event) -> None:
-        """Called with every event of the run it guards."""
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{key}={value!r}" for key, value in vars(self).items()
-                           if not key.startswith("_"))
-        return f"{type(self).__name__}({fields})"
-
-
-# ---------------------------------------------------------------------------- registry of types
-
-GuardrailFactory = Callable[..., Guardrail]
-_TYPES: dict[str, GuardrailFactory] = {}
-
-
-def register_guardrail(name: str, factory: GuardrailFactory) -> None:
-    """Make ``{"type": name, **fields}`` build ``factory(**fields)``.
-
-    >>> register_guardrail("no_fridays", NoFridays)
-    """
-    if not isinstance(name, str) or not name:
-        raise SpecError("register_guardrail needs a non-empty type name")
-    _TYPES[name] = factory
-
-
-def build_guardrails(items: Iterable[Any] | None, where: str) -> list[Guardrail]:
-    """Turn dicts and objects into guardrails; a clear error for anything else."""
-    built: list[Guardrail] = []
-    for index, item in enumerate(items or ()):
-        place = f"{where} guardrails[{index}]"
-        if isinstance(item, Mapping):
-            built.append(_from_dict(item, place))
-        elif isinstance(item, type):
-            raise SpecError(
-                f"{place}: {item.__name__} is a class; pass an instance, e.g. "
-                f"{item.__name__}(...), or a dict like {{'type': ...}}"
-            )
-        elif isinstance(item, Guardrail):
-            built.append(item)
-        elif callable(item):
-            built.append(_FunctionGuardrail(item))
-        else:
-            raise SpecError(
-                f"{place}: a guardrail is a dict like {{'type': 'budget', ...}}, a Guardrail "
-                f"object or an async function (ctx, call_next), got {type(item).__name__}"
-            )
-    return built
-
-
-class _FunctionGuardrail(Guardrail):
-    """A plain ``async def middleware(ctx, call_next)`` as a link of the chain."""
-
-    type = "function"
-
-    def __init__(self, function: Callable[[DispatchContext, CallNext], Awaitable[Any]]) -> None:
-        self.function = function
-
-    async def __call__(self, ctx: DispatchContext, call_next: CallNext) -> Any:
-        return await self.function(ctx, call_next)
-
-
-def _from_dict(item: Mapping[str, Any], place: str) -> Guardrail:
-    fields = dict(item)
-    kind = fields.pop("type", None)
-    if kind not in _TYPES:
-        known = ", ".join(sorted(_TYPES))
-        raise SpecError(
-            f"{place}: unknown guardrail type {kind!r}; known types: {known} "
-            "(register your own with openintent.guardrails.register_guardrail)"
-        )
-    try:
-        return _TYPES[kind](**fields)
-    except TypeError as exc:
-        raise SpecError(f"{place} ({kind}): {exc}") from None
-    except GuardrailError as exc:
-        raise SpecError(f"{place} ({kind}): {exc}") from None
-
-
-def _number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < minimum or (strict and value <= minimum):
-        bound = f"> {minimum}" if strict else f">= {minimum}"
-        raise GuardrailError(f"{name} must be a number {bound}, got {value!r}")
-    return float(value)
-
-
-def _names(name: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
-        raise GuardrailError(f"{name} must be a list of strings, got {value!r}")
-    return tuple(value)
 
 
 # ---------------------------------------------------------------------------- budget

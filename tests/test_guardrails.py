@@ -23,7 +23,6 @@ import pytest
 
 import openintent
 from openintent import RunHaltedError, Runtime, VirtualClock
-from openintent import guardrails as guardrails_module
 from openintent.agents import (
     Agent,
     Coordinator,
@@ -96,9 +95,8 @@ def load_example(name: str) -> ModuleType:
 
 
 @pytest.fixture
-def fresh_types(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Guardrail types registered by a test vanish after it."""
-    monkeypatch.setattr(guardrails_module, "_TYPES", dict(guardrails_module._TYPES))
+def fresh_types() -> None:
+    """Guardrail types registered by a test vanish after it (the plugin's autouse fixture)."""
 
 
 # -------------------------------------------------------------- the chain: custom guardrails

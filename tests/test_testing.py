@@ -343,3 +343,20 @@ async def test_captured_decisions_fixture(runtime, captured_decisions):
     assert captured_decisions == list(result.decisions)
     assert [d.decision for d in captured_decisions] == ["chose"]
     assert captured_decisions[0].data == {"option": 1}
+
+
+async def test_guardrail_types_registered_in_a_test_are_forgotten_after_it():
+    from openintent import SpecError
+    from openintent._guardrail_core import isolated_guardrail_types
+    from openintent.guardrails import Guardrail, build_guardrails, register_guardrail
+
+    class Noop(Guardrail):
+        type = "noop-for-test"
+
+    with isolated_guardrail_types():
+        register_guardrail("noop-for-test", Noop)
+        assert isinstance(build_guardrails([{"type": "noop-for-test"}], "here")[0], Noop)
+    with pytest.raises(SpecError, match="unknown guardrail type 'noop-for-test'"):
+        build_guardrails([{"type": "noop-for-test"}], "here")
+    with pytest.raises(SpecError, match="valid fields: max_cost_usd, warn_at"):
+        build_guardrails([{"type": "budget", "max_cost": 1}], "here")

@@ -4,7 +4,8 @@ Fixtures:
 
 ``openintent_registry``
     Every test gets a registry of its own (autouse): classes decorated inside a test never
-    leak into another; classes decorated at import time stay visible.
+    leak into another; classes decorated at import time stay visible. Guardrail types
+    registered with ``register_guardrail`` inside a test are forgotten after it.
 ``virtual_clock``
     A fresh :class:`~openintent.testing.VirtualClock`.
 ``runtime``
@@ -29,6 +30,7 @@ from collections.abc import Iterator
 import pytest
 
 from .._clock import Clock, RealClock
+from .._guardrail_core import isolated_guardrail_types
 from .._registry import Registry, isolated_registry
 from .._virtual_clock import VirtualClock
 from ..models import Event
@@ -53,8 +55,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def openintent_registry() -> Iterator[Registry]:
-    """A default registry for this test only (it starts with classes decorated at import)."""
-    with isolated_registry(inherit=True) as registry:
+    """A default registry for this test only (it starts with classes decorated at import);
+    guardrail types registered in the test are forgotten after it too."""
+    with isolated_registry(inherit=True) as registry, isolated_guardrail_types():
         yield registry
 
 
