@@ -117,8 +117,12 @@ class Coordination:
             )
         run = self.run
         run.learn_agent(agent)
-        run.store.emit(EventType.HANDOFF, intent.id, {"from": coordinator_id, "to": to})
         node = run.by_id[intent.id]
+        handoff: dict[str, Any] = {"from": coordinator_id, "to": to}
+        if len(node.agents) > 1:
+            # One assignee's part of a multi-agent intent: the intent stays with its assignees.
+            handoff["for"] = intent.assigned_to
+        run.store.emit(EventType.HANDOFF, intent.id, handoff)
         view = run.view(node, intent.attempt, to)
         for handler in agent.of(HookKind.HANDOFF):
             await call(handler, view, coordinator_id, clock=run.clock)
@@ -133,7 +137,7 @@ class Coordination:
         run = self.run
         reason = escalation.reason or "no reason given"
         run.store.emit(EventType.ESCALATED, intent.id,
-                       {"reason": reason, "agent": run.by_id[intent.id].assigned_to})
+                       {"reason": reason, "agent": intent.assigned_to})
         handlers = self._handlers(HookKind.ESCALATION)
         if not handlers:
             raise EscalationError(

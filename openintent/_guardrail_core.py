@@ -222,11 +222,19 @@ def _from_dict(item: Mapping[str, Any], place: str) -> Guardrail:
         )
     factory = _TYPES[kind]
     try:
-        return factory(**fields)
+        built = factory(**fields)
     except TypeError as exc:
         raise SpecError(f"{place} ({kind}): {exc}; valid fields: {_fields_of(factory)}") from None
     except GuardrailError as exc:
         raise SpecError(f"{place} ({kind}): {exc}") from None
+    if isinstance(built, Guardrail):
+        return built
+    if callable(built) and not isinstance(built, type):
+        return _FunctionGuardrail(built)
+    raise SpecError(
+        f"{place}: the factory registered for {kind!r} returned {built!r}, not a Guardrail; "
+        "register a Guardrail subclass or a function that returns an instance of one"
+    )
 
 
 def _number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:

@@ -17,7 +17,7 @@ import anyio
 
 from ._dispatch import BoundAgent, Handler, call
 from ._registry import HookKind
-from .models import Event, EventType
+from .models import Event, EventType, public_event
 
 if TYPE_CHECKING:
     from ._scheduler import Node, Run
@@ -44,14 +44,18 @@ class Notifications:
             if coordinator is not None and coordinator.of(kind):
                 by_agent[""] = coordinator.of(kind)
             self._table[kind] = by_agent
-        if self._table[HookKind.EVENT]:
-            run.store.listeners.append(self._on_event)
-        self._refresh()
         self._queue: deque[tuple[Handler, tuple[Any, ...]]] = deque()
         self._wakeup: anyio.Event | None = None
         self._busy = False
         self._drained: anyio.Event | None = None
         self._closing = False
+        if self._table[HookKind.EVENT]:
+            # Hooks hear the whole run, the events logged before they were set up too.
+            store = run.store
+            for seq, raw in enumerate(list(store.events)):
+                self._on_event(public_event(raw, seq, store.portfolio_id))
+            store.listeners.append(self._on_event)
+        self._refresh()
 
     def _refresh(self) -> None:
         self.state_watched = bool(self._table[HookKind.STATE_CHANGE])

@@ -21,6 +21,7 @@ import heapq
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +90,12 @@ class Run:
         self.errors: dict[str, BaseException] = {}
         self.log = store.log
         self._sequential = sequential
-        self._max_workers = max_workers or 1 << 62
+        # Sequential: one worker. A max_concurrency cap: a limiter around dispatches only, so
+        # an intent waiting for approval or in retry backoff holds no slot.
+        self._max_workers = 1 if sequential else 1 << 62
+        self._limiter = (
+            anyio.CapacityLimiter(max_workers) if max_workers and not sequential else None
+        )
         # Ready intents: FIFO, or by declaration order for the sequential strategy.
         self._ready: deque[Node] = deque()
         self._ready_heap: list[tuple[int, Node]] = []
@@ -289,7 +295,8 @@ class Run:
                     if ready or heap:
                         self._wake()
                     work = node.fast
-                    if work is None or self.guarding is not None or node.attempts:
+                    if (work is None or self.guarding is not None or node.attempts
+                            or self._limiter is not None):
                         await self._run_intent(node)
                     else:
                         # The hot path, inlined: the first attempt of an intent with one
@@ -378,20 +385,25 @@ class Run:
                 if self.guarding is not None:
                     result, intent = await self._guarded_attempt(node, agents, agent_id, attempt)
                 else:
-                    # packed data (attempt, agent): see models.PACKED_FIELDS
-                    self.store.emit(DISPATCHED, node.id, (attempt, agent_id))
-                    intent = self.view(node, attempt, agent_id)
-                    if spec.timeout is None:
-                        result = await self._attempt(node, agents, intent)
-                    else:
-                        result = await self._attempt_with_timeout(
-                            node, agents, intent, spec.timeout
-                        )
+                    async with self._slot():
+                        # packed data (attempt, agent): see models.PACKED_FIELDS
+                        self.store.emit(DISPATCHED, node.id, (attempt, agent_id))
+                        intent = self.view(node, attempt, agent_id)
+                        if spec.timeout is None:
+                            result = await self._attempt(node, agents, intent)
+                        else:
+                            result = await self._attempt_with_timeout(
+                                node, agents, intent, spec.timeout
+                            )
             except Exception as exc:
                 failure = exc
                 continue
             self._complete(node, intent, result)
             return
+
+    def _slot(self) -> AbstractAsyncContextManager[Any]:
+        """A max_concurrency slot for one dispatch (a no-op without a cap)."""
+        return self._limiter if self._limiter is not None else _NO_SLOT
 
     async def _guarded_attempt(
         self, node: Node, agents: tuple[BoundAgent, ...], agent_id: str | None, attempt: int
@@ -405,12 +417,15 @@ class Run:
             if self.halted is not None:  # a guardrail halted the run on the way in
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 raise anyio.get_cancelled_exc_class()("the run was halted")
-            self.store.emit(DISPATCHED, node.id, (attempt, label))
-            intent = self.view(node, attempt, agent_id)
-            views.append(intent)
-            if node.spec.timeout is None:
-                return await self._attempt(node, agents, intent)
-            return await self._attempt_with_timeout(node, agents, intent, node.spec.timeout)
+            async with self._slot():
+                self.store.emit(DISPATCHED, node.id, (attempt, label))
+                intent = self.view(node, attempt, agent_id)
+                views.append(intent)
+                if node.spec.timeout is None:
+                    return await self._attempt(node, agents, intent)
+                return await self._attempt_with_timeout(
+                    node, agents, intent, node.spec.timeout
+                )
 
         ctx = self.guarding.context(node, tuple(agent.id for agent in agents), attempt)
         result = await self.guarding.dispatch(ctx, dispatch)
@@ -464,6 +479,8 @@ class Run:
         return merged
 
     def _complete(self, node: Node, intent: Intent, result: dict[str, Any] | None) -> None:
+        if self.halted is not None or (self.parent is not None and self.stopped):
+            return  # a halt lands first: the attempt counts as cancelled, not completed
         record = node
         old_state = record.state
         # A copy: a handler that reuses its returned dict must not rewrite the log.
@@ -504,12 +521,13 @@ class Run:
             else node.spec.retry.agent_for(attempt + 1, primary)
         )
         if next_agent is not None:
-            if next_agent != node.assigned_to and len(node.agents) == 1:
+            this_agent = node.spec.retry.agent_for(attempt, primary)
+            if next_agent != this_agent and len(node.agents) == 1:
                 self.coordination.record_decision(
                     RUNTIME, node.id, "failover",
-                    f"{node.assigned_to} gave up after {attempt} attempt(s); "
+                    f"{this_agent} gave up after {attempt} attempt(s); "
                     f"{next_agent} takes over",
-                    {"from": node.assigned_to, "to": next_agent},
+                    {"from": this_agent, "to": next_agent},
                 )
             return True
         self.errors[node.id] = exc
@@ -537,6 +555,7 @@ class Run:
         failed_agent = node.assigned_to
         handlers = self.hooks.watchers_of(HookKind.RETRY, failed_agent)
         if handlers:
+            await self.hooks.drain()  # earlier events' hooks first: everything in log order
             intent = self.view(node, attempt + 1, agent)
             for handler in handlers:
                 await self.hooks.call_safely(handler, intent, attempt + 1, exc)
@@ -627,6 +646,17 @@ class Run:
 
 
 DISPATCHED = EventType.DISPATCHED
+
+
+class _NoSlot:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_SLOT = _NoSlot()
 
 
 def fast_path(

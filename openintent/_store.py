@@ -172,7 +172,10 @@ def _error(record: IntentRecord, event: RawEvent) -> None:
 
 
 def _attempt_failed(records: Records, event: RawEvent) -> None:
-    _error(records[event[_INTENT] or ""], event)
+    record = records[event[_INTENT] or ""]
+    _error(record, event)
+    # An attempt a guardrail refused was never dispatched, yet it was an attempt.
+    record.attempts = max(record.attempts, (event[_DATA] or _NO_DATA).get("attempt", 0))
 
 
 def _retry_scheduled(records: Records, event: RawEvent) -> None:
@@ -194,7 +197,9 @@ def _cancelled(records: Records, event: RawEvent) -> None:
 
 
 def _handoff(records: Records, event: RawEvent) -> None:
-    records[event[_INTENT] or ""].assigned_to = (event[_DATA] or _NO_DATA)["to"]
+    data = event[_DATA] or _NO_DATA
+    if "for" not in data:  # a handoff "for" one assignee leaves the intent with all of them
+        records[event[_INTENT] or ""].assigned_to = data["to"]
 
 
 def _awaiting_approval(records: Records, event: RawEvent) -> None:

@@ -26,6 +26,7 @@ counters are per run); ``on_event(event)`` sees every event of the run.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,8 +86,9 @@ class BudgetGuardrail(Guardrail):
         self._warned = False
 
     def bind(self, run: GuardrailRun) -> BudgetGuardrail:
-        fresh = BudgetGuardrail(self.max_cost_usd, self.warn_at)
+        fresh = copy.copy(self)  # a copy keeps a subclass's overrides
         fresh._run = run
+        fresh._warned = False
         return fresh
 
     async def before_dispatch(self, ctx: DispatchContext) -> None:
@@ -134,7 +136,7 @@ class TimeoutGuardrail(Guardrail):
         self.max_seconds = _number("max_seconds", max_seconds, strict=True)
 
     def bind(self, run: GuardrailRun) -> TimeoutGuardrail:
-        fresh = TimeoutGuardrail(self.max_seconds)
+        fresh = copy.copy(self)
 
         def expire() -> None:
             run.halt(Breach("timeout", f"the run exceeded {self.max_seconds:g} s",
@@ -204,9 +206,9 @@ class ApprovalGuardrail(Guardrail):
         self.requests: dict[str, ApprovalRequest] = {}
 
     def bind(self, run: GuardrailRun) -> ApprovalGuardrail:
-        fresh = ApprovalGuardrail(self.require_for, self.approvers or None,
-                                  self.timeout_seconds, self.on_timeout)
+        fresh = copy.copy(self)
         fresh._run = run
+        fresh.requests = {}
         return fresh
 
     def matches(self, ctx: DispatchContext) -> bool:
@@ -288,7 +290,9 @@ class RateLimitGuardrail(Guardrail):
         self._next_slot: dict[str, float] = {}
 
     def bind(self, run: GuardrailRun) -> RateLimitGuardrail:
-        return RateLimitGuardrail(self.per_second, self.per_agent)
+        fresh = copy.copy(self)
+        fresh._next_slot = {}
+        return fresh
 
     async def before_dispatch(self, ctx: DispatchContext) -> None:
         key = ",".join(ctx.agents) if self.per_agent else ""
@@ -312,7 +316,7 @@ class MaxConcurrencyGuardrail(Guardrail):
         self._slots: anyio.Semaphore | None = None
 
     def bind(self, run: GuardrailRun) -> MaxConcurrencyGuardrail:
-        fresh = MaxConcurrencyGuardrail(self.limit)
+        fresh = copy.copy(self)
         fresh._slots = anyio.Semaphore(self.limit)
         return fresh
 

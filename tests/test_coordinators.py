@@ -1214,7 +1214,8 @@ async def test_seed_review_an_escalating_reviewer_hands_its_vote_to_the_senior(c
                        intent="Review code")
     assert one(result, "escalated", "Review code").data["reason"] == "needs a security expert"
     assert one(result, "handoff", "Review code").data == {
-        "from": "review-coordinator", "to": "senior-reviewer"}
+        "from": "review-coordinator", "to": "senior-reviewer", "for": "reviewer-b"}
+    assert code.assigned_to == "reviewer-a,reviewer-b,reviewer-c"  # still its assignees'
     votes = [event.data for event in result.events.of_type("response_received")]
     assert votes == [{"agent": "reviewer-a", "response": {"approved": False}},
                      {"agent": "reviewer-b", "response": {"approved": True, "by": "senior"}}]

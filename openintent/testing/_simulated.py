@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import weakref
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -79,7 +80,9 @@ class SimulatedAgent(AgentMethods):
         self.escalate_reason = escalate
         self.hang = hang
         self.calls: list[SimulatedCall] = []
-        self._calls_per_intent: Counter[str] = Counter()
+        self._calls_per_run: weakref.WeakKeyDictionary[Any, Counter[str]] = (
+            weakref.WeakKeyDictionary()
+        )
         self.__openintent_id__ = agent_id
         self.__openintent_definition__ = AgentDefinition(
             agent_id,
@@ -106,8 +109,12 @@ class SimulatedAgent(AgentMethods):
     async def _simulate(self, intent: Intent) -> Any:
         run = current_run("SimulatedAgent")
         clock = run.clock
-        self._calls_per_intent[intent.id] += 1
-        nth = self._calls_per_intent[intent.id]
+        # Counted per run (a seeded rerun reuses intent ids): the script restarts each run.
+        counts = self._calls_per_run.get(run)
+        if counts is None:
+            counts = self._calls_per_run[run] = Counter()
+        counts[intent.id] += 1
+        nth = counts[intent.id]
         self.calls.append(SimulatedCall(intent.id, intent.title, intent.attempt, clock.now()))
         outcome = self._outcome(nth)
         if self.hang or outcome == HANG:
