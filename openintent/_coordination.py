@@ -269,11 +269,20 @@ class Coordination:
             return None
         record = self.run.by_id[intent.id]
         versions = [
-            Response(record.state, record.assigned_to or "", record.version),
+            Response(record.state, self._last_writer(intent.id) or record.assigned_to or "",
+                     record.version),
             Response({**record.state, **patch}, intent.assigned_to or "", expected_version),
         ]
         value = await call(handlers[0], intent, versions, clock=self.run.clock)
         return _as_dict(value, handlers[0].name)
+
+    def _last_writer(self, intent_id: str) -> str | None:
+        """Who wrote an intent's current state, from the log (conflicts are rare: a scan)."""
+        for type_, _time, event_intent, data in reversed(self.run.store.events):
+            if event_intent == intent_id and type_ == EventType.STATE_PATCHED:
+                by: str | None = (data or {}).get("by")
+                return by
+        return None
 
     # ------------------------------------------------------------------ decisions
 

@@ -58,7 +58,8 @@ class HandlerContext:
                 actual=record.version,
             )
         old_state = record.state
-        run.store.emit(EventType.STATE_PATCHED, intent.id, {"patch": to_plain(patch)})
+        run.store.emit(EventType.STATE_PATCHED, intent.id,
+                       {"patch": to_plain(patch), "by": intent.assigned_to})
         intent.state = dict(record.state)
         intent.version = record.version
         if run.hooks.state_watched:

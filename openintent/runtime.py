@@ -93,6 +93,10 @@ class Runtime:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._closed = True
+        if not self._active:  # else the last run to finish closes the streams
+            self._close_streams()
+
+    def _close_streams(self) -> None:
         for stream in self._subscribers:
             stream.close()
         self._subscribers.clear()
@@ -208,6 +212,8 @@ class Runtime:
         store.emit(EventType.RUN_FINISHED, None, {"status": str(status)})
         if not nested:
             self._current = None
+        if self._closed and not any(run.store is not store for run in self._active):
+            self._close_streams()  # the runtime was left while this run went on
 
     # ------------------------------------------------------------------ the run's host
 

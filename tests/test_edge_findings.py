@@ -1,9 +1,8 @@
 """Edge-case findings of the third review round (timeouts, hooks, concurrency, guardrails,
 runtime reuse, simulated agents, determinism).
 
-Each test is a minimal reproduction of a bug found in review and now fixed; two known limits
-stay marked ``xfail(strict=True)``. Every run is bounded by the virtual clock (or ends by
-itself); none uses a real-time guard.
+Each test is a minimal reproduction of a bug found in review, now fixed. Every run is bounded
+by the virtual clock (or ends by itself); none uses a real-time guard.
 """
 
 from __future__ import annotations
@@ -233,8 +232,6 @@ async def test_an_escalated_vote_leaves_the_intent_with_its_assignees() -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.xfail(strict=True, reason="known limit: the current version's Response in a patch "
-                   "conflict names the intent's assignees, not the agent that wrote it")
 async def test_a_patch_conflict_names_who_wrote_the_current_version() -> None:
     versions_seen: list[list[tuple[str, int]]] = []
 
@@ -345,8 +342,6 @@ async def test_a_factory_that_builds_a_plain_middleware_function_works() -> None
 # ------------------------------------------------------------------ runtime reuse
 
 
-@pytest.mark.xfail(strict=True, reason="leaving `async with Runtime` closes every rt.events() "
-                   "stream at once, while a run started in another task is still going")
 @pytest.mark.asyncio
 async def test_leaving_the_runtime_while_a_run_goes_on_still_ends_its_event_stream() -> None:
     SimulatedAgent("a", result={"ok": True}, delay=5)
