@@ -27,6 +27,9 @@ class RunContext(Protocol):
     @property
     def clock(self) -> Clock: ...
 
+    @property
+    def portfolio_id(self) -> str: ...
+
     async def patch_state(
         self, intent: Intent, patch: Mapping[str, Any], expected_version: int | None
     ) -> int: ...

@@ -100,7 +100,9 @@ class GuardrailRun(Protocol):
 class DispatchContext:
     """One attempt on its way through the chain."""
 
-    __slots__ = ("run", "intent_id", "title", "key", "tags", "constraints", "agents", "attempt")
+    __slots__ = (
+        "run", "intent_id", "title", "key", "tags", "constraints", "agents", "attempt", "slots"
+    )
 
     def __init__(
         self,
@@ -121,6 +123,9 @@ class DispatchContext:
         self.constraints = constraints
         self.agents = agents
         self.attempt = attempt
+        # Async context managers the dispatch itself enters (concurrency slots): held while
+        # the handlers run, not while later guardrails wait.
+        self.slots: list[Any] = []
 
     def __repr__(self) -> str:
         return f"DispatchContext({self.title!r}, agents={self.agents}, attempt={self.attempt})"

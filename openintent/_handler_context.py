@@ -30,6 +30,11 @@ class HandlerContext:
         """The run's clock (``openintent.sleep`` and simulated agents wait on it)."""
         return self._run.clock
 
+    @property
+    def portfolio_id(self) -> str:
+        """The id of the running portfolio."""
+        return self._run.store.portfolio_id
+
     async def patch_state(
         self, intent: Intent, patch: Mapping[str, Any], expected_version: int | None
     ) -> int:

@@ -21,7 +21,7 @@ import heapq
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -417,7 +417,9 @@ class Run:
             if self.halted is not None:  # a guardrail halted the run on the way in
                 await anyio.lowlevel.checkpoint_if_cancelled()
                 raise anyio.get_cancelled_exc_class()("the run was halted")
-            async with self._slot():
+            async with AsyncExitStack() as slots:
+                for slot in (self._slot(), *ctx.slots):
+                    await slots.enter_async_context(slot)
                 self.store.emit(DISPATCHED, node.id, (attempt, label))
                 intent = self.view(node, attempt, agent_id)
                 views.append(intent)

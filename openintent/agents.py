@@ -13,7 +13,7 @@ A plain description of behaviour: nothing here imports the runtime. Methods such
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, NoReturn, TypeVar, overload
 
 import attrs
 
@@ -28,7 +28,7 @@ from ._registry import (
 )
 from ._specs import IntentSpec as IntentSpec
 from ._specs import PortfolioSpec as PortfolioSpec
-from .errors import AgentError, Escalate
+from .errors import AgentError, Escalate, OpenIntentError
 from .models import Decision, Intent, RunResult
 
 __all__ = [
@@ -89,9 +89,12 @@ def on_complete(function: F) -> F:
 
 
 def on_all_complete(function: F) -> F:
-    """Called once with ``(self, portfolio)`` when every intent has completed.
+    """Called once with ``(self, portfolio)`` when every intent has completed: on the
+    coordinator, then on the run's agents.
 
-    The return value of the coordinator's handler becomes ``result.output``.
+    The return value of the coordinator's handler becomes ``result.output``; if it raises, the
+    run ends ``failed`` with ``result.error`` saying why. Sub-portfolios (``execute``) don't
+    fire it.
     """
     return _mark(function, HookKind.ALL_COMPLETE)
 
@@ -130,7 +133,9 @@ def on_state_change(
 
 
 def on_event(event_type: str) -> Callable[[F], F]:
-    """Called with ``(self, event)`` for every event of ``event_type`` in the run's log.
+    """Called with ``(self, event)`` for events of ``event_type``: on the coordinator for every
+    such event of the run; on an agent for events of its intents and run-level events.
+    ``hook_failed`` and ``run_finished`` reach no hook.
 
     >>> class Watcher:
     ...     @on_event("failed")
@@ -267,7 +272,7 @@ class AgentMethods:
         run = current_run("record_cost")
         await run.record_cost(self.__openintent_id__, intent, usd, details)
 
-    async def escalate(self, intent: Intent, reason: str) -> None:
+    async def escalate(self, intent: Intent, reason: str) -> NoReturn:
         """Hand ``intent`` to the coordinator; same as ``raise Escalate(reason)``."""
         raise Escalate(reason)
 
@@ -297,8 +302,17 @@ class CoordinatorMethods(AgentMethods):
         portfolio_id: str | None = None,
         **data: Any,
     ) -> Decision:
-        """Append an immutable decision record to the run's decision log and event log."""
+        """Append an immutable decision record to the run's decision log and event log.
+
+        ``portfolio_id``, when given, must be the running portfolio's (a record always
+        belongs to the run it is made in).
+        """
         run = current_run("record_decision")
+        if portfolio_id is not None and portfolio_id != run.portfolio_id:
+            raise OpenIntentError(
+                f"record_decision(portfolio_id={portfolio_id!r}) is not the running "
+                f"portfolio {run.portfolio_id!r}; leave portfolio_id out"
+            )
         return run.record_decision(
             self.__openintent_id__, intent_id, decision, rationale, data
         )
@@ -377,6 +391,12 @@ def Coordinator(  # noqa: N802 - a decorator named like a class
     max_concurrency: int | None = None,
 ) -> Callable[[C], C]:
     """Register a class as the coordinator ``coordinator_id`` of the portfolios it runs.
+
+    ``agents``: the team it routes and fans out to (``delegate`` from ``@on_assignment`` stays
+    inside it). ``strategy``: ``"parallel"`` (default) or ``"sequential"`` (one intent at a
+    time, in dependency then declaration order). ``guardrails``: dicts or objects enforced
+    around every attempt (see :mod:`openintent.guardrails`). ``max_concurrency``: at most this
+    many attempts dispatched at once.
 
     Pass it to ``rt.run(spec, coordinator=...)``; its ``@on_all_complete`` return value is
     ``result.output``.

@@ -305,7 +305,8 @@ class RateLimitGuardrail(Guardrail):
 
 
 class MaxConcurrencyGuardrail(Guardrail):
-    """``{"type": "max_concurrency", "limit": 4}``: at most ``limit`` attempts at once."""
+    """``{"type": "max_concurrency", "limit": 4}``: at most ``limit`` attempts dispatched at
+    once (waiting for approval or a rate limit holds no slot)."""
 
     type = "max_concurrency"
 
@@ -320,10 +321,11 @@ class MaxConcurrencyGuardrail(Guardrail):
         fresh._slots = anyio.Semaphore(self.limit)
         return fresh
 
-    async def __call__(self, ctx: DispatchContext, call_next: CallNext) -> Any:
+    async def before_dispatch(self, ctx: DispatchContext) -> None:
+        # The slot is taken around the dispatch itself, so an approval wait or a rate-limit
+        # pause further along the chain holds none.
         assert self._slots is not None
-        async with self._slots:
-            return await call_next(ctx)
+        ctx.slots.append(self._slots)
 
 
 class RequireOutputGuardrail(Guardrail):

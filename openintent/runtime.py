@@ -1,9 +1,10 @@
 """The Runtime: wires agents, clock and event log together and runs portfolios.
 
->>> async def main():
-...     async with Runtime(agents=[Extractor, Transformer, Loader]) as rt:
-...         result = await rt.run(workflow, coordinator=ETLCoordinator)
-...     result.raise_for_status()
+Typical use (see ``examples/etl.py`` for the whole program)::
+
+    async with Runtime(agents=[Extractor, Transformer, Loader]) as rt:
+        result = await rt.run(workflow, coordinator=ETLCoordinator)
+    result.raise_for_status()
 """
 
 from __future__ import annotations
@@ -107,8 +108,11 @@ class Runtime:
         """Run every intent of ``spec`` and return the result, whatever the outcome.
 
         Raises :class:`~openintent.errors.SpecError` (nothing runs) when the spec is invalid:
-        duplicate titles, unknown dependencies, a cycle, unknown agent ids. Cancelling the
-        call cancels every running handler and records the intents as cancelled.
+        duplicate titles, unknown dependencies, a cycle, unknown agent ids, bad guardrails;
+        :class:`~openintent.errors.AgentError` for an agent without ``@on_assignment`` or a
+        coordinator that is not one. Cancelling the call cancels every running handler,
+        records the unfinished intents as cancelled, ends the log with ``run_finished``
+        (``cancelled``) and re-raises the cancellation: no result is returned then.
         """
         if self._closed:
             raise OpenIntentError("this Runtime is closed; create a new one to run again")

@@ -282,3 +282,46 @@ async def test_add_intent_after_a_halt_says_the_run_was_halted() -> None:
                               coordinator=Lead)
     assert result.status == "halted" and len(messages) == 1
     assert "halted" in messages[0], messages[0]
+
+
+@pytest.mark.asyncio
+async def test_a_max_concurrency_guardrail_slot_is_not_held_while_waiting_for_approval() -> None:
+    builder = SimulatedAgent("builder", result={"ok": True}, delay=5)
+    SimulatedAgent("deployer", result={"ok": True})
+    guardrails = [{"type": "max_concurrency", "limit": 1},
+                  {"type": "approval", "require_for": ["Deploy"]}]
+    async with Runtime(clock=VirtualClock(), seed=0, guardrails=guardrails) as rt:
+        async with anyio.create_task_group() as tg:
+            results: list[Any] = []
+
+            async def run() -> None:
+                results.append(await rt.run(PortfolioSpec("p", [
+                    IntentSpec("Deploy", assign="deployer"),
+                    IntentSpec("Build", assign="builder"),
+                ])))
+
+            tg.start_soon(run)
+            while not builder.calls:  # Build runs while Deploy waits for its approval
+                await anyio.lowlevel.checkpoint()
+            assert builder.calls[0].time == 0.0
+            while not rt.pending_approvals():
+                await anyio.lowlevel.checkpoint()
+            await rt.approve("Deploy", by="ops")
+    assert results[0].status == "completed"
+
+
+@pytest.mark.asyncio
+async def test_a_multi_agent_intent_that_never_started_names_its_assignees() -> None:
+    SimulatedAgent("a", result={"ok": True}, cost_usd=10.0)
+    SimulatedAgent("b", result={"ok": True})
+    SimulatedAgent("c", result={"ok": True})
+    spec = PortfolioSpec("p", [
+        IntentSpec("Spend", assign="a"),
+        IntentSpec("Vote", assign=["b", "c"], depends_on=["Spend"]),
+    ])
+    async with Runtime(clock=VirtualClock(), seed=0,
+                       guardrails=[{"type": "budget", "max_cost_usd": 5}]) as rt:
+        result = await rt.run(spec)
+    assert result.status == "halted"
+    assert result.intents["Vote"].status == "pending"
+    assert result.intents["Vote"].assigned_to == "b,c"
