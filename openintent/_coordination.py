@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
+import anyio.lowlevel
 
 from ._dispatch import BoundAgent, call
 from ._registry import HookKind, suggest
@@ -186,6 +187,9 @@ class Coordination:
         failures: list[tuple[str, Exception]] = []
 
         async def respond(agent: BoundAgent) -> None:
+            # A task that had not started when the vote (or the run) was cancelled must not
+            # start its work now.
+            await anyio.lowlevel.checkpoint_if_cancelled()
             view = run.view(node, intent.attempt, agent.id)
             try:
                 try:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import anyio.lowlevel
+
 from ._store import is_valid_cost
 from .errors import OpenIntentError, StateConflictError
 from .models import Decision, EventType, Intent, RunResult, to_plain
@@ -75,6 +77,8 @@ class HandlerContext:
         self, agent_id: str, intent: Intent, usd: float, details: Mapping[str, Any]
     ) -> None:
         """Add spend to the run's ledger (a ``cost_recorded`` event)."""
+        # A handler cancelled by a halt records nothing more (its cancellation lands here).
+        await anyio.lowlevel.checkpoint_if_cancelled()
         if not is_valid_cost(usd):
             raise ValueError(f"record_cost takes a finite amount >= 0 in USD, got {usd!r}")
         if intent.id not in self._run.records:

@@ -386,6 +386,9 @@ class Run:
                     result, intent = await self._guarded_attempt(node, agents, agent_id, attempt)
                 else:
                     async with self._slot():
+                        if self.halted is not None:  # halted while waiting for a slot
+                            await anyio.lowlevel.checkpoint_if_cancelled()
+                            raise anyio.get_cancelled_exc_class()("the run was halted")
                         # packed data (attempt, agent): see models.PACKED_FIELDS
                         self.store.emit(DISPATCHED, node.id, (attempt, agent_id))
                         intent = self.view(node, attempt, agent_id)
@@ -420,6 +423,9 @@ class Run:
             async with AsyncExitStack() as slots:
                 for slot in (self._slot(), *ctx.slots):
                     await slots.enter_async_context(slot)
+                if self.halted is not None:  # halted while this attempt waited for a slot
+                    await anyio.lowlevel.checkpoint_if_cancelled()
+                    raise anyio.get_cancelled_exc_class()("the run was halted")
                 self.store.emit(DISPATCHED, node.id, (attempt, label))
                 intent = self.view(node, attempt, agent_id)
                 views.append(intent)
