@@ -118,7 +118,7 @@ class Coordination:
             )
         run = self.run
         run.learn_agent(agent)
-        node = run.by_id[intent.id]
+        node = run.records[intent.id]
         handoff: dict[str, Any] = {"from": coordinator_id, "to": to}
         if len(node.agents) > 1:
             # One assignee's part of a multi-agent intent: the intent stays with its assignees.
@@ -271,7 +271,7 @@ class Coordination:
         handlers = self._handlers(HookKind.CONFLICT)
         if not handlers:
             return None
-        record = self.run.by_id[intent.id]
+        record = self.run.records[intent.id]
         versions = [
             Response(record.state, self._last_writer(intent.id) or record.assigned_to or "",
                      record.version),
@@ -301,7 +301,7 @@ class Coordination:
         """Append a decision record to the event log and return it."""
         if not isinstance(decision, str) or not decision:
             raise ValueError(f"record_decision needs a non-empty decision string, got {decision!r}")
-        if intent_id is not None and intent_id not in self.run.by_id:
+        if intent_id is not None and intent_id not in self.run.records:
             raise OpenIntentError(f"record_decision: intent {intent_id!r} is not in this run")
         run = self.run
         decision_id = f"dc_{run.rng.getrandbits(64):016x}"

@@ -33,7 +33,6 @@ class Guarding:
         self._templates = templates
         self.chain: list[Guardrail] = []
         self._tg: TaskGroup | None = None
-        self._pending_timers: list[tuple[float, Callable[[], None]]] = []
 
     # ------------------------------------------------------------------ life cycle
 
@@ -110,7 +109,7 @@ class Guarding:
         self.run.start_background(timer)
 
     def view(self, intent_id: str) -> Intent:
-        node = self.run.by_id[intent_id]
+        node = self.run.records[intent_id]
         return self.run.view(node, node.attempts, node.assigned_to)
 
     # ------------------------------------------------------------------ approvals

@@ -78,10 +78,9 @@ class Run:
     ) -> None:
         self.spec = spec
         self.nodes = nodes
-        self.by_id = store.records  # intent id -> its record, which is also its node
         self.id_of_title = {node.spec.title: node.id for node in nodes}
         self.store = store
-        self.records = store.records
+        self.records = store.records  # intent id -> its record, which is also its node
         self.clock = clock
         self.rng = rng
         self.coordinator = coordinator
@@ -201,7 +200,7 @@ class Run:
         self.coordination.record_decision(
             RUNTIME, breach.intent_id, "guardrail_breach", breach.reason, breach.to_dict()
         )
-        node = self.by_id.get(breach.intent_id) if breach.intent_id else None
+        node = self.records.get(breach.intent_id) if breach.intent_id else None
         intent = self.view(node, node.attempts, node.assigned_to) if node is not None else None
         self.notify_coordinator(HookKind.GUARDRAIL_BREACH, intent, breach)
         self.log.warning("run halted", guardrail=breach.guardrail, reason=breach.reason)
@@ -253,7 +252,9 @@ class Run:
     @property
     def stopped(self) -> bool:
         """Halted, or inside a run (a sub-portfolio's parent) that was halted."""
-        run: Run | None = self
+        if self.halted is not None:
+            return True
+        run = self.parent
         while run is not None:
             if run.halted is not None:
                 return True
@@ -261,7 +262,7 @@ class Run:
         return False
 
     def _make_ready(self, node: Node) -> None:
-        if self.halted is not None or (self.parent is not None and self.stopped):
+        if self.stopped:
             return  # a halted run starts nothing new: the intent stays pending
         self.store.emit(EventType.READY, node.id)
         if self._sequential:
@@ -287,7 +288,7 @@ class Run:
         done = 0
         try:
             while not self._closing:
-                if self.halted is not None or (self.parent is not None and self.stopped):
+                if self.stopped:
                     return  # a guardrail stopped the run: dispatch nothing new
                 if ready or heap:
                     # Sequential: the ready intent declared first, chosen when it is needed.
@@ -386,9 +387,7 @@ class Run:
                     result, intent = await self._guarded_attempt(node, agents, agent_id, attempt)
                 else:
                     async with self._slot():
-                        if self.halted is not None:  # halted while waiting for a slot
-                            await anyio.lowlevel.checkpoint_if_cancelled()
-                            raise anyio.get_cancelled_exc_class()("the run was halted")
+                        await self._unless_halted()  # halted while waiting for a slot?
                         # packed data (attempt, agent): see models.PACKED_FIELDS
                         self.store.emit(DISPATCHED, node.id, (attempt, agent_id))
                         intent = self.view(node, attempt, agent_id)
@@ -404,6 +403,12 @@ class Run:
             self._complete(node, intent, result)
             return
 
+    async def _unless_halted(self) -> None:
+        """Stop an attempt about to be dispatched in a halted run (as cancelled)."""
+        if self.halted is not None:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            raise anyio.get_cancelled_exc_class()("the run was halted")
+
     def _slot(self) -> AbstractAsyncContextManager[Any]:
         """A max_concurrency slot for one dispatch (a no-op without a cap)."""
         return self._limiter if self._limiter is not None else _NO_SLOT
@@ -417,15 +422,11 @@ class Run:
         views: list[Intent] = []
 
         async def dispatch(ctx: DispatchContext) -> dict[str, Any] | None:
-            if self.halted is not None:  # a guardrail halted the run on the way in
-                await anyio.lowlevel.checkpoint_if_cancelled()
-                raise anyio.get_cancelled_exc_class()("the run was halted")
+            await self._unless_halted()  # a guardrail halted the run on the way in?
             async with AsyncExitStack() as slots:
                 for slot in (self._slot(), *ctx.slots):
                     await slots.enter_async_context(slot)
-                if self.halted is not None:  # halted while this attempt waited for a slot
-                    await anyio.lowlevel.checkpoint_if_cancelled()
-                    raise anyio.get_cancelled_exc_class()("the run was halted")
+                await self._unless_halted()  # halted while this attempt waited for a slot?
                 self.store.emit(DISPATCHED, node.id, (attempt, label))
                 intent = self.view(node, attempt, agent_id)
                 views.append(intent)
@@ -487,7 +488,7 @@ class Run:
         return merged
 
     def _complete(self, node: Node, intent: Intent, result: dict[str, Any] | None) -> None:
-        if self.halted is not None or (self.parent is not None and self.stopped):
+        if self.stopped:
             return  # a halt lands first: the attempt counts as cancelled, not completed
         record = node
         old_state = record.state
