@@ -1,8 +1,12 @@
-"""Cancellation, timeouts and concurrency of the scheduler, on the real clock.
+"""Cancellation, timeouts and concurrency of the scheduler.
 
-Every wait that would hang on a regression is bounded (``move_on_after``/``fail_after`` or a
-``threading.Event`` timeout) so a broken scheduler fails these tests instead of hanging them;
-real sleeps stay well under half a second per test.
+Nothing here depends on how fast the machine is. A run is cancelled when the test has seen
+what it waits for (an ``anyio.Event`` a handler sets, or an event of the log), never after a
+guessed real delay; waits and timeouts that tests measure run on a ``VirtualClock``. What
+needs the real clock (worker threads, the real clock's own timeouts) asserts only bounds
+that hold on a loaded machine. Every wait that would hang on a regression is bounded by
+``HANG_GUARD`` real seconds (or a virtual deadline), so a broken scheduler fails these tests
+instead of hanging them.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import anyio.lowlevel
 import anyio.to_thread
 import pytest
 
-from openintent import Runtime
+import openintent
+from openintent import Runtime, VirtualClock
 from openintent.agents import (
     Agent,
     Coordinator,
@@ -29,6 +34,7 @@ from openintent.agents import (
 from openintent.models import Event
 
 NO_RETRY_DELAY = {"initial_delay": 0, "jitter": False}
+HANG_GUARD = 10  # real seconds; only a regression that hangs ever waits this long
 
 
 def statuses(result: Any) -> dict[str, str]:
@@ -37,7 +43,34 @@ def statuses(result: Any) -> dict[str, str]:
 
 async def collect(stream: Any) -> list[Event]:
     """Every event of ``rt.events()`` up to and including ``run_finished``."""
-    return [event async for event in stream]
+    with anyio.fail_after(HANG_GUARD):
+        return [event async for event in stream]
+
+
+async def run_and_cancel(
+    rt: Runtime, spec: PortfolioSpec, when: anyio.Event | str, coordinator: Any = None
+) -> tuple[anyio.CancelScope, bool]:
+    """``rt.run(spec)`` in a cancel scope that is cancelled as soon as ``when`` happens: an
+    ``anyio.Event`` is set, or an event of that type is logged. Returns the scope and whether
+    ``rt.run`` returned (it must not: it is cancelled)."""
+    returned = False
+    with anyio.fail_after(HANG_GUARD), anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_when_it_happens() -> None:
+                if isinstance(when, str):
+                    async for event in rt.events():
+                        if event.type == when:
+                            break
+                else:
+                    await when.wait()
+                scope.cancel()
+
+            tg.start_soon(cancel_when_it_happens)
+            await rt.run(spec, coordinator=coordinator)
+            returned = True
+            tg.cancel_scope.cancel()
+    return scope, returned
 
 
 # ------------------------------------------------------------------------ cancelling the run
@@ -79,12 +112,9 @@ async def test_cancelling_run_cancels_every_running_handler_and_leaves_no_task()
         ],
     )
     before = asyncio.all_tasks()
-    run_returned = False
     async with Runtime(agents=[Sleeper], seed=1) as rt:
         stream = rt.events()
-        with anyio.move_on_after(0.05) as scope:
-            await rt.run(spec)
-            run_returned = True
+        scope, run_returned = await run_and_cancel(rt, spec, all_entered)
         events = await collect(stream)
     after = asyncio.all_tasks()
 
@@ -110,21 +140,22 @@ async def test_cancelling_run_cancels_every_running_handler_and_leaves_no_task()
 
 @pytest.mark.asyncio
 async def test_runtime_runs_again_after_a_cancelled_run() -> None:
+    stuck_entered = anyio.Event()
+
     @Agent("worker")
     class Worker:
         @on_assignment
         async def work(self, intent: Any) -> dict[str, Any]:
             if intent.title == "stuck":
+                stuck_entered.set()
                 await anyio.sleep(10)
             return {"title": intent.title}
 
     async with Runtime(agents=[Worker], seed=1) as rt:
-        with anyio.move_on_after(0.02) as scope:
-            await rt.run(
-                PortfolioSpec(name="first", intents=[IntentSpec("stuck", assign="worker")])
-            )
-        assert scope.cancelled_caught
-        with anyio.fail_after(1):
+        first = PortfolioSpec(name="first", intents=[IntentSpec("stuck", assign="worker")])
+        scope, returned = await run_and_cancel(rt, first, stuck_entered)
+        assert scope.cancelled_caught and not returned
+        with anyio.fail_after(HANG_GUARD):
             result = await rt.run(
                 PortfolioSpec(
                     name="second",
@@ -143,6 +174,7 @@ async def test_runtime_runs_again_after_a_cancelled_run() -> None:
 @pytest.mark.asyncio
 async def test_cancelling_during_on_all_complete_still_finishes_the_log() -> None:
     finalized: list[str] = []
+    finishing = anyio.Event()
 
     @Agent("worker")
     class Worker:
@@ -154,6 +186,7 @@ async def test_cancelling_during_on_all_complete_still_finishes_the_log() -> Non
     class Lead:
         @on_all_complete
         async def finish(self, portfolio: Any) -> str:
+            finishing.set()
             try:
                 await anyio.sleep(10)
             finally:
@@ -163,11 +196,10 @@ async def test_cancelling_during_on_all_complete_still_finishes_the_log() -> Non
     spec = PortfolioSpec(name="wrap-up", intents=[IntentSpec("job", assign="worker")])
     async with Runtime(agents=[Worker], seed=1) as rt:
         stream = rt.events()
-        with anyio.move_on_after(0.05) as scope:
-            await rt.run(spec, coordinator=Lead)
+        scope, _ = await run_and_cancel(rt, spec, finishing, coordinator=Lead)
         events: list[Event] = []
-        with anyio.move_on_after(0.2) as hang:  # the bug: the stream never ends
-            events = await collect(stream)
+        with anyio.move_on_after(HANG_GUARD) as hang:  # the bug: the stream never ends
+            events = [event async for event in stream]
 
     assert scope.cancelled_caught
     assert finalized == ["wrap-up"]
@@ -201,10 +233,9 @@ async def test_cancelling_run_also_cancels_handlers_waiting_in_retry_backoff() -
     start = time.monotonic()
     async with Runtime(agents=[Flaky], seed=1) as rt:
         stream = rt.events()
-        with anyio.move_on_after(0.05) as scope:
-            await rt.run(spec)
+        scope, _ = await run_and_cancel(rt, spec, "retry_scheduled")
         events = await collect(stream)
-    assert time.monotonic() - start < 1
+    assert time.monotonic() - start < 5  # the 10 s backoff was not waited out
     assert scope.cancelled_caught
     assert attempts == [1]  # the 10 s backoff was cancelled, not waited out
     assert [event.type for event in events][-3:] == ["retry_scheduled", "cancelled", "run_finished"]
@@ -235,8 +266,9 @@ async def test_fan_out_handlers_all_run_at_once() -> None:
             if len(arrived) == width:
                 everyone_here.set()
             # Only proceeds once all `width` handlers are inside at the same time; the guard
+            # (virtual: it fires as soon as every handler waits and nobody else can come)
             # turns a scheduler with barriers or a worker limit into a failure, not a hang.
-            with anyio.move_on_after(0.5):
+            with clock.timeout(60):
                 await everyone_here.wait()
             inside -= 1
             return {"saw_everyone": everyone_here.is_set()}
@@ -250,7 +282,8 @@ async def test_fan_out_handlers_all_run_at_once() -> None:
             IntentSpec("join", assign="fan", depends_on=leaves),
         ],
     )
-    async with Runtime(agents=[Fan], seed=1) as rt:
+    clock = VirtualClock()
+    async with Runtime(agents=[Fan], seed=1, clock=clock) as rt:
         result = await rt.run(spec)
 
     assert result.status == "completed"
@@ -281,7 +314,7 @@ async def test_a_slow_branch_does_not_hold_up_an_unrelated_fast_chain() -> None:
         async def work(self, intent: Any) -> dict[str, Any]:
             nonlocal slow_inside
             slow_inside = True
-            with anyio.move_on_after(0.5) as guard:
+            with clock.timeout(60) as guard:  # virtual: fires only if nothing else can run
                 await release.wait()
             slow_inside = False
             return {"released_by_fast_chain": not guard.cancelled_caught}
@@ -308,10 +341,9 @@ async def test_a_slow_branch_does_not_hold_up_an_unrelated_fast_chain() -> None:
             IntentSpec("fast3", assign="fast", depends_on=["fast2"]),
         ],
     )
-    start = time.monotonic()
-    async with Runtime(agents=[Slow, Fast], seed=1) as rt:
+    clock = VirtualClock()
+    async with Runtime(agents=[Slow, Fast], seed=1, clock=clock) as rt:
         result = await rt.run(spec)
-    elapsed = time.monotonic() - start
 
     assert result.status == "completed"
     assert seen_by_last_fast == {"slow_still_blocked": True}
@@ -319,15 +351,16 @@ async def test_a_slow_branch_does_not_hold_up_an_unrelated_fast_chain() -> None:
     completed = [event.intent_id for event in result.events.of_type("completed")]
     order = [result.intents[title].id for title in ("root", "fast1", "fast2", "fast3", "slow")]
     assert completed == order
-    assert elapsed < 0.4  # nobody waited for the slow handler's guard
+    assert clock.now() == 0.0  # nobody waited for the slow handler's guard
 
 
 # ------------------------------------------------------------------------ per-intent timeouts
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("clock_kind", ["virtual", "real"])
 @pytest.mark.parametrize("max_attempts", [1, 2])
-async def test_timeout_cancels_the_attempt_and_fails_it(max_attempts: int) -> None:
+async def test_timeout_cancels_the_attempt_and_fails_it(max_attempts: int, clock_kind: str) -> None:
     entered: list[int] = []
     finalized: list[int] = []
 
@@ -337,7 +370,7 @@ async def test_timeout_cancels_the_attempt_and_fails_it(max_attempts: int) -> No
         async def work(self, intent: Any) -> dict[str, Any]:
             entered.append(intent.attempt)
             try:
-                await anyio.sleep(10)
+                await openintent.sleep(10)
             finally:
                 finalized.append(intent.attempt)
             return {"woke": True}
@@ -361,15 +394,19 @@ async def test_timeout_cancels_the_attempt_and_fails_it(max_attempts: int) -> No
             IntentSpec("apart", assign="other"),
         ],
     )
+    clock = VirtualClock() if clock_kind == "virtual" else None
     start = time.monotonic()
-    async with Runtime(agents=[Sleepy, Other], seed=1) as rt:
+    async with Runtime(agents=[Sleepy, Other], seed=1, clock=clock) as rt:
         result = await rt.run(spec)
     elapsed = time.monotonic() - start
 
     attempts = list(range(1, max_attempts + 1))
     assert entered == attempts
     assert finalized == attempts
-    assert 0.05 * max_attempts <= elapsed < 0.5
+    if clock is not None:
+        assert clock.now() == pytest.approx(0.05 * max_attempts)
+    else:  # the real clock: never early, and far from the handler's 10 s on a busy machine
+        assert 0.05 * max_attempts <= elapsed < 5
     assert result.status == "failed"
     assert statuses(result) == {"sleepy": "failed", "after": "skipped", "apart": "completed"}
     item = result.intents["sleepy"]
@@ -392,11 +429,11 @@ async def test_timeout_does_not_touch_an_attempt_that_finishes_in_time() -> None
     class Quick:
         @on_assignment
         async def work(self, intent: Any) -> dict[str, Any]:
-            await anyio.sleep(0.01)
+            await openintent.sleep(0.29)
             return {"done": intent.attempt}
 
     spec = PortfolioSpec(name="in-time", intents=[IntentSpec("quick", assign="quick", timeout=0.3)])
-    async with Runtime(agents=[Quick], seed=1) as rt:
+    async with Runtime(agents=[Quick], seed=1, clock=VirtualClock()) as rt:
         result = await rt.run(spec)
     assert result.status == "completed"
     assert result.intents["quick"].state == {"done": 1}
@@ -413,7 +450,7 @@ async def test_timeout_retry_succeeds_on_a_later_attempt() -> None:
         async def work(self, intent: Any) -> dict[str, Any]:
             try:
                 if intent.attempt == 1:
-                    await anyio.sleep(10)
+                    await openintent.sleep(10)
                 return {"attempt": intent.attempt}
             finally:
                 finalized.append(intent.attempt)
@@ -429,7 +466,7 @@ async def test_timeout_retry_succeeds_on_a_later_attempt() -> None:
             )
         ],
     )
-    async with Runtime(agents=[SlowThenFast], seed=1) as rt:
+    async with Runtime(agents=[SlowThenFast], seed=1, clock=VirtualClock()) as rt:
         result = await rt.run(spec)
     assert result.status == "completed"
     assert finalized == [1, 2]
@@ -447,7 +484,7 @@ async def test_timeout_applies_to_a_sync_handler() -> None:
     class Blocking:
         @on_assignment
         def work(self, intent: Any) -> dict[str, Any]:
-            gate.wait(timeout=0.2)  # far past the intent's 0.05 s timeout
+            gate.wait(timeout=HANG_GUARD)  # far past the intent's 0.05 s timeout
             return {"late": True}
 
     spec = PortfolioSpec(
@@ -481,7 +518,7 @@ async def test_sync_handler_runs_in_a_thread_without_blocking_the_loop() -> None
         def work(self, intent: Any) -> dict[str, Any]:
             handler_thread.append(threading.get_ident())
             entered.set()
-            released = gate.wait(timeout=1)  # a blocked loop would make this time out
+            released = gate.wait(timeout=HANG_GUARD)  # a blocked loop would time this out
             left.set()
             return {"released": released}
 
@@ -491,7 +528,7 @@ async def test_sync_handler_runs_in_a_thread_without_blocking_the_loop() -> None
         async def work(self, intent: Any) -> dict[str, Any]:
             if intent.title == "fast1":
                 # Finishes only once the sync handler is blocked in its thread.
-                saw_entered = await anyio.to_thread.run_sync(entered.wait, 1)
+                saw_entered = await anyio.to_thread.run_sync(entered.wait, HANG_GUARD)
                 return {"title": intent.title, "saw_blocking_inside": saw_entered}
             if intent.title == "fast2":
                 fast_done.set()
@@ -507,12 +544,11 @@ async def test_sync_handler_runs_in_a_thread_without_blocking_the_loop() -> None
     )
 
     async def release_once_the_async_branch_is_done() -> None:
-        with anyio.fail_after(1):
+        with anyio.fail_after(HANG_GUARD):
             await fast_done.wait()
         observed["blocking_still_inside"] = entered.is_set() and not left.is_set()
         gate.set()
 
-    start = time.monotonic()
     try:
         async with Runtime(agents=[Blocking, Async], seed=1) as rt:
             async with anyio.create_task_group() as tg:
@@ -520,7 +556,6 @@ async def test_sync_handler_runs_in_a_thread_without_blocking_the_loop() -> None
                 result = await rt.run(spec)
     finally:
         gate.set()  # never leave the worker thread blocked, whatever happened
-    elapsed = time.monotonic() - start
 
     assert result.status == "completed"
     assert observed == {"blocking_still_inside": True}
@@ -530,4 +565,3 @@ async def test_sync_handler_runs_in_a_thread_without_blocking_the_loop() -> None
     completed = [event.intent_id for event in result.events.of_type("completed")]
     ids = {title: item.id for title, item in result.intents.items()}
     assert completed == [ids["fast1"], ids["fast2"], ids["blocking"]]
-    assert elapsed < 0.5

@@ -3,9 +3,11 @@ guardrails through ``register_guardrail`` and objects, and the seed's ReviewCoor
 
 Timers run on a ``VirtualClock`` (seconds of virtual time cost microseconds), except the
 approval tests that drive a run from the test while it waits: those use the real clock, instant
-handlers and ``fail_after``. Virtual-clock runs are bounded by a *virtual* deadline
-(:func:`bounded`), since a pending real-time deadline keeps a VirtualClock from jumping. Either
-way a regression fails a test instead of hanging it.
+handlers and a generous ``fail_after`` that only a hang reaches (they time nothing).
+Virtual-clock runs are bounded by a *virtual* deadline (:func:`bounded`), since a pending
+real-time deadline keeps a VirtualClock from jumping. Either way a regression fails a test
+instead of hanging it. Wall-clock bounds on virtual runs are generous (a busy machine passes
+them), yet far below the real time the virtual waits stand for.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from openintent.testing import HANG, SimulatedAgent, assert_replay_matches, repl
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NO_DELAY = {"initial_delay": 0, "jitter": False}
+HANG_GUARD = 10  # real seconds; only a regression that hangs ever waits this long
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -496,7 +499,7 @@ async def test_the_run_timeout_halts_on_the_runtime_clock_cancelling_running_han
         result = await bounded(rt, spec, Lead)
         wall = time.perf_counter() - started
 
-    assert wall < 0.1
+    assert wall < 5  # 300 virtual seconds took (far) less than 5 real ones, on a busy machine
     assert result.status == "halted"
     assert result.titles_by_status() == {
         "completed": ["Quick"], "cancelled": ["Long"], "pending": ["Next"]}
@@ -603,7 +606,7 @@ async def test_a_matching_intent_waits_for_approval_then_runs(captured_events):
     ])
     seen: dict[str, Any] = {}
     async with Runtime(agents=[worker]) as rt:
-        with anyio.fail_after(2):
+        with anyio.fail_after(HANG_GUARD):
             async with anyio.create_task_group() as tg:
 
                 async def run() -> None:
@@ -650,7 +653,7 @@ async def test_a_denied_intent_fails_without_running_and_its_dependents_are_skip
     ])
     seen: dict[str, Any] = {}
     async with Runtime(agents=[worker]) as rt:
-        with anyio.fail_after(2):
+        with anyio.fail_after(HANG_GUARD):
             async with anyio.create_task_group() as tg:
 
                 async def run() -> None:
@@ -689,7 +692,7 @@ async def test_require_for_matches_title_step_key_or_tag_case_insensitively():
     ])
     seen: dict[str, Any] = {}
     async with Runtime(agents=[worker]) as rt:
-        with anyio.fail_after(2):
+        with anyio.fail_after(HANG_GUARD):
             async with anyio.create_task_group() as tg:
 
                 async def run() -> None:
@@ -721,7 +724,7 @@ async def test_only_listed_approvers_may_decide_and_a_refusal_changes_nothing(
     spec = PortfolioSpec("release", [IntentSpec("Deploy", assign="worker")])
     seen: dict[str, Any] = {}
     async with Runtime(agents=[worker]) as rt:
-        with anyio.fail_after(2):
+        with anyio.fail_after(HANG_GUARD):
             async with anyio.create_task_group() as tg:
 
                 async def run() -> None:
@@ -761,7 +764,7 @@ async def test_concurrent_decisions_on_one_request_exactly_one_wins():
     seen: dict[str, Any] = {}
     outcomes: list[tuple[str, str]] = []
     async with Runtime(agents=[worker]) as rt:
-        with anyio.fail_after(2):
+        with anyio.fail_after(HANG_GUARD):
             async with anyio.create_task_group() as tg:
 
                 async def run() -> None:
@@ -818,7 +821,7 @@ async def test_an_undecided_request_takes_the_on_timeout_outcome_on_the_runtime_
     async with Runtime(agents=[worker], clock=VirtualClock(), seed=0) as rt:
         started = time.perf_counter()
         result = await bounded(rt, spec, lead)
-        assert time.perf_counter() - started < 0.1
+        assert time.perf_counter() - started < 5  # an hour of virtual time, no real one
 
     assert result.intents["Deploy"].status == expected
     granted = expected == "completed"
@@ -851,7 +854,7 @@ async def test_rate_limit_spaces_dispatches_on_the_virtual_clock():
     times = sorted(event.time for event in result.events.of_type("dispatched"))
     assert times == [0.0, 0.5, 1.0, 1.5, 2.0]
     assert [call.time for call in worker.calls] == times
-    assert wall < 0.5
+    assert wall < 2.0  # spaced in real time, the five dispatches would take 2 s
 
 
 @pytest.mark.asyncio

@@ -156,8 +156,9 @@ def run_dag(dag: Dag, *, seed: int = 1) -> tuple[RunResult, list[tuple[str, str]
     spec = build_spec(dag)
 
     async def main() -> RunResult:
-        # A scheduler that loses an intent would wait forever: fail instead of hanging.
-        with anyio.fail_after(5):
+        # A scheduler that loses an intent would wait forever: fail instead of hanging (after
+        # real seconds no loaded machine needs for these runs of a few hundred intents).
+        with anyio.fail_after(30):
             async with Runtime(agents=[agent], seed=seed) as rt:
                 return await rt.run(spec)
 

@@ -8,6 +8,7 @@ import anyio
 import pytest
 import structlog
 
+import openintent
 from openintent import (
     Escalate,
     EventType,
@@ -18,6 +19,7 @@ from openintent import (
     RunStatus,
     Runtime,
     StateConflictError,
+    VirtualClock,
 )
 from openintent.agents import (
     Agent,
@@ -39,8 +41,11 @@ def portfolio(*intents: IntentSpec, name: str = "p") -> PortfolioSpec:
     return PortfolioSpec(name, list(intents))
 
 
-async def run(spec: PortfolioSpec, *agents, coordinator=None, seed=None):
-    async with Runtime(agents=list(agents), seed=seed) as rt:
+HANG_GUARD = 10  # real seconds; only a regression that hangs ever reaches it
+
+
+async def run(spec: PortfolioSpec, *agents, coordinator=None, seed=None, clock=None):
+    async with Runtime(agents=list(agents), seed=seed, clock=clock) as rt:
         return await rt.run(spec, coordinator=coordinator)
 
 
@@ -347,23 +352,31 @@ async def test_events_stream_live_and_end_with_the_run():
 async def test_a_late_subscriber_still_sees_the_whole_run():
     streamed = []
 
+    entered = anyio.Event()
+    subscribed = anyio.Event()
+
     @Agent("slow")
     class Slow:
         @on_assignment
         async def work(self, intent):
-            await anyio.sleep(0.01)
+            entered.set()
+            await subscribed.wait()  # the run goes on only once the late subscriber is in
             return {}
 
     async with Runtime(agents=[Slow]) as rt:
         async with anyio.create_task_group() as tg:
 
             async def late() -> None:
-                await anyio.sleep(0.005)
-                async for event in rt.events():
+                await entered.wait()  # the run has started and dispatched A
+                stream = rt.events()
+                subscribed.set()
+                async for event in stream:
                     streamed.append(event.type)
 
             tg.start_soon(late)
-            result = await rt.run(portfolio(IntentSpec("A", assign="slow")))
+            with anyio.fail_after(HANG_GUARD):
+                result = await rt.run(portfolio(IntentSpec("A", assign="slow")))
+    assert "dispatched" in result.events.types()
     assert streamed == result.events.types()
 
 
@@ -451,7 +464,7 @@ async def test_lifecycle_hooks_fire_on_the_agent():
     ]
 
 
-async def test_a_failing_hook_is_recorded_and_does_not_fail_the_run():
+async def test_a_failing_hook_is_recorded_and_does_not_fail_the_run(reset_structlog):
     @Agent("grumpy")
     class Grumpy:
         @on_assignment
@@ -484,7 +497,7 @@ async def test_sequential_coordinator_runs_one_intent_at_a_time_in_declaration_o
             running += 1
             peak = max(peak, running)
             order.append(intent.title)
-            await anyio.sleep(0.001)
+            await openintent.sleep(1)
             running -= 1
             return {}
 
@@ -498,10 +511,12 @@ async def test_sequential_coordinator_runs_one_intent_at_a_time_in_declaration_o
         IntentSpec("D", assign="seq", depends_on=["C"]),
         IntentSpec("B", assign="seq"),
     )
-    result = await run(spec, Seq, coordinator=OneByOne)
+    clock = VirtualClock()
+    result = await run(spec, Seq, coordinator=OneByOne, clock=clock)
     assert result.status == "completed"
     assert peak == 1
     assert order == ["C", "A", "D", "B"]
+    assert clock.now() == 4.0  # one virtual second each, one after another
 
 
 async def test_max_concurrency_caps_the_running_handlers():
@@ -515,7 +530,7 @@ async def test_max_concurrency_caps_the_running_handlers():
             nonlocal running, peak
             running += 1
             peak = max(peak, running)
-            await anyio.sleep(0.002)
+            await openintent.sleep(1)
             running -= 1
             return {}
 
@@ -524,9 +539,11 @@ async def test_max_concurrency_caps_the_running_handlers():
         pass
 
     spec = portfolio(*(IntentSpec(f"I{i}", assign="capped") for i in range(12)))
-    result = await run(spec, Capped, coordinator=Cap)
+    clock = VirtualClock()
+    result = await run(spec, Capped, coordinator=Cap, clock=clock)
     assert result.status == "completed"
     assert peak == 3
+    assert clock.now() == 4.0  # twelve one-second handlers, three at a time
 
 
 async def test_parallel_is_the_default_and_runs_ready_intents_together():
@@ -540,13 +557,16 @@ async def test_parallel_is_the_default_and_runs_ready_intents_together():
             nonlocal running, peak
             running += 1
             peak = max(peak, running)
-            await anyio.sleep(0.002)
+            await openintent.sleep(1)
             running -= 1
             return {}
 
     spec = portfolio(*(IntentSpec(f"I{i}", assign="wide") for i in range(12)))
-    await run(spec, Wide)
+    clock = VirtualClock()
+    result = await run(spec, Wide, clock=clock)
+    assert result.status == "completed"
     assert peak == 12
+    assert clock.now() == 1.0  # all twelve slept the same virtual second together
 
 
 async def test_agreeing_assignees_complete_a_multi_agent_intent():
@@ -640,7 +660,9 @@ async def test_a_runtime_runs_several_portfolios_and_refuses_after_closing():
         await rt.run(portfolio(IntentSpec("C", assign="echo")))
 
 
-async def test_run_level_logs_carry_the_portfolio_and_nothing_is_configured(monkeypatch):
+async def test_run_level_logs_carry_the_portfolio_and_nothing_is_configured(
+    monkeypatch, reset_structlog
+):
     with structlog.testing.capture_logs() as logs:
 
         def configure(*args, **kwargs):
@@ -665,7 +687,7 @@ async def test_an_empty_portfolio_completes():
     assert result.output == {"done": []}
 
 
-async def test_a_failing_on_all_complete_fails_the_run_but_keeps_the_work():
+async def test_a_failing_on_all_complete_fails_the_run_but_keeps_the_work(reset_structlog):
     @Coordinator("broken-lead")
     class BrokenLead:
         @on_all_complete
@@ -689,7 +711,7 @@ async def test_one_failing_assignee_fails_the_attempt_with_its_own_error():
     class Ok:
         @on_assignment
         async def work(self, intent):
-            await anyio.sleep(5)
+            await openintent.sleep(5)
             return {"late": True}
 
     @Agent("broken")
@@ -698,8 +720,10 @@ async def test_one_failing_assignee_fails_the_attempt_with_its_own_error():
         async def work(self, intent):
             raise LookupError("no data")
 
-    with anyio.fail_after(2):
-        result = await run(portfolio(IntentSpec("Pair", assign=["ok", "broken"])), Ok, Broken)
+    clock = VirtualClock()
+    result = await run(portfolio(IntentSpec("Pair", assign=["ok", "broken"])), Ok, Broken,
+                       clock=clock)
+    assert clock.now() == 0.0  # nobody waited for "ok"
     assert result.intents["Pair"].status == "failed"
     assert result.intents["Pair"].error_type == "LookupError"
 
@@ -719,11 +743,11 @@ async def test_events_of_concurrent_runs_stream_until_every_run_finished():
     class Nap:
         @on_assignment
         async def work(self, intent):
-            await anyio.sleep(0.01 if intent.title == "slow" else 0)
+            await openintent.sleep(10 if intent.title == "slow" else 0)
             return {}
 
     streamed = []
-    async with Runtime(agents=[Nap]) as rt:
+    async with Runtime(agents=[Nap], clock=VirtualClock()) as rt:
         stream = rt.events()
         results = []
 

@@ -37,14 +37,14 @@ async def run(spec: PortfolioSpec, *agents, clock=None, seed=0):
 # ---------------------------------------------------------------------------- virtual clock
 
 
-async def test_a_300_second_timeout_fires_in_well_under_a_tenth_of_a_second():
+async def test_a_300_second_timeout_fires_without_waiting_in_real_time():
     clock = VirtualClock()
     stuck = SimulatedAgent("stuck", hang=True)
     started = time.perf_counter()
     result = await run(portfolio(IntentSpec("Wait", assign="stuck", timeout=300)), stuck,
                        clock=clock)
     elapsed = time.perf_counter() - started
-    assert elapsed < 0.1
+    assert elapsed < 5  # well under 300 s, even on a busy machine
     assert clock.now() == 300.0
     assert result.intents["Wait"].error_type == "IntentTimeoutError"
     failed = result.events.of_type("failed")[0]
@@ -135,7 +135,7 @@ async def test_sleep_outside_a_run_jumps_at_once():
     started = time.perf_counter()
     await clock.sleep(3600)
     assert clock.now() == 3700.0
-    assert time.perf_counter() - started < 0.05
+    assert time.perf_counter() - started < 5  # not an hour
 
 
 async def test_openintent_sleep_outside_a_run_is_real_sleep():
@@ -306,7 +306,7 @@ async def test_a_deadlocked_run_is_halted_instead_of_hanging_the_test():
     started = time.perf_counter()
     result = await run(portfolio(IntentSpec("Stuck", assign="stuck"),
                                  IntentSpec("Done", assign="done")), stuck, done, clock=clock)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 10  # halted, not hung
     assert result.status == "halted"
     assert result.breach.guardrail == "virtual_clock"
     assert "deadlock" in result.error and "hangs without a timeout" in result.error
