@@ -61,8 +61,6 @@ class IntentRecord:
         "fast",
     )
 
-    _PROJECTED = 11  # the first eleven slots are the projection
-
     def __init__(self, id: str, title: str, state: dict[str, Any], depends_on: tuple[str, ...],
                  assigned_to: str | None) -> None:
         self.id = id
@@ -100,10 +98,6 @@ class IntentRecord:
             error_type=self.error_type,
             cost_usd=self.cost_usd,
         )
-
-    def key(self) -> tuple[Any, ...]:
-        """Every projected field, for comparing a live projection with a replayed one."""
-        return tuple(getattr(self, name) for name in self.__slots__[: self._PROJECTED])
 
 
 Records = dict[str, IntentRecord]

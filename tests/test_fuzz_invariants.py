@@ -41,7 +41,7 @@ from openintent.agents import (
     on_quorum,
 )
 from openintent.models import RunResult
-from openintent.testing import SimulatedAgent, isolated_registry, replay
+from openintent.testing import SimulatedAgent, assert_replay_matches, isolated_registry
 from openintent.testing.strategies import FAULT_KINDS, FaultPlan, fault_plans, portfolios
 
 AGENTS = ("ag-a", "ag-b", "ag-c")
@@ -275,8 +275,8 @@ def check_invariants(scenario: Scenario, outcome: Outcome) -> None:
     assert events[-1].data["status"] == result.status
     assert all(a.time <= b.time for a, b in zip(events, events[1:], strict=False))
 
-    # 2. The log replays to the live records.
-    assert replay(result) == dict(result.intents)
+    # 2. The log replays to the live records (an independent derivation), and is possible.
+    assert_replay_matches(result)
 
     # 3. Every intent is terminal unless the run halted; nothing completes after a breach.
     statuses = {title: str(item.status) for title, item in result.intents.items()}

@@ -24,9 +24,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from openintent import Runtime
-from openintent._store import replay
 from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
 from openintent.models import Event, RunResult
+from openintent.testing import assert_replay_matches, replay
 
 AGENT_ID = "recorder"
 
@@ -293,11 +293,12 @@ def test_failing_intents_fail_and_exactly_their_descendants_are_skipped(dag: Dag
 
 def check_replay(dag: Dag) -> None:
     result, _ = run_dag(dag)
+    assert_replay_matches(result)  # an independent derivation, and a possible log
     sources = {
-        # The public Event objects of the result.
+        # The result's own read-only log.
+        "log": result.events,
+        # Its public Event objects.
         "events": list(result.events),
-        # The log as stored by the runtime (compact raw tuples).
-        "stored": list(result.events._events),
         # A log persisted as JSON and read back.
         "json": [
             Event(**event)
@@ -306,17 +307,13 @@ def check_replay(dag: Dag) -> None:
     }
     for source, events in sources.items():
         records = replay(events)
-        assert set(records) == {item.id for item in result.intents.values()}, source
+        assert list(records) == list(result.intents), source
         for name, live in result.intents.items():
-            record = records[live.id]
-            assert record.title == name
-            assert (record.status, record.state, record.version, record.attempts) == (
-                live.status,
-                live.state,
-                live.version,
-                live.attempts,
-            ), (source, name)
-            assert record.to_result() == live, (source, name)
+            record = records[name]
+            assert (record.id, record.status, record.state, record.version,
+                    record.attempts) == (live.id, live.status, live.state, live.version,
+                                         live.attempts), (source, name)
+            assert record == live, (source, name)
 
 
 @settings(max_examples=50, deadline=None)

@@ -6,8 +6,8 @@ import difflib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .._store import replay as _replay_records
 from ..models import Event, EventLog, IntentResult, RunResult
+from ._oracle import derive, disagreements
 
 __all__ = [
     "assert_event_types",
@@ -25,26 +25,34 @@ def _events(source: RunResult | EventLog | Iterable[Event]) -> list[Event]:
 
 
 def replay(events: RunResult | EventLog | Iterable[Event]) -> dict[str, IntentResult]:
-    """Re-derive every intent's final record from an event log alone, keyed by title.
+    """Re-derive every intent's record from an event log alone, keyed by title.
 
-    The records are built by the same function the runtime uses while it runs, so for any run
-    ``replay(result) == dict(result.intents)``; :func:`assert_replay_matches` checks it.
+    The log may be a finished run's or one still being written (``captured_events``). The
+    derivation is the testing kit's own, written from what each event type means
+    (``openintent/testing/_oracle.py`` lists the rules), not the runtime's projection, so it
+    is an independent check of it: :func:`assert_replay_matches`.
     """
-    records = _replay_records(_events(events))
-    return {record.title: record.to_result() for record in records.values()}
+    return derive(_events(events)).results()
 
 
 def assert_replay_matches(result: RunResult) -> None:
-    """Assert that replaying ``result.events`` gives exactly ``result.intents``."""
-    replayed = replay(result)
-    live = dict(result.intents)
-    if replayed != live:
-        lines = []
-        for title in sorted(set(replayed) | set(live)):
-            if replayed.get(title) != live.get(title):
-                lines.append(f"  {title}:\n    live:     {live.get(title)}\n"
-                             f"    replayed: {replayed.get(title)}")
-        raise AssertionError("replaying the event log gives other intents:\n" + "\n".join(lines))
+    """Assert that ``result`` is what its own event log says, and that the log is possible.
+
+    Re-derives every intent from ``result.events`` alone (status, state, version,
+    ``assigned_to``, attempts, error, cost, ...) and compares it with ``result.intents``; checks
+    that each intent's events are a possible life (created first, nothing after it ended,
+    dispatched only while pending, completed only while running, ...) and that the run's
+    status, cost and decisions match the log. Raises ``AssertionError`` listing every
+    disagreement.
+
+    >>> assert_replay_matches(result)
+    """
+    problems = disagreements(result)
+    if problems:
+        raise AssertionError(
+            f"run {result.portfolio_id} ({result.name!r}) disagrees with its event log:\n  "
+            + "\n  ".join(problems)
+        )
 
 
 def event_types(

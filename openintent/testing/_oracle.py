@@ -1,0 +1,271 @@
+"""An independent reading of the event log: what each intent must look like, given its events.
+
+The runtime keeps its intent records up to date with its own projection (``_store``). This
+module does not reuse it: it folds the public :class:`~openintent.models.Event` objects with
+rules of its own, written from what each event type means, so a projection bug, a wrong event,
+a dropped event or a record that drifted from its log shows up as a disagreement.
+
+What each event does to its intent (events not listed change no intent record):
+
+============================  ===============================================================
+``created``                   a new intent: ``pending``, ``state`` = ``initial_state``,
+                              version 0, ``assigned_to`` = ``assign`` (a list joined by
+                              commas), no attempts, no error, no cost
+``dispatched``                ``running``; ``attempts`` = ``attempt``; ``assigned_to`` =
+                              ``agent``
+``state_patched``             ``state`` updated with ``patch`` (top-level keys); version + 1
+                              when the patch is not empty
+``completed``                 ``state`` updated with the result (version + 1 when not
+                              empty); ``completed``; error cleared
+``attempt_failed``            ``error``, ``error_type`` set; ``attempts`` at least
+                              ``attempt`` (a refused attempt was never dispatched)
+``retry_scheduled``           ``pending`` again
+``approval_requested``        ``awaiting_approval``
+``approval_granted``          ``pending`` again
+``failed``                    ``failed`` with ``error``, ``error_type``
+``skipped`` / ``cancelled``   that status
+``handoff``                   ``assigned_to`` = ``to`` (not for one assignee's part, ``for``)
+``cost_recorded``             ``cost_usd`` + ``usd`` (when it names an intent)
+============================  ===============================================================
+
+Beyond the fold, the log must be a possible life of each intent: its first event is
+``created``; nothing changes it once it is completed, failed, skipped or cancelled; attempt
+numbers only grow; it is dispatched only while pending, completes only while running, is
+granted approval only while awaiting it; a ``failed`` event's ``attempts`` is the attempt
+count so far. The run's ``run_finished`` status, total cost and decisions must match the
+result too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from ..models import Event, IntentResult, IntentStatus, RunResult
+
+__all__ = ["Derivation", "derive", "disagreements"]
+
+_PENDING = "pending"
+_RUNNING = "running"
+_AWAITING = "awaiting_approval"
+_TERMINAL = frozenset({"completed", "failed", "skipped", "cancelled"})
+_FIELDS = ("id", "title", "status", "state", "version", "assigned_to", "attempts",
+           "depends_on", "error", "error_type", "cost_usd")
+
+
+class _Intent:
+    """One intent as its events describe it (plain values, compared field by field)."""
+
+    def __init__(self, intent_id: str, data: Mapping[str, Any]) -> None:
+        assign = data.get("assign")
+        if isinstance(assign, list | tuple):
+            assign = ",".join(assign)
+        self.fields: dict[str, Any] = {
+            "id": intent_id,
+            "title": data.get("title"),
+            "status": _PENDING,
+            "state": dict(data.get("initial_state") or {}),
+            "version": 0,
+            "assigned_to": assign,
+            "attempts": 0,
+            "depends_on": tuple(data.get("depends_on") or ()),
+            "error": None,
+            "error_type": None,
+            "cost_usd": 0.0,
+        }
+
+    def merge(self, changes: Mapping[str, Any] | None) -> None:
+        if changes:
+            self.fields["state"] = {**self.fields["state"], **changes}
+            self.fields["version"] += 1
+
+
+class Derivation:
+    """The intents (by id, in creation order) an event log describes, and what in the log
+    could not have happened."""
+
+    def __init__(self) -> None:
+        self.intents: dict[str, _Intent] = {}
+        self.problems: list[str] = []
+        self.cost_usd = 0.0
+        self.finished_status: str | None = None
+        self.decision_ids: list[str] = []
+        self._unknown: set[str | None] = set()
+
+    def results(self) -> dict[str, IntentResult]:
+        """Each derived intent as an :class:`IntentResult`, keyed by title."""
+        return {
+            intent.fields["title"]: IntentResult(
+                **{**intent.fields, "status": IntentStatus(intent.fields["status"])}
+            )
+            for intent in self.intents.values()
+        }
+
+    # ------------------------------------------------------------------ folding
+
+    def fold(self, event: Event) -> None:
+        kind = event.type
+        data: Mapping[str, Any] = event.data or {}
+        if kind == "run_finished":
+            self.finished_status = data.get("status")
+            return
+        if kind == "decision_recorded":
+            self.decision_ids.append(data.get("id", ""))
+            return
+        if kind == "cost_recorded":
+            self.cost_usd += data.get("usd", 0.0)
+            if event.intent_id is None:
+                return
+        if kind == "created":
+            if event.intent_id in self.intents:
+                self._problem(event, "creates an intent that already exists")
+            self.intents[event.intent_id or ""] = _Intent(event.intent_id or "", data)
+            return
+        rule = _RULES.get(kind)
+        if rule is None:
+            return
+        intent = self.intents.get(event.intent_id or "")
+        if intent is None:
+            if event.intent_id not in self._unknown:  # once per intent: its first event
+                self._unknown.add(event.intent_id)
+                self._problem(event, "names an intent no earlier `created` event introduced")
+            return
+        status = intent.fields["status"]
+        if status in _TERMINAL:
+            self._problem(event, f"changes {intent.fields['title']!r}, already {status}")
+        rule(self, event, intent, data)
+
+    def _problem(self, event: Event, what: str) -> None:
+        self.problems.append(f"event #{event.seq} ({event.type}, intent {event.intent_id}) {what}")
+
+    def _expect(self, event: Event, intent: _Intent, *allowed: str) -> None:
+        status = intent.fields["status"]
+        if status not in allowed and status not in _TERMINAL:  # terminal: reported already
+            self._problem(event, f"while {intent.fields['title']!r} was {status} "
+                                 f"(expected {' or '.join(allowed)})")
+
+
+_Rule = Callable[["Derivation", Event, _Intent, Mapping[str, Any]], None]
+
+
+def _dispatched(run: Derivation, event: Event, intent: _Intent, data: Mapping[str, Any]) -> None:
+    run._expect(event, intent, _PENDING)
+    attempt = data.get("attempt", 0)
+    if attempt <= intent.fields["attempts"]:
+        run._problem(event, f"dispatches attempt {attempt} after attempt "
+                            f"{intent.fields['attempts']}")
+    intent.fields.update(status=_RUNNING, attempts=attempt, assigned_to=data.get("agent"))
+
+
+def _state_patched(run: Derivation, event: Event, intent: _Intent,
+                   data: Mapping[str, Any]) -> None:
+    run._expect(event, intent, _RUNNING)
+    intent.merge(data.get("patch"))
+
+
+def _completed(run: Derivation, event: Event, intent: _Intent, data: Mapping[str, Any]) -> None:
+    run._expect(event, intent, _RUNNING)
+    intent.merge(event.data)
+    intent.fields.update(status="completed", error=None, error_type=None)
+
+
+def _attempt_failed(run: Derivation, event: Event, intent: _Intent,
+                    data: Mapping[str, Any]) -> None:
+    intent.fields.update(error=data.get("error"), error_type=data.get("error_type"),
+                         attempts=max(intent.fields["attempts"], data.get("attempt", 0)))
+
+
+def _retry_scheduled(run: Derivation, event: Event, intent: _Intent,
+                     data: Mapping[str, Any]) -> None:
+    intent.fields["status"] = _PENDING
+
+
+def _failed(run: Derivation, event: Event, intent: _Intent, data: Mapping[str, Any]) -> None:
+    if "attempts" in data and data["attempts"] != intent.fields["attempts"]:
+        run._problem(event, f"says {data['attempts']} attempt(s); the log shows "
+                            f"{intent.fields['attempts']}")
+    intent.fields.update(status="failed", error=data.get("error"),
+                         error_type=data.get("error_type"))
+
+
+def _status(status: str) -> _Rule:
+    def rule(run: Derivation, event: Event, intent: _Intent, data: Mapping[str, Any]) -> None:
+        intent.fields["status"] = status
+
+    return rule
+
+
+def _approval_granted(run: Derivation, event: Event, intent: _Intent,
+                      data: Mapping[str, Any]) -> None:
+    run._expect(event, intent, _AWAITING)
+    intent.fields["status"] = _PENDING
+
+
+def _handoff(run: Derivation, event: Event, intent: _Intent, data: Mapping[str, Any]) -> None:
+    if "for" not in data:
+        intent.fields["assigned_to"] = data.get("to")
+
+
+def _cost_recorded(run: Derivation, event: Event, intent: _Intent,
+                   data: Mapping[str, Any]) -> None:
+    intent.fields["cost_usd"] += data.get("usd", 0.0)
+
+
+_RULES: dict[str, _Rule] = {
+    "dispatched": _dispatched,
+    "state_patched": _state_patched,
+    "completed": _completed,
+    "attempt_failed": _attempt_failed,
+    "retry_scheduled": _retry_scheduled,
+    "approval_requested": _status(_AWAITING),
+    "approval_granted": _approval_granted,
+    "failed": _failed,
+    "skipped": _status("skipped"),
+    "cancelled": _status("cancelled"),
+    "handoff": _handoff,
+    "cost_recorded": _cost_recorded,
+}
+
+
+def derive(events: Iterable[Event]) -> Derivation:
+    """Fold an event log with the rules above."""
+    derivation = Derivation()
+    for event in events:
+        derivation.fold(event)
+    return derivation
+
+
+def disagreements(result: RunResult) -> list[str]:
+    """Everything in which ``result`` and its own event log disagree, readably; empty if
+    nothing does."""
+    derivation = derive(result.events)
+    lines = list(derivation.problems)
+    derived = derivation.results()
+    live = dict(result.intents)
+    for title in [*live, *(title for title in derived if title not in live)]:
+        mine, theirs = derived.get(title), live.get(title)
+        if mine is None:
+            lines.append(f"intent {title!r} is in the result but no event created it")
+            continue
+        if theirs is None:
+            lines.append(f"intent {title!r} was created in the log but is not in the result")
+            continue
+        for name in _FIELDS:
+            said, has = getattr(mine, name), getattr(theirs, name)
+            if name == "cost_usd" and math.isclose(said, has, abs_tol=1e-9):
+                continue
+            if said != has:
+                lines.append(f"intent {title!r} {name}: the events say {said!r}, "
+                             f"the result says {has!r}")
+    if derivation.finished_status is not None and derivation.finished_status != result.status:
+        lines.append(f"run status: the events say {derivation.finished_status!r}, the result "
+                     f"says {str(result.status)!r}")
+    if not math.isclose(derivation.cost_usd, result.cost_usd, abs_tol=1e-9):
+        lines.append(f"run cost_usd: the events say {derivation.cost_usd!r}, the result says "
+                     f"{result.cost_usd!r}")
+    recorded = [decision.id for decision in result.decisions]
+    if derivation.decision_ids != recorded:
+        lines.append(f"decisions: the events record {derivation.decision_ids}, the result "
+                     f"has {recorded}")
+    return lines
