@@ -7,29 +7,58 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+TESTING = DOCS / "testing.md"
 
 
-def python_blocks(path: Path) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+def block(path: Path, language: str, containing: str) -> str:
+    """The one fenced ``language`` block of ``path`` that contains ``containing``."""
+    blocks = re.findall(rf"```{language}\n(.*?)```", path.read_text(), flags=re.S)
+    found = [text for text in blocks if containing in text]
+    assert len(found) == 1, f"{len(found)} {language} blocks of {path.name} contain {containing!r}"
+    return found[0]
+
+
+def pytest_in(directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(directory)],
+        capture_output=True, text=True, cwd=directory, timeout=120,
+    )
 
 
 def test_the_testing_guide_example_passes_as_a_test_suite(tmp_path):
-    example = python_blocks(DOCS / "testing.md")[0]
+    example = block(TESTING, "python", "test_two_approvals_make_a_quorum")
     (tmp_path / "test_review_coordinator.py").write_text(example)
     (tmp_path / "pytest.ini").write_text(
         "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
-    )
+    done = pytest_in(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 passed" in done.stdout
 
 
 def test_the_property_example_in_the_guide_runs():
     namespace: dict[str, object] = {}
-    exec(python_blocks(DOCS / "testing.md")[1], namespace)  # noqa: S102 - our own docs
+    example = block(TESTING, "python", "def test_every_intent_ends_and_the_log_replays")
+    exec(example, namespace)  # noqa: S102 - our own docs
     test = namespace["test_every_intent_ends_and_the_log_replays"]
     test()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("plugin", ["pytest-asyncio", "anyio"])
+def test_the_pytest_setup_in_the_guide_passes_first_time_without_warnings(tmp_path, plugin):
+    module = block(TESTING, "python", '"""tests/test_pipeline.py"""')
+    if plugin == "pytest-asyncio":
+        (tmp_path / "pyproject.toml").write_text(
+            block(TESTING, "toml", "asyncio_default_fixture_loop_scope"))
+    else:
+        module = module.replace("@pytest.mark.asyncio", "@pytest.mark.anyio")
+        (tmp_path / "conftest.py").write_text(block(TESTING, "python", "def anyio_backend"))
+        (tmp_path / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
+    (tmp_path / "test_pipeline.py").write_text(module)
+    done = pytest_in(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith("2 passed in")  # asyncio only
+    assert "warning" not in (done.stdout + done.stderr).lower()
