@@ -24,8 +24,10 @@ from openintent.agents import (
     IntentSpec,
     PortfolioSpec,
     on_assignment,
+    on_complete,
     on_escalation,
     on_quorum,
+    on_retry,
 )
 from openintent.models import IntentResult, RunResult
 from openintent.testing import SimulatedAgent, assert_replay_matches, isolated_registry, replay
@@ -142,6 +144,33 @@ async def test_approvals_match_their_log(on_timeout: str) -> None:
     result = await run(spec, [worker], guardrails=[approval])
     expected = "completed" if on_timeout == "approve" else "failed"
     assert result.intents["Deploy"].status == expected
+    assert_replay_matches(result)
+
+
+@pytest.mark.asyncio
+async def test_late_spend_and_a_patch_while_waiting_to_retry_are_possible() -> None:
+    @Agent("biller")
+    class Biller:
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, Any]:
+            if intent.attempt == 1:
+                raise RuntimeError("try again")
+            return {"billed": False}
+
+        @on_retry
+        async def note(self, intent: Any, attempt: int, error: Exception) -> None:
+            await self.patch_state(intent, {"retry": attempt})  # the intent is pending now
+
+        @on_complete
+        async def bill(self, intent: Any) -> None:  # the invoice arrives after the work
+            await self.record_cost(intent, 0.5)
+
+    spec = PortfolioSpec("p", [IntentSpec("A", assign="biller",
+                                          retry={"max_attempts": 2, "initial_delay": 1})])
+    result = await run(spec, [Biller])
+    assert result.intents["A"].state == {"retry": 2, "billed": False}
+    assert result.cost_usd == 0.5
+    assert result.events.types()[-3:] == ["completed", "cost_recorded", "run_finished"]
     assert_replay_matches(result)
 
 

@@ -29,11 +29,11 @@ What each event does to its intent (events not listed change no intent record):
 ============================  ===============================================================
 
 Beyond the fold, the log must be a possible life of each intent: its first event is
-``created``; nothing changes it once it is completed, failed, skipped or cancelled; attempt
-numbers only grow; it is dispatched only while pending, completes only while running, is
-granted approval only while awaiting it; a ``failed`` event's ``attempts`` is the attempt
-count so far. The run's ``run_finished`` status, total cost and decisions must match the
-result too.
+``created``; nothing but a late ``cost_recorded`` changes it once it is completed, failed,
+skipped or cancelled; attempt numbers only grow; it is dispatched only while pending,
+completes only while running, is granted approval only while awaiting it; a ``failed``
+event's ``attempts`` is the attempt count so far. The run's ``run_finished`` status, total
+cost and decisions must match the result too.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ class Derivation:
                 self._problem(event, "names an intent no earlier `created` event introduced")
             return
         status = intent.fields["status"]
-        if status in _TERMINAL:
+        if status in _TERMINAL and kind != "cost_recorded":  # spend may be reported late
             self._problem(event, f"changes {intent.fields['title']!r}, already {status}")
         rule(self, event, intent, data)
 
@@ -160,8 +160,7 @@ def _dispatched(run: Derivation, event: Event, intent: _Intent, data: Mapping[st
 
 def _state_patched(run: Derivation, event: Event, intent: _Intent,
                    data: Mapping[str, Any]) -> None:
-    run._expect(event, intent, _RUNNING)
-    intent.merge(data.get("patch"))
+    intent.merge(data.get("patch"))  # any time before the intent ends (a coordinator may)
 
 
 def _completed(run: Derivation, event: Event, intent: _Intent, data: Mapping[str, Any]) -> None:
