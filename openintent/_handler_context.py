@@ -105,4 +105,4 @@ class HandlerContext:
         return await self._run.coordination.add_intent(spec)
 
     async def execute_portfolio(self, spec: PortfolioSpec, coordinator_id: str) -> RunResult:
-        return await self._run.coordination.execute(spec)
+        return await self._run.coordination.execute(spec, coordinator_id)

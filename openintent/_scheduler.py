@@ -36,6 +36,7 @@ from ._dispatch import BoundAgent, Handler, call
 from ._guarding import Guarding, cancelled_reason, is_final
 from ._handler_context import HandlerContext
 from ._notify import Notifications
+from ._plan import IntentPlan, intent_id_prefix
 from ._registry import HookKind
 from ._store import EventStore, IntentRecord
 from .errors import (
@@ -590,14 +591,10 @@ class Run:
         """Whether the run takes no more intents (it has ended, or a guardrail halted it)."""
         return self._closing or self.halted is not None
 
-    def add_node(
-        self,
-        spec: IntentSpec,
-        agents: tuple[BoundAgent, ...],
-        fallbacks: Mapping[str, BoundAgent],
-    ) -> str:
-        """Add a validated intent to the running portfolio; dispatch or skip it if it can."""
-        intent_id = f"in_{self.rng.getrandbits(64):016x}"
+    def add_node(self, planned: IntentPlan) -> str:
+        """Add a checked intent to the running portfolio; dispatch or skip it if it can."""
+        spec, agents, fallbacks = planned.spec, planned.agents, planned.fallbacks
+        intent_id = f"{intent_id_prefix(self.store.portfolio_id)}{len(self.nodes)}"
         initial_state = spec.initial_state
         self.store.emit(
             EventType.CREATED,

@@ -20,13 +20,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._clock import Clock, RealClock
 from ._dispatch import AgentTable, BoundAgent
-from ._graph import check_graph
-from ._registry import HookKind, current_registry
+from ._plan import Plan, Planner, intent_id_prefix, new_portfolio_id
+from ._registry import current_registry
 from ._scheduler import Node, Run, fast_path
-from ._specs import IntentSpec, PortfolioSpec
+from ._specs import PortfolioSpec
 from ._store import EventStore, ResultsView
 from .errors import AgentError, ApprovalError, OpenIntentError, SpecError
-from .guardrails import ApprovalRequest, Guardrail, build_guardrails
+from .guardrails import ApprovalRequest, build_guardrails
 from .models import Event, EventLog, EventType, Portfolio, RunResult, RunStatus, public_event
 
 __all__ = ["Runtime"]
@@ -48,7 +48,8 @@ class Runtime:
     ``agents`` takes decorated classes (instantiated once, with no arguments) or instances;
     when omitted, agents are found by id in the default registry (every class decorated with
     ``@Agent``/``@Coordinator``). ``clock`` drives every timer of a run (default: real time);
-    ``seed`` makes ids and retry jitter reproducible.
+    ``seed`` makes retry jitter, and so a run's events, reproducible (ids stay unique to
+    each run).
 
     Use it as an async context manager; ``await rt.run(spec)`` may be called several times.
     """
@@ -71,7 +72,8 @@ class Runtime:
             agents is not None and not isinstance(agents, Iterable)
         ):
             raise AgentError(f"Runtime(agents=...) takes a list of agents, got {agents!r}")
-        self._agents = AgentTable(list(agents) if agents is not None else None, current_registry())
+        table = AgentTable(list(agents) if agents is not None else None, current_registry())
+        self._planner = Planner(table, self._guardrails)
         if clock is not None and not isinstance(clock, Clock):
             raise OpenIntentError(
                 f"Runtime(clock=...) takes a clock with now(), async sleep(seconds) and "
@@ -121,7 +123,7 @@ class Runtime:
                 f"rt.run() takes a PortfolioSpec, got {type(spec).__name__}: build one with "
                 "PortfolioSpec(name=..., intents=[IntentSpec(...), ...])"
             )
-        return await self._run(spec, self._coordinator(coordinator), nested=False)
+        return await self._run(spec, self._planner.coordinator(coordinator), nested=False)
 
     async def _run(
         self,
@@ -132,12 +134,7 @@ class Runtime:
         on_event: Callable[[Event], None] | None = None,
         parent: Run | None = None,
     ) -> RunResult:
-        check_graph(spec.name, spec.intents)
-        guardrails = list(self._guardrails)
-        if lead is not None:
-            guardrails += build_guardrails(lead.definition.options.get("guardrails"),
-                                           f"@Coordinator({lead.id!r})")
-        run = self._prepare(spec, lead, guardrails, nested=nested)
+        run = self._prepare(self._planner.compile(spec, lead), nested=nested)
         store = run.store
         run.parent = parent
         if on_event is not None:
@@ -221,13 +218,10 @@ class Runtime:
 
     # ------------------------------------------------------------------ the run's host
 
-    def agent(self, agent_id: str) -> BoundAgent:
-        """The bound agent for an id (runs use this to delegate and to add intents)."""
-        return self._agents.get(agent_id)
-
-    def assignees(self, spec: IntentSpec, lead: BoundAgent | None) -> tuple[BoundAgent, ...]:
-        """The agents an intent goes to (its assignees, or the coordinator's routing)."""
-        return self._assignees(spec, lead)
+    @property
+    def planner(self) -> Planner:
+        """Checks specs against this runtime's agents (runs use it to add intents)."""
+        return self._planner
 
     async def run_nested(
         self,
@@ -244,51 +238,12 @@ class Runtime:
             raise SpecError(f"execute() takes a PortfolioSpec, got {type(spec).__name__}")
         return await self._run(spec, lead, nested=True, on_event=on_event, parent=parent)
 
-    def _coordinator(self, coordinator: Any) -> BoundAgent | None:
-        if coordinator is None:
-            return None
-        lead = self._agents.resolve(coordinator)
-        if lead.kind != "coordinator":
-            raise AgentError(
-                f"{lead.id!r} is an @Agent, not a @Coordinator; pass a class decorated with "
-                "@Coordinator as rt.run(..., coordinator=...)"
-            )
-        return lead
-
-    def _assignees(self, spec: IntentSpec, lead: BoundAgent | None) -> tuple[BoundAgent, ...]:
-        where = f"intent {spec.title!r}"
-        if spec.assign is None:
-            if lead is None:
-                raise SpecError(
-                    f"{where} has no assign and the run has no coordinator to route it: "
-                    "set IntentSpec(assign='agent-id') or pass coordinator=... to rt.run()"
-                )
-            if lead.of(HookKind.ASSIGNMENT):
-                return (lead,)
-            fan_out = lead.definition.options.get("agents")
-            if not fan_out:
-                raise SpecError(
-                    f"{where} has no assign, and coordinator {lead.id!r} has neither an "
-                    "@on_assignment handler nor agents=[...] to fan it out to"
-                )
-            ids: Sequence[str] = fan_out
-        else:
-            ids = spec.assignees
-        return tuple(self._checked_agent(agent_id, where) for agent_id in ids)
-
-    def _prepare(
-        self,
-        spec: PortfolioSpec,
-        lead: BoundAgent | None,
-        guardrails: list[Guardrail] | None = None,
-        *,
-        nested: bool = False,
-    ) -> Run:
-        rng = self._rng
-        getrandbits = rng.getrandbits
-        # Resolve every agent before anything is logged: a bad id is an error of the spec.
-        per_intent, used, fallbacks = self._resolve_agents(spec, lead)
-        store = EventStore(f"pf_{getrandbits(64):016x}", self._clock, spec.name)
+    def _prepare(self, plan: Plan, *, nested: bool = False) -> Run:
+        """Log the plan's intents (``run_started``, then one ``created`` each) and wire the
+        scheduler's nodes: nothing of a spec is logged before the whole of it checked out."""
+        spec, lead = plan.spec, plan.coordinator
+        portfolio_id = new_portfolio_id()
+        store = EventStore(portfolio_id, self._clock, spec.name)
         if not nested:
             store.subscribers = self._subscribers
         store.emit(
@@ -301,8 +256,10 @@ class Runtime:
         records = store.records
         emit = store.emit
         created = EventType.CREATED
+        prefix = intent_id_prefix(portfolio_id)
+        assignees = plan.assignees
         for index, intent_spec in enumerate(spec.intents):
-            intent_id = f"in_{getrandbits(64):016x}"
+            intent_id = f"{prefix}{index}"
             initial_state = intent_spec.initial_state
             emit(  # packed data: see models.PACKED_FIELDS
                 created,
@@ -318,7 +275,7 @@ class Runtime:
             node = records[intent_id]
             node.spec = intent_spec
             node.index = index
-            node.agents = per_intent[index]
+            node.agents = assignees[index]
             node.fast = fast_path(node.agents, intent_spec, lead)
             nodes.append(node)
             index_of[intent_spec.title] = index
@@ -334,68 +291,11 @@ class Runtime:
                     children[parent] = [index]
         for parent, indices in children.items():
             nodes[parent].dependents = tuple(indices)  # a tuple of ints: untracked by the GC
-        if lead is not None:
-            used.setdefault(lead.id, lead)
-        options = lead.definition.options if lead is not None else {}
-        sequential = options.get("strategy") == "sequential"
         return Run(
-            spec, nodes, store, self._clock, rng, lead, list(used.values()), fallbacks,
-            1 if sequential else options.get("max_concurrency"), sequential, self, guardrails,
+            spec, nodes, store, self._clock, self._rng, lead, list(plan.agents),
+            dict(plan.fallbacks), plan.max_concurrency, plan.sequential, self,
+            list(plan.guardrails),
         )
-
-    def _resolve_agents(
-        self, spec: PortfolioSpec, lead: BoundAgent | None
-    ) -> tuple[list[tuple[BoundAgent, ...]], dict[str, BoundAgent], dict[str, BoundAgent]]:
-        """The agents of each intent, every agent used, and the fallback agents by id."""
-        used: dict[str, BoundAgent] = {}
-        fallbacks: dict[str, BoundAgent] = {}
-        by_assign: dict[Any, tuple[BoundAgent, ...]] = {}  # most intents share an assign
-        per_intent = []
-        for intent_spec in spec.intents:
-            agents = by_assign.get(intent_spec.assign)
-            if agents is None:
-                agents = by_assign[intent_spec.assign] = self._assignees(intent_spec, lead)
-                used.update((agent.id, agent) for agent in agents)
-            per_intent.append(agents)
-            if len(agents) > 1:
-                self._check_multi(intent_spec, agents, lead)
-            for fallback_id in intent_spec.retry.fallback:
-                if fallback_id not in fallbacks:
-                    fallback = self._checked_agent(fallback_id, f"intent {intent_spec.title!r}")
-                    fallbacks[fallback_id] = used[fallback_id] = fallback
-        return per_intent, used, fallbacks
-
-    @staticmethod
-    def _check_multi(
-        spec: IntentSpec, agents: tuple[BoundAgent, ...], lead: BoundAgent | None
-    ) -> None:
-        where = f"intent {spec.title!r}"
-        if spec.retry.fallback:
-            raise SpecError(
-                f"{where} has {len(agents)} assignees and retry fallback agents; a fallback "
-                "takes over from one agent, so give it to single-agent intents (a multi-agent "
-                "intent retries with all its assignees)"
-            )
-        quorum = lead.of(HookKind.QUORUM) if lead is not None else []
-        threshold = quorum[0].options["threshold"] if quorum else None
-        if isinstance(threshold, int) and threshold > len(agents):
-            raise SpecError(
-                f"{where} has {len(agents)} assignees but the @on_quorum of coordinator "
-                f"{lead.id if lead else ''!r} needs {threshold}; lower the threshold or assign "
-                "more agents"
-            )
-
-    def _checked_agent(self, agent_id: str, where: str) -> BoundAgent:
-        try:
-            agent = self._agents.get(agent_id)
-        except OpenIntentError as exc:
-            raise type(exc)(f"{where}: {exc}") from None
-        if not agent.of(HookKind.ASSIGNMENT):
-            raise AgentError(
-                f"{where} is assigned to {agent_id!r}, but "
-                f"{type(agent.instance).__qualname__} has no @on_assignment handler to do it"
-            )
-        return agent
 
     # ------------------------------------------------------------------ approvals
 
