@@ -148,7 +148,7 @@ class Plan:
     coordinator: BoundAgent | None
     #: The agents of each intent, in declaration order (intents with one assign share one).
     assignees: tuple[tuple[BoundAgent, ...], ...]
-    #: Every agent the run may call: assignees, fallbacks, then the coordinator.
+    #: Every agent the run may call, the coordinator included (their hooks fire).
     agents: tuple[BoundAgent, ...]
     fallbacks: Mapping[str, BoundAgent]
     #: The runtime's guardrails, then the coordinator's.
