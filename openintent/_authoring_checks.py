@@ -53,19 +53,27 @@ _SINGLE = (HookKind.QUORUM, HookKind.CONFLICT)
 
 def collect_hooks(cls: type[Any]) -> tuple[HookSpec, ...]:
     """The decorated methods of ``cls`` and its bases: base classes first, each class's
-    methods in definition order; a method overridden under the same name keeps its place."""
-    hooks: list[HookSpec] = []
-    seen: set[str] = set()
+    methods in definition order. A method overridden under the same name keeps its place
+    and takes the override's decorators (none: it is no longer a hook)."""
+    order: dict[str, None] = {}
     for klass in reversed(cls.__mro__):
         for name, value in vars(klass).items():
-            function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
-            specs = getattr(function, HOOK_ATTR, None)
-            if specs is None or name in seen:
-                continue
-            seen.add(name)
-            hooks.extend(attrs.evolve(spec, method=name) for spec in specs)
-    final = {name for name in seen if getattr(getattr(cls, name, None), HOOK_ATTR, None)}
-    return tuple(hook for hook in hooks if hook.method in final)
+            if _specs_of(value) is not None:
+                order.setdefault(name)
+    hooks: list[HookSpec] = []
+    for name in order:
+        specs = _specs_of(inspect.getattr_static(cls, name, None))
+        hooks.extend(attrs.evolve(spec, method=name) for spec in specs or ())
+    return tuple(hooks)
+
+
+def _specs_of(value: Any) -> tuple[HookSpec, ...] | None:
+    """The hooks a class attribute carries: on a function, or on a static or class method
+    (decorated either side of ``@staticmethod``)."""
+    specs = getattr(value, HOOK_ATTR, None)
+    if specs is None and isinstance(value, staticmethod | classmethod):
+        specs = getattr(value.__func__, HOOK_ATTR, None)
+    return specs
 
 
 def check_hooks(cls: type[Any], hooks: Sequence[HookSpec]) -> None:
@@ -75,7 +83,7 @@ def check_hooks(cls: type[Any], hooks: Sequence[HookSpec]) -> None:
     for kind in _SINGLE:
         methods = [hook.method for hook in hooks if hook.kind == kind]
         if len(methods) > 1:
-            listed = ", ".join(f"{cls.__qualname__}.{method}" for method in methods)
+            listed = ", ".join(methods)
             raise AgentError(
                 f"{cls.__qualname__} has {len(methods)} @{kind} handlers ({listed}); only one "
                 f"can decide an intent. Keep one (to replace an inherited handler, override "
