@@ -51,6 +51,6 @@ def unknown_event_type(name: object, where: str) -> str:
     declared = f"; declared custom types: {', '.join(sorted(custom))}" if custom else ""
     return (
         f"{where}: unknown event type {name!r}{hint}. Built-in types are listed in "
-        f"openintent.EventType{declared}; declare your own first with "
+        f"openintent.EventType{declared}; to use a type of your own, declare it first with "
         f"openintent.register_event_type({name!r})"
     )

@@ -51,7 +51,8 @@ def quorum_threshold(
             fix = (f"to count agents pass an int: {count} or @on_quorum(agents={int(share)})"
                    if count else _SPELLINGS)
             raise AgentError(
-                f"{spelled}: a fraction of the assignees must be in (0, 1]; {fix}"
+                f"{spelled}: a fraction of the assignees (a float, or fraction=) must be in "
+                f"(0, 1]; {fix}"
             )
         return share
     if value < 1:

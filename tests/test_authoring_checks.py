@@ -465,7 +465,8 @@ def test_quorum_spellings(decorator: Any, threshold: int | float) -> None:
         (lambda: on_quorum(True), r"@on_quorum\(True\): not a threshold.*agents=N.*"
                                   r"@on_quorum\(1\) fires on the first answer.*"
                                   r"@on_quorum\(1\.0\) waits for all"),
-        (lambda: on_quorum(2.0), r"@on_quorum\(2\.0\): a fraction .* must be in \(0, 1\]; to "
+        (lambda: on_quorum(2.0), r"@on_quorum\(2\.0\): a fraction .*\(a float, or "
+                                 r"fraction=\) must be in \(0, 1\]; to "
                                  r"count agents pass an int: @on_quorum\(2\) or "
                                  r"@on_quorum\(agents=2\)"),
         (lambda: on_quorum(threshold=1.5), r"threshold=1\.5.*fraction"),
