@@ -538,3 +538,21 @@ def test_record_event_reaches_the_run_through_the_context() -> None:
     worker = Agent("worker")(_worker_class())()
     with pytest.raises(OpenIntentError, match=r"record_event\(\) was called outside a run"):
         anyio.run(worker.record_event, None, "audit")
+
+
+@pytest.mark.asyncio
+async def test_a_hook_may_record_a_run_level_custom_event(runtime: Runtime) -> None:
+    register_event_type("audit")
+    SimulatedAgent("worker", result={"ok": True})
+
+    @Coordinator("lead")
+    class Lead:
+        @on_complete
+        async def done(self, intent: Any) -> None:
+            await self.record_event(None, "audit", title=intent.title)  # type: ignore[attr-defined]
+
+    result = await runtime.run(PortfolioSpec("p", [IntentSpec("A", assign="worker")]),
+                               coordinator=Lead)
+    (audit,) = result.events.of_type("audit")
+    assert (audit.intent_id, dict(audit.data)) == (None, {"title": "A", "agent": "lead"})
+    assert result.events.types()[-1] == "run_finished"
