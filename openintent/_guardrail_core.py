@@ -101,7 +101,8 @@ class DispatchContext:
     """One attempt on its way through the chain."""
 
     __slots__ = (
-        "run", "intent_id", "title", "key", "tags", "constraints", "agents", "attempt", "slots"
+        "run", "intent_id", "title", "key", "tags", "constraints", "agents", "attempt",
+        "reservations", "slots",
     )
 
     def __init__(
@@ -123,8 +124,11 @@ class DispatchContext:
         self.constraints = constraints
         self.agents = agents
         self.attempt = attempt
-        # Async context managers the dispatch itself enters (concurrency slots): held while
-        # the handlers run, not while later guardrails wait.
+        # Async context managers the dispatch itself enters, held while the handlers run (not
+        # while later guardrails wait): first the reservations (a budget's estimate, which may
+        # wait for running work to end), then the concurrency slots, so an attempt waiting for
+        # its reservation holds no slot.
+        self.reservations: list[Any] = []
         self.slots: list[Any] = []
 
     def __repr__(self) -> str:
