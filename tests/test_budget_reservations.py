@@ -369,6 +369,26 @@ async def test_estimates_and_max_concurrency_together_never_reserve_past_the_bud
     assert peak_reserved_at_dispatch(result, estimates) <= 9.0
 
 
+@pytest.mark.asyncio
+async def test_an_intent_waiting_for_approval_holds_no_reservation():
+    worker = make_worker()
+    approval = {"type": "approval", "require_for": ["B"], "timeout_seconds": 20,
+                "on_timeout": "approve"}
+    spec = PortfolioSpec("approval", [
+        intent("A", 4, seconds=10, usd=0.5),
+        intent("B", 4, seconds=1, usd=0.5),
+        intent("C", 4, seconds=5, usd=0.5),
+    ])
+    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0,
+                       guardrails=[BUDGET_5, approval]) as rt:
+        result = await bounded(rt, spec)
+
+    # The reservation is taken at dispatch: B's approval wait (until 20) reserves nothing,
+    # C waits only for A's $4, and B fits once approved (1 spent + 4).
+    assert result.status == "completed"
+    assert dispatch_times(result) == {"A": [0.0], "C": [10.0], "B": [20.0]}
+
+
 # ------------------------------------------------------------------------------ property
 
 
