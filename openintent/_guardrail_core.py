@@ -98,7 +98,14 @@ class GuardrailRun(Protocol):
 
 
 class DispatchContext:
-    """One attempt on its way through the chain."""
+    """One attempt on its way through the chain.
+
+    ``reservations`` and ``slots`` are lists of async context managers a guardrail may append
+    to in ``before_dispatch``; the dispatch itself enters them (reservations first, then the
+    concurrency slots) and leaves them when the attempt ends. So a reservation that waits (the
+    budget's, for running work to end) holds no slot, and neither waits while later guardrails
+    of the chain do (an approval, a rate limit).
+    """
 
     __slots__ = (
         "run", "intent_id", "title", "key", "tags", "constraints", "agents", "attempt",
@@ -124,10 +131,7 @@ class DispatchContext:
         self.constraints = constraints
         self.agents = agents
         self.attempt = attempt
-        # Async context managers the dispatch itself enters, held while the handlers run (not
-        # while later guardrails wait): first the reservations (a budget's estimate, which may
-        # wait for running work to end), then the concurrency slots, so an attempt waiting for
-        # its reservation holds no slot.
+        # Entered by the dispatch itself (see the class docstring).
         self.reservations: list[Any] = []
         self.slots: list[Any] = []
 

@@ -437,6 +437,29 @@ def test_spend_and_reservations_never_pass_the_budget_at_any_dispatch(budget, wo
         assert all(attempts[title] >= 1 for title in estimates)
 
 
+def test_reservations_hold_on_trio_with_the_real_clock():
+    pytest.importorskip("trio")
+
+    async def main() -> tuple[RunResult, RunResult]:
+        with isolated_registry():
+            worker = make_worker()
+            fits = PortfolioSpec("fits", [intent(name, 4, seconds=0.001, usd=0.5)
+                                          for name in ("A", "B", "C")])
+            never = PortfolioSpec("never", [intent(name, 4.6, seconds=0.001, usd=0.5)
+                                            for name in ("A", "B")])
+            async with Runtime(agents=[worker], guardrails=[BUDGET_5]) as rt:
+                return await rt.run(fits), await rt.run(never)
+
+    fits, never = anyio.run(main, backend="trio")
+
+    # Only the order of events is checked: each dispatch follows the previous completion.
+    assert fits.status == "completed"
+    kinds = [event.type for event in fits.events if event.type in ("dispatched", "completed")]
+    assert kinds == ["dispatched", "completed"] * 3
+    assert never.status == "halted" and [t for _, t, _ in dispatches(never)] == ["A"]
+    assert never.breach is not None and never.breach.observed == pytest.approx(5.1)
+
+
 # ------------------------------------------------------------------ timeout and rate limit
 
 
