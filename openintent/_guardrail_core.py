@@ -99,10 +99,18 @@ class GuardrailRun(Protocol):
 
 
 class DispatchContext:
-    """One attempt on its way through the chain."""
+    """One attempt on its way through the chain.
+
+    ``reservations`` and ``slots`` are lists of async context managers a guardrail may append
+    to in ``before_dispatch``; the dispatch itself enters them (reservations first, then the
+    concurrency slots) and leaves them when the attempt ends. So a reservation that waits (the
+    budget's, for running work to end) holds no slot, and neither waits while later guardrails
+    of the chain do (an approval, a rate limit).
+    """
 
     __slots__ = (
-        "run", "intent_id", "title", "key", "tags", "constraints", "agents", "attempt", "slots"
+        "run", "intent_id", "title", "key", "tags", "constraints", "agents", "attempt",
+        "reservations", "slots",
     )
 
     def __init__(
@@ -124,8 +132,8 @@ class DispatchContext:
         self.constraints = constraints
         self.agents = agents
         self.attempt = attempt
-        # Async context managers the dispatch itself enters (concurrency slots): held while
-        # the handlers run, not while later guardrails wait.
+        # Entered by the dispatch itself (see the class docstring).
+        self.reservations: list[Any] = []
         self.slots: list[Any] = []
 
     def __repr__(self) -> str:
