@@ -23,6 +23,7 @@ import attrs
 
 from ._dispatch import BoundAgent
 from ._guardrail_core import Guardrail, build_guardrails
+from ._quorum import quorum_needed
 from ._registry import HookKind, suggest
 from ._specs import IntentSpec, PortfolioSpec
 from .errors import (
@@ -314,10 +315,12 @@ def _check_many(
             "intent retries with all its assignees)"
         )
     quorum = coordinator.of(HookKind.QUORUM) if coordinator is not None else []
-    threshold = quorum[0].options["threshold"] if quorum else None
-    if isinstance(threshold, int) and threshold > len(agents):
+    if not quorum:
+        return
+    needed = quorum_needed(quorum[0].options["threshold"], len(agents))
+    if needed > len(agents):
         raise SpecError(
             f"{where} has {len(agents)} assignees but the @on_quorum of coordinator "
-            f"{coordinator.id if coordinator else ''!r} needs {threshold}; lower the threshold "
+            f"{coordinator.id if coordinator else ''!r} needs {needed}; lower the threshold "
             "or assign more agents"
         )
