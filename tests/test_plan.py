@@ -64,10 +64,17 @@ class Planner(CoordinatorMethods):
     """Routes ``Plan`` to itself; there it adds ``to_add``, keeps the error, and goes on."""
 
     to_add: IntentSpec | None = None
+    to_execute: PortfolioSpec | None = None
     refused: list[Exception] = []
 
     @on_assignment
     async def plan(self, intent):
+        if intent.title == "Main" and Planner.to_execute is not None:
+            try:
+                await self.execute(Planner.to_execute)
+            except OpenIntentError as exc:
+                Planner.refused.append(exc)
+            return {}
         if intent.title == "Plan" and Planner.to_add is not None:
             try:
                 await self.add_intent(Planner.to_add)
@@ -147,6 +154,23 @@ async def test_add_intent_raises_exactly_what_rt_run_raises(bad: IntentSpec) -> 
     at_run = await refusal(bad, "at run")
     at_add = await refusal(bad, "at add_intent")
     assert (type(at_add), str(at_add)) == (type(at_run), str(at_run))
+
+
+@pytest.mark.parametrize("bad", [case[1] for case in CASES], ids=CASE_IDS)
+async def test_execute_refuses_a_sub_portfolio_as_rt_run_refuses_it(bad: IntentSpec) -> None:
+    at_run = await refusal(bad, "at run")
+    Planner.to_add, Planner.refused = None, []
+    Planner.to_execute = PortfolioSpec("p", [IntentSpec("Plan"), bad])
+    try:
+        async with Runtime(agents=[Worker, Helper, Idle], clock=VirtualClock()) as rt:
+            result = await rt.run(PortfolioSpec("main", [IntentSpec("Main")]),
+                                  coordinator=Planner)
+    finally:
+        Planner.to_execute = None
+    (at_execute,) = Planner.refused
+    assert (type(at_execute), str(at_execute)) == (type(at_run), str(at_run))
+    assert result.status == "completed"
+    assert Worker.calls == []
 
 
 async def test_add_intent_refuses_what_is_not_an_intent_spec() -> None:
