@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._clock import Clock as Clock
 from ._clock import RealClock as RealClock
 from ._context import sleep as sleep
+from ._handle import RunHandle as RunHandle
 from ._virtual_clock import VirtualClock as VirtualClock
 from .agents import Agent as Agent
 from .agents import Coordinator as Coordinator
@@ -93,6 +94,7 @@ __all__ = [
     "RetryPolicy",
     "RunCancelledError",
     "RunFailedError",
+    "RunHandle",
     "RunHaltedError",
     "RunResult",
     "RunStatus",
