@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._store import EventStore, ResultsView
@@ -171,6 +172,7 @@ async def drive_run(
         outcome["output"], outcome["error"] = await _all_complete(run)
 
     try:
+        await anyio.lowlevel.checkpoint_if_cancelled()  # cancelled before it began: no dispatch
         # A sub-portfolio (a coordinator's execute) does not fire @on_all_complete: it fires
         # once, for the portfolio the coordinator was given.
         status = await run.execute(None if nested else finish)

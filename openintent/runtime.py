@@ -160,10 +160,11 @@ class Runtime:
         otherwise); leaving that block waits for the run.
         """
         await anyio.lowlevel.checkpoint_if_cancelled()
-        host = self._host
-        if host is None:
+        if self._host is None and not self._closed:
             raise not_open_error("rt.start()")
-        run = self._open("rt.start()", spec, coordinator)
+        run = self._open("rt.start()", spec, coordinator)  # a closed runtime says so here
+        host = self._host
+        assert host is not None
         handle = RunHandle(run, lambda: self._drive(run, nested=False))
         host.start_soon(handle.serve, name=f"openintent run {run.store.portfolio_id}")
         return handle
