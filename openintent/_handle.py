@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
+from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._store import EventStore, ResultsView
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RunHandle",
+    "RunHost",
     "decide_approval",
     "drive_run",
     "follow_run",
@@ -153,6 +155,45 @@ class RunHandle:
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.portfolio_id} {self.name!r} {self.status}>"
+
+
+class RunHost:
+    """The task group of the runs started with ``rt.start``, open for the length of the
+    runtime's ``async with`` block."""
+
+    def __init__(self, group: TaskGroup) -> None:
+        self._group = group
+        self._task = anyio.get_current_task().id
+        self._handles: list[RunHandle] = []
+
+    @classmethod
+    async def open(cls) -> RunHost:
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        return cls(group)
+
+    def start(self, handle: RunHandle) -> None:
+        """Run ``handle``'s run in the group."""
+        self._handles = [known for known in self._handles if not known.done]
+        self._handles.append(handle)
+        self._group.start_soon(handle.serve, name=f"openintent run {handle.portfolio_id}")
+
+    async def close(self, *, cancel: bool) -> None:
+        """Wait for every run started (after cancelling them, with ``cancel``)."""
+        if anyio.get_current_task().id == self._task:
+            if cancel:
+                self._group.cancel_scope.cancel()
+            # The group never sees the block's exception, so that exception reaches the
+            # caller as itself, not in an ExceptionGroup (runs never raise into the group).
+            await self._group.__aexit__(None, None, None)
+            return
+        # Left in another task than the one that entered it (pytest-asyncio sets an async
+        # fixture up and tears it down in two tasks): only the task that opened a task group
+        # may close it, so wait for each run instead; the group has nothing left to do.
+        for handle in self._handles:
+            if cancel:
+                handle._scope.cancel()
+            await handle._done.wait()
 
 
 async def drive_run(

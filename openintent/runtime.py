@@ -18,7 +18,6 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import structlog
-from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._clock import Clock, RealClock
@@ -26,6 +25,7 @@ from ._dispatch import AgentTable, BoundAgent
 from ._graph import check_graph
 from ._handle import (
     RunHandle,
+    RunHost,
     decide_approval,
     drive_run,
     follow_run,
@@ -97,7 +97,7 @@ class Runtime:
         self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._last: EventStore | None = None  # the log of the latest top-level run
         self._active: list[Run] = []
-        self._host: TaskGroup | None = None  # runs started with start(), while open
+        self._host: RunHost | None = None  # runs started with start(), while open
         self._closed = False
 
     @property
@@ -111,21 +111,15 @@ class Runtime:
                 "this Runtime was already entered with `async with`; a Runtime is used in one "
                 "`async with` block: create a new one for another"
             )
-        host = anyio.create_task_group()
-        await host.__aenter__()
-        self._host = host
+        self._host = await RunHost.open()
         return self
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         self._closed = True
         host, self._host = self._host, None
         try:
-            if host is not None:
-                if exc is not None:  # the block failed or was cancelled: so are its runs
-                    host.cancel_scope.cancel()
-                # The group itself never sees the block's exception, so that exception reaches
-                # the caller as itself, not in an ExceptionGroup (runs never raise into it).
-                await host.__aexit__(None, None, None)
+            if host is not None:  # wait for the runs started in the block (cancel on error)
+                await host.close(cancel=exc is not None)
         finally:
             if not self._active:  # else the last run to finish closes the streams
                 self._close_streams()
@@ -163,10 +157,9 @@ class Runtime:
         if self._host is None and not self._closed:
             raise not_open_error("rt.start()")
         run = self._open("rt.start()", spec, coordinator)  # a closed runtime says so here
-        host = self._host
-        assert host is not None
+        assert self._host is not None
         handle = RunHandle(run, lambda: self._drive(run, nested=False))
-        host.start_soon(handle.serve, name=f"openintent run {run.store.portfolio_id}")
+        self._host.start(handle)
         return handle
 
     def _open(self, call: str, spec: PortfolioSpec, coordinator: Any) -> Run:

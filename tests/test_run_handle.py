@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+import pytest_asyncio
 
 import openintent
 from openintent import (
@@ -399,3 +400,21 @@ async def test_cancelling_rt_run_still_cancels_the_run_and_reraises():
     assert finished == ["Nap"]
     assert streamed[-1].type == "run_finished"
     assert streamed[-1].data == {"status": "cancelled"}
+
+
+@pytest_asyncio.fixture
+async def open_runtime() -> Any:
+    """A runtime entered in a fixture: pytest-asyncio sets it up and tears it down in two
+    different tasks."""
+    async with Runtime(clock=VirtualClock(), seed=0) as rt:
+        yield rt
+    assert not rt._active  # the tear-down waited for the run the test left running
+
+
+async def test_a_runtime_entered_in_an_async_fixture_starts_runs_and_waits_for_them(
+    open_runtime: Runtime,
+):
+    SimulatedAgent("worker", result={"ok": True}, delay=5)
+    handle = await open_runtime.start(release())
+    assert (await handle.result()).status == "completed"
+    await open_runtime.start(release())  # left running: the fixture's tear-down waits
