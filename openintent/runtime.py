@@ -28,8 +28,6 @@ from ._handle import (
     RunHost,
     decide_approval,
     drive_run,
-    follow_run,
-    follow_runs,
     not_open_error,
     pending_approvals,
 )
@@ -37,6 +35,7 @@ from ._registry import HookKind, current_registry
 from ._scheduler import Node, Run, fast_path
 from ._specs import IntentSpec, PortfolioSpec
 from ._store import EventStore
+from ._streams import follow_run, follow_runs
 from .errors import AgentError, OpenIntentError, SpecError
 from .guardrails import ApprovalRequest, Guardrail, build_guardrails
 from .models import Event, EventType, RunResult, RunStatus
