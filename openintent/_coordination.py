@@ -9,7 +9,6 @@ through the run context.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,6 +16,7 @@ import anyio
 import anyio.lowlevel
 
 from ._dispatch import BoundAgent, call
+from ._quorum import quorum_needed, quorum_rationale
 from ._registry import HookKind, suggest
 from ._specs import IntentSpec
 from .errors import (
@@ -177,7 +177,8 @@ class Coordination:
         """Dispatch to every assignee at once; settle by quorum, agreement or arbitration."""
         run = self.run
         quorum = self._handlers(HookKind.QUORUM)
-        needed = _needed(quorum[0].options["threshold"], len(agents)) if quorum else len(agents)
+        threshold = quorum[0].options["threshold"] if quorum else None
+        needed = len(agents) if threshold is None else quorum_needed(threshold, len(agents))
         if needed > len(agents):
             raise QuorumError(
                 f"intent {intent.title!r} has {len(agents)} assignee(s) but @on_quorum needs "
@@ -234,12 +235,12 @@ class Coordination:
                 f"{len(responses)} answered and {len(failures)} failed ({detail})"
             )
         votes = responses[:needed]
+        handler = self._handlers(HookKind.QUORUM)[0]
+        rationale = quorum_rationale(handler.options["threshold"], len(node.agents))
         self.record_decision(
-            RUNTIME, node.id, "quorum_reached",
-            f"{needed} of {len(node.agents)} assignees answered",
+            RUNTIME, node.id, "quorum_reached", rationale,
             {"agents": [response.agent_id for response in votes]},
         )
-        handler = self._handlers(HookKind.QUORUM)[0]
         value = await call(handler, intent, votes, clock=self.run.clock)
         return _as_dict(value, handler.name)
 
@@ -371,12 +372,6 @@ class Coordination:
                            {**data, "subportfolio": event.portfolio_id})
 
         return await self.host.run_nested(spec, self.lead, roll_up, self.run)
-
-
-def _needed(threshold: int | float, assignees: int) -> int:
-    if isinstance(threshold, float):
-        return max(1, math.ceil(threshold * assignees))
-    return threshold
 
 
 def _as_dict(value: Any, where: str) -> dict[str, Any] | None:

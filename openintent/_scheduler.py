@@ -424,7 +424,7 @@ class Run:
         async def dispatch(ctx: DispatchContext) -> dict[str, Any] | None:
             await self._unless_halted()  # a guardrail halted the run on the way in?
             async with AsyncExitStack() as slots:
-                for slot in (self._slot(), *ctx.slots):
+                for slot in (*ctx.reservations, self._slot(), *ctx.slots):
                     await slots.enter_async_context(slot)
                 await self._unless_halted()  # halted while this attempt waited for a slot?
                 self.store.emit(DISPATCHED, node.id, (attempt, label))
