@@ -12,6 +12,7 @@ from ._clock import Clock as Clock
 from ._clock import RealClock as RealClock
 from ._context import sleep as sleep
 from ._event_types import register_event_type as register_event_type
+from ._handle import RunHandle as RunHandle
 from ._virtual_clock import VirtualClock as VirtualClock
 from .agents import Agent as Agent
 from .agents import Coordinator as Coordinator
@@ -96,6 +97,7 @@ __all__ = [
     "RetryPolicy",
     "RunCancelledError",
     "RunFailedError",
+    "RunHandle",
     "RunHaltedError",
     "RunResult",
     "RunStatus",

@@ -33,7 +33,7 @@ from ._clock import Clock
 from ._context import active_run
 from ._coordination import RUNTIME, Coordination, Host
 from ._dispatch import BoundAgent, Handler, call
-from ._guarding import Guarding, cancelled_reason, is_final
+from ._guarding import Guarding, cancelled_reason, is_denied, is_final
 from ._handler_context import HandlerContext
 from ._notify import Notifications
 from ._plan import IntentPlan, intent_id_prefix
@@ -523,8 +523,11 @@ class Run:
 
     def _retry_or_fail(self, node: Node, attempt: int, exc: Exception, primary: str) -> bool:
         """Record a failed attempt; return whether the intent will be retried."""
-        error = {"attempt": attempt, "error": str(exc), "error_type": type(exc).__name__}
-        self.store.emit(EventType.ATTEMPT_FAILED, node.id, error)
+        if is_denied(exc):  # refused before its dispatch: a denial is not an attempt
+            attempt = node.attempts
+        else:
+            error = {"attempt": attempt, "error": str(exc), "error_type": type(exc).__name__}
+            self.store.emit(EventType.ATTEMPT_FAILED, node.id, error)
         # An escalation nobody resolved is final: retrying would only escalate again.
         next_agent = (
             None if isinstance(exc, EscalationError) or is_final(exc)

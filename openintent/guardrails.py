@@ -150,11 +150,13 @@ class ApprovalGuardrail(Guardrail):
         self._wanted = {name.casefold() for name in self.require_for}
         self._run: GuardrailRun | None = None
         self.requests: dict[str, ApprovalRequest] = {}
+        self._timed_out: set[str] = set()  # intent ids the timeout decided
 
     def bind(self, run: GuardrailRun) -> ApprovalGuardrail:
         fresh = copy.copy(self)
         fresh._run = run
         fresh.requests = {}
+        fresh._timed_out = set()
         return fresh
 
     def matches(self, ctx: DispatchContext) -> bool:
@@ -174,8 +176,10 @@ class ApprovalGuardrail(Guardrail):
                                {"approvers": list(self.approvers)})
             await self._wait(ctx, request)
         if request.decision != "approved":
+            # Denied by nobody: the timeout denies with its own reason as the note.
+            by = "" if ctx.intent_id in self._timed_out else f" by {request.decided_by}"
             raise ApprovalError(
-                f"intent {ctx.title!r} was denied by {request.decided_by}"
+                f"intent {ctx.title!r} was denied{by}"
                 + (f": {request.note}" if request.note else ""),
                 denied=True,
             )
@@ -187,6 +191,7 @@ class ApprovalGuardrail(Guardrail):
         with ctx.run.clock.timeout(self.timeout_seconds):
             await request._decided.wait()
         if request.decision is None:
+            self._timed_out.add(ctx.intent_id)
             self.decide(ctx.intent_id, self.on_timeout == "approve", by="timeout",
                         note=f"no decision within {self.timeout_seconds:g} s", check=False)
 

@@ -663,7 +663,8 @@ async def test_a_denied_intent_fails_without_running_and_its_dependents_are_skip
     assert deploy.error_type == "ApprovalError"
     assert "denied by bob: change freeze" in (deploy.error or "")
     assert of_type(result, "dispatched", "Deploy") == []
-    assert len(of_type(result, "attempt_failed", "Deploy")) == 1  # a denial is not retried
+    assert of_type(result, "attempt_failed", "Deploy") == []  # never dispatched, not retried
+    assert deploy.attempts == 0
     assert of_type(result, "retry_scheduled") == []
     assert [(d.decision, d.data) for d in result.decisions] == [
         ("approval_denied", {"by": "bob"})]
