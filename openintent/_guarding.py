@@ -16,7 +16,7 @@ from .models import Event, Intent, public_event
 if TYPE_CHECKING:
     from ._scheduler import Node, Run
 
-__all__ = ["Guarding", "cancelled_reason", "is_final"]
+__all__ = ["Guarding", "cancelled_reason", "is_denied", "is_final"]
 
 _HOOKS = {
     "on_approval_granted": HookKind.APPROVAL_GRANTED,
@@ -141,6 +141,11 @@ def _link(
 
 def is_final(exc: BaseException) -> bool:
     """A failure that retrying cannot fix (a denied approval)."""
+    return is_denied(exc)
+
+
+def is_denied(exc: BaseException) -> bool:
+    """A denied approval: the intent fails without having been dispatched."""
     return isinstance(exc, ApprovalError) and exc.denied
 
 

@@ -33,9 +33,10 @@ from ._clock import Clock
 from ._context import active_run
 from ._coordination import RUNTIME, Coordination, Host
 from ._dispatch import BoundAgent, Handler, call
-from ._guarding import Guarding, cancelled_reason, is_final
+from ._guarding import Guarding, cancelled_reason, is_denied, is_final
 from ._handler_context import HandlerContext
 from ._notify import Notifications
+from ._plan import IntentPlan, intent_id_prefix
 from ._registry import HookKind
 from ._store import EventStore, IntentRecord
 from .errors import (
@@ -424,7 +425,7 @@ class Run:
         async def dispatch(ctx: DispatchContext) -> dict[str, Any] | None:
             await self._unless_halted()  # a guardrail halted the run on the way in?
             async with AsyncExitStack() as slots:
-                for slot in (self._slot(), *ctx.slots):
+                for slot in (*ctx.reservations, self._slot(), *ctx.slots):
                     await slots.enter_async_context(slot)
                 await self._unless_halted()  # halted while this attempt waited for a slot?
                 self.store.emit(DISPATCHED, node.id, (attempt, label))
@@ -522,8 +523,11 @@ class Run:
 
     def _retry_or_fail(self, node: Node, attempt: int, exc: Exception, primary: str) -> bool:
         """Record a failed attempt; return whether the intent will be retried."""
-        error = {"attempt": attempt, "error": str(exc), "error_type": type(exc).__name__}
-        self.store.emit(EventType.ATTEMPT_FAILED, node.id, error)
+        if is_denied(exc):  # refused before its dispatch: a denial is not an attempt
+            attempt = node.attempts
+        else:
+            error = {"attempt": attempt, "error": str(exc), "error_type": type(exc).__name__}
+            self.store.emit(EventType.ATTEMPT_FAILED, node.id, error)
         # An escalation nobody resolved is final: retrying would only escalate again.
         next_agent = (
             None if isinstance(exc, EscalationError) or is_final(exc)
@@ -590,14 +594,10 @@ class Run:
         """Whether the run takes no more intents (it has ended, or a guardrail halted it)."""
         return self._closing or self.halted is not None
 
-    def add_node(
-        self,
-        spec: IntentSpec,
-        agents: tuple[BoundAgent, ...],
-        fallbacks: Mapping[str, BoundAgent],
-    ) -> str:
-        """Add a validated intent to the running portfolio; dispatch or skip it if it can."""
-        intent_id = f"in_{self.rng.getrandbits(64):016x}"
+    def add_node(self, planned: IntentPlan) -> str:
+        """Add a checked intent to the running portfolio; dispatch or skip it if it can."""
+        spec, agents, fallbacks = planned.spec, planned.agents, planned.fallbacks
+        intent_id = f"{intent_id_prefix(self.store.portfolio_id)}{len(self.nodes)}"
         initial_state = spec.initial_state
         self.store.emit(
             EventType.CREATED,
