@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -21,10 +22,14 @@ def block(path: Path, language: str, containing: str) -> str:
     return found[0]
 
 
-def pytest_in(directory: Path) -> subprocess.CompletedProcess[str]:
+def pytest_in(
+    directory: Path, *options: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(directory)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *options,
+         str(directory)],
         capture_output=True, text=True, cwd=directory, timeout=120,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -62,6 +67,7 @@ def test_the_approval_example_in_the_guide_passes_as_a_test_suite(tmp_path):
 @pytest.mark.parametrize("plugin", ["pytest-asyncio", "anyio"])
 def test_the_pytest_setup_in_the_guide_passes_first_time_without_warnings(tmp_path, plugin):
     module = block(TESTING, "python", '"""tests/test_pipeline.py"""')
+    options: tuple[str, ...] = ()
     if plugin == "pytest-asyncio":
         (tmp_path / "pyproject.toml").write_text(
             block(TESTING, "toml", "asyncio_default_fixture_loop_scope"))
@@ -69,8 +75,10 @@ def test_the_pytest_setup_in_the_guide_passes_first_time_without_warnings(tmp_pa
         module = module.replace("@pytest.mark.asyncio", "@pytest.mark.anyio")
         (tmp_path / "conftest.py").write_text(block(TESTING, "python", "def anyio_backend"))
         (tmp_path / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
+        options = ("-p", "no:asyncio")  # as installed without pytest-asyncio
     (tmp_path / "test_pipeline.py").write_text(module)
-    done = pytest_in(tmp_path)
+    # Warnings at start-up (a plugin's configuration check) stop the session too.
+    done = pytest_in(tmp_path, *options, env={"PYTHONWARNINGS": "error"})
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().splitlines()[-1].startswith("2 passed in")  # asyncio only
     assert "warning" not in (done.stdout + done.stderr).lower()
