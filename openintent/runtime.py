@@ -19,6 +19,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._clock import Clock, RealClock
+from ._data import unwrap
 from ._dispatch import AgentTable, BoundAgent
 from ._graph import check_graph
 from ._registry import HookKind, current_registry
@@ -151,7 +152,7 @@ class Runtime:
         outcome: dict[str, Any] = {"output": None, "error": None}
 
         async def finish() -> None:
-            outcome["output"], outcome["error"] = await self._all_complete(run, spec, results)
+            outcome["output"], outcome["error"] = await self._all_complete(run, spec)
 
         try:
             # A sub-portfolio (a coordinator's execute) does not fire @on_all_complete: it
@@ -193,13 +194,12 @@ class Runtime:
             errors=run.errors,
         )
 
-    async def _all_complete(
-        self, run: Run, spec: PortfolioSpec, results: ResultsView
-    ) -> tuple[Any, str | None]:
+    async def _all_complete(self, run: Run, spec: PortfolioSpec) -> tuple[Any, str | None]:
         """Fire ``@on_all_complete``; return the output, or the error that replaced it."""
         store = run.store
+        # Read-only views for the handler: result.intents keeps its own copies.
         portfolio = Portfolio(store.portfolio_id, spec.name, spec.description, spec.metadata,
-                              results)
+                              ResultsView(store.records, run.id_of_title, views=True))
         try:
             return await run.fire_all_complete(portfolio), None
         except Exception as exc:  # the work is done and kept; the run reports the failure
@@ -311,8 +311,8 @@ class Runtime:
                     intent_spec.title,
                     intent_spec.depends_on,
                     intent_spec.assign,
-                    # A copy, so the log never changes if the caller mutates the spec's dict.
-                    {**initial_state} if initial_state else None,
+                    # The spec's own checked copy, which nothing changes.
+                    unwrap(initial_state) if initial_state else None,
                 ),
             )
             node = records[intent_id]
