@@ -374,8 +374,8 @@ def _join(path: str, key: str) -> str:
 def _refuse_key(key: object, where: str, path: str) -> NoReturn:
     inside = f" in {path}" if path else ""
     raise DataError(
-        f"{where}: key {key!r}{inside} is a {type(key).__name__}, not a str; JSON data has "
-        f"str keys: use str(key)",
+        f"{where}: key {key!r}{inside} is of type {type(key).__name__}, not str; JSON data "
+        "has str keys: use str(key)",
         path=path,
     )
 

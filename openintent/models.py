@@ -7,9 +7,7 @@ classes built from the event log.
 from __future__ import annotations
 
 import enum
-import math
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -23,22 +21,22 @@ from ._events import Event as Event
 from ._events import EventLog as EventLog
 from ._events import EventType as EventType
 from ._events import public_event as public_event
-from ._retrying import ExceptionFilter, exception_filter, matches
+from ._retrying import NO_RETRY as NO_RETRY
+from ._retrying import RetryPolicy as RetryPolicy
 from .errors import (
     IntentFailedError,
     RunCancelledError,
     RunFailedError,
     RunHaltedError,
-    SpecError,
 )
 
 __all__ = [
     "Decision",
     "Event",
     "EventLog",
+    "EventType",
     "FrozenDict",
     "FrozenList",
-    "EventType",
     "Intent",
     "IntentResult",
     "IntentStatus",
@@ -82,100 +80,6 @@ class RunStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not (isinstance(value, int | float) and value >= 0 and math.isfinite(value)):
-        raise SpecError(f"RetryPolicy.{attribute.name} must be a finite number >= 0, got {value!r}")
-
-
-def _at_least_one(_instance: object, _attribute: attrs.Attribute[Any], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise SpecError(f"RetryPolicy.max_attempts must be an int >= 1, got {value!r}")
-
-
-def _agent_ids(value: Sequence[str] | str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)
-
-
-def _retry_on(value: object) -> ExceptionFilter:
-    return exception_filter(value, "retry_on")
-
-
-def _never_retry_on(value: object) -> ExceptionFilter:
-    return exception_filter(value, "never_retry_on")
-
-
-@attrs.frozen
-class RetryPolicy:
-    """How an intent retries a failed attempt.
-
-    Each agent in ``[assignee, *fallback]`` gets up to ``max_attempts`` attempts, in that
-    order. Before retry number ``n`` (0-based, counted over the whole intent) the runtime waits
-    ``min(max_delay, initial_delay * multiplier**n)`` on its clock; with ``jitter`` the wait is
-    drawn uniformly from the upper half of that, using the runtime's seeded random generator.
-
-    ``retry_on`` and ``never_retry_on`` filter which failures are retried: each is a tuple of
-    exception classes or class names (``"TimeoutError"``, ``"httpx.ReadTimeout"``), matched
-    along the exception's MRO, so a subclass matches too. With ``retry_on``, only matching
-    failures are retried; a failure matching ``never_retry_on`` never is. Some failures are
-    never retried whatever the policy: an unresolved escalation, a denied approval,
-    :class:`~openintent.DataError` (a result that is not a dict of JSON data) and a handler
-    that cannot take its arguments (:class:`~openintent.AgentError`).
-
-    >>> RetryPolicy(max_attempts=3, initial_delay=0.5).delay(1, random.Random(0), jitter=False)
-    1.0
-    """
-
-    max_attempts: int = attrs.field(default=3, validator=_at_least_one)
-    initial_delay: float = attrs.field(default=1.0, validator=_positive)
-    multiplier: float = attrs.field(default=2.0, validator=_positive)
-    max_delay: float = attrs.field(default=60.0, validator=_positive)
-    jitter: bool = True
-    fallback: tuple[str, ...] = attrs.field(default=(), converter=_agent_ids)
-    retry_on: ExceptionFilter = attrs.field(default=(), converter=_retry_on)
-    never_retry_on: ExceptionFilter = attrs.field(default=(), converter=_never_retry_on)
-
-    @classmethod
-    def coerce(cls, value: RetryPolicy | Mapping[str, Any] | None) -> RetryPolicy:
-        """Accept a policy, a dict of its fields, or ``None`` (one attempt, no retry)."""
-        if value is None:
-            return NO_RETRY
-        if isinstance(value, RetryPolicy):
-            return value
-        if isinstance(value, Mapping):
-            fields = [field.name for field in attrs.fields(cls)]
-            unknown = set(value) - set(fields)
-            if unknown:
-                raise SpecError(
-                    f"unknown RetryPolicy field(s) {sorted(unknown)}; valid fields are "
-                    f"{', '.join(fields)}"
-                )
-            return cls(**value)
-        raise SpecError(f"retry must be a RetryPolicy, a dict or None, got {type(value).__name__}")
-
-    def delay(self, retry_number: int, rng: random.Random, *, jitter: bool | None = None) -> float:
-        """Seconds to wait before retry ``retry_number`` (0 for the first retry)."""
-        base = min(self.max_delay, self.initial_delay * self.multiplier**retry_number)
-        if self.jitter if jitter is None else jitter:
-            return rng.uniform(base / 2, base)
-        return float(base)
-
-    def retries(self, exc: BaseException) -> bool:
-        """Whether this policy retries a failure with ``exc`` (attempts left permitting),
-        by ``retry_on`` and ``never_retry_on`` alone."""
-        if matches(exc, self.never_retry_on):
-            return False
-        return not self.retry_on or matches(exc, self.retry_on)
-
-    def agent_for(self, attempt: int, assignee: str) -> str | None:
-        """The agent that makes attempt ``attempt`` (1-based), or ``None`` when none is left."""
-        chain = (assignee, *self.fallback)
-        index = (attempt - 1) // self.max_attempts
-        return chain[index] if index < len(chain) else None
-
-
-NO_RETRY = RetryPolicy(max_attempts=1, initial_delay=0.0, jitter=False)
 
 
 class Intent:
