@@ -293,11 +293,11 @@ def json_state(value: Any, where: str) -> dict[str, Any] | None:
 
     Raises :class:`DataError` for anything else, naming ``where`` (the handler).
     """
-    if value is None:
-        return None
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         copied: dict[str, Any] = json_data(value, where)
         return copied
+    if value is None:
+        return None
     raise DataError(
         f"{where} returned {type(value).__name__}; a handler that completes an intent returns "
         "a dict (merged into the intent's state) or None"

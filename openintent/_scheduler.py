@@ -305,7 +305,8 @@ class Run:
                         intent = self.view(node, 1, agent_id)
                         try:
                             result = await work(intent)
-                            if result is not None:  # copied in: the log keeps its own
+                            if result is not None and (result or type(result) is not dict):
+                                # copied in, so the log keeps its own (an empty dict: no-op)
                                 result = json_state(result, node.agents[0].work_name)
                         except Exception as exc:
                             await self._run_intent(node, exc, intent)
