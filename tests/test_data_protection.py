@@ -13,9 +13,12 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import openintent
 from openintent import DataError, OpenIntentError, RetryPolicy, Runtime, VirtualClock
+from openintent._data import json_data
 from openintent.agents import (
     Agent,
     Coordinator,
@@ -442,3 +445,26 @@ async def test_patches_decisions_and_cost_details_must_be_json_data() -> None:
 def test_initial_state_must_be_json_data() -> None:
     with pytest.raises(DataError, match=r"initial_state: rows\[0\]: set is not JSON data"):
         IntentSpec("A", initial_state={"rows": [{1}]})
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(max_size=5), JSON, max_size=5))
+def test_json_data_is_an_equal_independent_copy_and_views_equal_it(data: dict[str, Any]) -> None:
+    copied = json_data(data, "test")
+    assert copied == data and copied is not data
+    view = FrozenDict(copied)
+    assert view == data and view.to_plain() == data
+    assert json.loads(json.dumps(view.to_plain())) == json.loads(json.dumps(data))
+    for key in data:
+        if isinstance(data[key], list | dict):
+            assert copied[key] is not data[key]
+            with pytest.raises(TypeError):
+                view[key].clear()
