@@ -11,6 +11,8 @@ from __future__ import annotations
 from ._clock import Clock as Clock
 from ._clock import RealClock as RealClock
 from ._context import sleep as sleep
+from ._event_types import register_event_type as register_event_type
+from ._handle import RunHandle as RunHandle
 from ._virtual_clock import VirtualClock as VirtualClock
 from .agents import Agent as Agent
 from .agents import Coordinator as Coordinator
@@ -28,6 +30,7 @@ from .errors import GuardrailError as GuardrailError
 from .errors import IntentFailedError as IntentFailedError
 from .errors import IntentTimeoutError as IntentTimeoutError
 from .errors import OpenIntentError as OpenIntentError
+from .errors import OpenIntentWarning as OpenIntentWarning
 from .errors import OutputCheckError as OutputCheckError
 from .errors import QuorumError as QuorumError
 from .errors import ResponseConflictError as ResponseConflictError
@@ -85,6 +88,7 @@ __all__ = [
     "IntentStatus",
     "IntentTimeoutError",
     "OpenIntentError",
+    "OpenIntentWarning",
     "OutputCheckError",
     "Portfolio",
     "PortfolioSpec",
@@ -95,6 +99,7 @@ __all__ = [
     "RetryPolicy",
     "RunCancelledError",
     "RunFailedError",
+    "RunHandle",
     "RunHaltedError",
     "RunResult",
     "RunStatus",
@@ -104,6 +109,7 @@ __all__ = [
     "UnknownAgentError",
     "UnknownDependencyError",
     "VirtualClock",
+    "register_event_type",
     "register_guardrail",
     "sleep",
 ]

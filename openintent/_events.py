@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple, overload
 
 from ._data import read_only, to_plain
+from ._registry import current_registry, suggest
 
 __all__ = ["PACKED_FIELDS", "Event", "EventLog", "EventType", "public_event"]
 
@@ -156,12 +157,21 @@ class EventLog(Sequence[Event]):
             yield public_event(raw, seq, portfolio_id)
 
     def of_type(self, *types: str) -> list[Event]:
-        """The events whose type is one of ``types`` (see :class:`EventType`), in order."""
+        """The events whose type is one of ``types`` (see :class:`EventType`, and the custom
+        types declared with ``register_event_type``), in order; an unknown type is a
+        ``ValueError``."""
         wanted = set(types)
-        unknown = wanted - EventType.ALL
+        known = EventType.ALL | current_registry().event_types
+        unknown = wanted - known
         if unknown:
-            valid = ", ".join(sorted(EventType.ALL))
-            raise ValueError(f"unknown event type(s) {sorted(unknown)}; valid: {valid}")
+            unknown -= set(self.types())  # a custom type the log holds is known to it
+        if unknown:
+            first = sorted(unknown)[0]
+            valid = ", ".join(sorted(known))
+            raise ValueError(
+                f"unknown event type(s) {sorted(unknown)}{suggest(first, sorted(known))}; "
+                f"valid: {valid}. Declare your own with openintent.register_event_type(name)"
+            )
         return [event for event in self if event.type in wanted]
 
     def for_intent(self, intent_id: str) -> list[Event]:

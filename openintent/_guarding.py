@@ -10,13 +10,14 @@ from anyio.abc import TaskGroup
 from ._coordination import RUNTIME
 from ._data import json_data
 from ._registry import HookKind
+from .errors import ApprovalError
 from .guardrails import ApprovalGuardrail, ApprovalRequest, Breach, DispatchContext, Guardrail
 from .models import Event, Intent, public_event
 
 if TYPE_CHECKING:
     from ._scheduler import Node, Run
 
-__all__ = ["Guarding", "cancelled_reason"]
+__all__ = ["Guarding", "cancelled_reason", "is_denied"]
 
 _HOOKS = {
     "on_approval_granted": HookKind.APPROVAL_GRANTED,
@@ -137,6 +138,11 @@ def _link(
         return await guardrail(ctx, call_next)
 
     return link
+
+
+def is_denied(exc: BaseException) -> bool:
+    """A denied approval: the intent fails without having been dispatched."""
+    return isinstance(exc, ApprovalError) and exc.denied
 
 
 def cancelled_reason(breach: Breach) -> dict[str, Any]:

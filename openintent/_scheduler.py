@@ -33,9 +33,10 @@ from ._context import active_run
 from ._coordination import RUNTIME, Coordination, Host
 from ._data import EMPTY, FrozenDict, json_data, json_state, to_plain, unwrap
 from ._dispatch import BoundAgent, call
-from ._guarding import Guarding, cancelled_reason
+from ._guarding import Guarding, cancelled_reason, is_denied
 from ._handler_context import HandlerContext
 from ._notify import Notifications
+from ._plan import IntentPlan, intent_id_prefix
 from ._registry import HookKind
 from ._retrying import call_error, never_retried
 from ._store import EventStore, IntentRecord
@@ -429,7 +430,7 @@ class Run:
         async def dispatch(ctx: DispatchContext) -> dict[str, Any] | None:
             await self._unless_halted()  # a guardrail halted the run on the way in?
             async with AsyncExitStack() as slots:
-                for slot in (self._slot(), *ctx.slots):
+                for slot in (*ctx.reservations, self._slot(), *ctx.slots):
                     await slots.enter_async_context(slot)
                 await self._unless_halted()  # halted while this attempt waited for a slot?
                 self.store.emit(DISPATCHED, node.id, (attempt, label))
@@ -531,10 +532,13 @@ class Run:
 
     def _retry_or_fail(self, node: Node, attempt: int, exc: Exception, primary: str) -> bool:
         """Record a failed attempt; return whether the intent will be retried."""
-        error = {"attempt": attempt, "error": str(exc), "error_type": type(exc).__name__}
-        self.store.emit(EventType.ATTEMPT_FAILED, node.id, error)
-        # Some failures no retry can fix (an unresolved escalation, a programming error);
-        # the policy's retry_on / never_retry_on filter the rest.
+        if is_denied(exc):  # refused before its dispatch: a denial is not an attempt
+            attempt = node.attempts
+        else:
+            error = {"attempt": attempt, "error": str(exc), "error_type": type(exc).__name__}
+            self.store.emit(EventType.ATTEMPT_FAILED, node.id, error)
+        # Some failures no retry can fix (an unresolved escalation, a denied approval, a
+        # programming error); the policy's retry_on / never_retry_on filter the rest.
         policy = node.spec.retry
         next_agent = (
             None if never_retried(exc) or not policy.retries(exc)
@@ -601,14 +605,10 @@ class Run:
         """Whether the run takes no more intents (it has ended, or a guardrail halted it)."""
         return self._closing or self.halted is not None
 
-    def add_node(
-        self,
-        spec: IntentSpec,
-        agents: tuple[BoundAgent, ...],
-        fallbacks: Mapping[str, BoundAgent],
-    ) -> str:
-        """Add a validated intent to the running portfolio; dispatch or skip it if it can."""
-        intent_id = f"in_{self.rng.getrandbits(64):016x}"
+    def add_node(self, planned: IntentPlan) -> str:
+        """Add a checked intent to the running portfolio; dispatch or skip it if it can."""
+        spec, agents, fallbacks = planned.spec, planned.agents, planned.fallbacks
+        intent_id = f"{intent_id_prefix(self.store.portfolio_id)}{len(self.nodes)}"
         initial_state = spec.initial_state
         self.store.emit(
             EventType.CREATED,

@@ -20,6 +20,7 @@ __all__ = [
     "IntentFailedError",
     "IntentTimeoutError",
     "OpenIntentError",
+    "OpenIntentWarning",
     "OutputCheckError",
     "QuorumError",
     "ResponseConflictError",
@@ -35,6 +36,12 @@ __all__ = [
 
 class OpenIntentError(Exception):
     """Base class of every error raised by openintent."""
+
+
+class OpenIntentWarning(UserWarning):
+    """Something works but is probably not what you meant (e.g. two classes registered
+    under one agent id). Turn it into an error with ``-W error::openintent.OpenIntentWarning``.
+    """
 
 
 class SpecError(OpenIntentError, ValueError):

@@ -619,15 +619,6 @@ async def test_agents_are_found_in_the_default_registry_by_id(openintent_registr
     assert result.output == "done"
 
 
-async def test_the_same_seed_gives_the_same_ids():
-    spec = portfolio(IntentSpec("A", assign="echo"))
-    first = await run(spec, Echo(), seed=7)
-    second = await run(spec, Echo(), seed=7)
-    third = await run(spec, Echo(), seed=8)
-    assert first.portfolio_id == second.portfolio_id != third.portfolio_id
-    assert first.intents["A"].id == second.intents["A"].id
-
-
 async def test_a_runtime_runs_several_portfolios_and_refuses_after_closing():
     echo = Echo()
     async with Runtime(agents=[echo]) as rt:
