@@ -20,6 +20,7 @@ from .agents import IntentSpec as IntentSpec
 from .agents import PortfolioSpec as PortfolioSpec
 from .errors import AgentError as AgentError
 from .errors import ApprovalError as ApprovalError
+from .errors import DataError as DataError
 from .errors import DelegationError as DelegationError
 from .errors import DependencyCycleError as DependencyCycleError
 from .errors import DuplicateIntentError as DuplicateIntentError
@@ -68,6 +69,7 @@ __all__ = [
     "Breach",
     "Clock",
     "Coordinator",
+    "DataError",
     "Decision",
     "DelegationError",
     "DependencyCycleError",

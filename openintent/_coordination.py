@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import anyio.lowlevel
 
+from ._data import FrozenList, json_data, json_state, to_plain
 from ._dispatch import BoundAgent, call
 from ._plan import Planner, decision_id
 from ._quorum import quorum_needed, quorum_rationale
@@ -28,7 +29,7 @@ from .errors import (
     QuorumError,
     ResponseConflictError,
 )
-from .models import Decision, Event, EventType, Intent, Response, plain_copy, to_plain
+from .models import Decision, Event, EventType, Intent, Response
 
 if TYPE_CHECKING:
     from ._scheduler import Node, Run
@@ -249,7 +250,7 @@ class Coordination:
                 f"all {len(responses)} assignees returned the same result",
                 {"agents": [response.agent_id for response in responses]},
             )
-            return dict(responses[0]) if responses and responses[0] else None
+            return responses[0].to_plain() if responses and responses[0] else None
         handlers = self._handlers(HookKind.CONFLICT)
         if not handlers:
             detail = "; ".join(f"{response.agent_id}: {dict(response)!r}"
@@ -301,8 +302,8 @@ class Coordination:
         if intent_id is not None and intent_id not in self.run.records:
             raise OpenIntentError(f"record_decision: intent {intent_id!r} is not in this run")
         store = self.run.store
-        # A deep copy: the audit log must not change when the caller's objects do.
-        frozen_data = plain_copy(data)
+        # A checked deep copy: the audit log must not change when the caller's objects do.
+        frozen_data = json_data(data, f"record_decision({decision!r}) data")
         store.emit(
             EventType.DECISION,
             intent_id,
@@ -361,7 +362,7 @@ class Coordination:
 
         def roll_up(event: Event) -> None:
             if event.type == EventType.COST_RECORDED and not self.run.finished:
-                data = dict(event.data or {})
+                data = to_plain(event.data or {})
                 store.emit(EventType.COST_RECORDED, None,
                            {**data, "subportfolio": event.portfolio_id})
 
@@ -369,11 +370,8 @@ class Coordination:
 
 
 def _as_dict(value: Any, where: str) -> dict[str, Any] | None:
-    if value is None or type(value) is dict:
-        return value
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"{where} returned {type(value).__name__}; return a dict or None")
+    """A coordinator handler's result as intent state: a checked copy, or ``None``."""
+    return json_state(value, where)
 
 
 def _merge_delegated(
@@ -391,7 +389,7 @@ def _freeze(value: Any) -> Any:
     """A hashable stand-in for a JSON-like value, to compare responses."""
     if isinstance(value, Mapping):
         return frozenset((key, _freeze(item)) for key, item in value.items())
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | FrozenList):
         return tuple(_freeze(item) for item in value)
     if isinstance(value, set | frozenset):
         return frozenset(_freeze(item) for item in value)

@@ -14,6 +14,7 @@ from typing import Any
 import anyio.to_thread
 
 from ._registry import AgentDefinition, HookKind, Registry, definition_of, suggest
+from ._retrying import call_error
 from .errors import AgentError, UnknownAgentError
 
 __all__ = ["AgentTable", "BoundAgent", "Handler", "call"]
@@ -40,21 +41,29 @@ async def call(handler: Handler, *args: Any, clock: Any = None) -> Any:
     A thread cannot be interrupted: when the call is cancelled (a timeout, a cancelled run)
     the caller stops waiting at once and the thread's eventual result is discarded. While the
     thread works, a clock with ``hold()`` (the virtual clock) keeps time still.
+
+    A handler whose parameters cannot take ``args`` raises :class:`AgentError` (never retried).
     """
-    if handler.is_async:
-        return await handler.function(*args)
-    work = functools.partial(handler.function, *args)
-    hold = getattr(clock, "hold", None)
-    if hold is None:
-        return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
-    with hold():
-        return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+    try:
+        if handler.is_async:
+            return await handler.function(*args)
+        work = functools.partial(handler.function, *args)
+        hold = getattr(clock, "hold", None)
+        if hold is None:
+            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        with hold():
+            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+    except TypeError as exc:
+        error = call_error(handler.function, handler.name, args, exc)
+        if error is exc:
+            raise
+        raise error from exc
 
 
 class BoundAgent:
     """An agent (or coordinator) instance with its handlers grouped by kind."""
 
-    __slots__ = ("id", "kind", "instance", "definition", "handlers", "work")
+    __slots__ = ("id", "kind", "instance", "definition", "handlers", "work", "work_name")
 
     def __init__(self, definition: AgentDefinition, instance: Any) -> None:
         self.id = definition.id
@@ -72,6 +81,7 @@ class BoundAgent:
         self.work: Callable[..., Any] | None = (
             assignment[0].function if len(assignment) == 1 and assignment[0].is_async else None
         )
+        self.work_name = assignment[0].name if assignment else ""
 
     def of(self, kind: HookKind) -> list[Handler]:
         """The handlers of one kind, in definition order."""

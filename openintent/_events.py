@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple, overload
 
+from ._data import read_only, to_plain
 from ._registry import current_registry, suggest
 
 __all__ = ["PACKED_FIELDS", "Event", "EventLog", "EventType", "public_event"]
@@ -80,7 +81,8 @@ class Event(NamedTuple):
     """One entry of a run's event log. Immutable; ``seq`` orders the log from 0.
 
     ``data`` holds what the event says beyond its type (the patch of ``state_patched``, the
-    result of ``completed``, the error of ``attempt_failed``, ...); treat it as read-only.
+    result of ``completed``, the error of ``attempt_failed``, ...) as a deep read-only view:
+    changing it raises ``TypeError``; ``to_dict()`` gives a plain copy.
     """
 
     seq: int
@@ -98,7 +100,7 @@ class Event(NamedTuple):
             "time": self.time,
             "portfolio_id": self.portfolio_id,
             "intent_id": self.intent_id,
-            "data": dict(self.data) if self.data else {},
+            "data": to_plain(self.data) if self.data else {},
         }
 
 
@@ -123,7 +125,7 @@ def public_event(raw: tuple[Any, ...], seq: int, portfolio_id: str) -> Event:
         data = dict(zip(PACKED_FIELDS[type_], data, strict=True))
         if "initial_state" in data and data["initial_state"] is None:
             data["initial_state"] = {}
-    return Event(seq, type_, time_, portfolio_id, intent_id, data)
+    return Event(seq, type_, time_, portfolio_id, intent_id, read_only(data))
 
 
 class EventLog(Sequence[Event]):

@@ -240,7 +240,8 @@ async def _all_complete(run: Run) -> tuple[Any, str | None]:
     """Fire ``@on_all_complete``; return the output, or the error that replaced it."""
     store = run.store
     spec = run.spec
-    results = ResultsView(store.records, run.id_of_title)
+    # Read-only views for the handler: the run's result keeps its own copies.
+    results = ResultsView(store.records, run.id_of_title, views=True)
     portfolio = Portfolio(store.portfolio_id, spec.name, spec.description, spec.metadata, results)
     try:
         return await run.fire_all_complete(portfolio), None

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
 
+from ._data import FrozenDict, json_data
 from ._event_types import is_event_type, unknown_event_type
 from ._store import is_valid_cost
-from .errors import OpenIntentError, StateConflictError
-from .models import Decision, EventType, Intent, RunResult, plain_copy, to_plain
+from .errors import DataError, OpenIntentError, StateConflictError
+from .models import Decision, EventType, Intent, RunResult
 
 if TYPE_CHECKING:
     from ._clock import Clock
@@ -47,7 +48,9 @@ class HandlerContext:
         if record is None:
             raise OpenIntentError(f"intent {intent.id!r} is not part of this run")
         if not isinstance(patch, Mapping):
-            raise TypeError(f"patch_state takes a dict of changes, got {type(patch).__name__}")
+            raise DataError(f"patch_state takes a dict of changes, got {type(patch).__name__}")
+        # A checked copy: the caller may go on changing its dict; the log must not change.
+        patch = json_data(patch, f"patch_state of intent {record.title!r}")
         if record.status.is_terminal:
             raise OpenIntentError(
                 f"intent {record.title!r} is {record.status}; its state is final"
@@ -67,8 +70,8 @@ class HandlerContext:
             )
         old_state = record.state
         run.store.emit(EventType.STATE_PATCHED, intent.id,
-                       {"patch": to_plain(patch), "by": intent.assigned_to})
-        intent.state = dict(record.state)
+                       {"patch": patch, "by": intent.assigned_to})
+        intent.state = FrozenDict(record.state)
         intent.version = record.version
         if run.hooks.state_watched:
             run.hooks.state_changed(record, old_state, record.state, patch)
@@ -84,7 +87,8 @@ class HandlerContext:
             raise ValueError(f"record_cost takes a finite amount >= 0 in USD, got {usd!r}")
         if intent.id not in self._run.records:
             raise OpenIntentError(f"intent {intent.id!r} is not part of this run")
-        data = {"usd": float(usd), "agent": agent_id, **details}
+        data = {"usd": float(usd), "agent": agent_id,
+                **json_data(details, "record_cost details")}
         self._run.store.emit(EventType.COST_RECORDED, intent.id, data)
 
     async def record_event(
@@ -106,7 +110,7 @@ class HandlerContext:
         intent_id = None if intent is None else intent.id
         if intent_id is not None and intent_id not in self._run.records:
             raise OpenIntentError(f"intent {intent_id!r} is not part of this run")
-        self._run.store.emit(event_type, intent_id, {**plain_copy(data), "agent": agent_id})
+        self._run.store.emit(event_type, intent_id, {**json_data(data, where), "agent": agent_id})
 
     async def delegate(self, coordinator_id: str, intent: Intent, to: str) -> Any:
         return await self._run.coordination.delegate(coordinator_id, intent, to)

@@ -21,6 +21,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._clock import Clock, RealClock
+from ._data import unwrap
 from ._dispatch import AgentTable, BoundAgent
 from ._handle import (
     RunHandle,
@@ -262,8 +263,8 @@ class Runtime:
                     intent_spec.title,
                     intent_spec.depends_on,
                     intent_spec.assign,
-                    # A copy, so the log never changes if the caller mutates the spec's dict.
-                    {**initial_state} if initial_state else None,
+                    # The spec's own checked copy, which nothing changes.
+                    unwrap(initial_state) if initial_state else None,
                 ),
             )
             node = records[intent_id]

@@ -185,7 +185,7 @@ async def test_a_non_dict_return_fails_the_attempt_with_a_clear_error():
 
     result = await run(portfolio(IntentSpec("A", assign="bad")), Bad)
     assert result.intents["A"].status == "failed"
-    assert result.intents["A"].error_type == "TypeError"
+    assert result.intents["A"].error_type == "DataError"  # a TypeError
     assert "returns a dict" in result.intents["A"].error
 
 

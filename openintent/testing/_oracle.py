@@ -39,7 +39,7 @@ cost and decisions must match the result too.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..models import Event, IntentResult, IntentStatus, RunResult
@@ -54,6 +54,16 @@ _FIELDS = ("id", "title", "status", "state", "version", "assigned_to", "attempts
            "depends_on", "error", "error_type", "cost_usd")
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as plain dicts and lists (the log hands out read-only views): the derived
+    state is the oracle's own, and prints like the JSON it is."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_plain(item) for item in value]
+    return value
+
+
 class _Intent:
     """One intent as its events describe it (plain values, compared field by field)."""
 
@@ -65,7 +75,7 @@ class _Intent:
             "id": intent_id,
             "title": data.get("title"),
             "status": _PENDING,
-            "state": dict(data.get("initial_state") or {}),
+            "state": _plain(data.get("initial_state") or {}),
             "version": 0,
             "assigned_to": assign,
             "attempts": 0,
@@ -77,7 +87,7 @@ class _Intent:
 
     def merge(self, changes: Mapping[str, Any] | None) -> None:
         if changes:
-            self.fields["state"] = {**self.fields["state"], **changes}
+            self.fields["state"] = {**self.fields["state"], **_plain(changes)}
             self.fields["version"] += 1
 
 
