@@ -53,7 +53,7 @@ class Notifications:
             # Hooks hear the whole run, the events logged before they were set up too.
             store = run.store
             for seq, raw in enumerate(list(store.events)):
-                self._on_event(public_event(raw, seq, store.portfolio_id))
+                self._on_event(public_event(raw, seq, store.source))
             store.listeners.append(self._on_event)
         self._refresh()
 

@@ -406,8 +406,10 @@ class Run:
     async def _unless_halted(self) -> None:
         """Stop an attempt about to be dispatched in a halted run (as cancelled)."""
         if self.halted is not None:
+            # The halt cancelled the scope every worker runs in, so this raises the backend's
+            # own cancellation (never build one by hand: trio's has no public constructor).
             await anyio.lowlevel.checkpoint_if_cancelled()
-            raise anyio.get_cancelled_exc_class()("the run was halted")
+            raise RuntimeError("openintent bug: a worker of a halted run was not cancelled")
 
     def _slot(self) -> AbstractAsyncContextManager[Any]:
         """A max_concurrency slot for one dispatch (a no-op without a cap)."""

@@ -11,6 +11,7 @@ import enum
 import math
 import random
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -251,13 +252,15 @@ class Response(dict[str, Any]):
 @attrs.frozen
 class Decision:
     """An immutable decision record, written by a coordinator or by the runtime on its behalf
-    (``coordinator_id`` is then ``"runtime"``)."""
+    (``coordinator_id`` is then ``"runtime"``). ``time`` is on the runtime clock, ``at`` the
+    same instant as a timezone-aware UTC ``datetime``."""
 
     id: str
     coordinator_id: str
     portfolio_id: str
     intent_id: str | None
     time: float
+    at: datetime
     decision: str
     rationale: str
     data: Mapping[str, Any] = attrs.field(factory=dict, converter=_read_only_copy)
@@ -272,6 +275,7 @@ class Decision:
             portfolio_id=event.portfolio_id,
             intent_id=event.intent_id,
             time=event.time,
+            at=event.at,
             decision=data["decision"],
             rationale=data["rationale"],
             data=data.get("data", {}),
@@ -285,6 +289,7 @@ class Decision:
             "portfolio_id": self.portfolio_id,
             "intent_id": self.intent_id,
             "time": self.time,
+            "at": self.at.isoformat(),
             "decision": self.decision,
             "rationale": self.rationale,
             "data": plain_copy(self.data),

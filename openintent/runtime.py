@@ -185,7 +185,7 @@ class Runtime:
             status=status,
             output=output,
             intents=results,
-            events=EventLog(store.events, store.portfolio_id),
+            events=EventLog(store.events, store.source),
             decisions=tuple(store.decisions),
             cost_usd=store.total_cost,
             error=error,
@@ -455,7 +455,7 @@ class Runtime:
         if self._current is not None:
             current = self._current
             for seq, raw in enumerate(current.events):
-                send.send_nowait(public_event(raw, seq, current.portfolio_id))
+                send.send_nowait(public_event(raw, seq, current.source))
         if self._closed:
             send.close()
         else:
