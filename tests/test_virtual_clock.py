@@ -20,6 +20,7 @@ from openintent import OpenIntentError, Runtime, VirtualClock
 from openintent.agents import IntentSpec, PortfolioSpec
 from openintent.testing import SimulatedAgent
 
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("steps", [10, 50])
 async def test_time_stands_still_outside_a_run_until_every_task_waits(steps: int) -> None:
