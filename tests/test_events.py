@@ -194,3 +194,46 @@ async def test_of_type_still_refuses_an_unknown_type() -> None:
     result = await virtual_run()
     with pytest.raises(ValueError, match="unknown event type"):
         result.events.for_intent("Load").of_type("complete")
+
+
+class _StepClock:
+    """A user clock with only what ``Clock`` requires: ``now``, ``sleep`` and ``timeout``."""
+
+    def __init__(self) -> None:
+        self.time = 1000.0
+
+    def now(self) -> float:
+        return self.time
+
+    async def sleep(self, seconds: float) -> None:
+        self.time += seconds  # time moves by what is slept, at once
+        await anyio.lowlevel.checkpoint()
+
+    def timeout(self, seconds: float) -> Any:
+        return anyio.move_on_after(seconds)
+
+
+class _DatedStepClock(_StepClock):
+    def wall(self, time: float) -> datetime:
+        return START + timedelta(seconds=time)
+
+
+@pytest.mark.asyncio
+async def test_a_user_clock_without_wall_is_anchored_to_utc_once_per_run() -> None:
+    before = datetime.now(UTC)
+    async with Runtime(agents=agents(), clock=_StepClock()) as rt:
+        result = await rt.run(spec())
+    first = result.events[0]
+    assert before <= first.at <= datetime.now(UTC)
+    assert result.events[-1].time - first.time >= 65  # the simulated delays and backoff
+    for event in result.events:
+        assert event.at - first.at == timedelta(seconds=event.time - first.time)
+
+
+@pytest.mark.asyncio
+async def test_a_clock_with_wall_dates_events_itself() -> None:
+    async with Runtime(agents=agents(), clock=_DatedStepClock()) as rt:
+        result = await rt.run(spec())
+    assert [event.at for event in result.events] == [
+        START + timedelta(seconds=event.time) for event in result.events
+    ]
