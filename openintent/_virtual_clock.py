@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import anyio.lowlevel
 
+from ._context import active_run
 from .errors import OpenIntentError
 
 __all__ = ["VirtualClock"]
@@ -156,11 +157,14 @@ class VirtualClock:
         woken = anyio.Event()
         timer = self._add(seconds, woken.set)
         try:
-            if self._driving:  # a run drives this clock: its driver fires the timer
+            run = active_run.get()
+            if self._driving and run is not None and run.clock is self:
+                # A task of a run on this clock: the run's driver outlives it and fires the timer.
                 await woken.wait()
                 return
-            # Outside a run, drive the clock for as long as this sleep waits: time moves only
-            # once every task of the loop waits, a run that starts meanwhile included.
+            # Anywhere else, drive the clock for as long as this sleep waits (the runs that
+            # drive it now may end first): time moves only once every task of the loop waits,
+            # a run that starts meanwhile included.
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._drive_for_sleep)
                 await woken.wait()

@@ -7,7 +7,10 @@ a run or reads the clock. Like trio's ``MockClock(autojump_threshold=0)``.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -17,8 +20,23 @@ import anyio.to_thread
 import pytest
 
 from openintent import OpenIntentError, Runtime, VirtualClock
-from openintent.agents import IntentSpec, PortfolioSpec
+from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
 from openintent.testing import SimulatedAgent
+
+
+@contextmanager
+def watchdog(seconds: float = 10) -> Iterator[anyio.CancelScope]:
+    """Cancel the block after ``seconds`` of real time, from a thread the virtual clock does
+    not see (a real-time guard in the loop would keep virtual time still)."""
+    loop = asyncio.get_running_loop()
+    with anyio.CancelScope() as scope:
+        timer = threading.Timer(seconds, loop.call_soon_threadsafe, [scope.cancel])
+        timer.start()
+        try:
+            yield scope
+        finally:
+            timer.cancel()
+    assert not scope.cancelled_caught, "the virtual clock never woke the sleeper"
 
 
 @pytest.mark.asyncio
@@ -63,6 +81,34 @@ async def test_a_run_started_late_beside_a_sleeping_task_starts_at_time_zero(ste
     assert [call.time for call in writer.calls] == [0.0]
     assert result.events.of_type("completed")[0].time == 2.0
     assert woke == [5.0]
+
+
+@pytest.mark.asyncio
+async def test_a_side_sleep_begun_during_a_run_still_wakes_after_the_run_ends() -> None:
+    clock = VirtualClock()
+    dispatched = anyio.Event()
+    woke: list[float] = []
+
+    @Agent("working")
+    class Working:
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, Any]:
+            dispatched.set()
+            await clock.sleep(10)
+            return {}
+
+    async def side_task() -> None:  # not a task of the run, though the run drives the clock
+        await dispatched.wait()
+        await clock.sleep(50)
+        woke.append(clock.now())
+
+    with watchdog():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(side_task)
+            async with Runtime(agents=[Working], clock=clock) as rt:
+                result = await rt.run(PortfolioSpec("p", [IntentSpec("A", assign="working")]))
+    assert result.events[-1].time == 10.0
+    assert woke == [50.0]
 
 
 @pytest.mark.asyncio
