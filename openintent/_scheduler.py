@@ -152,7 +152,9 @@ class Run:
                     with anyio.CancelScope() as scope:
                         self._work_scope = scope  # what a halt cancels from now on
                         await finish()
-                    await self.hooks.drain()
+                # Hooks queued so far still fire (after a halt too) while the clock's driver
+                # runs: on a virtual clock a hook that sleeps needs it.
+                await self.hooks.drain()
                 self._close()
         finally:
             active_run.reset(token)
