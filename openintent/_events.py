@@ -43,6 +43,7 @@ class EventType:
     APPROVAL_REQUESTED: Final = "approval_requested"
     APPROVAL_GRANTED: Final = "approval_granted"
     APPROVAL_DENIED: Final = "approval_denied"
+    LOOP_BLOCKED: Final = "loop_blocked"
     RUN_FINISHED: Final = "run_finished"
 
     ALL: Final = frozenset(
@@ -69,6 +70,7 @@ class EventType:
             "approval_requested",
             "approval_granted",
             "approval_denied",
+            "loop_blocked",
             "run_finished",
         }
     )

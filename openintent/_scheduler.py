@@ -29,6 +29,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
+from ._blocking import BlockingWatch, current_watch, timed
 from ._clock import Clock
 from ._context import active_run
 from ._coordination import RUNTIME, Coordination, Host
@@ -104,6 +105,7 @@ class Run:
         self._work_scope: anyio.CancelScope | None = None
         self.halted: Breach | None = None
         self.parent: Run | None = None  # the run whose coordinator executes this one
+        self.blocking: BlockingWatch | None = None  # times async handlers' steps (the runtime's)
         self.guarding = Guarding(self, guardrails) if guardrails else None
         self._idle: list[anyio.Event] = []
         self._starting = 0  # workers started or woken but not yet running
@@ -127,6 +129,7 @@ class Run:
         keep working, and a halt cancels it.
         """
         token = active_run.set(self.context)
+        watching = current_watch.set(self.blocking)
         try:
             async with anyio.create_task_group() as tg:
                 # Outer group: notifications, the virtual clock's driver, guardrail timers.
@@ -157,6 +160,7 @@ class Run:
                 await self.hooks.drain()
                 self._close()
         finally:
+            current_watch.reset(watching)
             active_run.reset(token)
         if self.halted is not None:
             return RunStatus.HALTED
@@ -287,6 +291,7 @@ class Run:
         self._starting -= 1
         ready = self._ready
         heap = self._ready_heap
+        watch = self.blocking
         done = 0
         try:
             while not self._closing:
@@ -308,7 +313,8 @@ class Run:
                         self.store.emit(DISPATCHED, node.id, (1, agent_id))
                         intent = self.view(node, 1, agent_id)
                         try:
-                            result = await work(intent)
+                            result = await (work(intent) if watch is None else timed(
+                                work(intent), watch, node.agents[0].work_handler, intent))
                             if result is not None and type(result) is not dict:
                                 result = _as_result(node.agents[0].of(HookKind.ASSIGNMENT)[0],
                                                     result)
@@ -478,7 +484,9 @@ class Run:
     async def call_agent(self, agent: BoundAgent, intent: Intent) -> dict[str, Any] | None:
         work = agent.work
         if work is not None:  # the common case: one async @on_assignment handler
-            value = await work(intent)
+            watch = self.blocking
+            value = await (work(intent) if watch is None
+                           else timed(work(intent), watch, agent.work_handler, intent))
             if value is None or type(value) is dict:
                 return value
             return _as_result(agent.of(HookKind.ASSIGNMENT)[0], value)
@@ -642,6 +650,7 @@ class Run:
         """
         output: Any = None
         token = active_run.set(self.context)
+        watching = current_watch.set(self.blocking)
         try:
             if self.coordinator is not None:
                 for handler in self.coordinator.of(HookKind.ALL_COMPLETE):
@@ -652,6 +661,7 @@ class Run:
                 for handler in agent.of(HookKind.ALL_COMPLETE):
                     await self.hooks.call_safely(handler, portfolio)
         finally:
+            current_watch.reset(watching)
             active_run.reset(token)
         return output
 

@@ -18,6 +18,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._blocking import DEFAULT_BLOCKING_THRESHOLD, BlockingWatch, check_blocking_threshold
 from ._clock import Clock, RealClock
 from ._dispatch import AgentTable, BoundAgent
 from ._graph import check_graph
@@ -48,7 +49,9 @@ class Runtime:
     ``agents`` takes decorated classes (instantiated once, with no arguments) or instances;
     when omitted, agents are found by id in the default registry (every class decorated with
     ``@Agent``/``@Coordinator``). ``clock`` drives every timer of a run (default: real time);
-    ``seed`` makes ids and retry jitter reproducible.
+    ``seed`` makes ids and retry jitter reproducible. ``blocking_threshold`` (seconds; ``None``
+    turns it off) reports a step of an ``async def`` handler that holds the event loop longer:
+    a ``loop_blocked`` event on its intent and a warning.
 
     Use it as an async context manager; ``await rt.run(spec)`` may be called several times.
     """
@@ -61,12 +64,14 @@ class Runtime:
         seed: int | None = None,
         store: str = "memory://",
         guardrails: Sequence[Any] | None = None,
+        blocking_threshold: float | None = DEFAULT_BLOCKING_THRESHOLD,
     ) -> None:
         if store != "memory://":
             raise OpenIntentError(
                 f"store {store!r} is not supported yet; only 'memory://' (the default) is"
             )
         self._guardrails = build_guardrails(guardrails, "Runtime(...)")
+        self._blocking_threshold = check_blocking_threshold(blocking_threshold)
         if isinstance(agents, str | type) or (
             agents is not None and not isinstance(agents, Iterable)
         ):
@@ -140,6 +145,8 @@ class Runtime:
         run = self._prepare(spec, lead, guardrails, nested=nested)
         store = run.store
         run.parent = parent
+        if self._blocking_threshold is not None:
+            run.blocking = BlockingWatch(self._blocking_threshold, store.emit, store.log)
         if on_event is not None:
             store.listeners.append(on_event)
         self._active.append(run)
