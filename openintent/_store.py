@@ -19,6 +19,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._clock import Clock
+from ._logging import logging_configured
 from .models import (
     PACKED_FIELDS,
     Decision,
@@ -332,7 +333,7 @@ def _debug_enabled(log: Any) -> bool:
     Unconfigured structlog prints everything; a library must not flood its users' output,
     and a log line per event costs more than the scheduling itself.
     """
-    if not structlog.is_configured():
+    if not logging_configured():
         return False
     is_enabled_for = getattr(log, "is_enabled_for", None)
     return bool(is_enabled_for(logging.DEBUG)) if callable(is_enabled_for) else False

@@ -15,13 +15,13 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
-import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._blocking import DEFAULT_BLOCKING_THRESHOLD, BlockingWatch, check_blocking_threshold
 from ._clock import Clock, RealClock
 from ._dispatch import AgentTable, BoundAgent
 from ._graph import check_graph
+from ._logging import logging_configured
 from ._registry import HookKind, current_registry
 from ._scheduler import Node, Run, fast_path
 from ._specs import IntentSpec, PortfolioSpec
@@ -39,7 +39,7 @@ def _info(log: Any, message: str, **fields: Any) -> None:
     Like the standard library's logging, which shows a library's warnings but not its info
     lines until the application sets logging up: unconfigured structlog prints everything.
     """
-    if structlog.is_configured():
+    if logging_configured():
         log.info(message, **fields)
 
 
