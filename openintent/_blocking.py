@@ -89,8 +89,10 @@ class BlockingWatch:
         data = {"agent": handler.agent_id, "handler": handler.name, "seconds": round(seconds, 6)}
         if not _about_blocking(subject):  # a loop_blocked hook that blocks: no feedback loop
             self._emit(EventType.LOOP_BLOCKED, intent_id, data)
+        first = subject[0] if isinstance(subject, tuple) and subject else subject
         self._log.warning(
             "a handler blocked the event loop", **data, intent_id=intent_id,
+            intent=first.title if isinstance(first, Intent) else None,
             threshold=self.threshold, hint=_HINT,
         )
 

@@ -104,6 +104,7 @@ async def test_the_warning_suggests_a_plain_def_or_a_worker_thread() -> None:
     assert warning["agent"] == "blocky"
     assert warning["handler"].endswith("Blocky.work")
     assert warning["seconds"] >= BLOCK
+    assert warning["intent"] == "work"
     assert "def" in warning["hint"] and "anyio.to_thread.run_sync" in warning["hint"]
 
 
