@@ -12,6 +12,7 @@ The wall clock is the right one even under a virtual clock: blocking is real tim
 
 from __future__ import annotations
 
+import gc
 import math
 import types
 from collections.abc import Callable, Coroutine, Generator
@@ -38,10 +39,20 @@ _HINT = (
     "call into `await anyio.to_thread.run_sync(...)`"
 )
 
-# Seconds already blamed on some handler, over every watch of this process. A handler that
+# Seconds of steps accounted for elsewhere, over every watch of this process: a handler that
 # runs inline inside another one's step (a delegate inside its coordinator's handler) is
-# reported itself; the outer handler is blamed only for the rest of its step.
+# reported itself, and garbage collection pauses are no handler's doing. A step is blamed only
+# for the rest of its time.
 _blamed = 0.0
+_collecting_since = 0.0
+
+
+def _on_collection(phase: str, info: dict[str, int]) -> None:
+    global _blamed, _collecting_since
+    if phase == "start":
+        _collecting_since = perf_counter()
+    else:
+        _blamed += perf_counter() - _collecting_since
 
 
 class _Handler(Protocol):
@@ -76,6 +87,8 @@ class BlockingWatch:
         self.threshold = threshold
         self._emit = emit
         self._log = log
+        if _on_collection not in gc.callbacks:
+            gc.callbacks.append(_on_collection)
 
     def blocked(self, handler: _Handler, subject: object, seconds: float) -> None:
         """Record that one step of ``handler`` held the loop for ``seconds``.
