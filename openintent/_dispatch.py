@@ -15,6 +15,7 @@ import anyio.to_thread
 
 from ._blocking import current_watch, timed
 from ._registry import AgentDefinition, HookKind, Registry, definition_of, suggest
+from ._retrying import call_error
 from .errors import AgentError, UnknownAgentError
 
 __all__ = ["AgentTable", "BoundAgent", "Handler", "call"]
@@ -47,24 +48,34 @@ async def call(handler: Handler, *args: Any, clock: Any = None) -> Any:
     the caller stops waiting at once and the thread's eventual result is discarded. While the
     thread works, a clock with ``hold()`` (the virtual clock) keeps time still. An async
     handler's steps are timed when the run watches for blocking (see :mod:`._blocking`).
+
+    A handler whose parameters cannot take ``args`` raises :class:`AgentError` (never retried).
     """
-    if handler.is_async:
-        watch = current_watch.get()
-        if watch is None:
-            return await handler.function(*args)
-        return await timed(handler.function(*args), watch, handler, args)
-    work = functools.partial(handler.function, *args)
-    hold = getattr(clock, "hold", None)
-    if hold is None:
-        return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
-    with hold():
-        return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+    try:
+        if handler.is_async:
+            watch = current_watch.get()
+            if watch is None:
+                return await handler.function(*args)
+            return await timed(handler.function(*args), watch, handler, args)
+        work = functools.partial(handler.function, *args)
+        hold = getattr(clock, "hold", None)
+        if hold is None:
+            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+        with hold():
+            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
+    except TypeError as exc:
+        error = call_error(handler.function, handler.name, args, exc)
+        if error is exc:
+            raise
+        raise error from exc
 
 
 class BoundAgent:
     """An agent (or coordinator) instance with its handlers grouped by kind."""
 
-    __slots__ = ("id", "kind", "instance", "definition", "handlers", "work", "work_handler")
+    __slots__ = (
+        "id", "kind", "instance", "definition", "handlers", "work", "work_handler", "work_name",
+    )
 
     def __init__(self, definition: AgentDefinition, instance: Any) -> None:
         self.id = definition.id
@@ -84,6 +95,7 @@ class BoundAgent:
         if len(assignment) == 1 and assignment[0].is_async:
             self.work_handler: Handler = assignment[0]  # set only with ``work``
             self.work = assignment[0].function
+        self.work_name = assignment[0].name if assignment else ""
 
     def of(self, kind: HookKind) -> list[Handler]:
         """The handlers of one kind, in definition order."""

@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple, overload
 
+from ._data import read_only, to_plain
+from ._registry import current_registry, suggest
+
 __all__ = ["PACKED_FIELDS", "Event", "EventLog", "EventType", "public_event"]
 
 
@@ -80,7 +83,8 @@ class Event(NamedTuple):
     """One entry of a run's event log. Immutable; ``seq`` orders the log from 0.
 
     ``data`` holds what the event says beyond its type (the patch of ``state_patched``, the
-    result of ``completed``, the error of ``attempt_failed``, ...); treat it as read-only.
+    result of ``completed``, the error of ``attempt_failed``, ...) as a deep read-only view:
+    changing it raises ``TypeError``; ``to_dict()`` gives a plain copy.
     """
 
     seq: int
@@ -98,7 +102,7 @@ class Event(NamedTuple):
             "time": self.time,
             "portfolio_id": self.portfolio_id,
             "intent_id": self.intent_id,
-            "data": dict(self.data) if self.data else {},
+            "data": to_plain(self.data) if self.data else {},
         }
 
 
@@ -123,7 +127,7 @@ def public_event(raw: tuple[Any, ...], seq: int, portfolio_id: str) -> Event:
         data = dict(zip(PACKED_FIELDS[type_], data, strict=True))
         if "initial_state" in data and data["initial_state"] is None:
             data["initial_state"] = {}
-    return Event(seq, type_, time_, portfolio_id, intent_id, data)
+    return Event(seq, type_, time_, portfolio_id, intent_id, read_only(data))
 
 
 class EventLog(Sequence[Event]):
@@ -155,12 +159,21 @@ class EventLog(Sequence[Event]):
             yield public_event(raw, seq, portfolio_id)
 
     def of_type(self, *types: str) -> list[Event]:
-        """The events whose type is one of ``types`` (see :class:`EventType`), in order."""
+        """The events whose type is one of ``types`` (see :class:`EventType`, and the custom
+        types declared with ``register_event_type``), in order; an unknown type is a
+        ``ValueError``."""
         wanted = set(types)
-        unknown = wanted - EventType.ALL
+        known = EventType.ALL | current_registry().event_types
+        unknown = wanted - known
         if unknown:
-            valid = ", ".join(sorted(EventType.ALL))
-            raise ValueError(f"unknown event type(s) {sorted(unknown)}; valid: {valid}")
+            unknown -= set(self.types())  # a custom type the log holds is known to it
+        if unknown:
+            first = sorted(unknown)[0]
+            valid = ", ".join(sorted(known))
+            raise ValueError(
+                f"unknown event type(s) {sorted(unknown)}{suggest(first, sorted(known))}; "
+                f"valid: {valid}. Declare your own with openintent.register_event_type(name)"
+            )
         return [event for event in self if event.type in wanted]
 
     def for_intent(self, intent_id: str) -> list[Event]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._data import read_only
 from ._dispatch import BoundAgent, Handler, call
 from ._registry import HookKind
 from .models import Event, EventType, public_event
@@ -104,8 +104,9 @@ class Notifications:
         if not changed:
             return
         intent = self.run.view(node, node.attempts, node.assigned_to)
-        old = MappingProxyType(dict(old_state))
-        new = MappingProxyType(dict(new_state))
+        # States are replaced on change, never changed in place: views are snapshots.
+        old = read_only(old_state)
+        new = read_only(new_state)
         for handler in handlers:
             keys = handler.options.get("keys")
             if keys is None or keys & changed:
