@@ -11,6 +11,8 @@ from __future__ import annotations
 from ._clock import Clock as Clock
 from ._clock import RealClock as RealClock
 from ._context import sleep as sleep
+from ._event_types import register_event_type as register_event_type
+from ._handle import RunHandle as RunHandle
 from ._virtual_clock import VirtualClock as VirtualClock
 from .agents import Agent as Agent
 from .agents import Coordinator as Coordinator
@@ -18,6 +20,7 @@ from .agents import IntentSpec as IntentSpec
 from .agents import PortfolioSpec as PortfolioSpec
 from .errors import AgentError as AgentError
 from .errors import ApprovalError as ApprovalError
+from .errors import DataError as DataError
 from .errors import DelegationError as DelegationError
 from .errors import DependencyCycleError as DependencyCycleError
 from .errors import DuplicateIntentError as DuplicateIntentError
@@ -27,6 +30,7 @@ from .errors import GuardrailError as GuardrailError
 from .errors import IntentFailedError as IntentFailedError
 from .errors import IntentTimeoutError as IntentTimeoutError
 from .errors import OpenIntentError as OpenIntentError
+from .errors import OpenIntentWarning as OpenIntentWarning
 from .errors import OutputCheckError as OutputCheckError
 from .errors import QuorumError as QuorumError
 from .errors import ResponseConflictError as ResponseConflictError
@@ -65,6 +69,7 @@ __all__ = [
     "Breach",
     "Clock",
     "Coordinator",
+    "DataError",
     "Decision",
     "DelegationError",
     "DependencyCycleError",
@@ -83,6 +88,7 @@ __all__ = [
     "IntentStatus",
     "IntentTimeoutError",
     "OpenIntentError",
+    "OpenIntentWarning",
     "OutputCheckError",
     "Portfolio",
     "PortfolioSpec",
@@ -93,6 +99,7 @@ __all__ = [
     "RetryPolicy",
     "RunCancelledError",
     "RunFailedError",
+    "RunHandle",
     "RunHaltedError",
     "RunResult",
     "RunStatus",
@@ -102,6 +109,7 @@ __all__ = [
     "UnknownAgentError",
     "UnknownDependencyError",
     "VirtualClock",
+    "register_event_type",
     "register_guardrail",
     "sleep",
 ]

@@ -38,6 +38,10 @@ class RunContext(Protocol):
         self, agent_id: str, intent: Intent, usd: float, details: Mapping[str, Any]
     ) -> None: ...
 
+    async def record_event(
+        self, agent_id: str, intent: Intent | None, event_type: str, data: Mapping[str, Any]
+    ) -> None: ...
+
     async def delegate(self, coordinator_id: str, intent: Intent, to: str) -> Any: ...
 
     def record_decision(

@@ -9,33 +9,31 @@ through the run context.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.lowlevel
 
+from ._data import FrozenList, json_data, json_state, to_plain
 from ._dispatch import BoundAgent, call
+from ._plan import Planner, decision_id
+from ._quorum import quorum_needed, quorum_rationale
 from ._registry import HookKind, suggest
-from ._specs import IntentSpec
 from .errors import (
+    AgentError,
     DelegationError,
-    DependencyCycleError,
-    DuplicateIntentError,
     Escalate,
     EscalationError,
     OpenIntentError,
     QuorumError,
     ResponseConflictError,
-    SpecError,
-    UnknownDependencyError,
 )
-from .models import Decision, Event, EventType, Intent, Response, plain_copy, to_plain
+from .models import Decision, Event, EventType, Intent, Response
 
 if TYPE_CHECKING:
     from ._scheduler import Node, Run
-    from ._specs import PortfolioSpec
+    from ._specs import IntentSpec, PortfolioSpec
     from .models import RunResult
 
 __all__ = ["Coordination", "Host", "RUNTIME"]
@@ -47,9 +45,8 @@ RUNTIME = "runtime"
 class Host(Protocol):
     """What a run needs from the runtime that started it."""
 
-    def agent(self, agent_id: str) -> BoundAgent: ...
-
-    def assignees(self, spec: IntentSpec, lead: BoundAgent | None) -> tuple[BoundAgent, ...]: ...
+    @property
+    def planner(self) -> Planner: ...
 
     async def run_nested(
         self,
@@ -108,7 +105,7 @@ class Coordination:
                 f"@Coordinator({lead.id!r}, agents=[...])"
             )
         try:
-            agent = self.host.agent(to)
+            agent = self.host.planner.agent(to)
         except OpenIntentError as exc:
             raise DelegationError(f"cannot delegate {intent.title!r}: {exc}") from None
         if not agent.of(HookKind.ASSIGNMENT):
@@ -177,7 +174,8 @@ class Coordination:
         """Dispatch to every assignee at once; settle by quorum, agreement or arbitration."""
         run = self.run
         quorum = self._handlers(HookKind.QUORUM)
-        needed = _needed(quorum[0].options["threshold"], len(agents)) if quorum else len(agents)
+        threshold = quorum[0].options["threshold"] if quorum else None
+        needed = len(agents) if threshold is None else quorum_needed(threshold, len(agents))
         if needed > len(agents):
             raise QuorumError(
                 f"intent {intent.title!r} has {len(agents)} assignee(s) but @on_quorum needs "
@@ -234,12 +232,12 @@ class Coordination:
                 f"{len(responses)} answered and {len(failures)} failed ({detail})"
             )
         votes = responses[:needed]
+        handler = self._handlers(HookKind.QUORUM)[0]
+        rationale = quorum_rationale(handler.options["threshold"], len(node.agents))
         self.record_decision(
-            RUNTIME, node.id, "quorum_reached",
-            f"{needed} of {len(node.agents)} assignees answered",
+            RUNTIME, node.id, "quorum_reached", rationale,
             {"agents": [response.agent_id for response in votes]},
         )
-        handler = self._handlers(HookKind.QUORUM)[0]
         value = await call(handler, intent, votes, clock=self.run.clock)
         return _as_dict(value, handler.name)
 
@@ -252,7 +250,7 @@ class Coordination:
                 f"all {len(responses)} assignees returned the same result",
                 {"agents": [response.agent_id for response in responses]},
             )
-            return dict(responses[0]) if responses and responses[0] else None
+            return responses[0].to_plain() if responses and responses[0] else None
         handlers = self._handlers(HookKind.CONFLICT)
         if not handlers:
             detail = "; ".join(f"{response.agent_id}: {dict(response)!r}"
@@ -303,30 +301,36 @@ class Coordination:
             raise ValueError(f"record_decision needs a non-empty decision string, got {decision!r}")
         if intent_id is not None and intent_id not in self.run.records:
             raise OpenIntentError(f"record_decision: intent {intent_id!r} is not in this run")
-        run = self.run
-        decision_id = f"dc_{run.rng.getrandbits(64):016x}"
-        # A deep copy: the audit log must not change when the caller's objects do.
-        frozen_data = plain_copy(data)
-        run.store.emit(
+        store = self.run.store
+        # A checked deep copy: the audit log must not change when the caller's objects do.
+        frozen_data = json_data(data, f"record_decision({decision!r}) data")
+        store.emit(
             EventType.DECISION,
             intent_id,
             {
-                "id": decision_id,
+                "id": decision_id(store.portfolio_id, len(store.decisions)),
                 "coordinator_id": coordinator_id,
                 "decision": decision,
                 "rationale": str(rationale),
                 "data": frozen_data,
             },
         )
-        return run.store.decisions[-1]
+        return store.decisions[-1]
 
     # ------------------------------------------------------------------ dynamic planning
 
     async def add_intent(self, spec: IntentSpec) -> str:
-        """Add an intent to the running portfolio (see ``CoordinatorMethods.add_intent``)."""
+        """Add an intent to the running portfolio (see ``CoordinatorMethods.add_intent``).
+
+        The plan compiler checks it as ``rt.run`` checks a spec's intents, so a mistake raises
+        the same error from this call, and the run goes on without it.
+        """
         run = self.run
-        if not isinstance(spec, IntentSpec):
-            raise SpecError(f"add_intent takes an IntentSpec, got {type(spec).__name__}")
+        ids = run.id_of_title
+        planned = self.host.planner.extend(
+            spec, self.lead, portfolio=run.spec.name, titles=ids,
+            position=lambda title: run.records[ids[title]].index,
+        )
         if run.halted is not None:
             raise OpenIntentError(
                 f"cannot add {spec.title!r}: the {run.halted.guardrail} guardrail halted the "
@@ -336,55 +340,38 @@ class Coordination:
             raise OpenIntentError(
                 f"cannot add {spec.title!r}: every intent of the portfolio has finished"
             )
-        titles = run.id_of_title
-        if spec.title in titles:
-            raise DuplicateIntentError(
-                f"cannot add {spec.title!r}: the portfolio already has an intent with that title"
-            )
-        for dependency in spec.depends_on:
-            if dependency == spec.title:
-                raise DependencyCycleError(
-                    f"cannot add {spec.title!r}: it depends on itself ({spec.title} -> "
-                    f"{spec.title})", [spec.title, spec.title],
-                )
-            if dependency not in titles:
-                raise UnknownDependencyError(
-                    f"cannot add {spec.title!r}: it depends on {dependency!r}, which is not in "
-                    f"the portfolio{suggest(dependency, list(titles))}"
-                )
-        agents = self.host.assignees(spec, self.lead)
-        fallbacks = {agent_id: self.host.agent(agent_id) for agent_id in spec.retry.fallback}
-        return run.add_node(spec, agents, fallbacks)
+        return run.add_node(planned)
 
-    async def execute(self, spec: PortfolioSpec) -> RunResult:
-        """Run a sub-portfolio with the same agents, clock and coordinator.
+    async def execute(self, spec: PortfolioSpec, coordinator_id: str) -> RunResult:
+        """Run a sub-portfolio under the coordinator ``coordinator_id`` (the one calling
+        ``execute``), with the same agents and clock.
 
         Each cost it records is also recorded in this run's ledger as it happens (a run-level
         ``cost_recorded`` event naming the sub-portfolio), so this run's budget bounds it.
         """
         store = self.run.store
+        lead = self.lead
+        if lead is None or lead.id != coordinator_id:
+            # A coordinator that was given an intent of this run, not the one leading it.
+            lead = self.host.planner.agent(coordinator_id)
+            if lead.kind != "coordinator":
+                raise AgentError(
+                    f"{coordinator_id!r} is an @Agent; only a @Coordinator runs a "
+                    "sub-portfolio with execute()"
+                )
 
         def roll_up(event: Event) -> None:
             if event.type == EventType.COST_RECORDED and not self.run.finished:
-                data = dict(event.data or {})
+                data = to_plain(event.data or {})
                 store.emit(EventType.COST_RECORDED, None,
                            {**data, "subportfolio": event.portfolio_id})
 
-        return await self.host.run_nested(spec, self.lead, roll_up, self.run)
-
-
-def _needed(threshold: int | float, assignees: int) -> int:
-    if isinstance(threshold, float):
-        return max(1, math.ceil(threshold * assignees))
-    return threshold
+        return await self.host.run_nested(spec, lead, roll_up, self.run)
 
 
 def _as_dict(value: Any, where: str) -> dict[str, Any] | None:
-    if value is None or type(value) is dict:
-        return value
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"{where} returned {type(value).__name__}; return a dict or None")
+    """A coordinator handler's result as intent state: a checked copy, or ``None``."""
+    return json_state(value, where)
 
 
 def _merge_delegated(
@@ -402,7 +389,7 @@ def _freeze(value: Any) -> Any:
     """A hashable stand-in for a JSON-like value, to compare responses."""
     if isinstance(value, Mapping):
         return frozenset((key, _freeze(item)) for key, item in value.items())
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | FrozenList):
         return tuple(_freeze(item) for item in value)
     if isinstance(value, set | frozenset):
         return frozenset(_freeze(item) for item in value)

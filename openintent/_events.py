@@ -12,6 +12,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, NamedTuple, overload
 
+from ._data import read_only, to_plain
+from ._registry import current_registry, suggest
+
 __all__ = ["PACKED_FIELDS", "Event", "EventLog", "EventSource", "EventType", "public_event"]
 
 
@@ -45,6 +48,7 @@ class EventType:
     APPROVAL_REQUESTED: Final = "approval_requested"
     APPROVAL_GRANTED: Final = "approval_granted"
     APPROVAL_DENIED: Final = "approval_denied"
+    LOOP_BLOCKED: Final = "loop_blocked"
     RUN_FINISHED: Final = "run_finished"
 
     ALL: Final = frozenset(
@@ -71,6 +75,7 @@ class EventType:
             "approval_requested",
             "approval_granted",
             "approval_denied",
+            "loop_blocked",
             "run_finished",
         }
     )
@@ -80,10 +85,11 @@ class Event(NamedTuple):
     """One entry of a run's event log. Immutable; ``seq`` orders the log from 0.
 
     ``data`` holds what the event says beyond its type (the patch of ``state_patched``, the
-    result of ``completed``, the error of ``attempt_failed``, ...); treat it as read-only.
-    ``time`` is the runtime clock's (seconds; only differences mean anything), ``at`` the
-    same instant as a timezone-aware UTC ``datetime``; ``title`` is the intent's (``None`` for
-    events of the run itself).
+    result of ``completed``, the error of ``attempt_failed``, ...) as a deep read-only view:
+    changing it raises ``TypeError``; ``to_dict()`` gives a plain copy. ``time`` is the
+    runtime clock's (seconds; only differences mean anything), ``at`` the same instant as a
+    timezone-aware UTC ``datetime``; ``title`` is the intent's (``None`` for events of the run
+    itself).
     """
 
     seq: int
@@ -106,7 +112,7 @@ class Event(NamedTuple):
             "portfolio_id": self.portfolio_id,
             "intent_id": self.intent_id,
             "title": self.title,
-            "data": dict(self.data) if self.data else {},
+            "data": to_plain(self.data) if self.data else {},
         }
 
 
@@ -149,7 +155,7 @@ def public_event(raw: tuple[Any, ...], seq: int, source: EventSource) -> Event:
         if "initial_state" in data and data["initial_state"] is None:
             data["initial_state"] = {}
     title = source.title_of(intent_id) if intent_id is not None else None
-    return Event(seq, type_, time_, source.portfolio_id, intent_id, data, title,
+    return Event(seq, type_, time_, source.portfolio_id, intent_id, read_only(data), title,
                  source.wall(time_))
 
 
@@ -217,8 +223,10 @@ class EventLog(Sequence[Event]):
         return [*other, *self]
 
     def of_type(self, *types: str) -> EventLog:
-        """The events whose type is one of ``types`` (see :class:`EventType`), in order."""
-        wanted = _known_types(types)
+        """The events whose type is one of ``types`` (see :class:`EventType`, and the custom
+        types declared with ``register_event_type``), in order; an unknown type is a
+        ``ValueError``."""
+        wanted = _known_types(types, self._events)
         return self._narrowed(lambda raw: raw[0] in wanted)
 
     def for_intent(self, intent: str) -> EventLog:
@@ -248,13 +256,21 @@ class EventLog(Sequence[Event]):
         return f"EventLog(<{len(self)} events>)"
 
 
-def _known_types(types: Sequence[str]) -> frozenset[str]:
-    """``types`` as a set, or ``ValueError`` naming the unknown ones."""
+def _known_types(types: Sequence[str], log: Sequence[tuple[Any, ...]]) -> frozenset[str]:
+    """``types`` as a set, or ``ValueError`` naming the unknown ones (the built-in types, the
+    declared custom ones, and any type the whole ``log`` holds are known)."""
     wanted = frozenset(types)
-    unknown = wanted - EventType.ALL
+    known = EventType.ALL | current_registry().event_types
+    unknown = wanted - known
     if unknown:
-        valid = ", ".join(sorted(EventType.ALL))
-        raise ValueError(f"unknown event type(s) {sorted(unknown)}; valid: {valid}")
+        unknown -= {raw[0] for raw in log}  # a custom type the log holds is known to it
+    if unknown:
+        first = sorted(unknown)[0]
+        valid = ", ".join(sorted(known))
+        raise ValueError(
+            f"unknown event type(s) {sorted(unknown)}{suggest(first, sorted(known))}; "
+            f"valid: {valid}. Declare your own with openintent.register_event_type(name)"
+        )
     return wanted
 
 

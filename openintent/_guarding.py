@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from anyio.abc import TaskGroup
 
 from ._coordination import RUNTIME
+from ._data import json_data
 from ._registry import HookKind
 from .errors import ApprovalError
 from .guardrails import ApprovalGuardrail, ApprovalRequest, Breach, DispatchContext, Guardrail
@@ -16,7 +17,7 @@ from .models import Event, Intent, public_event
 if TYPE_CHECKING:
     from ._scheduler import Node, Run
 
-__all__ = ["Guarding", "cancelled_reason", "is_final"]
+__all__ = ["Guarding", "cancelled_reason", "is_denied"]
 
 _HOOKS = {
     "on_approval_granted": HookKind.APPROVAL_GRANTED,
@@ -81,10 +82,10 @@ class Guarding:
         return self.run.store.portfolio_id
 
     def emit(self, type: str, intent_id: str | None, data: Mapping[str, Any]) -> None:
-        self.run.store.emit(type, intent_id, dict(data))
+        self.run.store.emit(type, intent_id, json_data(data, f"a guardrail's {type} event"))
 
     def set_status(self, intent_id: str, type: str, data: Mapping[str, Any]) -> None:
-        self.run.store.emit(type, intent_id, dict(data))
+        self.run.store.emit(type, intent_id, json_data(data, f"a guardrail's {type} event"))
 
     def halt(self, breach: Breach) -> None:
         self.run.halt(breach)
@@ -139,8 +140,8 @@ def _link(
     return link
 
 
-def is_final(exc: BaseException) -> bool:
-    """A failure that retrying cannot fix (a denied approval)."""
+def is_denied(exc: BaseException) -> bool:
+    """A denied approval: the intent fails without having been dispatched."""
     return isinstance(exc, ApprovalError) and exc.denied
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "Guardrail",
     "GuardrailRun",
     "build_guardrails",
+    "check_guardrails",
     "register_guardrail",
 ]
 
@@ -98,10 +99,18 @@ class GuardrailRun(Protocol):
 
 
 class DispatchContext:
-    """One attempt on its way through the chain."""
+    """One attempt on its way through the chain.
+
+    ``reservations`` and ``slots`` are lists of async context managers a guardrail may append
+    to in ``before_dispatch``; the dispatch itself enters them (reservations first, then the
+    concurrency slots) and leaves them when the attempt ends. So a reservation that waits (the
+    budget's, for running work to end) holds no slot, and neither waits while later guardrails
+    of the chain do (an approval, a rate limit).
+    """
 
     __slots__ = (
-        "run", "intent_id", "title", "key", "tags", "constraints", "agents", "attempt", "slots"
+        "run", "intent_id", "title", "key", "tags", "constraints", "agents", "attempt",
+        "reservations", "slots",
     )
 
     def __init__(
@@ -123,8 +132,8 @@ class DispatchContext:
         self.constraints = constraints
         self.agents = agents
         self.attempt = attempt
-        # Async context managers the dispatch itself enters (concurrency slots): held while
-        # the handlers run, not while later guardrails wait.
+        # Entered by the dispatch itself (see the class docstring).
+        self.reservations: list[Any] = []
         self.slots: list[Any] = []
 
     def __repr__(self) -> str:
@@ -193,8 +202,11 @@ def build_guardrails(items: Iterable[Any] | None, where: str) -> list[Guardrail]
                 f"{item.__name__}(...), or a dict like {{'type': ...}}"
             )
         elif isinstance(item, Guardrail):
+            if type(item).__call__ is not Guardrail.__call__:
+                _check_middleware(item.__call__, f"{place} ({type(item).__name__}.__call__)")
             built.append(item)
         elif callable(item):
+            _check_middleware(item, place)
             built.append(_FunctionGuardrail(item))
         else:
             raise SpecError(
@@ -202,6 +214,35 @@ def build_guardrails(items: Iterable[Any] | None, where: str) -> list[Guardrail]
                 f"object or an async function (ctx, call_next), got {type(item).__name__}"
             )
     return built
+
+
+def _check_middleware(function: Callable[..., Any], place: str) -> None:
+    """Refuse a middleware that cannot be called as ``function(ctx, call_next)``."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a callable inspect cannot read: trust it
+        return
+    try:
+        signature.bind(object(), object())
+    except TypeError as exc:
+        name = getattr(function, "__qualname__", type(function).__name__)
+        short = name.rpartition(".")[2]
+        short = short if short.isidentifier() else "middleware"
+        raise GuardrailError(
+            f"{place}: the guardrail {name}{signature} cannot be called as "
+            f"(ctx, call_next) ({exc}); a guardrail function is "
+            f"`async def {short}(ctx, call_next)` that returns "
+            "`await call_next(ctx)`"
+        ) from None
+
+
+def check_guardrails(items: Iterable[Any] | None, where: str) -> None:
+    """Check guardrails where they are declared (``@Coordinator(guardrails=...)``): objects
+    and functions, and dicts of registered types; a dict of a type not registered yet is left
+    to the run (its type may be registered later)."""
+    known = [item for item in items or ()
+             if not isinstance(item, Mapping) or item.get("type") in _TYPES]
+    build_guardrails(known, where)
 
 
 class _FunctionGuardrail(Guardrail):
@@ -235,6 +276,7 @@ def _from_dict(item: Mapping[str, Any], place: str) -> Guardrail:
     if isinstance(built, Guardrail):
         return built
     if callable(built) and not isinstance(built, type):
+        _check_middleware(built, f"{place} ({kind})")
         return _FunctionGuardrail(built)
     raise SpecError(
         f"{place}: the factory registered for {kind!r} returned {built!r}, not a Guardrail; "

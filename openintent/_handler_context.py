@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
 
+from ._data import FrozenDict, json_data
+from ._event_types import is_event_type, unknown_event_type
 from ._store import is_valid_cost
-from .errors import OpenIntentError, StateConflictError
-from .models import Decision, EventType, Intent, RunResult, to_plain
+from .errors import DataError, OpenIntentError, StateConflictError
+from .models import Decision, EventType, Intent, RunResult
 
 if TYPE_CHECKING:
     from ._clock import Clock
@@ -46,7 +48,9 @@ class HandlerContext:
         if record is None:
             raise OpenIntentError(f"intent {intent.id!r} is not part of this run")
         if not isinstance(patch, Mapping):
-            raise TypeError(f"patch_state takes a dict of changes, got {type(patch).__name__}")
+            raise DataError(f"patch_state takes a dict of changes, got {type(patch).__name__}")
+        # A checked copy: the caller may go on changing its dict; the log must not change.
+        patch = json_data(patch, f"patch_state of intent {record.title!r}")
         if record.status.is_terminal:
             raise OpenIntentError(
                 f"intent {record.title!r} is {record.status}; its state is final"
@@ -66,8 +70,8 @@ class HandlerContext:
             )
         old_state = record.state
         run.store.emit(EventType.STATE_PATCHED, intent.id,
-                       {"patch": to_plain(patch), "by": intent.assigned_to})
-        intent.state = dict(record.state)
+                       {"patch": patch, "by": intent.assigned_to})
+        intent.state = FrozenDict(record.state)
         intent.version = record.version
         if run.hooks.state_watched:
             run.hooks.state_changed(record, old_state, record.state, patch)
@@ -83,8 +87,30 @@ class HandlerContext:
             raise ValueError(f"record_cost takes a finite amount >= 0 in USD, got {usd!r}")
         if intent.id not in self._run.records:
             raise OpenIntentError(f"intent {intent.id!r} is not part of this run")
-        data = {"usd": float(usd), "agent": agent_id, **details}
+        data = {"usd": float(usd), "agent": agent_id,
+                **json_data(details, "record_cost details")}
         self._run.store.emit(EventType.COST_RECORDED, intent.id, data)
+
+    async def record_event(
+        self, agent_id: str, intent: Intent | None, event_type: str, data: Mapping[str, Any]
+    ) -> None:
+        """Append an event of a declared custom type (``register_event_type``)."""
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        where = f"record_event({event_type!r}) by {agent_id!r}"
+        if isinstance(event_type, str) and event_type in EventType.ALL:
+            raise OpenIntentError(
+                f"{where}: {event_type!r} is a built-in event type, which only the runtime "
+                "records; declare a type of your own with openintent.register_event_type"
+            )
+        if not isinstance(event_type, str) or not is_event_type(event_type):
+            raise OpenIntentError(unknown_event_type(event_type, where))
+        if "agent" in data:
+            raise OpenIntentError(f"{where}: 'agent' is set by the runtime; name your key "
+                                  "otherwise")
+        intent_id = None if intent is None else intent.id
+        if intent_id is not None and intent_id not in self._run.records:
+            raise OpenIntentError(f"intent {intent_id!r} is not part of this run")
+        self._run.store.emit(event_type, intent_id, {**json_data(data, where), "agent": agent_id})
 
     async def delegate(self, coordinator_id: str, intent: Intent, to: str) -> Any:
         return await self._run.coordination.delegate(coordinator_id, intent, to)
@@ -105,4 +131,4 @@ class HandlerContext:
         return await self._run.coordination.add_intent(spec)
 
     async def execute_portfolio(self, spec: PortfolioSpec, coordinator_id: str) -> RunResult:
-        return await self._run.coordination.execute(spec)
+        return await self._run.coordination.execute(spec, coordinator_id)

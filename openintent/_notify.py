@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._data import read_only
 from ._dispatch import BoundAgent, Handler, call
 from ._registry import HookKind
 from .models import Event, EventType, public_event
@@ -104,8 +104,9 @@ class Notifications:
         if not changed:
             return
         intent = self.run.view(node, node.attempts, node.assigned_to)
-        old = MappingProxyType(dict(old_state))
-        new = MappingProxyType(dict(new_state))
+        # States are replaced on change, never changed in place: views are snapshots.
+        old = read_only(old_state)
+        new = read_only(new_state)
         for handler in handlers:
             keys = handler.options.get("keys")
             if keys is None or keys & changed:
@@ -147,8 +148,10 @@ class Notifications:
                     await self.call_safely(handler, *args)
                 finally:
                     self._busy = False
-            if self._drained is not None:
-                self._drained.set()
+            drained = self._drained
+            if drained is not None:
+                self._drained = None
+                drained.set()  # wakes every drainer at once
             if self._closing:
                 return
             self._wakeup = anyio.Event()
@@ -156,10 +159,17 @@ class Notifications:
             self._wakeup = None
 
     async def drain(self) -> None:
-        """Wait until every queued handler has been called."""
+        """Wait until every queued handler has been called.
+
+        Several tasks may drain at once (intents retrying together, each before its
+        ``on_retry``): they share one event, which the notifier sets and forgets when the
+        queue runs dry, so every one of them wakes.
+        """
         while self._queue or self._busy:
-            self._drained = anyio.Event()
-            await self._drained.wait()
+            drained = self._drained
+            if drained is None:
+                drained = self._drained = anyio.Event()
+            await drained.wait()
 
     def close(self) -> None:
         """Let the notifier task finish once the queue is empty."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -15,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from .errors import UnknownAgentError
+from .errors import OpenIntentWarning, UnknownAgentError
 
 __all__ = [
     "AgentDefinition",
@@ -25,6 +26,7 @@ __all__ = [
     "current_registry",
     "definition_of",
     "isolated_registry",
+    "qualified_name",
     "suggest",
 ]
 
@@ -93,14 +95,44 @@ def suggest(name: str, candidates: Iterator[str] | list[str]) -> str:
     return f" (did you mean {matches[0]!r}?)" if matches else ""
 
 
+def qualified_name(cls: type[Any]) -> str:
+    """``module.QualName`` of a class: what tells a redefinition from another class."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 class Registry:
-    """Agent and coordinator classes by id."""
+    """Agent and coordinator classes by id, and the custom event types declared with
+    ``register_event_type``."""
 
     def __init__(self) -> None:
         self._by_id: dict[str, AgentDefinition] = {}
+        self.event_types: set[str] = set()
+        # Ids copied in by isolated_registry(inherit=True): a class registered inside the
+        # block may stand in for one of those quietly (a test's local stand-in).
+        self._inherited: set[str] = set()
 
-    def register(self, definition: AgentDefinition) -> None:
-        """Add a definition; a later class with the same id replaces the earlier one."""
+    def register(self, definition: AgentDefinition, *, stacklevel: int = 2) -> None:
+        """Add a definition; a later class with the same id replaces the earlier one.
+
+        The same class defined again (a re-run notebook cell, a reloaded module: the same
+        qualified name) replaces it quietly; another class taking a registered id is most
+        likely a mistake, so that warns with an :class:`~openintent.OpenIntentWarning`.
+        Inside ``isolated_registry(inherit=True)`` (every test under the pytest plugin), a
+        class may take over an id registered before the block quietly, once.
+        """
+        earlier = self._by_id.get(definition.id)
+        if definition.id in self._inherited:
+            self._inherited.discard(definition.id)
+        elif earlier is not None:
+            old, new = qualified_name(earlier.cls), qualified_name(definition.cls)
+            if old != new:
+                warnings.warn(
+                    f"{new} is registered as {definition.kind} {definition.id!r}, which "
+                    f"{old} already uses; {new} replaces it in the default registry. Give one "
+                    f"of them another id, or pass the one you mean in Runtime(agents=[...])",
+                    OpenIntentWarning,
+                    stacklevel=stacklevel + 1,
+                )
         self._by_id[definition.id] = definition
 
     def get(self, agent_id: str) -> AgentDefinition:
@@ -146,11 +178,14 @@ def isolated_registry(*, inherit: bool = False) -> Iterator[Registry]:
     """Use a registry of its own inside the block (the pytest plugin gives one to each test).
 
     With ``inherit`` it starts with what the current registry holds (classes decorated at
-    import time stay visible); what is registered inside never leaks out.
+    import time and event types declared then stay visible); what is registered inside
+    (classes, ``register_event_type``) never leaks out.
     """
     registry = Registry()
     if inherit:
         registry._by_id.update(current_registry()._by_id)
+        registry._inherited.update(registry._by_id)
+        registry.event_types.update(current_registry().event_types)
     token = _current.set(registry)
     try:
         yield registry

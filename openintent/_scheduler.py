@@ -22,29 +22,28 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
+from ._blocking import BlockingWatch, current_watch, timed
 from ._clock import Clock
 from ._context import active_run
 from ._coordination import RUNTIME, Coordination, Host
-from ._dispatch import BoundAgent, Handler, call
-from ._guarding import Guarding, cancelled_reason, is_final
+from ._data import EMPTY, FrozenDict, json_data, json_state, to_plain, unwrap
+from ._dispatch import BoundAgent, call
+from ._guarding import Guarding, cancelled_reason, is_denied
 from ._handler_context import HandlerContext
 from ._notify import Notifications
+from ._plan import IntentPlan, intent_id_prefix
 from ._registry import HookKind
+from ._retrying import call_error, never_retried
 from ._store import EventStore, IntentRecord
-from .errors import (
-    Escalate,
-    EscalationError,
-    IntentTimeoutError,
-)
+from .errors import Escalate, IntentTimeoutError
 from .guardrails import Breach, DispatchContext, Guardrail
-from .models import EventType, Intent, IntentStatus, RunStatus, to_plain
+from .models import EventType, Intent, IntentStatus, RunStatus
 
 if TYPE_CHECKING:
     from ._specs import IntentSpec, PortfolioSpec
@@ -104,6 +103,7 @@ class Run:
         self._work_scope: anyio.CancelScope | None = None
         self.halted: Breach | None = None
         self.parent: Run | None = None  # the run whose coordinator executes this one
+        self.blocking: BlockingWatch | None = None  # times async handlers' steps (the runtime's)
         self.guarding = Guarding(self, guardrails) if guardrails else None
         self._idle: list[anyio.Event] = []
         self._starting = 0  # workers started or woken but not yet running
@@ -127,6 +127,7 @@ class Run:
         keep working, and a halt cancels it.
         """
         token = active_run.set(self.context)
+        watching = current_watch.set(self.blocking)
         try:
             async with anyio.create_task_group() as tg:
                 # Outer group: notifications, the virtual clock's driver, guardrail timers.
@@ -152,9 +153,12 @@ class Run:
                     with anyio.CancelScope() as scope:
                         self._work_scope = scope  # what a halt cancels from now on
                         await finish()
-                    await self.hooks.drain()
+                # Hooks queued so far still fire (after a halt too) while the clock's driver
+                # runs: on a virtual clock a hook that sleeps needs it.
+                await self.hooks.drain()
                 self._close()
         finally:
+            current_watch.reset(watching)
             active_run.reset(token)
         if self.halted is not None:
             return RunStatus.HALTED
@@ -195,10 +199,11 @@ class Run:
         """Stop the run for a guardrail: dispatch nothing new, cancel what runs, record why."""
         if self.halted is not None or self._ended:
             return
+        data = json_data(breach.to_dict(), f"the breach of the {breach.guardrail} guardrail")
         self.halted = breach
-        self.store.emit(EventType.GUARDRAIL_BREACH, breach.intent_id, breach.to_dict())
+        self.store.emit(EventType.GUARDRAIL_BREACH, breach.intent_id, data)
         self.coordination.record_decision(
-            RUNTIME, breach.intent_id, "guardrail_breach", breach.reason, breach.to_dict()
+            RUNTIME, breach.intent_id, "guardrail_breach", breach.reason, data
         )
         node = self.records.get(breach.intent_id) if breach.intent_id else None
         intent = self.view(node, node.attempts, node.assigned_to) if node is not None else None
@@ -285,6 +290,7 @@ class Run:
         self._starting -= 1
         ready = self._ready
         heap = self._ready_heap
+        watch = self.blocking
         done = 0
         try:
             while not self._closing:
@@ -306,10 +312,11 @@ class Run:
                         self.store.emit(DISPATCHED, node.id, (1, agent_id))
                         intent = self.view(node, 1, agent_id)
                         try:
-                            result = await work(intent)
-                            if result is not None and type(result) is not dict:
-                                result = _as_result(node.agents[0].of(HookKind.ASSIGNMENT)[0],
-                                                    result)
+                            result = await (work(intent) if watch is None else timed(
+                                work(intent), watch, node.agents[0].work_handler, intent))
+                            if result is not None and (result or type(result) is not dict):
+                                # copied in, so the log keeps its own (an empty dict: no-op)
+                                result = json_state(result, node.agents[0].work_name)
                         except Exception as exc:
                             await self._run_intent(node, exc, intent)
                         else:
@@ -331,19 +338,20 @@ class Run:
     def view(self, node: Node, attempt: int, agent_id: str | None) -> Intent:
         record = node
         spec = node.spec
+        state = record.state  # replaced on every change, never changed in place: a snapshot
         return Intent(
             node.id,
             spec.title,
             spec.description,
             record.status,
-            dict(record.state),
+            FrozenDict(state) if state else EMPTY,
             record.version,
             agent_id,
             spec.depends_on,
             spec.constraints,
             self.store.portfolio_id,
             attempt,
-            Inputs(self.records, self.id_of_title, spec.depends_on) if spec.depends_on else _EMPTY,
+            Inputs(self.records, self.id_of_title, spec.depends_on) if spec.depends_on else EMPTY,
             spec.tags,
             node.id,
         )
@@ -360,6 +368,12 @@ class Run:
         policy = spec.retry
         primary = node.agents[0]
         attempt = node.attempts
+        if type(failure) is TypeError and intent is not None and primary.work is not None:
+            # From the worker's inline call: the handler may not take (intent) at all.
+            error = call_error(primary.work, primary.work_name, (intent,), failure)
+            if error is not failure:
+                error.__cause__ = failure
+                failure = error
         if isinstance(failure, Escalate) and intent is not None:
             try:
                 result = await self.coordination.escalate(intent, failure)
@@ -426,7 +440,7 @@ class Run:
         async def dispatch(ctx: DispatchContext) -> dict[str, Any] | None:
             await self._unless_halted()  # a guardrail halted the run on the way in?
             async with AsyncExitStack() as slots:
-                for slot in (self._slot(), *ctx.slots):
+                for slot in (*ctx.reservations, self._slot(), *ctx.slots):
                     await slots.enter_async_context(slot)
                 await self._unless_halted()  # halted while this attempt waited for a slot?
                 self.store.emit(DISPATCHED, node.id, (attempt, label))
@@ -440,9 +454,8 @@ class Run:
 
         ctx = self.guarding.context(node, tuple(agent.id for agent in agents), attempt)
         result = await self.guarding.dispatch(ctx, dispatch)
-        if result is not None and type(result) is not dict:
-            result = dict(result) if isinstance(result, Mapping) else _as_result(
-                agents[0].of(HookKind.ASSIGNMENT)[0], result)
+        if result is not None:  # a guardrail may have answered or changed it: copy it in
+            result = json_state(result, f"the guardrail chain of intent {node.spec.title!r}")
         # A guardrail may answer without calling call_next (a cache, say): no dispatch then.
         return result, views[-1] if views else self.view(node, node.attempts, agent_id)
 
@@ -476,15 +489,22 @@ class Run:
             return await self.coordination.escalate(intent, escalation)
 
     async def call_agent(self, agent: BoundAgent, intent: Intent) -> dict[str, Any] | None:
+        """One agent's ``@on_assignment`` work: its result as a checked copy (or ``None``)."""
         work = agent.work
         if work is not None:  # the common case: one async @on_assignment handler
-            value = await work(intent)
-            if value is None or type(value) is dict:
-                return value
-            return _as_result(agent.of(HookKind.ASSIGNMENT)[0], value)
+            watch = self.blocking
+            try:
+                value = await (work(intent) if watch is None
+                               else timed(work(intent), watch, agent.work_handler, intent))
+            except TypeError as exc:
+                error = call_error(work, agent.work_name, (intent,), exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            return None if value is None else json_state(value, agent.work_name)
         merged: dict[str, Any] | None = None
         for handler in agent.of(HookKind.ASSIGNMENT):
-            value = _as_result(handler, await call(handler, intent, clock=self.clock))
+            value = json_state(await call(handler, intent, clock=self.clock), handler.name)
             if value is not None:
                 merged = value if merged is None else {**merged, **value}
         return merged
@@ -494,15 +514,15 @@ class Run:
             return  # a halt lands first: the attempt counts as cancelled, not completed
         record = node
         old_state = record.state
-        # A copy: a handler that reuses its returned dict must not rewrite the log.
-        self.store.emit(EventType.COMPLETED, node.id, to_plain(result) if result else None)
+        # ``result`` is already the run's own copy (see json_state): nobody else holds it.
+        self.store.emit(EventType.COMPLETED, node.id, result or None)
         agent_id = record.assigned_to
         hooks = self.hooks
         if hooks.state_watched and result:
             hooks.state_changed(node, old_state, record.state, result)
         if hooks.complete_watched:
             intent.status = IntentStatus.COMPLETED
-            intent.state = dict(record.state)
+            intent.state = FrozenDict(record.state)
             intent.version = record.version
             intent.assigned_to = agent_id
             for handler in hooks.watchers_of(HookKind.COMPLETE, agent_id):
@@ -524,15 +544,20 @@ class Run:
 
     def _retry_or_fail(self, node: Node, attempt: int, exc: Exception, primary: str) -> bool:
         """Record a failed attempt; return whether the intent will be retried."""
-        error = {"attempt": attempt, "error": str(exc), "error_type": type(exc).__name__}
-        self.store.emit(EventType.ATTEMPT_FAILED, node.id, error)
-        # An escalation nobody resolved is final: retrying would only escalate again.
+        if is_denied(exc):  # refused before its dispatch: a denial is not an attempt
+            attempt = node.attempts
+        else:
+            error = {"attempt": attempt, "error": str(exc), "error_type": type(exc).__name__}
+            self.store.emit(EventType.ATTEMPT_FAILED, node.id, error)
+        # Some failures no retry can fix (an unresolved escalation, a denied approval, a
+        # programming error); the policy's retry_on / never_retry_on filter the rest.
+        policy = node.spec.retry
         next_agent = (
-            None if isinstance(exc, EscalationError) or is_final(exc)
-            else node.spec.retry.agent_for(attempt + 1, primary)
+            None if never_retried(exc) or not policy.retries(exc)
+            else policy.agent_for(attempt + 1, primary)
         )
         if next_agent is not None:
-            this_agent = node.spec.retry.agent_for(attempt, primary)
+            this_agent = policy.agent_for(attempt, primary)
             if next_agent != this_agent and len(node.agents) == 1:
                 self.coordination.record_decision(
                     RUNTIME, node.id, "failover",
@@ -592,20 +617,16 @@ class Run:
         """Whether the run takes no more intents (it has ended, or a guardrail halted it)."""
         return self._closing or self.halted is not None
 
-    def add_node(
-        self,
-        spec: IntentSpec,
-        agents: tuple[BoundAgent, ...],
-        fallbacks: Mapping[str, BoundAgent],
-    ) -> str:
-        """Add a validated intent to the running portfolio; dispatch or skip it if it can."""
-        intent_id = f"in_{self.rng.getrandbits(64):016x}"
+    def add_node(self, planned: IntentPlan) -> str:
+        """Add a checked intent to the running portfolio; dispatch or skip it if it can."""
+        spec, agents, fallbacks = planned.spec, planned.agents, planned.fallbacks
+        intent_id = f"{intent_id_prefix(self.store.portfolio_id)}{len(self.nodes)}"
         initial_state = spec.initial_state
         self.store.emit(
             EventType.CREATED,
             intent_id,
             (spec.title, spec.depends_on, spec.assign,
-             {**initial_state} if initial_state else None),
+             unwrap(initial_state) if initial_state else None),
         )
         node = self.records[intent_id]
         node.spec = spec
@@ -642,6 +663,7 @@ class Run:
         """
         output: Any = None
         token = active_run.set(self.context)
+        watching = current_watch.set(self.blocking)
         try:
             if self.coordinator is not None:
                 for handler in self.coordinator.of(HookKind.ALL_COMPLETE):
@@ -652,6 +674,7 @@ class Run:
                 for handler in agent.of(HookKind.ALL_COMPLETE):
                     await self.hooks.call_safely(handler, portfolio)
         finally:
+            current_watch.reset(watching)
             active_run.reset(token)
         return output
 
@@ -679,22 +702,9 @@ def fast_path(
     return agents[0].work
 
 
-def _as_result(handler: Handler, value: object) -> dict[str, Any] | None:
-    if value is None or type(value) is dict:
-        return value
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(
-        f"{handler.name} returned {type(value).__name__}; an @on_assignment handler returns a "
-        "dict (merged into the intent's state) or None"
-    )
-
-
-_EMPTY: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
-
-
 class Inputs(Mapping[str, Mapping[str, Any]]):
-    """``intent.inputs``: each dependency's title mapped to its final state (read-only)."""
+    """``intent.inputs``: each dependency's title mapped to its final state (deep read-only
+    views)."""
 
     __slots__ = ("_records", "_ids", "_titles")
 
@@ -710,7 +720,8 @@ class Inputs(Mapping[str, Mapping[str, Any]]):
             raise KeyError(
                 f"{title!r} is not a dependency of this intent; inputs has {list(self._titles)}"
             )
-        return MappingProxyType(self._records[self._ids[title]].state)
+        state = self._records[self._ids[title]].state
+        return FrozenDict(state) if state else EMPTY
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._titles)
@@ -719,4 +730,4 @@ class Inputs(Mapping[str, Mapping[str, Any]]):
         return len(self._titles)
 
     def __repr__(self) -> str:
-        return repr({title: dict(self[title]) for title in self._titles})
+        return repr({title: to_plain(self[title]) for title in self._titles})

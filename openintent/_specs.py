@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 
+from ._data import EMPTY, FrozenDict, freeze, json_data
 from .errors import SpecError
 from .models import RetryPolicy
 
@@ -51,12 +52,15 @@ def _tags(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _state(value: object) -> dict[str, Any]:
+def _state(value: object) -> Mapping[str, Any]:
     if value is None:
-        return {}
+        return EMPTY
+    if isinstance(value, FrozenDict):
+        return value  # another spec's: already checked and copied
     if not isinstance(value, Mapping):
         raise SpecError(f"initial_state must be a dict, got {type(value).__name__}")
-    return {**value}
+    # A checked copy: changing the caller's dict later changes neither the spec nor a run.
+    return FrozenDict(json_data(value, "IntentSpec initial_state")) if value else EMPTY
 
 
 def _timeout(_spec: object, _attribute: attrs.Attribute[Any], value: object) -> None:
@@ -88,14 +92,18 @@ class IntentSpec:
     that must complete first; ``initial_state`` seeds the intent's state; ``timeout`` bounds
     each attempt (seconds); ``retry`` is a :class:`~openintent.RetryPolicy` or a dict of one;
     ``key`` is the step key of a YAML workflow (guardrails can match it).
+
+    ``initial_state`` must be JSON data (:class:`~openintent.DataError` otherwise);
+    ``initial_state`` and ``constraints`` are copied when the spec is built and kept as deep
+    read-only views, so neither the caller nor a handler can change them afterwards.
     """
 
     title: str = attrs.field(validator=_title)
     description: str = attrs.field(default="", validator=_description)
     assign: str | tuple[str, ...] | None = attrs.field(default=None, converter=_assign)
     depends_on: tuple[str, ...] = attrs.field(default=(), converter=_titles)
-    constraints: Any = attrs.field(factory=dict)
-    initial_state: dict[str, Any] = attrs.field(factory=dict, converter=_state)
+    constraints: Any = attrs.field(default=EMPTY, converter=freeze)
+    initial_state: Mapping[str, Any] = attrs.field(default=EMPTY, converter=_state)
     timeout: float | None = attrs.field(default=None, validator=_timeout)
     retry: RetryPolicy = attrs.field(default=None, converter=_retry)
     tags: tuple[str, ...] = attrs.field(default=(), converter=_tags)
@@ -127,12 +135,13 @@ def _name(_spec: object, _attribute: attrs.Attribute[Any], value: object) -> Non
         raise SpecError(f"PortfolioSpec name must be a non-empty string, got {value!r}")
 
 
-def _metadata(value: object) -> dict[str, Any]:
+def _metadata(value: object) -> Mapping[str, Any]:
     if value is None:
-        return {}
+        return EMPTY
     if not isinstance(value, Mapping):
         raise SpecError(f"PortfolioSpec metadata must be a dict, got {type(value).__name__}")
-    return dict(value)
+    frozen: Mapping[str, Any] = freeze(value)  # a read-only copy
+    return frozen
 
 
 @attrs.frozen
@@ -142,4 +151,4 @@ class PortfolioSpec:
     name: str = attrs.field(validator=_name)
     intents: tuple[IntentSpec, ...] = attrs.field(converter=_intents)
     description: str = attrs.field(default="", validator=_description)
-    metadata: dict[str, Any] = attrs.field(factory=dict, converter=_metadata)
+    metadata: Mapping[str, Any] = attrs.field(default=EMPTY, converter=_metadata)

@@ -19,7 +19,9 @@ import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._clock import Clock, run_timebase
+from ._data import EMPTY, FrozenDict, to_plain, unwrap
 from ._events import EventSource
+from ._logging import logging_configured
 from .models import (
     PACKED_FIELDS,
     Decision,
@@ -86,13 +88,15 @@ class IntentRecord:
         self.agents: tuple[Any, ...]
         self.fast: Any
 
-    def to_result(self) -> IntentResult:
-        """A frozen copy for a :class:`~openintent.models.RunResult`."""
+    def to_result(self, *, view: bool = False) -> IntentResult:
+        """A frozen copy for a :class:`~openintent.models.RunResult`; its state is a deep copy,
+        or with ``view`` a read-only view (changing either never touches the log)."""
+        state = self.state
         return IntentResult(
             id=self.id,
             title=self.title,
             status=self.status,
-            state=dict(self.state),  # a copy: changing it never touches the log
+            state=(FrozenDict(state) if state else EMPTY) if view else to_plain(state),
             version=self.version,
             assigned_to=self.assigned_to,
             attempts=self.attempts,
@@ -244,7 +248,7 @@ def apply(records: Records, event: RawEvent | Event | tuple[Any, ...]) -> None:
     """
     row: tuple[Any, ...] = event
     if len(row) in (len(Event._fields), len(Event._fields) - 2):
-        row = (row[1], row[2], row[4], row[5])
+        row = (row[1], row[2], row[4], unwrap(row[5]))  # the log's own data, not a view
     elif len(row) != 4:
         raise ValueError(f"not an event: {event!r}")
     handler = _APPLY.get(row[_TYPE])
@@ -344,7 +348,7 @@ def _debug_enabled(log: Any) -> bool:
     Unconfigured structlog prints everything; a library must not flood its users' output,
     and a log line per event costs more than the scheduling itself.
     """
-    if not structlog.is_configured():
+    if not logging_configured():
         return False
     is_enabled_for = getattr(log, "is_enabled_for", None)
     return bool(is_enabled_for(logging.DEBUG)) if callable(is_enabled_for) else False
@@ -358,14 +362,20 @@ def is_valid_cost(usd: object) -> bool:
 
 
 class ResultsView(Mapping[str, IntentResult]):
-    """Intent results by title, in declaration order, built from the projection on access."""
+    """Intent results by title, in declaration order, built from the projection on access.
 
-    __slots__ = ("_records", "_ids", "_cache")
+    Each result's state is its own deep copy, or with ``views`` a read-only view.
+    """
 
-    def __init__(self, records: Records, ids_by_title: Mapping[str, str]) -> None:
+    __slots__ = ("_records", "_ids", "_cache", "_views")
+
+    def __init__(
+        self, records: Records, ids_by_title: Mapping[str, str], *, views: bool = False
+    ) -> None:
         self._records = records
         self._ids = ids_by_title
         self._cache: dict[str, IntentResult] = {}
+        self._views = views
 
     def __getitem__(self, title: str) -> IntentResult:
         cached = self._cache.get(title)
@@ -373,7 +383,7 @@ class ResultsView(Mapping[str, IntentResult]):
             intent_id = self._ids.get(title)
             if intent_id is None:
                 raise KeyError(_unknown_title(title, list(self._ids)))
-            cached = self._cache[title] = self._records[intent_id].to_result()
+            cached = self._cache[title] = self._records[intent_id].to_result(view=self._views)
         return cached
 
     def __iter__(self) -> Iterator[str]:

@@ -15,9 +15,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar, overload
 
-import attrs
-
+from ._authoring_checks import (
+    check_hooks,
+    check_method_names,
+    collect_hooks,
+    coordinator_options,
+)
 from ._context import current_run
+from ._event_types import is_event_type, unknown_event_type
+from ._quorum import quorum_threshold
 from ._registry import (
     DEFINITION_ATTR,
     HOOK_ATTR,
@@ -55,8 +61,6 @@ __all__ = [
 
 C = TypeVar("C", bound=type[Any])
 F = TypeVar("F", bound=Callable[..., Any])
-
-STRATEGIES = ("sequential", "parallel")
 
 
 # --------------------------------------------------------------------------- lifecycle decorators
@@ -135,7 +139,11 @@ def on_state_change(
 def on_event(event_type: str) -> Callable[[F], F]:
     """Called with ``(self, event)`` for events of ``event_type``: on the coordinator for every
     such event of the run; on an agent for events of its intents and run-level events.
-    ``hook_failed`` and ``run_finished`` reach no hook.
+
+    ``event_type`` is an :class:`~openintent.EventType` or a custom type declared first with
+    :func:`openintent.register_event_type`; anything else (a typo such as ``"complete"``) is an
+    :class:`~openintent.AgentError` here. ``hook_failed`` and ``run_finished`` reach no hook,
+    so they are refused too.
 
     >>> class Watcher:
     ...     @on_event("failed")
@@ -143,11 +151,23 @@ def on_event(event_type: str) -> Callable[[F], F]:
     """
     if not isinstance(event_type, str) or callable(event_type):
         raise AgentError('@on_event needs the event type: @on_event("completed")')
+    if not is_event_type(event_type):
+        raise AgentError(unknown_event_type(event_type, f"@on_event({event_type!r})"))
+    if event_type in _UNHEARD:
+        raise AgentError(f"@on_event({event_type!r}) would never fire: {_UNHEARD[event_type]}")
 
     def decorate(function: F) -> F:
         return _mark(function, HookKind.EVENT, type=event_type)
 
     return decorate
+
+
+_UNHEARD = {
+    "hook_failed": "a hook's failure is never fed back into hooks (it is logged and recorded "
+                   "in result.events)",
+    "run_finished": "the run and its hooks have ended by then; use @on_all_complete, or read "
+                    "result.status after rt.run",
+}
 
 
 def on_handoff(function: F) -> F:
@@ -178,37 +198,43 @@ def on_escalation(function: F) -> F:
     return _mark(function, HookKind.ESCALATION)
 
 
-def _threshold(value: object) -> int | float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise AgentError(f"@on_quorum threshold must be an int >= 1 or a float in (0, 1], "
-                         f"got {value!r}")
-    if isinstance(value, int) and value < 1:
-        raise AgentError(f"@on_quorum threshold must be at least 1 agent, got {value}")
-    if isinstance(value, float) and not 0 < value <= 1:
-        raise AgentError(f"@on_quorum threshold as a fraction must be in (0, 1], got {value}")
-    return value
-
-
 @overload
 def on_quorum(function: F, /) -> F: ...
 @overload
 def on_quorum(threshold: int | float, /) -> Callable[[F], F]: ...
 @overload
-def on_quorum(*, threshold: int | float = 1.0) -> Callable[[F], F]: ...
 def on_quorum(
-    function: F | int | float | None = None, /, *, threshold: int | float = 1.0
+    *, threshold: int | float | None = None, agents: int | None = None,
+    fraction: float | None = None,
+) -> Callable[[F], F]: ...
+def on_quorum(
+    function: F | int | float | None = None,
+    /,
+    *,
+    threshold: int | float | None = None,
+    agents: int | None = None,
+    fraction: float | None = None,
 ) -> F | Callable[[F], F]:
-    """Coordinator: called with ``(self, intent, responses)`` once ``threshold`` assignees of
-    a multi-agent intent have answered.
+    """Coordinator: called with ``(self, intent, responses)`` once enough assignees of a
+    multi-agent intent have answered.
 
-    An int counts agents; a float in (0, 1] is a fraction of the assignees, rounded up (bare
-    ``@on_quorum`` waits for all). The return value is the intent's result; assignees still
-    working are cancelled. When too many fail for the quorum to be reachable, the intent fails
-    with a :class:`~openintent.QuorumError`.
+    How many: **an int counts agents; a float in (0, 1] is a fraction of the assignees,
+    rounded up.** So ``@on_quorum(1)`` fires on the *first* answer and ``@on_quorum(1.0)``
+    waits for *all* of them. Say which you mean with ``@on_quorum(agents=2)`` or
+    ``@on_quorum(fraction=0.5)``; ``@on_quorum(threshold=2)`` and ``@on_quorum(2)`` count
+    agents too, and bare ``@on_quorum`` waits for all. A bool, a float above 1 or a count
+    below 1 is an :class:`~openintent.AgentError` that says which spelling means what. The
+    ``quorum_reached`` decision spells it out: "1 of 3 agents answered" or "all 3 assignees
+    answered (fraction 1.0)".
+
+    The return value is the intent's result; assignees still working are cancelled. When too
+    many fail for the quorum to be reachable, the intent fails with a
+    :class:`~openintent.QuorumError`. A class has at most one ``@on_quorum`` handler.
     """
+    positional = None
     if isinstance(function, int | float):  # @on_quorum(2), as the contract writes it
-        threshold, function = function, None
-    checked = _threshold(threshold)
+        positional, function = function, None
+    checked = quorum_threshold(positional, threshold, agents, fraction)
     if function is not None:
         return _mark(function, HookKind.QUORUM, threshold=checked)
 
@@ -272,6 +298,19 @@ class AgentMethods:
         run = current_run("record_cost")
         await run.record_cost(self.__openintent_id__, intent, usd, details)
 
+    async def record_event(self, intent: Intent | None, event_type: str, **data: Any) -> None:
+        """Append an event of a custom type to the run's log: ``@on_event(event_type)`` hooks
+        hear it and ``result.events.of_type(event_type)`` finds it.
+
+        Declare the type first with :func:`openintent.register_event_type`; a built-in or
+        undeclared type is an :class:`~openintent.OpenIntentError`. ``intent=None`` records a
+        run-level event. The event's data is ``data`` (JSON data) plus ``agent``, this id.
+
+        >>> await self.record_event(intent, "audit", checked=["rows"])
+        """
+        run = current_run("record_event")
+        await run.record_event(self.__openintent_id__, intent, event_type, data)
+
     async def escalate(self, intent: Intent, reason: str) -> NoReturn:
         """Hand ``intent`` to the coordinator; same as ``raise Escalate(reason)``."""
         raise Escalate(reason)
@@ -332,22 +371,6 @@ class CoordinatorMethods(AgentMethods):
         return await run.execute_portfolio(spec, self.__openintent_id__)
 
 
-def _collect_hooks(cls: type[Any]) -> tuple[HookSpec, ...]:
-    hooks: list[HookSpec] = []
-    seen: set[str] = set()
-    # Base classes first, each class's methods in definition order; overrides keep their place.
-    for klass in reversed(cls.__mro__):
-        for name, value in vars(klass).items():
-            function = value.__func__ if isinstance(value, staticmethod | classmethod) else value
-            specs = getattr(function, HOOK_ATTR, None)
-            if specs is None or name in seen:
-                continue
-            seen.add(name)
-            hooks.extend(attrs.evolve(spec, method=name) for spec in specs)
-    final = {name for name in seen if getattr(getattr(cls, name, None), HOOK_ATTR, None)}
-    return tuple(hook for hook in hooks if hook.method in final)
-
-
 def _check_id(decorator: str, agent_id: object) -> str:
     if not isinstance(agent_id, str) or not agent_id.strip():
         raise AgentError(f'@{decorator} needs a non-empty string id, e.g. @{decorator}("writer")')
@@ -358,13 +381,16 @@ def _install(cls: Any, definition: AgentDefinition) -> None:
     if not isinstance(cls, type):
         raise AgentError(f"@{definition.kind.title()} decorates a class, got {cls!r}")
     sources = [AgentMethods] if definition.kind == "agent" else [AgentMethods, CoordinatorMethods]
+    decorator = f"@{definition.kind.title()}({definition.id!r})"
+    check_hooks(cls, definition.hooks)
+    check_method_names(cls, sources, decorator)
     for source in sources:
         for name, value in vars(source).items():
             if callable(value) and not name.startswith("__") and not hasattr(cls, name):
                 setattr(cls, name, value)
     setattr(cls, "__openintent_id__", definition.id)  # noqa: B010 - set on any class
     setattr(cls, DEFINITION_ATTR, definition)
-    current_registry().register(definition)
+    current_registry().register(definition, stacklevel=3)
 
 
 def Agent(agent_id: str) -> Callable[[C], C]:  # noqa: N802 - a decorator named like a class
@@ -375,7 +401,7 @@ def Agent(agent_id: str) -> Callable[[C], C]:  # noqa: N802 - a decorator named 
     _check_id("Agent", agent_id)
 
     def decorate(cls: C) -> C:
-        definition = AgentDefinition(agent_id, "agent", cls, _collect_hooks(cls))
+        definition = AgentDefinition(agent_id, "agent", cls, collect_hooks(cls))
         _install(cls, definition)
         return cls
 
@@ -402,35 +428,11 @@ def Coordinator(  # noqa: N802 - a decorator named like a class
     ``result.output``.
     """
     _check_id("Coordinator", coordinator_id)
-    if strategy not in STRATEGIES:
-        raise AgentError(
-            f"@Coordinator({coordinator_id!r}): unknown strategy {strategy!r}; "
-            f"valid strategies: {', '.join(STRATEGIES)}"
-        )
-    if max_concurrency is not None and (
-        not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool)
-        or max_concurrency < 1
-    ):
-        raise AgentError(
-            f"@Coordinator({coordinator_id!r}): max_concurrency must be an int >= 1 or None, "
-            f"got {max_concurrency!r}"
-        )
-    if agents is not None and (
-        isinstance(agents, str) or not all(isinstance(a, str) for a in agents)
-    ):
-        raise AgentError(
-            f"@Coordinator({coordinator_id!r}): agents must be a list of agent ids, got {agents!r}"
-        )
-    options = {
-        "agents": tuple(agents) if agents is not None else None,
-        "strategy": strategy,
-        "guardrails": tuple(guardrails or ()),
-        "max_concurrency": max_concurrency,
-    }
+    options = coordinator_options(coordinator_id, agents, strategy, guardrails, max_concurrency)
 
     def decorate(cls: C) -> C:
         definition = AgentDefinition(
-            coordinator_id, "coordinator", cls, _collect_hooks(cls), options
+            coordinator_id, "coordinator", cls, collect_hooks(cls), options
         )
         _install(cls, definition)
         return cls

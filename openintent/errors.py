@@ -10,6 +10,7 @@ from collections.abc import Sequence
 __all__ = [
     "AgentError",
     "ApprovalError",
+    "DataError",
     "DelegationError",
     "DependencyCycleError",
     "DuplicateIntentError",
@@ -19,6 +20,7 @@ __all__ = [
     "IntentFailedError",
     "IntentTimeoutError",
     "OpenIntentError",
+    "OpenIntentWarning",
     "OutputCheckError",
     "QuorumError",
     "ResponseConflictError",
@@ -34,6 +36,12 @@ __all__ = [
 
 class OpenIntentError(Exception):
     """Base class of every error raised by openintent."""
+
+
+class OpenIntentWarning(UserWarning):
+    """Something works but is probably not what you meant (e.g. two classes registered
+    under one agent id). Turn it into an error with ``-W error::openintent.OpenIntentWarning``.
+    """
 
 
 class SpecError(OpenIntentError, ValueError):
@@ -65,6 +73,21 @@ class UnknownAgentError(SpecError):
 
 class AgentError(OpenIntentError, TypeError):
     """A class given as an agent or coordinator is not usable as one."""
+
+
+class DataError(OpenIntentError, TypeError):
+    """A value that must be JSON data is not: an intent's state, a handler's result, a
+    ``patch_state`` patch, decision data or cost details.
+
+    JSON data is a ``dict`` with ``str`` keys, a ``list`` (tuples become lists), ``str``,
+    ``int``, finite ``float``, ``bool`` or ``None``. ``path`` names the offending key
+    (``"report.when"``, ``"rows[2]"``; empty for the value itself). An attempt that fails with
+    it is never retried: the same code would produce the same data again.
+    """
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class StateConflictError(OpenIntentError):

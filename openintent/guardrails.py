@@ -33,6 +33,7 @@ from typing import Any
 import anyio
 import attrs
 
+from ._budget import BudgetGuardrail as BudgetGuardrail
 from ._guardrail_core import Breach as Breach
 from ._guardrail_core import CallNext as CallNext
 from ._guardrail_core import DispatchContext as DispatchContext
@@ -42,7 +43,7 @@ from ._guardrail_core import _names, _number
 from ._guardrail_core import build_guardrails as build_guardrails
 from ._guardrail_core import register_guardrail as register_guardrail
 from .errors import ApprovalError, GuardrailError, OutputCheckError
-from .models import Event, EventType
+from .models import EventType
 
 __all__ = [
     "ApprovalGuardrail",
@@ -61,67 +62,6 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------- budget
-
-
-class BudgetGuardrail(Guardrail):
-    """``{"type": "budget", "max_cost_usd": 5.0, "warn_at": 0.8}``.
-
-    Spend reported with ``record_cost`` is summed per run. Crossing ``warn_at`` (a fraction of
-    the budget) logs a ``budget_warning`` event; spend past ``max_cost_usd`` halts the run. An
-    intent whose ``constraints["estimated_cost_usd"]`` would take the spend past the budget is
-    not dispatched: the run halts before it.
-    """
-
-    type = "budget"
-
-    def __init__(self, max_cost_usd: float, warn_at: float | None = None) -> None:
-        self.max_cost_usd = _number("max_cost_usd", max_cost_usd)
-        if warn_at is not None:
-            warn_at = _number("warn_at", warn_at, strict=True)
-            if warn_at > 1:
-                raise GuardrailError(f"warn_at is a fraction in (0, 1], got {warn_at}")
-        self.warn_at = warn_at
-        self._run: GuardrailRun | None = None
-        self._warned = False
-
-    def bind(self, run: GuardrailRun) -> BudgetGuardrail:
-        fresh = copy.copy(self)  # a copy keeps a subclass's overrides
-        fresh._run = run
-        fresh._warned = False
-        return fresh
-
-    async def before_dispatch(self, ctx: DispatchContext) -> None:
-        constraints = ctx.constraints if isinstance(ctx.constraints, Mapping) else {}
-        estimate = constraints.get("estimated_cost_usd")
-        if estimate is None or ctx.attempt > 1:
-            return
-        spent = ctx.run.total_cost
-        if spent + float(estimate) > self.max_cost_usd:
-            ctx.run.halt(Breach(
-                "budget",
-                f"intent {ctx.title!r} is estimated at ${float(estimate):.2f}, which would take "
-                f"the spend of ${spent:.2f} past the budget of ${self.max_cost_usd:.2f}",
-                limit=self.max_cost_usd, observed=spent + float(estimate), intent_id=ctx.intent_id,
-            ))
-
-    def on_event(self, event: Event) -> None:
-        if event.type != EventType.COST_RECORDED or self._run is None:
-            return
-        spent = self._run.total_cost
-        warn_from = None if self.warn_at is None else self.warn_at * self.max_cost_usd
-        if warn_from is not None and not self._warned and spent >= warn_from:
-            self._warned = True
-            self._run.emit(EventType.BUDGET_WARNING, event.intent_id, {
-                "spent_usd": spent, "max_cost_usd": self.max_cost_usd, "warn_at": self.warn_at})
-        if spent > self.max_cost_usd:
-            self._run.halt(Breach(
-                "budget",
-                f"spent ${spent:.2f} of a ${self.max_cost_usd:.2f} budget",
-                limit=self.max_cost_usd, observed=spent, intent_id=event.intent_id,
-            ))
-
-
 # ---------------------------------------------------------------------------- timeout
 
 
@@ -137,10 +77,16 @@ class TimeoutGuardrail(Guardrail):
 
     def bind(self, run: GuardrailRun) -> TimeoutGuardrail:
         fresh = copy.copy(self)
+        clock = run.clock
+        started = clock.now()
 
         def expire() -> None:
-            run.halt(Breach("timeout", f"the run exceeded {self.max_seconds:g} s",
-                            limit=self.max_seconds, observed=self.max_seconds))
+            # The timer may fire late (a loaded loop, a handler that blocked it): report the
+            # time that actually went by, on the run's clock.
+            elapsed = clock.now() - started
+            run.halt(Breach("timeout", f"the run exceeded {self.max_seconds:g} s "
+                            f"({elapsed:g} s went by)",
+                            limit=self.max_seconds, observed=elapsed))
 
         run.start_timer(self.max_seconds, expire)
         return fresh
@@ -204,11 +150,13 @@ class ApprovalGuardrail(Guardrail):
         self._wanted = {name.casefold() for name in self.require_for}
         self._run: GuardrailRun | None = None
         self.requests: dict[str, ApprovalRequest] = {}
+        self._timed_out: set[str] = set()  # intent ids the timeout decided
 
     def bind(self, run: GuardrailRun) -> ApprovalGuardrail:
         fresh = copy.copy(self)
         fresh._run = run
         fresh.requests = {}
+        fresh._timed_out = set()
         return fresh
 
     def matches(self, ctx: DispatchContext) -> bool:
@@ -228,8 +176,10 @@ class ApprovalGuardrail(Guardrail):
                                {"approvers": list(self.approvers)})
             await self._wait(ctx, request)
         if request.decision != "approved":
+            # Denied by nobody: the timeout denies with its own reason as the note.
+            by = "" if ctx.intent_id in self._timed_out else f" by {request.decided_by}"
             raise ApprovalError(
-                f"intent {ctx.title!r} was denied by {request.decided_by}"
+                f"intent {ctx.title!r} was denied{by}"
                 + (f": {request.note}" if request.note else ""),
                 denied=True,
             )
@@ -241,6 +191,7 @@ class ApprovalGuardrail(Guardrail):
         with ctx.run.clock.timeout(self.timeout_seconds):
             await request._decided.wait()
         if request.decision is None:
+            self._timed_out.add(ctx.intent_id)
             self.decide(ctx.intent_id, self.on_timeout == "approve", by="timeout",
                         note=f"no decision within {self.timeout_seconds:g} s", check=False)
 
@@ -280,7 +231,10 @@ class ApprovalGuardrail(Guardrail):
 
 class RateLimitGuardrail(Guardrail):
     """``{"type": "rate_limit", "per_second": 2, "per_agent": false}``: at most
-    ``per_second`` dispatches per second (per agent with ``per_agent``), on the run's clock."""
+    ``per_second`` dispatches per second (per agent with ``per_agent``), on the run's clock.
+
+    With ``per_agent``, an intent assigned to several agents uses one call of each assignee's
+    own allowance, and waits until every one of them has a call free."""
 
     type = "rate_limit"
 
@@ -295,11 +249,12 @@ class RateLimitGuardrail(Guardrail):
         return fresh
 
     async def before_dispatch(self, ctx: DispatchContext) -> None:
-        key = ",".join(ctx.agents) if self.per_agent else ""
+        keys = ctx.agents if self.per_agent else ("",)
         clock = ctx.run.clock
         now = clock.now()
-        slot = max(now, self._next_slot.get(key, now))
-        self._next_slot[key] = slot + 1.0 / self.per_second
+        slot = max(now, *(self._next_slot.get(key, now) for key in keys))
+        for key in keys:
+            self._next_slot[key] = slot + 1.0 / self.per_second
         if slot > now:
             await clock.sleep(slot - now)
 

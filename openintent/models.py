@@ -6,28 +6,29 @@ classes built from the event log.
 
 from __future__ import annotations
 
-import copy
 import enum
-import math
-import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
-from types import MappingProxyType
 from typing import Any
 
 import attrs
 
+from ._data import EMPTY, json_data
+from ._data import FrozenDict as FrozenDict
+from ._data import FrozenList as FrozenList
+from ._data import to_plain as to_plain
 from ._events import PACKED_FIELDS as PACKED_FIELDS
 from ._events import Event as Event
 from ._events import EventLog as EventLog
 from ._events import EventType as EventType
 from ._events import public_event as public_event
+from ._retrying import NO_RETRY as NO_RETRY
+from ._retrying import RetryPolicy as RetryPolicy
 from .errors import (
     IntentFailedError,
     RunCancelledError,
     RunFailedError,
     RunHaltedError,
-    SpecError,
 )
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "Event",
     "EventLog",
     "EventType",
+    "FrozenDict",
+    "FrozenList",
     "Intent",
     "IntentResult",
     "IntentStatus",
@@ -78,81 +81,15 @@ class RunStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not (isinstance(value, int | float) and value >= 0 and math.isfinite(value)):
-        raise SpecError(f"RetryPolicy.{attribute.name} must be a finite number >= 0, got {value!r}")
-
-
-def _at_least_one(_instance: object, _attribute: attrs.Attribute[Any], value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise SpecError(f"RetryPolicy.max_attempts must be an int >= 1, got {value!r}")
-
-
-def _agent_ids(value: Sequence[str] | str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)
-
-
-@attrs.frozen
-class RetryPolicy:
-    """How an intent retries a failed attempt.
-
-    Each agent in ``[assignee, *fallback]`` gets up to ``max_attempts`` attempts, in that
-    order. Before retry number ``n`` (0-based, counted over the whole intent) the runtime waits
-    ``min(max_delay, initial_delay * multiplier**n)`` on its clock; with ``jitter`` the wait is
-    drawn uniformly from the upper half of that, using the runtime's seeded random generator.
-
-    >>> RetryPolicy(max_attempts=3, initial_delay=0.5).delay(1, random.Random(0), jitter=False)
-    1.0
-    """
-
-    max_attempts: int = attrs.field(default=3, validator=_at_least_one)
-    initial_delay: float = attrs.field(default=1.0, validator=_positive)
-    multiplier: float = attrs.field(default=2.0, validator=_positive)
-    max_delay: float = attrs.field(default=60.0, validator=_positive)
-    jitter: bool = True
-    fallback: tuple[str, ...] = attrs.field(default=(), converter=_agent_ids)
-
-    @classmethod
-    def coerce(cls, value: RetryPolicy | Mapping[str, Any] | None) -> RetryPolicy:
-        """Accept a policy, a dict of its fields, or ``None`` (one attempt, no retry)."""
-        if value is None:
-            return NO_RETRY
-        if isinstance(value, RetryPolicy):
-            return value
-        if isinstance(value, Mapping):
-            unknown = set(value) - {field.name for field in attrs.fields(cls)}
-            if unknown:
-                raise SpecError(
-                    f"unknown RetryPolicy field(s) {sorted(unknown)}; valid fields are "
-                    "max_attempts, initial_delay, multiplier, max_delay, jitter, fallback"
-                )
-            return cls(**value)
-        raise SpecError(f"retry must be a RetryPolicy, a dict or None, got {type(value).__name__}")
-
-    def delay(self, retry_number: int, rng: random.Random, *, jitter: bool | None = None) -> float:
-        """Seconds to wait before retry ``retry_number`` (0 for the first retry)."""
-        base = min(self.max_delay, self.initial_delay * self.multiplier**retry_number)
-        if self.jitter if jitter is None else jitter:
-            return rng.uniform(base / 2, base)
-        return float(base)
-
-    def agent_for(self, attempt: int, assignee: str) -> str | None:
-        """The agent that makes attempt ``attempt`` (1-based), or ``None`` when none is left."""
-        chain = (assignee, *self.fallback)
-        index = (attempt - 1) // self.max_attempts
-        return chain[index] if index < len(chain) else None
-
-
-NO_RETRY = RetryPolicy(max_attempts=1, initial_delay=0.0, jitter=False)
 
 
 class Intent:
     """An intent as a handler sees it during one attempt.
 
-    ``state`` is a copy the handler may read (write through ``patch_state`` or by returning a
-    dict); ``inputs`` maps each dependency's title to its final state (read-only).
+    ``state`` is a read-only view of the state the attempt started from (change it through
+    ``patch_state`` or by returning a dict); ``inputs`` maps each dependency's title to its
+    final state, and ``constraints`` are the spec's; all are deep read-only views
+    (:class:`FrozenDict`): changing them raises ``TypeError``.
     """
 
     __slots__ = (
@@ -178,7 +115,7 @@ class Intent:
         title: str,
         description: str,
         status: IntentStatus,
-        state: dict[str, Any],
+        state: Mapping[str, Any],
         version: int,
         assigned_to: str | None,
         depends_on: tuple[str, ...],
@@ -211,28 +148,16 @@ class Intent:
         )
 
 
-def to_plain(value: Any) -> Any:
-    """``value`` with every mapping as a dict and every list or tuple as a list (read-only
-    views the library hands out included), so it is JSON-serialisable when its leaves are."""
-    if isinstance(value, Mapping):
-        return {key: to_plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple) and not hasattr(value, "_fields"):
-        return [to_plain(item) for item in value]
-    return value
+def _read_only_data(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(value, FrozenDict):
+        return value  # the log's own: already checked and never changed
+    return FrozenDict(json_data(value, "decision data")) if value else EMPTY
 
 
-def plain_copy(value: Any) -> Any:
-    """A deep copy of :func:`to_plain` ``(value)``, for records that must never change."""
-    return copy.deepcopy(to_plain(value))
-
-
-def _read_only_copy(value: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(plain_copy(value))
-
-
-class Response(dict[str, Any]):
-    """One assignee's answer to a multi-agent intent: a dict of what it returned, plus
-    ``agent_id`` and ``version`` (the intent's state version it answered against).
+class Response(FrozenDict):
+    """One assignee's answer to a multi-agent intent: a read-only view of what it returned
+    (compares equal to the dict), plus ``agent_id`` and ``version`` (the intent's state
+    version it answered against).
 
     Handed to ``@on_quorum`` and ``@on_conflict``; returning one as the result writes just the
     answer into the intent's state.
@@ -241,12 +166,12 @@ class Response(dict[str, Any]):
     __slots__ = ("agent_id", "version")
 
     def __init__(self, answer: Mapping[str, Any] | None, agent_id: str, version: int) -> None:
-        super().__init__(answer or {})
+        super().__init__(to_plain(answer) if answer else {})
         self.agent_id = agent_id
         self.version = version
 
     def __repr__(self) -> str:
-        return f"Response({dict(self)!r}, agent_id={self.agent_id!r}, version={self.version})"
+        return f"Response({self._data!r}, agent_id={self.agent_id!r}, version={self.version})"
 
 
 @attrs.frozen
@@ -263,12 +188,12 @@ class Decision:
     at: datetime
     decision: str
     rationale: str
-    data: Mapping[str, Any] = attrs.field(factory=dict, converter=_read_only_copy)
+    data: Mapping[str, Any] = attrs.field(factory=dict, converter=_read_only_data)
 
     @classmethod
     def from_event(cls, event: Event) -> Decision:
         """The decision a ``decision_recorded`` event holds."""
-        data = dict(event.data or {})
+        data = event.data or EMPTY
         return cls(
             id=data["id"],
             coordinator_id=data["coordinator_id"],
@@ -292,13 +217,17 @@ class Decision:
             "at": self.at.isoformat(),
             "decision": self.decision,
             "rationale": self.rationale,
-            "data": plain_copy(self.data),
+            "data": to_plain(self.data),
         }
 
 
 @attrs.frozen
 class IntentResult:
-    """An intent's final record in a :class:`RunResult`, derived from the event log."""
+    """An intent's final record in a :class:`RunResult`, derived from the event log.
+
+    ``state`` is the intent's own copy: changing it never touches the log. (The intents
+    ``@on_all_complete`` sees in its :class:`Portfolio` hold read-only views instead.)
+    """
 
     id: str
     title: str
@@ -318,7 +247,7 @@ class IntentResult:
             "id": self.id,
             "title": self.title,
             "status": str(self.status),
-            "state": dict(self.state),
+            "state": to_plain(self.state),
             "version": self.version,
             "assigned_to": self.assigned_to,
             "attempts": self.attempts,

@@ -8,6 +8,7 @@ from openintent import AgentError, RetryPolicy, SpecError
 from openintent._registry import HookKind, definition_of
 from openintent.agents import (
     Agent,
+    AgentMethods,
     Coordinator,
     IntentSpec,
     PortfolioSpec,
@@ -86,9 +87,9 @@ def test_subclass_inherits_handlers_of_its_base():
     assert [hook.method for hook in definition_of(Child).hooks] == ["work", "done"]
 
 
-def test_decorated_class_gets_agent_methods_but_keeps_its_own():
+def test_decorated_class_gets_agent_methods_and_may_override_them_by_subclassing():
     @Agent("own")
-    class Own:
+    class Own(AgentMethods):
         async def record_cost(self, intent, usd, **details):
             return "mine"
 

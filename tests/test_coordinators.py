@@ -815,7 +815,7 @@ async def test_add_intent_refuses_duplicates_unknown_and_self_dependencies():
     assert [name for name, _ in refused] == [
         DuplicateIntentError.__name__, UnknownDependencyError.__name__,
         DependencyCycleError.__name__]
-    assert "'Plan'" in refused[0][1] and "already" in refused[0][1]
+    assert "intents[0] and the added intent are both titled 'Plan'" in refused[0][1]
     assert "'Nope'" in refused[1][1]
     assert "itself" in refused[2][1]
     assert worker.calls == []

@@ -33,3 +33,19 @@ def test_the_property_example_in_the_guide_runs():
     exec(python_blocks(DOCS / "testing.md")[1], namespace)  # noqa: S102 - our own docs
     test = namespace["test_every_intent_ends_and_the_log_replays"]
     test()  # type: ignore[operator]
+
+
+def test_the_approval_example_in_the_guide_passes_as_a_test_suite(tmp_path):
+    [example] = [block for block in python_blocks(DOCS / "testing.md")
+                 if "handle.approve" in block]
+    (tmp_path / "test_release.py").write_text(example)
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n"
+        "filterwarnings = error\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout

@@ -11,6 +11,7 @@ import pytest
 import openintent
 from openintent import Escalate, Runtime, VirtualClock
 from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
+from openintent.models import RunResult
 from openintent.testing import (
     HANG,
     SimulatedAgent,
@@ -165,14 +166,22 @@ def _review_agents() -> list[SimulatedAgent]:
     ]
 
 
-async def test_same_seed_same_events_ids_and_timestamps_included():
+def _without_ids(result: RunResult) -> list[tuple[object, ...]]:
+    ids = {result.portfolio_id, *(item.id for item in result.intents.values())}
+    return [tuple("<id>" if isinstance(field, str) and field in ids else field
+                  for field in event)
+            for event in result.events]
+
+
+async def test_same_seed_same_events_and_timestamps_under_ids_of_each_run():
     runs = [await run(_review_spec(), *_review_agents(), seed=42) for _ in range(3)]
-    logs = [[tuple(event) for event in result.events] for result in runs]
+    logs = [_without_ids(result) for result in runs]
     assert logs[0] == logs[1] == logs[2]
+    assert len({result.portfolio_id for result in runs}) == 3  # one id, one run
     jitter = [event.data["delay"] for event in runs[0].events.of_type("retry_scheduled")]
     assert 1.0 <= jitter[0] <= 2.0  # seeded jitter from the upper half of the backoff
     other = await run(_review_spec(), *_review_agents(), seed=43)
-    assert [tuple(event) for event in other.events] != logs[0]
+    assert _without_ids(other) != logs[0]
 
 
 # ---------------------------------------------------------------------------- simulated agents
@@ -281,11 +290,15 @@ async def test_runtime_fixture_uses_a_virtual_clock_and_the_test_registry(runtim
 
 @pytest.mark.openintent(seed=5)
 async def test_the_marker_sets_the_seed(runtime):
-    SimulatedAgent("seeded", result={})
-    first = await runtime.run(portfolio(IntentSpec("A", assign="seeded")))
-    async with Runtime(seed=5) as other:
-        again = await other.run(portfolio(IntentSpec("A", assign="seeded")))
-    assert first.portfolio_id == again.portfolio_id
+    SimulatedAgent("seeded", result={}, fail_times=1)
+    spec = portfolio(IntentSpec("A", assign="seeded", retry={"max_attempts": 2}))
+    first = await runtime.run(spec)
+    async with Runtime(seed=5, clock=VirtualClock()) as other:
+        again = await other.run(spec)
+    # The seed drives the retry jitter.
+    first_delay, again_delay = (result.events.of_type("retry_scheduled")[0].data["delay"]
+                                for result in (first, again))
+    assert first_delay == again_delay
 
 
 async def test_captured_events_fixture(runtime, captured_events):

@@ -113,3 +113,29 @@ async def test_the_virtual_clock_refuses_trio_with_a_clear_error() -> None:
     with pytest.raises(OpenIntentError, match="VirtualClock works on asyncio"):
         with clock.timeout(1):
             pass
+
+
+async def test_a_run_handle_cancels_on_trio() -> None:
+    started = anyio.Event()
+    finalized: list[str] = []
+
+    @Agent("trio-hanging")
+    class Hanging:
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, Any]:
+            started.set()
+            try:
+                await anyio.sleep(60)
+            finally:
+                finalized.append(intent.title)
+            return {}
+
+    with anyio.fail_after(BOUND):
+        async with Runtime(agents=[Hanging]) as rt:
+            handle = await rt.start(PortfolioSpec("p", [IntentSpec("H", assign="trio-hanging")]))
+            await started.wait()
+            await handle.cancel()
+            result = await handle.result()
+    assert result.status == "cancelled"
+    assert finalized == ["H"]
+    assert result.events.for_intent("H").types()[-1] == "cancelled"

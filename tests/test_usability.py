@@ -173,7 +173,7 @@ async def test_approve_by_title_is_accepted_or_explained(
 
 
 @Coordinator(
-    "review-coordinator",
+    "usability-review-coordinator",  # test_coordinators registers "review-coordinator"
     agents=["reviewer-a", "reviewer-b", "reviewer-c"],
     strategy="parallel",
 )

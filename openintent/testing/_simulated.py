@@ -109,7 +109,7 @@ class SimulatedAgent(AgentMethods):
     async def _simulate(self, intent: Intent) -> Any:
         run = current_run("SimulatedAgent")
         clock = run.clock
-        # Counted per run (a seeded rerun reuses intent ids): the script restarts each run.
+        # Counted per run: the script restarts each run.
         counts = self._calls_per_run.get(run)
         if counts is None:
             counts = self._calls_per_run[run] = Counter()

@@ -1,0 +1,56 @@
+"""Custom event types: declared with :func:`register_event_type`, then accepted by
+``@on_event``, ``EventLog.of_type`` and ``self.record_event``.
+
+The declared names live in the current registry (see :mod:`openintent._registry`), so
+``isolated_registry()`` and the pytest plugin keep one test's types out of the next.
+"""
+
+from __future__ import annotations
+
+from ._events import EventType
+from ._registry import current_registry, suggest
+
+__all__ = ["is_event_type", "register_event_type", "unknown_event_type"]
+
+
+def register_event_type(name: str) -> str:
+    """Declare a custom event type and return its name.
+
+    Once declared, ``@on_event(name)`` hooks may listen for it, ``result.events.of_type(name)``
+    finds it, and handlers append one with ``await self.record_event(intent, name, **data)``.
+    Declaring a name again does nothing; a built-in type's name is refused.
+
+    >>> register_event_type("audit")
+    'audit'
+
+    .. versionadded:: 0.1
+    """
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ValueError(
+            f"register_event_type needs a non-empty name without surrounding spaces, got {name!r}"
+        )
+    if name in EventType.ALL:
+        raise ValueError(
+            f"{name!r} is a built-in event type (openintent.EventType); the runtime records "
+            "those itself. Declare your own under another name, e.g. 'audit'"
+        )
+    current_registry().event_types.add(name)
+    return name
+
+
+def is_event_type(name: str) -> bool:
+    """Whether ``name`` is a built-in event type or one declared with
+    :func:`register_event_type`."""
+    return name in EventType.ALL or name in current_registry().event_types
+
+
+def unknown_event_type(name: object, where: str) -> str:
+    """The message for an event type that is neither built in nor declared."""
+    custom = current_registry().event_types
+    hint = suggest(name, sorted(EventType.ALL | custom)) if isinstance(name, str) else ""
+    declared = f"; declared custom types: {', '.join(sorted(custom))}" if custom else ""
+    return (
+        f"{where}: unknown event type {name!r}{hint}. Built-in types are listed in "
+        f"openintent.EventType{declared}; to use a type of your own, declare it first with "
+        f"openintent.register_event_type({name!r})"
+    )
