@@ -93,7 +93,7 @@ class VirtualClock:
                 raise OpenIntentError(
                     f"VirtualClock(start={start!r}) is a naive datetime, so the UTC time of "
                     f"events would be a guess; give it a time zone, e.g. "
-                    f"datetime(2025, 1, 1, tzinfo=datetime.UTC)"
+                    f"datetime(2025, 1, 1, tzinfo=UTC) with `from datetime import UTC`"
                 )
             self.epoch = start.astimezone(UTC)
             self._now = 0.0
@@ -149,7 +149,11 @@ class VirtualClock:
                 timer.callback()
 
     async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` of virtual time (``math.inf``: until cancelled)."""
+        """Wait ``seconds`` of virtual time (``math.inf``: until cancelled).
+
+        Time jumps once every task of the event loop waits (on this clock, or on nothing that
+        real time or real I/O could end), in a run or outside one.
+        """
         _asyncio_loop()
         if seconds <= 0:
             await anyio.lowlevel.checkpoint()

@@ -210,7 +210,7 @@ async def test_a_start_in_another_time_zone_is_converted_to_utc() -> None:
 
 
 def test_a_naive_datetime_start_is_refused() -> None:
-    with pytest.raises(OpenIntentError, match="naive datetime.*tzinfo"):
+    with pytest.raises(OpenIntentError, match="naive datetime.*tzinfo=UTC"):
         VirtualClock(start=datetime(2025, 1, 1))
 
 
