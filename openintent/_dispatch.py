@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from ._blocking import current_watch, timed
 from ._registry import AgentDefinition, HookKind, Registry, definition_of, suggest
 from ._retrying import call_error
 from .errors import AgentError, UnknownAgentError
@@ -21,15 +22,20 @@ __all__ = ["AgentTable", "BoundAgent", "Handler", "call"]
 
 
 class Handler:
-    """One bound handler: the method, whether it is a coroutine function, its options."""
+    """One bound handler: the method, whether it is a coroutine function, its options, its
+    qualified name and the id of its agent."""
 
-    __slots__ = ("function", "is_async", "options", "name")
+    __slots__ = ("function", "is_async", "options", "name", "agent_id")
 
-    def __init__(self, function: Callable[..., Any], options: Mapping[str, Any], name: str) -> None:
+    def __init__(
+        self, function: Callable[..., Any], options: Mapping[str, Any], name: str,
+        agent_id: str = "",
+    ) -> None:
         self.function = function
         self.is_async = inspect.iscoroutinefunction(function)
         self.options = options
         self.name = name
+        self.agent_id = agent_id
 
     def __repr__(self) -> str:
         return f"Handler({self.name})"
@@ -40,13 +46,17 @@ async def call(handler: Handler, *args: Any, clock: Any = None) -> Any:
 
     A thread cannot be interrupted: when the call is cancelled (a timeout, a cancelled run)
     the caller stops waiting at once and the thread's eventual result is discarded. While the
-    thread works, a clock with ``hold()`` (the virtual clock) keeps time still.
+    thread works, a clock with ``hold()`` (the virtual clock) keeps time still. An async
+    handler's steps are timed when the run watches for blocking (see :mod:`._blocking`).
 
     A handler whose parameters cannot take ``args`` raises :class:`AgentError` (never retried).
     """
     try:
         if handler.is_async:
-            return await handler.function(*args)
+            watch = current_watch.get()
+            if watch is None:
+                return await handler.function(*args)
+            return await timed(handler.function(*args), watch, handler, args)
         work = functools.partial(handler.function, *args)
         hold = getattr(clock, "hold", None)
         if hold is None:
@@ -63,7 +73,9 @@ async def call(handler: Handler, *args: Any, clock: Any = None) -> Any:
 class BoundAgent:
     """An agent (or coordinator) instance with its handlers grouped by kind."""
 
-    __slots__ = ("id", "kind", "instance", "definition", "handlers", "work", "work_name")
+    __slots__ = (
+        "id", "kind", "instance", "definition", "handlers", "work", "work_handler", "work_name",
+    )
 
     def __init__(self, definition: AgentDefinition, instance: Any) -> None:
         self.id = definition.id
@@ -74,13 +86,15 @@ class BoundAgent:
         for hook in definition.hooks:
             method = getattr(instance, hook.method)
             self.handlers[hook.kind].append(
-                Handler(method, hook.options, f"{definition.cls.__qualname__}.{hook.method}")
+                Handler(method, hook.options, f"{definition.cls.__qualname__}.{hook.method}",
+                        definition.id)
             )
         assignment = self.handlers[HookKind.ASSIGNMENT]
         # The hot path: a single async @on_assignment handler is awaited directly.
-        self.work: Callable[..., Any] | None = (
-            assignment[0].function if len(assignment) == 1 and assignment[0].is_async else None
-        )
+        self.work: Callable[..., Any] | None = None
+        if len(assignment) == 1 and assignment[0].is_async:
+            self.work_handler: Handler = assignment[0]  # set only with ``work``
+            self.work = assignment[0].function
         self.work_name = assignment[0].name if assignment else ""
 
     def of(self, kind: HookKind) -> list[Handler]:

@@ -1,19 +1,21 @@
 """The event log's records: event types, events, and the read-only log view.
 
 Events are stored as plain ``(type, time, intent_id, data)`` tuples (cheap to create by the
-hundred thousand, untracked by the garbage collector); :class:`Event` is what users see.
-Re-exported by :mod:`openintent.models`.
+hundred thousand, untracked by the garbage collector); :class:`Event` is what users see, with
+what the log knows besides the tuple (position, portfolio, the intent's title, the UTC time)
+filled in as it is built. Re-exported by :mod:`openintent.models`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Final, NamedTuple, overload
 
 from ._data import read_only, to_plain
 from ._registry import current_registry, suggest
 
-__all__ = ["PACKED_FIELDS", "Event", "EventLog", "EventType", "public_event"]
+__all__ = ["PACKED_FIELDS", "Event", "EventLog", "EventSource", "EventType", "public_event"]
 
 
 class EventType:
@@ -46,6 +48,7 @@ class EventType:
     APPROVAL_REQUESTED: Final = "approval_requested"
     APPROVAL_GRANTED: Final = "approval_granted"
     APPROVAL_DENIED: Final = "approval_denied"
+    LOOP_BLOCKED: Final = "loop_blocked"
     RUN_FINISHED: Final = "run_finished"
 
     ALL: Final = frozenset(
@@ -72,6 +75,7 @@ class EventType:
             "approval_requested",
             "approval_granted",
             "approval_denied",
+            "loop_blocked",
             "run_finished",
         }
     )
@@ -82,7 +86,10 @@ class Event(NamedTuple):
 
     ``data`` holds what the event says beyond its type (the patch of ``state_patched``, the
     result of ``completed``, the error of ``attempt_failed``, ...) as a deep read-only view:
-    changing it raises ``TypeError``; ``to_dict()`` gives a plain copy.
+    changing it raises ``TypeError``; ``to_dict()`` gives a plain copy. ``time`` is the
+    runtime clock's (seconds; only differences mean anything), ``at`` the same instant as a
+    timezone-aware UTC ``datetime``; ``title`` is the intent's (``None`` for events of the run
+    itself).
     """
 
     seq: int
@@ -91,15 +98,20 @@ class Event(NamedTuple):
     portfolio_id: str
     intent_id: str | None
     data: Mapping[str, Any] | None
+    title: str | None
+    at: datetime
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict of this event."""
+        """A JSON-serialisable dict of this event (``at`` as an ISO 8601 string)."""
+        at: Any = self.at
         return {
             "seq": self.seq,
             "type": self.type,
             "time": self.time,
+            "at": at.isoformat() if isinstance(at, datetime) else at,
             "portfolio_id": self.portfolio_id,
             "intent_id": self.intent_id,
+            "title": self.title,
             "data": to_plain(self.data) if self.data else {},
         }
 
@@ -114,28 +126,70 @@ PACKED_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def public_event(raw: tuple[Any, ...], seq: int, portfolio_id: str) -> Event:
+class EventSource:
+    """What a log knows besides its stored tuples: its portfolio, its intents' titles, and its
+    run's time base (clock time -> UTC ``datetime``). One per log."""
+
+    __slots__ = ("portfolio_id", "title_of", "wall")
+
+    def __init__(
+        self,
+        portfolio_id: str,
+        title_of: Callable[[str], str | None],
+        wall: Callable[[float], datetime],
+    ) -> None:
+        self.portfolio_id = portfolio_id
+        self.title_of = title_of
+        self.wall = wall
+
+
+def public_event(raw: tuple[Any, ...], seq: int, source: EventSource) -> Event:
     """The :class:`Event` for a stored ``(type, time, intent_id, data)`` tuple.
 
-    The log stores only what differs between events; ``seq`` is the position in the log and
-    ``portfolio_id`` the log's own.
+    The log stores only what differs between events; ``seq`` is the position in the log, and
+    the portfolio id, the intent's title and the UTC time come from the log's ``source``.
     """
     type_, time_, intent_id, data = raw
     if type(data) is tuple:
         data = dict(zip(PACKED_FIELDS[type_], data, strict=True))
         if "initial_state" in data and data["initial_state"] is None:
             data["initial_state"] = {}
-    return Event(seq, type_, time_, portfolio_id, intent_id, read_only(data))
+    title = source.title_of(intent_id) if intent_id is not None else None
+    return Event(seq, type_, time_, source.portfolio_id, intent_id, read_only(data), title,
+                 source.wall(time_))
 
 
 class EventLog(Sequence[Event]):
-    """A read-only view of a run's events, in order."""
+    """A read-only view of a run's events, in order.
 
-    __slots__ = ("_events", "_portfolio_id")
+    Queries return narrower views of the same log, so they chain, and each event keeps its
+    ``seq`` (its position in the whole log)::
 
-    def __init__(self, events: Sequence[tuple[Any, ...]], portfolio_id: str) -> None:
-        self._events = events
-        self._portfolio_id = portfolio_id
+        result.events.of_type("completed").for_intent(intent_id)
+        result.events.for_intent("Review").types()
+
+    A view compares equal to a list of the same events.
+    """
+
+    __slots__ = ("_events", "_source", "_seqs")
+
+    def __init__(
+        self,
+        events: Sequence[tuple[Any, ...]],
+        source: EventSource,
+        seqs: Sequence[int] | None = None,
+    ) -> None:
+        self._events = events  # the whole stored log, also in a narrowed view
+        self._source = source
+        self._seqs = seqs  # the positions this view shows (None: all of them)
+
+    def _positions(self) -> Sequence[int]:
+        return range(len(self._events)) if self._seqs is None else self._seqs
+
+    def _narrowed(self, keep: Callable[[tuple[Any, ...]], bool]) -> EventLog:
+        events = self._events
+        return EventLog(events, self._source,
+                        [seq for seq in self._positions() if keep(events[seq])])
 
     @overload
     def __getitem__(self, index: int) -> Event: ...
@@ -143,44 +197,83 @@ class EventLog(Sequence[Event]):
     def __getitem__(self, index: slice) -> list[Event]: ...
     def __getitem__(self, index: int | slice) -> Event | list[Event]:
         if isinstance(index, slice):
-            positions = range(len(self._events))[index]
-            return [self[position] for position in positions]
-        position = range(len(self._events))[index]  # negative indexes and IndexError
-        return public_event(self._events[position], position, self._portfolio_id)
+            return [self[position] for position in range(len(self))[index]]
+        seq = self._positions()[index]  # negative indexes and IndexError
+        return public_event(self._events[seq], seq, self._source)
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self._positions())
 
     def __iter__(self) -> Iterator[Event]:
-        portfolio_id = self._portfolio_id
-        for seq, raw in enumerate(self._events):
-            yield public_event(raw, seq, portfolio_id)
+        events, source = self._events, self._source
+        for seq in self._positions():
+            yield public_event(events[seq], seq, source)
 
-    def of_type(self, *types: str) -> list[Event]:
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EventLog | list | tuple) and not hasattr(other, "_fields"):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, so unhashable like them
+
+    def __add__(self, other: Sequence[Event]) -> list[Event]:
+        return [*self, *other]
+
+    def __radd__(self, other: Sequence[Event]) -> list[Event]:
+        return [*other, *self]
+
+    def of_type(self, *types: str) -> EventLog:
         """The events whose type is one of ``types`` (see :class:`EventType`, and the custom
         types declared with ``register_event_type``), in order; an unknown type is a
         ``ValueError``."""
-        wanted = set(types)
-        known = EventType.ALL | current_registry().event_types
-        unknown = wanted - known
-        if unknown:
-            unknown -= set(self.types())  # a custom type the log holds is known to it
-        if unknown:
-            first = sorted(unknown)[0]
-            valid = ", ".join(sorted(known))
-            raise ValueError(
-                f"unknown event type(s) {sorted(unknown)}{suggest(first, sorted(known))}; "
-                f"valid: {valid}. Declare your own with openintent.register_event_type(name)"
-            )
-        return [event for event in self if event.type in wanted]
+        wanted = _known_types(types, self._events)
+        return self._narrowed(lambda raw: raw[0] in wanted)
 
-    def for_intent(self, intent_id: str) -> list[Event]:
-        """The events about one intent, in order."""
-        return [event for event in self if event.intent_id == intent_id]
+    def for_intent(self, intent: str) -> EventLog:
+        """The events about one intent, by id, or by title when no intent has that id.
+
+        Raises ``ValueError`` for a title that several intents of the log share.
+        """
+        intent_id = self._intent_id(intent)
+        return self._narrowed(lambda raw: raw[2] == intent_id)
+
+    def _intent_id(self, intent: str) -> str:
+        if self._source.title_of(intent) is not None:
+            return intent  # an id of this log
+        ids = [raw[2] for raw in self._events
+               if raw[0] == EventType.CREATED and _title(raw[3]) == intent]
+        if len(ids) > 1:
+            raise ValueError(f"{len(ids)} intents of this log are titled {intent!r}; "
+                             f"pass an intent id instead ({', '.join(ids)})")
+        return ids[0] if ids else intent
 
     def types(self) -> list[str]:
         """The type of every event, in order (handy in assertions)."""
-        return [raw[0] for raw in self._events]
+        events = self._events
+        return [events[seq][0] for seq in self._positions()]
 
     def __repr__(self) -> str:
-        return f"EventLog(<{len(self._events)} events>)"
+        return f"EventLog(<{len(self)} events>)"
+
+
+def _known_types(types: Sequence[str], log: Sequence[tuple[Any, ...]]) -> frozenset[str]:
+    """``types`` as a set, or ``ValueError`` naming the unknown ones (the built-in types, the
+    declared custom ones, and any type the whole ``log`` holds are known)."""
+    wanted = frozenset(types)
+    known = EventType.ALL | current_registry().event_types
+    unknown = wanted - known
+    if unknown:
+        unknown -= {raw[0] for raw in log}  # a custom type the log holds is known to it
+    if unknown:
+        first = sorted(unknown)[0]
+        valid = ", ".join(sorted(known))
+        raise ValueError(
+            f"unknown event type(s) {sorted(unknown)}{suggest(first, sorted(known))}; "
+            f"valid: {valid}. Declare your own with openintent.register_event_type(name)"
+        )
+    return wanted
+
+
+def _title(data: Any) -> Any:
+    """The title in a ``created`` event's data (packed, or a dict)."""
+    return data[0] if type(data) is tuple else (data or {}).get("title")

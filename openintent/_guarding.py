@@ -45,7 +45,7 @@ class Guarding:
             # Guardrails see every event of the run, those logged before they were bound too.
             store = self.run.store
             for seq, raw in enumerate(list(store.events)):
-                self._on_event(public_event(raw, seq, store.portfolio_id))
+                self._on_event(public_event(raw, seq, store.source))
             store.listeners.append(self._on_event)
 
     def _on_event(self, event: Event) -> None:

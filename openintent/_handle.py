@@ -267,7 +267,7 @@ def run_result(
         status=status,
         output=output,
         intents=ResultsView(store.records, run.id_of_title),
-        events=EventLog(store.events, store.portfolio_id),
+        events=EventLog(store.events, store.source),
         decisions=tuple(store.decisions),
         cost_usd=store.total_cost,
         error=error,

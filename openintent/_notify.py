@@ -53,7 +53,7 @@ class Notifications:
             # Hooks hear the whole run, the events logged before they were set up too.
             store = run.store
             for seq, raw in enumerate(list(store.events)):
-                self._on_event(public_event(raw, seq, store.portfolio_id))
+                self._on_event(public_event(raw, seq, store.source))
             store.listeners.append(self._on_event)
         self._refresh()
 
@@ -148,8 +148,10 @@ class Notifications:
                     await self.call_safely(handler, *args)
                 finally:
                     self._busy = False
-            if self._drained is not None:
-                self._drained.set()
+            drained = self._drained
+            if drained is not None:
+                self._drained = None
+                drained.set()  # wakes every drainer at once
             if self._closing:
                 return
             self._wakeup = anyio.Event()
@@ -157,10 +159,17 @@ class Notifications:
             self._wakeup = None
 
     async def drain(self) -> None:
-        """Wait until every queued handler has been called."""
+        """Wait until every queued handler has been called.
+
+        Several tasks may drain at once (intents retrying together, each before its
+        ``on_retry``): they share one event, which the notifier sets and forgets when the
+        queue runs dry, so every one of them wakes.
+        """
         while self._queue or self._busy:
-            self._drained = anyio.Event()
-            await self._drained.wait()
+            drained = self._drained
+            if drained is None:
+                drained = self._drained = anyio.Event()
+            await drained.wait()
 
     def close(self) -> None:
         """Let the notifier task finish once the queue is empty."""

@@ -28,6 +28,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
+from ._blocking import BlockingWatch, current_watch, timed
 from ._clock import Clock
 from ._context import active_run
 from ._coordination import RUNTIME, Coordination, Host
@@ -102,6 +103,7 @@ class Run:
         self._work_scope: anyio.CancelScope | None = None
         self.halted: Breach | None = None
         self.parent: Run | None = None  # the run whose coordinator executes this one
+        self.blocking: BlockingWatch | None = None  # times async handlers' steps (the runtime's)
         self.guarding = Guarding(self, guardrails) if guardrails else None
         self._idle: list[anyio.Event] = []
         self._starting = 0  # workers started or woken but not yet running
@@ -125,6 +127,7 @@ class Run:
         keep working, and a halt cancels it.
         """
         token = active_run.set(self.context)
+        watching = current_watch.set(self.blocking)
         try:
             async with anyio.create_task_group() as tg:
                 # Outer group: notifications, the virtual clock's driver, guardrail timers.
@@ -150,9 +153,12 @@ class Run:
                     with anyio.CancelScope() as scope:
                         self._work_scope = scope  # what a halt cancels from now on
                         await finish()
-                    await self.hooks.drain()
+                # Hooks queued so far still fire (after a halt too) while the clock's driver
+                # runs: on a virtual clock a hook that sleeps needs it.
+                await self.hooks.drain()
                 self._close()
         finally:
+            current_watch.reset(watching)
             active_run.reset(token)
         if self.halted is not None:
             return RunStatus.HALTED
@@ -284,6 +290,7 @@ class Run:
         self._starting -= 1
         ready = self._ready
         heap = self._ready_heap
+        watch = self.blocking
         done = 0
         try:
             while not self._closing:
@@ -305,7 +312,8 @@ class Run:
                         self.store.emit(DISPATCHED, node.id, (1, agent_id))
                         intent = self.view(node, 1, agent_id)
                         try:
-                            result = await work(intent)
+                            result = await (work(intent) if watch is None else timed(
+                                work(intent), watch, node.agents[0].work_handler, intent))
                             if result is not None and (result or type(result) is not dict):
                                 # copied in, so the log keeps its own (an empty dict: no-op)
                                 result = json_state(result, node.agents[0].work_name)
@@ -412,8 +420,10 @@ class Run:
     async def _unless_halted(self) -> None:
         """Stop an attempt about to be dispatched in a halted run (as cancelled)."""
         if self.halted is not None:
+            # The halt cancelled the scope every worker runs in, so this raises the backend's
+            # own cancellation (never build one by hand: trio's has no public constructor).
             await anyio.lowlevel.checkpoint_if_cancelled()
-            raise anyio.get_cancelled_exc_class()("the run was halted")
+            raise RuntimeError("openintent bug: a worker of a halted run was not cancelled")
 
     def _slot(self) -> AbstractAsyncContextManager[Any]:
         """A max_concurrency slot for one dispatch (a no-op without a cap)."""
@@ -482,8 +492,10 @@ class Run:
         """One agent's ``@on_assignment`` work: its result as a checked copy (or ``None``)."""
         work = agent.work
         if work is not None:  # the common case: one async @on_assignment handler
+            watch = self.blocking
             try:
-                value = await work(intent)
+                value = await (work(intent) if watch is None
+                               else timed(work(intent), watch, agent.work_handler, intent))
             except TypeError as exc:
                 error = call_error(work, agent.work_name, (intent,), exc)
                 if error is exc:
@@ -651,6 +663,7 @@ class Run:
         """
         output: Any = None
         token = active_run.set(self.context)
+        watching = current_watch.set(self.blocking)
         try:
             if self.coordinator is not None:
                 for handler in self.coordinator.of(HookKind.ALL_COMPLETE):
@@ -661,6 +674,7 @@ class Run:
                 for handler in agent.of(HookKind.ALL_COMPLETE):
                     await self.hooks.call_safely(handler, portfolio)
         finally:
+            current_watch.reset(watching)
             active_run.reset(token)
         return output
 

@@ -18,8 +18,10 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ._clock import Clock
+from ._clock import Clock, run_timebase
 from ._data import EMPTY, FrozenDict, to_plain, unwrap
+from ._events import EventSource
+from ._logging import logging_configured
 from .models import (
     PACKED_FIELDS,
     Decision,
@@ -236,10 +238,10 @@ def apply(records: Records, event: RawEvent | Event | tuple[Any, ...]) -> None:
     """Apply one event to the projection; events that change no intent are ignored.
 
     Takes a stored ``(type, time, intent_id, data)`` tuple, an :class:`Event`, or any tuple in
-    ``Event``'s field order (a log kept as rows).
+    ``Event``'s field order (a log kept as rows; ``title`` and ``at`` may be left off).
     """
     row: tuple[Any, ...] = event
-    if len(row) == len(Event._fields):
+    if len(row) in (len(Event._fields), len(Event._fields) - 2):
         row = (row[1], row[2], row[4], unwrap(row[5]))  # the log's own data, not a view
     elif len(row) != 4:
         raise ValueError(f"not an event: {event!r}")
@@ -264,15 +266,26 @@ event_captures: ContextVar[tuple[list[Event], ...]] = ContextVar(
 
 
 class EventStore:
-    """The in-memory event log of one run, its projection, and its live subscribers."""
+    """The in-memory event log of one run, its projection, and its live subscribers.
+
+    Creating one checks that ``clock`` can run on this event loop and fixes the run's UTC
+    time base (see :func:`~openintent._clock.run_timebase`).
+    """
 
     def __init__(self, portfolio_id: str, clock: Clock, name: str = "") -> None:
         self.portfolio_id = portfolio_id
+        records: Records = {}
+
+        def title_of(intent_id: str) -> str | None:
+            record = records.get(intent_id)
+            return None if record is None else record.title
+
+        self.source = EventSource(portfolio_id, title_of, run_timebase(clock))
         self.log: Any = structlog.get_logger("openintent").bind(
             portfolio_id=portfolio_id, portfolio=name
         )
         self.events: list[RawEvent] = []
-        self.records: Records = {}
+        self.records = records
         self.total_cost = 0.0
         self._now = clock.now
         self.subscribers: list[MemoryObjectSendStream[Event]] = []
@@ -296,12 +309,12 @@ class EventStore:
             self.total_cost += (data or _NO_DATA)["usd"]
         elif type == EventType.DECISION:
             self.decisions.append(
-                Decision.from_event(public_event(event, len(events) - 1, self.portfolio_id))
+                Decision.from_event(public_event(event, len(events) - 1, self.source))
             )
         if self.listeners or self.subscribers:
             # A listener may emit in turn (a guardrail reacting to a cost): queue, so everyone
             # hears every event in log order.
-            self._untold.append(public_event(event, len(events) - 1, self.portfolio_id))
+            self._untold.append(public_event(event, len(events) - 1, self.source))
             if not self._telling:
                 self._telling = True
                 try:
@@ -329,7 +342,7 @@ def _debug_enabled(log: Any) -> bool:
     Unconfigured structlog prints everything; a library must not flood its users' output,
     and a log line per event costs more than the scheduling itself.
     """
-    if not structlog.is_configured():
+    if not logging_configured():
         return False
     is_enabled_for = getattr(log, "is_enabled_for", None)
     return bool(is_enabled_for(logging.DEBUG)) if callable(is_enabled_for) else False

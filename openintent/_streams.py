@@ -23,7 +23,7 @@ async def follow_run(store: EventStore | None) -> AsyncIterator[Event]:
     if store is None:
         return
     events = store.events
-    portfolio_id = store.portfolio_id
+    source = store.source
     seq = 0
     wakeup = anyio.Event()
 
@@ -34,7 +34,7 @@ async def follow_run(store: EventStore | None) -> AsyncIterator[Event]:
     try:
         while True:
             while seq < len(events):
-                event = public_event(events[seq], seq, portfolio_id)
+                event = public_event(events[seq], seq, source)
                 seq += 1
                 yield event
                 if event.type == EventType.RUN_FINISHED:
@@ -59,7 +59,7 @@ def follow_runs(
     send, receive = anyio.create_memory_object_stream[Event](float("inf"))
     for store in stores:
         for seq, raw in enumerate(store.events):
-            send.send_nowait(public_event(raw, seq, store.portfolio_id))
+            send.send_nowait(public_event(raw, seq, store.source))
     subscribers.append(send)
     return _stream(subscribers, send, receive)
 

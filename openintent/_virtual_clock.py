@@ -6,12 +6,19 @@ such deadline. A run with a 300 s timeout, retry backoff and slow simulated agen
 milliseconds of wall time, and with a seed it produces the same events (timestamps included)
 every time.
 
-How "every task is blocked" is detected (asyncio): a driver task, started by the runtime for
-each run, yields to the event loop and looks at what the loop could do next. Time jumps only
-when the loop has no ready callbacks, no real-time timer other than the driver's own, no file
-descriptor to watch beyond its internal wake-up pipe, and no worker thread the runtime is
-waiting for (``hold()``). So a task waiting on real I/O, a real sleep or a thread keeps time
-from jumping, and no deadline fires early.
+How "every task is blocked" is detected (asyncio): trio's scheduler knows when no task can
+run, and ``looptime`` hooks asyncio's selector call, which is reached only when no callback is
+ready. Without patching the loop, a driver task does the same from the outside: it yields to
+the event loop and looks at what the loop could do next. Time jumps only when the loop has no
+ready callbacks, no real-time timer other than the driver's own, no file descriptor to watch
+beyond its internal wake-up pipe, and no worker thread the runtime is waiting for (``hold()``).
+So a task waiting on real I/O, a real sleep or a thread keeps time from jumping, and no
+deadline fires early. The runtime runs a driver for the length of each run; a ``sleep`` outside
+any run runs one of its own for as long as it waits, so time never moves while another task
+can still run (a run about to start, say), however many steps it takes to get there.
+
+``at`` (the UTC time of events and decisions) is ``start + now()`` for a ``datetime`` start,
+else the Unix epoch plus ``now()``: a seeded run logs the same datetimes every time.
 """
 
 from __future__ import annotations
@@ -24,16 +31,19 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import anyio.lowlevel
 
+from ._context import active_run
 from .errors import OpenIntentError
 
 __all__ = ["VirtualClock"]
 
 _REAL_POLL = 0.0005  # seconds of real time between looks while real work is in flight
 _DEADLOCK_POLL = 0.05  # seconds of real time between looks while nothing is scheduled
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class _Timer:
@@ -54,23 +64,42 @@ class VirtualClock:
 
     Pass it as ``Runtime(clock=VirtualClock())``. Every timer of the library goes through it:
     intent timeouts, retry backoff, simulated agents' delays, and ``openintent.sleep()`` /
-    ``rt.clock.sleep()`` in your handlers. Outside a run (no driver), ``sleep`` jumps at once:
-    the caller is the only one waiting.
+    ``rt.clock.sleep()`` in your handlers. Outside a run, ``sleep`` too waits until every task
+    of the event loop waits, then jumps: alone, it returns at once.
+
+    ``start`` is where ``now()`` begins (seconds), or a timezone-aware ``datetime``: ``now()``
+    then begins at 0.0 and the ``at`` of every event is ``start`` plus ``now()`` seconds. A
+    float start dates events from the Unix epoch (``VirtualClock()``: 1970-01-01 00:00 UTC).
+    A naive ``datetime`` is refused, since its time zone would be a guess.
 
     Work in a thread the runtime does not start itself keeps time still only inside
-    ``with clock.hold():``.
+    ``with clock.hold():``. asyncio only: on another event loop (anyio's trio backend) every
+    use raises :class:`~openintent.OpenIntentError`.
 
     A run in which every task waits and nothing is scheduled for ``deadlock_after`` seconds of
     real time (``None``: never) is deadlocked: it is halted with a ``virtual_clock`` breach that
     says so, rather than hanging the test.
 
-    >>> clock = VirtualClock()
-    >>> clock.now()
-    0.0
+    >>> clock = VirtualClock(start=datetime(2025, 1, 1, tzinfo=UTC))
+    >>> clock.now(), clock.wall(90.0).isoformat()
+    (0.0, '2025-01-01T00:01:30+00:00')
     """
 
-    def __init__(self, start: float = 0.0, *, deadlock_after: float | None = 1.0) -> None:
-        self._now = float(start)
+    def __init__(
+        self, start: float | datetime = 0.0, *, deadlock_after: float | None = 1.0
+    ) -> None:
+        if isinstance(start, datetime):
+            if start.tzinfo is None or start.utcoffset() is None:
+                raise OpenIntentError(
+                    f"VirtualClock(start={start!r}) is a naive datetime, so the UTC time of "
+                    f"events would be a guess; give it a time zone, e.g. "
+                    f"datetime(2025, 1, 1, tzinfo=UTC) with `from datetime import UTC`"
+                )
+            self.epoch = start.astimezone(UTC)
+            self._now = 0.0
+        else:
+            self.epoch = _UNIX_EPOCH
+            self._now = float(start)
         self.deadlock_after = deadlock_after
         self._timers: list[_Timer] = []
         self._order = itertools.count()
@@ -79,8 +108,15 @@ class VirtualClock:
         self.jumps = 0  # how many times time jumped (handy in tests)
 
     def now(self) -> float:
-        """The current virtual time, in seconds since ``start``."""
+        """The current virtual time, in seconds."""
         return self._now
+
+    def wall(self, time: float) -> datetime:
+        """The UTC ``datetime`` of virtual time ``time``: ``epoch`` plus ``time`` seconds.
+
+        ``epoch`` is ``start`` when it was a ``datetime``, else the Unix epoch.
+        """
+        return self.epoch + timedelta(seconds=time)
 
     def __repr__(self) -> str:
         return f"VirtualClock(now={self._now:g}, timers={sum(t.active for t in self._timers)})"
@@ -90,8 +126,7 @@ class VirtualClock:
     def _add(self, seconds: float, callback: Callable[[], None]) -> _Timer:
         timer = _Timer(self._now + max(0.0, seconds), next(self._order), callback)
         heapq.heappush(self._timers, timer)
-        if self._driving:
-            self._timer_added_somewhere()
+        self._timer_added_somewhere()
         return timer
 
     def _next_deadline(self) -> float | None:
@@ -114,36 +149,41 @@ class VirtualClock:
                 timer.callback()
 
     async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` of virtual time (``math.inf``: until cancelled)."""
+        """Wait ``seconds`` of virtual time (``math.inf``: until cancelled).
+
+        Time jumps once every task of the event loop waits (on this clock, or on nothing that
+        real time or real I/O could end), in a run or outside one.
+        """
+        _asyncio_loop()
         if seconds <= 0:
             await anyio.lowlevel.checkpoint()
-            return
-        if not self._driving and not math.isinf(seconds):
-            # A run that is starting takes over the clock in a moment: let it, so time does
-            # not jump before its first dispatch.
-            for _ in range(3):
-                await asyncio.sleep(0)
-                if self._driving:
-                    break
-        if not self._driving and not math.isinf(seconds):
-            # Nobody else to wait for: jump, deadline by deadline, so an earlier timeout that
-            # fires on the way cancels this sleep right there.
-            target = self._now + seconds
-            while self._now < target:
-                deadline = self._next_deadline()
-                self._advance(target if deadline is None or deadline > target else deadline)
-                await anyio.lowlevel.checkpoint()
             return
         woken = anyio.Event()
         timer = self._add(seconds, woken.set)
         try:
-            await woken.wait()
+            run = active_run.get()
+            if self._driving and run is not None and run.clock is self:
+                # A task of a run on this clock: the run's driver outlives it and fires the timer.
+                await woken.wait()
+                return
+            # Anywhere else, drive the clock for as long as this sleep waits (the runs that
+            # drive it now may end first): time moves only once every task of the loop waits,
+            # a run that starts meanwhile included.
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._drive_for_sleep)
+                await woken.wait()
+                tg.cancel_scope.cancel()
         finally:
             timer.active = False
+
+    async def _drive_for_sleep(self) -> None:
+        loop = _asyncio_loop()
+        await _watch_of(loop).serve(_Registration(self, None))
 
     @contextmanager
     def timeout(self, seconds: float) -> Iterator[anyio.CancelScope]:
         """A cancel scope cancelled after ``seconds`` of virtual time."""
+        _asyncio_loop()
         scope = anyio.CancelScope()
         timer = self._add(seconds, scope.cancel)
         try:
@@ -173,20 +213,17 @@ class VirtualClock:
         happen: ``on_deadlock(reason)`` is called (the runtime halts the run) instead of a test
         hanging forever.
         """
-        loop = asyncio.get_running_loop()
-        if not hasattr(loop, "_ready") or not hasattr(loop, "_scheduled"):
-            raise OpenIntentError(
-                f"VirtualClock needs asyncio's own event loop to tell when every task waits; "
-                f"this one is a {type(loop).__name__}. Run tests on the default loop."
-            )
-        watch = _WATCHES.get(loop)
-        if watch is None:
-            watch = _WATCHES[loop] = _LoopWatch(loop)
+        watch = _watch_of(_asyncio_loop())
         self._driving += 1
         try:
             await watch.serve(_Registration(self, on_deadlock))
         finally:
             self._driving -= 1
+
+    def check_event_loop(self) -> None:
+        """Raise :class:`~openintent.OpenIntentError` unless this runs on asyncio's own event
+        loop (the runtime calls it before a run on this clock logs anything)."""
+        _asyncio_loop()
 
     def _timer_added_somewhere(self) -> None:
         try:
@@ -195,6 +232,30 @@ class VirtualClock:
             return
         if watch is not None:
             watch.wake()
+
+
+def _asyncio_loop() -> asyncio.AbstractEventLoop:
+    """The running asyncio event loop, if the virtual clock can watch it; else a clear error."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        where = "no asyncio event loop is running here (anyio's trio backend?)"
+    else:
+        if hasattr(loop, "_ready") and hasattr(loop, "_scheduled"):
+            return loop
+        where = f"this event loop is a {type(loop).__name__}"
+    raise OpenIntentError(
+        f"VirtualClock works on asyncio's own event loop only, which it watches to tell when "
+        f"every task waits, but {where}. Run tests that use it on asyncio (anyio_backend "
+        f"'asyncio', the default loop); on trio, use the real clock (Runtime() without clock=)."
+    )
+
+
+def _watch_of(loop: asyncio.AbstractEventLoop) -> _LoopWatch:
+    watch = _WATCHES.get(loop)
+    if watch is None:
+        watch = _WATCHES[loop] = _LoopWatch(loop)
+    return watch
 
 
 class _Registration:

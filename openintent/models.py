@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -176,13 +177,15 @@ class Response(FrozenDict):
 @attrs.frozen
 class Decision:
     """An immutable decision record, written by a coordinator or by the runtime on its behalf
-    (``coordinator_id`` is then ``"runtime"``)."""
+    (``coordinator_id`` is then ``"runtime"``). ``time`` is on the runtime clock, ``at`` the
+    same instant as a timezone-aware UTC ``datetime``."""
 
     id: str
     coordinator_id: str
     portfolio_id: str
     intent_id: str | None
     time: float
+    at: datetime
     decision: str
     rationale: str
     data: Mapping[str, Any] = attrs.field(factory=dict, converter=_read_only_data)
@@ -197,6 +200,7 @@ class Decision:
             portfolio_id=event.portfolio_id,
             intent_id=event.intent_id,
             time=event.time,
+            at=event.at,
             decision=data["decision"],
             rationale=data["rationale"],
             data=data.get("data", {}),
@@ -210,6 +214,7 @@ class Decision:
             "portfolio_id": self.portfolio_id,
             "intent_id": self.intent_id,
             "time": self.time,
+            "at": self.at.isoformat(),
             "decision": self.decision,
             "rationale": self.rationale,
             "data": to_plain(self.data),

@@ -17,9 +17,9 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
+from ._blocking import DEFAULT_BLOCKING_THRESHOLD, BlockingWatch, check_blocking_threshold
 from ._clock import Clock, RealClock
 from ._data import unwrap
 from ._dispatch import AgentTable, BoundAgent
@@ -31,6 +31,7 @@ from ._handle import (
     not_open_error,
     pending_approvals,
 )
+from ._logging import logging_configured
 from ._plan import Plan, Planner, intent_id_prefix, new_portfolio_id
 from ._registry import current_registry
 from ._scheduler import Node, Run, fast_path
@@ -50,7 +51,7 @@ def _info(log: Any, message: str, **fields: Any) -> None:
     Like the standard library's logging, which shows a library's warnings but not its info
     lines until the application sets logging up: unconfigured structlog prints everything.
     """
-    if structlog.is_configured():
+    if logging_configured():
         log.info(message, **fields)
 
 
@@ -61,7 +62,9 @@ class Runtime:
     when omitted, agents are found by id in the default registry (every class decorated with
     ``@Agent``/``@Coordinator``). ``clock`` drives every timer of a run (default: real time);
     ``seed`` makes retry jitter, and so a run's events, reproducible (ids stay unique to
-    each run).
+    each run). ``blocking_threshold`` (seconds; ``None`` turns it off) reports a step of an
+    ``async def`` handler that holds the event loop longer: a ``loop_blocked`` event on its
+    intent and a warning.
 
     Use it as an async context manager: ``await rt.run(spec)`` (any number of times) runs a
     portfolio in the calling task; ``await rt.start(spec)`` starts one in the runtime's own
@@ -77,12 +80,14 @@ class Runtime:
         seed: int | None = None,
         store: str = "memory://",
         guardrails: Sequence[Any] | None = None,
+        blocking_threshold: float | None = DEFAULT_BLOCKING_THRESHOLD,
     ) -> None:
         if store != "memory://":
             raise OpenIntentError(
                 f"store {store!r} is not supported yet; only 'memory://' (the default) is"
             )
         self._guardrails = build_guardrails(guardrails, "Runtime(...)")
+        self._blocking_threshold = check_blocking_threshold(blocking_threshold)
         if isinstance(agents, str | type) or (
             agents is not None and not isinstance(agents, Iterable)
         ):
@@ -189,6 +194,10 @@ class Runtime:
         """Validate a run and log its start (``run_started``); :meth:`_drive` runs it."""
         run = self._prepare(self._planner.compile(spec, lead), nested=nested)
         run.parent = parent
+        if self._blocking_threshold is not None:
+            run.blocking = BlockingWatch(
+                self._blocking_threshold, run.store.emit, run.store.log
+            )
         if on_event is not None:
             run.store.listeners.append(on_event)
         self._active.append(run)
