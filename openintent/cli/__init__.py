@@ -1,0 +1,60 @@
+"""The ``openintent`` command: validate, draw and run YAML workflows.
+
+Installed as the ``openintent`` console script (``pip install "openintent[cli]"`` adds
+``rich`` for live progress and tables) and runnable as ``python -m openintent``::
+
+    openintent validate workflow.yaml
+    openintent graph workflow.yaml --format dot
+    openintent run workflow.yaml --simulate
+
+:func:`main` takes the arguments as a list and returns the exit status, so tests call it
+directly: 0 completed (or valid), 1 failed or halted, 2 invalid input, 130 interrupted.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+from .. import __version__
+from ._commands import graph_command, validate_command
+from ._common import EXIT_INVALID, EXIT_OK, Streams, fail
+from ._logs import command_logging
+from ._parser import build_parser, later_command
+from ._run import run_command
+
+__all__ = ["main"]
+
+_COMMANDS = {"validate": validate_command, "graph": graph_command, "run": run_command}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``openintent`` command with ``argv`` (default: ``sys.argv[1:]``) and return
+    its exit status.
+
+    >>> main(["validate", "examples/reviewed_content.yaml"])
+    0
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error (argparse printed it)
+        return exit_.code if isinstance(exit_.code, int) else EXIT_INVALID
+    streams = Streams.current()
+    if args.version:
+        print(f"openintent {__version__}", file=streams.out)
+        return EXIT_OK
+    if args.command is None:
+        parser.print_help(streams.err)
+        return EXIT_INVALID
+    purpose = later_command(args.command)
+    if purpose is not None:
+        return fail(
+            streams,
+            f"`openintent {args.command}` ({purpose}) is not available yet: it needs a durable "
+            "store (sqlite://), which comes in a later release. Runs are in memory for now: "
+            "`openintent run FILE` runs one from start to end",
+        )
+    command = _COMMANDS[args.command]
+    with command_logging(json_lines=getattr(args, "log_json", False),
+                         verbose=getattr(args, "verbose", False)):
+        return command(args, streams)

@@ -1,0 +1,152 @@
+"""``openintent run FILE``: run a workflow in this process, show how it goes, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from typing import Any
+
+import anyio
+
+from .._handle import RunHandle
+from ..errors import OpenIntentError
+from ..models import RunResult, RunStatus
+from ..runtime import Runtime
+from ._agents import import_agents
+from ._approvals import ApprovalPolicy, answer_approvals
+from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, Streams, fail
+from ._loading import load
+from ._parser import default_approver
+from ._progress import print_progress
+from ._summary import print_status, print_summary
+
+__all__ = ["run_command"]
+
+SUPPORTED_STORES = ("memory://",)
+
+
+def run_command(args: argparse.Namespace, streams: Streams) -> int:
+    """Run ``args.file`` and return the exit status."""
+    if args.store not in SUPPORTED_STORES:
+        return fail(
+            streams,
+            f"--store {args.store}: only memory:// is available yet (durable sqlite:// and "
+            "postgresql:// stores come in a later release); leave --store out to run in memory",
+        )
+    workflow = load(args.file, streams)
+    if workflow is None:
+        return EXIT_INVALID
+    try:
+        agents = import_agents(args.agents)
+    except OpenIntentError as exc:
+        return fail(streams, str(exc))
+    run = _CommandRun(args, streams, workflow, agents)
+    try:
+        return anyio.run(run.main, backend="asyncio")
+    except KeyboardInterrupt:  # before the signal handler was in place, or a second Ctrl-C
+        print("status: cancelled (interrupted)", file=streams.out, flush=True)
+        return EXIT_INTERRUPTED
+
+
+class _CommandRun:
+    """One ``openintent run``: its options, and whether Ctrl-C stopped it."""
+
+    def __init__(
+        self, args: argparse.Namespace, streams: Streams, workflow: Any, agents: list[Any] | None
+    ) -> None:
+        self.args = args
+        self.streams = streams
+        self.workflow = workflow
+        self.agents = agents
+        self.interrupted = False
+        self.unanswered: list[str] = []  # approvals nobody could decide
+
+    async def main(self) -> int:
+        streams = self.streams
+        try:
+            runtime, spec, coordinator = self._prepare()
+        except OpenIntentError as exc:
+            return fail(streams, str(exc))
+        async with runtime as rt:
+            try:
+                handle = await rt.start(spec, coordinator=coordinator)
+            except OpenIntentError as exc:
+                return fail(streams, str(exc))
+            result = await self._follow(handle)
+        return self._report(result)
+
+    def _prepare(self) -> tuple[Runtime, Any, Any]:
+        """The runtime, the spec and coordinator to run (the workflow decides the agents
+        ``--simulate`` adds)."""
+        workflow = self.workflow
+        agents = self.agents
+        if self.args.simulate:
+            agents = workflow.simulated_agents()
+        runtime = Runtime(agents=agents, seed=self.args.seed, guardrails=workflow.guardrails())
+        return runtime, workflow.to_portfolio_spec(), None
+
+    async def _follow(self, handle: RunHandle) -> RunResult:
+        streams, args = self.streams, self.args
+        policy = ApprovalPolicy(
+            approve_all=args.approve_all,
+            by=args.by or default_approver(),
+            ask=_terminal_prompt(streams) if streams.interactive else None,
+            err=streams.err,
+        )
+        async with anyio.create_task_group() as watchers:
+            watchers.start_soon(self._watch_interrupts, handle)
+            async with anyio.create_task_group() as followers:
+                followers.start_soon(answer_approvals, handle, policy)
+                if streams.live and not args.json:
+                    followers.start_soon(print_progress, handle, streams.out)
+                result = await handle.result()
+            self.unanswered = policy.unanswerable
+            watchers.cancel_scope.cancel()
+        return result
+
+    async def _watch_interrupts(self, handle: RunHandle) -> None:
+        """Ctrl-C cancels the run cleanly (its handlers' ``finally:`` blocks run, the log ends
+        ``cancelled``); the command then reports it and exits 130."""
+        try:
+            receiver = anyio.open_signal_receiver(signal.SIGINT)
+        except NotImplementedError:  # no signal handlers here (Windows): KeyboardInterrupt
+            return
+        with receiver as signals:
+            async for _ in signals:
+                if not self.interrupted:
+                    self.interrupted = True
+                    print("\nopenintent: interrupted; cancelling the run...",
+                          file=self.streams.err, flush=True)
+                    await handle.cancel()
+
+    def _report(self, result: RunResult) -> int:
+        streams = self.streams
+        reason = None
+        if self.interrupted:
+            reason = "interrupted"
+        elif self.unanswered:
+            reason = "waiting for approval: " + ", ".join(map(repr, self.unanswered))
+        if self.args.json:
+            print(json.dumps(result.to_dict(), indent=2, default=str), file=streams.out)
+            print_status(result, streams.err, reason)
+        else:
+            print_summary(result, streams.out, rich=streams.live)
+            print_status(result, streams.out, reason)
+        streams.out.flush()
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if result.status == RunStatus.COMPLETED else EXIT_FAILED
+
+
+def _terminal_prompt(streams: Streams) -> Any:
+    def ask(prompt: str) -> str:
+        streams.err.write(prompt)
+        streams.err.flush()
+        line = sys.stdin.readline()
+        if not line:
+            raise EOFError
+        return line
+
+    return ask

@@ -1,0 +1,91 @@
+"""The `openintent` command as a real process (`python -m openintent`): it runs a workflow,
+and Ctrl-C (SIGINT) cancels the run cleanly, reports it, and exits 130."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ONE_STEP = """\
+openintent: "1.0"
+info:
+  name: "Slow"
+workflow:
+  write:
+    title: "Write Draft"
+    description: "Takes its time"
+    assign: writer
+"""
+
+SLOW_AGENT = """\
+from pathlib import Path
+
+import anyio
+
+from openintent.agents import Agent, on_assignment
+
+HERE = Path(__file__).parent
+
+
+@Agent("writer")
+class SlowWriter:
+    @on_assignment
+    async def work(self, intent):
+        (HERE / "started").write_text("yes")
+        try:
+            await anyio.sleep(600)
+        finally:
+            (HERE / "cleaned_up").write_text("yes")
+        return {}
+"""
+
+
+def command(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+        str(ROOT), os.environ.get("PYTHONPATH", "")]))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "openintent", *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_python_m_openintent_runs_a_workflow_and_ends_with_its_status(tmp_path):
+    (tmp_path / "flow.yaml").write_text(ONE_STEP)
+    process = command("run", "flow.yaml", "--simulate", cwd=tmp_path)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert out.rstrip().splitlines()[-1] == "status: completed"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
+def test_ctrl_c_cancels_the_run_cleanly_and_exits_130(tmp_path):
+    (tmp_path / "flow.yaml").write_text(ONE_STEP)
+    (tmp_path / "slow_agents.py").write_text(textwrap.dedent(SLOW_AGENT))
+    process = command("run", "flow.yaml", "--agents", "slow_agents", cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120  # generous: the machine is shared
+        while not (tmp_path / "started").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the agent never started"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, (out, err)
+    assert (tmp_path / "cleaned_up").exists()  # the handler's finally: block ran
+    assert "interrupted" in err
+    assert "Traceback" not in err
+    assert "Write Draft  cancelled" in out
+    assert out.rstrip().splitlines()[-1] == "status: cancelled (interrupted)"
