@@ -12,90 +12,120 @@ import anyio
 
 from .._handle import RunHandle
 from ..errors import ApprovalError
+from ..guardrails import ApprovalRequest
 from ..models import EventType
 
 __all__ = ["ApprovalPolicy", "answer_approvals"]
 
 
 class ApprovalPolicy:
-    """How the approvals of one run are decided.
+    """How the approvals of one run are decided (``await policy(request)`` decides one).
 
-    ``approve_all``: every request is granted by ``by``. Otherwise ``ask`` (set on a terminal)
-    reads each answer from the terminal; with neither, the first request cancels the run,
-    after saying what waits and how to approve it (with no durable store yet, no other process
-    could approve it, so waiting would hang forever).
+    ``approve_all``: every request is granted by ``by``. Otherwise ``ask`` (given on a
+    terminal) reads each answer from the terminal; with neither, the first request cancels the
+    run, after saying what waits and how to approve it: with no durable store yet, no other
+    process could approve it, so waiting would hang forever.
     """
 
     def __init__(
-        self, *, approve_all: bool, by: str, ask: Callable[[str], str] | None, err: TextIO
+        self,
+        handle: RunHandle,
+        *,
+        approve_all: bool,
+        by: str,
+        ask: Callable[[str], str] | None,
+        err: TextIO,
     ) -> None:
+        self.handle = handle
         self.approve_all = approve_all
         self.by = by
         self.ask = ask
         self.err = err
-        self.unanswerable: list[str] = []  # titles of requests the run was cancelled over
+        self.unanswered: list[str] = []  # titles of requests the run was cancelled over
+
+    async def __call__(self, request: ApprovalRequest) -> None:
+        if request.decision is not None or self.handle.done:
+            return
+        title = request.title
+        if self.approve_all:
+            await self._decide(request, True, "--approve-all")
+        elif self.ask is not None:
+            answer = await self._ask(
+                f"Approve {title!r} ({request.intent_id}) as {self.by}? [y/N] "
+            )
+            if answer is not None:
+                approve = answer.strip().lower() in ("y", "yes")
+                await self._decide(request, approve, "asked on the terminal")
+        else:
+            self.unanswered.append(title)
+            print(
+                f"openintent: {title!r} ({request.intent_id}) waits for approval, and there is "
+                "no terminal to ask on; cancelling the run. Re-run with --approve-all (approves "
+                "as --by NAME, default your login name), or on a terminal to be asked.",
+                file=self.err,
+                flush=True,
+            )
+            await self.handle.cancel()
+
+    async def _decide(self, request: ApprovalRequest, approve: bool, note: str) -> None:
+        decide = self.handle.approve if approve else self.handle.deny
+        try:
+            await decide(request.intent_id, by=self.by, note=note)
+        except ApprovalError as exc:
+            if self.handle.done:
+                return
+            self.unanswered.append(request.title)
+            print(f"openintent: cannot decide {request.title!r}: {exc} (choose who decides "
+                  "with --by NAME); cancelling the run.", file=self.err, flush=True)
+            await self.handle.cancel()
+
+    async def _ask(self, prompt: str) -> str | None:
+        """The answer typed, or ``None`` when the run ended first (Ctrl-C).
+
+        Read on a daemon thread: an unanswered prompt must not keep the process alive after
+        the run ended (anyio's worker threads are joined at exit).
+        """
+        assert self.ask is not None
+        ask = self.ask
+        loop = asyncio.get_running_loop()
+        answered = anyio.Event()
+        answer: list[str] = []
+
+        def read() -> None:
+            try:
+                answer.append(ask(prompt))
+            except (EOFError, OSError):
+                answer.append("")
+            try:
+                loop.call_soon_threadsafe(answered.set)
+            except RuntimeError:  # the event loop has closed: nobody waits any more
+                pass
+
+        threading.Thread(target=read, name="openintent approval prompt", daemon=True).start()
+        async with anyio.create_task_group() as race:
+
+            async def run_ends() -> None:
+                await _ended(self.handle)
+                race.cancel_scope.cancel()
+
+            race.start_soon(run_ends)
+            await answered.wait()
+            race.cancel_scope.cancel()
+        return answer[0] if answer else None
+
+
+async def _ended(handle: RunHandle) -> None:
+    try:
+        await handle.result()
+    except Exception:  # a fault of the runtime: the run has ended all the same
+        pass
 
 
 async def answer_approvals(handle: RunHandle, policy: ApprovalPolicy) -> None:
     """Decide each approval ``handle``'s run requests, as they come, until the run ends."""
     async for event in handle.events():
-        if event.type != EventType.APPROVAL_REQUESTED or event.intent_id is None:
+        if event.type != EventType.APPROVAL_REQUESTED:
             continue
-        title = event.title or event.intent_id
-        if policy.approve_all:
-            await _decide(handle, policy, event.intent_id, title, True, "--approve-all")
-        elif policy.ask is not None:
-            answer = await _ask(policy.ask, f"Approve {title!r} ({event.intent_id}) as "
-                                           f"{policy.by}? [y/N] ")
-            approve = answer.strip().lower() in ("y", "yes")
-            await _decide(handle, policy, event.intent_id, title, approve, "asked on the terminal")
-        else:
-            policy.unanswerable.append(title)
-            print(
-                f"openintent: {title!r} ({event.intent_id}) waits for approval, and there is "
-                "no terminal to ask on; cancelling the run. Re-run with --approve-all (approves "
-                "as --by NAME, default your login name), or on a terminal to be asked.",
-                file=policy.err,
-            )
-            await handle.cancel()
-            return
-
-
-async def _decide(
-    handle: RunHandle, policy: ApprovalPolicy, intent_id: str, title: str, approve: bool,
-    note: str,
-) -> None:
-    try:
-        if approve:
-            await handle.approve(intent_id, by=policy.by, note=note)
-        else:
-            await handle.deny(intent_id, by=policy.by, note=note)
-    except ApprovalError as exc:
-        if handle.done:
-            return
-        policy.unanswerable.append(title)
-        print(f"openintent: cannot decide {title!r}: {exc} (choose who decides with --by "
-              "NAME); cancelling the run.", file=policy.err)
-        await handle.cancel()
-
-
-async def _ask(ask: Callable[[str], str], prompt: str) -> str:
-    """Ask on a daemon thread: an unanswered prompt never keeps the process alive after a
-    Ctrl-C (anyio's worker threads are joined at exit)."""
-    loop = asyncio.get_running_loop()
-    answered = anyio.Event()
-    answer: list[str] = []
-
-    def read() -> None:
-        try:
-            answer.append(ask(prompt))
-        except (EOFError, OSError):
-            answer.append("")
-        try:
-            loop.call_soon_threadsafe(answered.set)
-        except RuntimeError:  # the run ended (Ctrl-C) while the prompt waited
-            pass
-
-    threading.Thread(target=read, name="openintent approval prompt", daemon=True).start()
-    await answered.wait()
-    return answer[0]
+        for request in handle.pending_approvals():
+            if request.intent_id == event.intent_id:
+                await policy(request)

@@ -90,6 +90,7 @@ class _CommandRun:
     async def _follow(self, handle: RunHandle) -> RunResult:
         streams, args = self.streams, self.args
         policy = ApprovalPolicy(
+            handle,
             approve_all=args.approve_all,
             by=args.by or default_approver(),
             ask=_terminal_prompt(streams) if streams.interactive else None,
@@ -102,7 +103,7 @@ class _CommandRun:
                 if streams.live and not args.json:
                     followers.start_soon(print_progress, handle, streams.out)
                 result = await handle.result()
-            self.unanswered = policy.unanswerable
+            self.unanswered = policy.unanswered
             watchers.cancel_scope.cancel()
         return result
 
