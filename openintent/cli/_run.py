@@ -11,9 +11,12 @@ from typing import Any
 import anyio
 
 from .._handle import RunHandle
+from .._workflow_run import simulated_agents
 from ..errors import OpenIntentError
 from ..models import RunResult, RunStatus
 from ..runtime import Runtime
+from ..workflow import WorkflowSpec
+from ..workflow import _registered_coordinator as registered_coordinator
 from ._agents import import_agents
 from ._approvals import ApprovalPolicy, answer_approvals
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, Streams, fail
@@ -54,7 +57,11 @@ class _CommandRun:
     """One ``openintent run``: its options, and whether Ctrl-C stopped it."""
 
     def __init__(
-        self, args: argparse.Namespace, streams: Streams, workflow: Any, agents: list[Any] | None
+        self,
+        args: argparse.Namespace,
+        streams: Streams,
+        workflow: WorkflowSpec,
+        agents: list[Any] | None,
     ) -> None:
         self.args = args
         self.streams = streams
@@ -77,15 +84,22 @@ class _CommandRun:
             result = await self._follow(handle)
         return self._report(result)
 
-    def _prepare(self) -> tuple[Runtime, Any, Any]:
-        """The runtime, the spec and coordinator to run (the workflow decides the agents
-        ``--simulate`` adds)."""
+    def _prepare(self) -> tuple[Runtime, WorkflowSpec, Any]:
+        """The runtime and the coordinator to run the workflow with, as ``wf.arun`` picks
+        them: ``--simulate`` adds a simulated agent for every agent id not given with
+        ``--agents MODULE:ATTR``, and a registered coordinator of the workflow's id governs."""
         workflow = self.workflow
         agents = self.agents
+        coordinator = None
         if self.args.simulate:
-            agents = workflow.simulated_agents()
-        runtime = Runtime(agents=agents, seed=self.args.seed, guardrails=workflow.guardrails())
-        return runtime, workflow.to_portfolio_spec(), None
+            given = [getattr(agent, "__openintent_id__", None) for agent in agents or ()]
+            agents = list(agents or []) + simulated_agents(
+                workflow.phases, workflow.coordinator,
+                [agent_id for agent_id in given if isinstance(agent_id, str)],
+            )
+            if workflow.coordinator is not None and self.agents is None:
+                coordinator = registered_coordinator(workflow.coordinator.id)
+        return Runtime(agents=agents, seed=self.args.seed), workflow, coordinator
 
     async def _follow(self, handle: RunHandle) -> RunResult:
         streams, args = self.streams, self.args
