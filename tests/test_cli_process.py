@@ -89,3 +89,71 @@ def test_ctrl_c_cancels_the_run_cleanly_and_exits_130(tmp_path):
     assert "Traceback" not in err
     assert "Write Draft  cancelled" in out
     assert out.rstrip().splitlines()[-1] == "status: cancelled (interrupted)"
+
+
+APPROVAL_STEP = """\
+openintent: "1.0"
+info:
+  name: "Gated"
+workflow:
+  deploy:
+    title: "Deploy"
+    description: "Needs a yes"
+    assign: deployer
+    requires_approval: true
+"""
+
+
+def read_until(fd: int, text: str, seconds: float) -> str:
+    """Read a terminal's output until ``text`` shows (or it closes, or time runs out)."""
+    import select
+
+    seen = ""
+    deadline = time.monotonic() + seconds
+    while text not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the other end closed (Linux: EIO)
+                break
+            if not chunk:
+                break
+            seen += chunk.decode(errors="replace")
+    return seen
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
+@pytest.mark.parametrize(("answer", "status", "code"), [
+    ("y", "status: completed", 0), (None, "status: cancelled (interrupted)", 130),
+])
+def test_on_a_terminal_an_approval_is_asked_for_and_ctrl_c_ends_the_wait(
+    tmp_path, answer, status, code
+):
+    import pty
+
+    (tmp_path / "gated.yaml").write_text(APPROVAL_STEP)
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+        str(ROOT), os.environ.get("PYTHONPATH", "")])), "TERM": "dumb"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "openintent", "run", "gated.yaml", "--simulate", "--by", "ann"],
+        cwd=tmp_path, env=env, stdin=terminal, stdout=terminal, stderr=terminal,
+    )
+    os.close(terminal)
+    try:
+        seen = read_until(controller, "[y/N]", 120)
+        assert "Approve 'Deploy'" in seen and "as ann?" in seen, seen
+        if answer is None:
+            process.send_signal(signal.SIGINT)
+        else:
+            os.write(controller, f"{answer}\n".encode())
+        seen += read_until(controller, status, 120)
+        assert process.wait(timeout=120) == code, seen
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(controller)
+    assert status in seen
+    assert "Traceback" not in seen
