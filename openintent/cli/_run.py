@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -124,11 +125,14 @@ class _CommandRun:
     async def _watch_interrupts(self, handle: RunHandle) -> None:
         """Ctrl-C cancels the run cleanly (its handlers' ``finally:`` blocks run, the log ends
         ``cancelled``); the command then reports it and exits 130."""
+        stack = contextlib.ExitStack()
         try:
-            receiver = anyio.open_signal_receiver(signal.SIGINT)
-        except NotImplementedError:  # no signal handlers here (Windows): KeyboardInterrupt
+            signals = stack.enter_context(anyio.open_signal_receiver(signal.SIGINT))
+        except (NotImplementedError, ValueError, RuntimeError):
+            # No signal handlers here (Windows, or not the main thread): Ctrl-C raises
+            # KeyboardInterrupt instead, which run_command turns into exit 130.
             return
-        with receiver as signals:
+        with stack:
             async for _ in signals:
                 if not self.interrupted:
                     self.interrupted = True
