@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._data import json_data
-from ._registry import suggest
 from ._workflow_check import (
     LEGACY_STEP_KEYS,
     OUTPUT_TYPES,
@@ -17,6 +16,7 @@ from ._workflow_check import (
     Checker,
     CoordinatorConfig,
     PhaseConfig,
+    hint,
     kind,
 )
 from ._workflow_yaml import Located
@@ -171,7 +171,7 @@ def _outputs(checker: Checker, node: Located | None, what: str) -> dict[str, str
         name = type_node.value if type_node.value is not None else "any"
         if name not in OUTPUT_TYPES:
             checker.error(type_node, f"{what} output {key!r}: unknown type {name!r}"
-                                     f"{suggest(str(name), list(OUTPUT_TYPES))}; valid types: "
+                                     f"{hint(str(name), list(OUTPUT_TYPES))}; valid types: "
                                      f"{', '.join(OUTPUT_TYPES)}")
             continue
         outputs[key] = name
@@ -261,16 +261,13 @@ def _check_approvals(
         return
     known = {p.name for p in phases} | {p.title for p in phases} | {
         t for p in phases for t in p.tags}
-    for rail in coordinator.guardrails:
-        if rail.get("type") != "approval":
-            continue
-        for name in rail.get("require_for") or ():
-            if isinstance(name, str) and name not in known and name.casefold() not in {
-                    k.casefold() for k in known}:
-                checker.error((coordinator.line, coordinator.column), (
-                    f"approval guardrail require_for names {name!r}, which is no step key, "
-                    f"title or tag{_did_you_mean(name, sorted(known))}"))
+    folded = {name.casefold() for name in known}
+    for name, line, column in coordinator.approval_names:
+        if name.casefold() not in folded:
+            checker.error((line, column), (
+                f"the approval guardrail's require_for names {name!r}, which is no step key, "
+                f"title or tag{_did_you_mean(name, sorted(known))}"))
 
 
 def _did_you_mean(name: str, candidates: list[str]) -> str:
-    return suggest(name, candidates)
+    return hint(name, candidates)
