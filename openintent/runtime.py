@@ -17,12 +17,14 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._blocking import DEFAULT_BLOCKING_THRESHOLD, BlockingWatch, check_blocking_threshold
 from ._clock import Clock, RealClock
 from ._data import unwrap
 from ._dispatch import AgentTable, BoundAgent
+from ._guardrail_core import Guardrail
 from ._handle import (
     RunHandle,
     RunHost,
@@ -38,6 +40,7 @@ from ._scheduler import Node, Run, fast_path
 from ._specs import PortfolioSpec
 from ._store import EventStore
 from ._streams import follow_run, follow_runs
+from ._workflow_port import RunnableWorkflow
 from .errors import AgentError, OpenIntentError, SpecError
 from .guardrails import ApprovalRequest, build_guardrails
 from .models import Event, EventType, RunResult, RunStatus
@@ -138,7 +141,9 @@ class Runtime:
 
     # ------------------------------------------------------------------ running
 
-    async def run(self, spec: PortfolioSpec, *, coordinator: Any = None) -> RunResult:
+    async def run(
+        self, spec: PortfolioSpec | RunnableWorkflow, *, coordinator: Any = None
+    ) -> RunResult:
         """Run every intent of ``spec`` in the calling task and return the result, whatever
         the outcome (``rt.start`` + ``handle.result()``, without the need for ``async with``).
 
@@ -152,7 +157,9 @@ class Runtime:
         run = self._open("rt.run()", spec, coordinator)
         return await self._drive(run, nested=False)
 
-    async def start(self, spec: PortfolioSpec, *, coordinator: Any = None) -> RunHandle:
+    async def start(
+        self, spec: PortfolioSpec | RunnableWorkflow, *, coordinator: Any = None
+    ) -> RunHandle:
         """Start running ``spec`` in the runtime's task group and return its
         :class:`~openintent.RunHandle` at once.
 
@@ -169,18 +176,25 @@ class Runtime:
         self._host.start(handle)
         return handle
 
-    def _open(self, call: str, spec: PortfolioSpec, coordinator: Any) -> Run:
+    def _open(
+        self, call: str, spec: PortfolioSpec | RunnableWorkflow, coordinator: Any
+    ) -> Run:
         """Validate a top-level run and log its start."""
         if self._closed:
             raise OpenIntentError(
                 f"this Runtime is closed, so {call} cannot run: create a new Runtime"
             )
+        extra: tuple[Guardrail, ...] = ()
+        if isinstance(spec, RunnableWorkflow) and not isinstance(spec, PortfolioSpec):
+            # A YAML WorkflowSpec: its coordinator block and step guardrails come along.
+            spec, coordinator, extra = spec.bind_runtime(self._planner, coordinator)
         if not isinstance(spec, PortfolioSpec):
             raise SpecError(
                 f"{call} takes a PortfolioSpec, got {type(spec).__name__}: build one with "
                 "PortfolioSpec(name=..., intents=[IntentSpec(...), ...])"
             )
-        return self._begin(spec, self._planner.coordinator(coordinator), nested=False)
+        return self._begin(spec, self._planner.coordinator(coordinator), nested=False,
+                           extra_guardrails=extra)
 
     def _begin(
         self,
@@ -190,9 +204,13 @@ class Runtime:
         nested: bool,
         on_event: Callable[[Event], None] | None = None,
         parent: Run | None = None,
+        extra_guardrails: tuple[Guardrail, ...] = (),
     ) -> Run:
         """Validate a run and log its start (``run_started``); :meth:`_drive` runs it."""
-        run = self._prepare(self._planner.compile(spec, lead), nested=nested)
+        plan = self._planner.compile(spec, lead)
+        if extra_guardrails:
+            plan = attrs.evolve(plan, guardrails=plan.guardrails + extra_guardrails)
+        run = self._prepare(plan, nested=nested)
         run.parent = parent
         if self._blocking_threshold is not None:
             run.blocking = BlockingWatch(

@@ -1,0 +1,221 @@
+"""Reading a workflow file: YAML text into plain values that remember where they came from.
+
+ruamel.yaml's safe loader composes the document into nodes (each with its start mark); we
+turn those nodes into :class:`Located` values ourselves, so every value keeps its 1-based line
+and column. Nothing here runs code: only the core YAML tags are accepted (a ``!!python/...``
+or any other tag is a problem at its position), aliases are followed up to a budget of nodes
+(a "billion laughs" document stops at the budget instead of exhausting memory), and the text
+is checked for size before the parser sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_NODES",
+    "Located",
+    "Problem",
+    "YamlProblems",
+    "decode",
+    "parse",
+]
+
+#: Files larger than this are refused before parsing (10 MiB); ``max_bytes=`` changes it.
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+#: At most this many nodes after following aliases; ``max_nodes=`` changes it.
+DEFAULT_MAX_NODES = 200_000
+#: Deeper nesting than this is refused (it would only exhaust the interpreter's stack).
+MAX_DEPTH = 100
+
+_CORE = "tag:yaml.org,2002:"
+_SCALAR_TAGS = {f"{_CORE}{name}" for name in ("str", "int", "float", "bool", "null")}
+
+
+@attrs.frozen
+class Problem:
+    """One thing wrong with a workflow file, at a 1-based line and column."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class YamlProblems(Exception):  # noqa: N818 - internal; becomes WorkflowValidationError
+    """Raised by :func:`parse` and :func:`decode` with the problems found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+
+
+@attrs.define(eq=False)
+class Located:
+    """A value of the document with its position; mappings also keep their keys' positions.
+
+    ``value`` is a ``dict[str, Located]``, a ``list[Located]`` or a plain scalar.
+    """
+
+    value: Any
+    line: int
+    column: int
+    keys: dict[str, tuple[int, int]] = attrs.field(factory=dict)
+
+    def plain(self) -> Any:
+        """The value with every position stripped (dicts, lists and scalars)."""
+        if isinstance(self.value, dict):
+            return {key: item.plain() for key, item in self.value.items()}
+        if isinstance(self.value, list):
+            return [item.plain() for item in self.value]
+        return self.value
+
+    def items(self) -> Iterator[tuple[str, Located]]:
+        """A mapping's entries, in file order."""
+        assert isinstance(self.value, dict)
+        return iter(self.value.items())
+
+
+def decode(data: bytes | str, file: str, max_bytes: int) -> str:
+    """The text of a file, or the problem: too large, not UTF-8, tabs used for indentation."""
+    size = len(data)
+    if size > max_bytes:
+        raise YamlProblems([Problem(
+            file, 1, 1,
+            f"the file is {size} bytes, more than the limit of {max_bytes}; a workflow is "
+            "usually a few kilobytes: check that this is the right file, or raise the limit "
+            "with max_bytes=",
+        )])
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+            raise YamlProblems([Problem(
+                file, line, column,
+                f"byte 0x{data[exc.start]:02x} is not valid UTF-8; save the file as UTF-8",
+            )]) from None
+    else:
+        text = data
+    tabs = [
+        Problem(file, number, line.index("\t") + 1,
+                "a tab is used for indentation; YAML indents with spaces only: replace the "
+                "tab with spaces")
+        for number, line in enumerate(text.splitlines(), 1)
+        if line[: len(line) - len(line.lstrip(" \t"))].count("\t")
+    ]
+    if tabs:
+        raise YamlProblems(tabs)
+    return text
+
+
+def parse(text: str, file: str, max_nodes: int = DEFAULT_MAX_NODES) -> Located | None:
+    """The document of ``text`` as :class:`Located` values (``None`` when it is empty)."""
+    yaml = YAML(typ="safe", pure=True)
+    try:
+        root = yaml.compose(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        what = " ".join(part for part in (exc.context, exc.problem) if part)
+        raise YamlProblems([Problem(file, line, column,
+                                    f"invalid YAML: {what}; fix the syntax here")]) from None
+    except YAMLError as exc:
+        raise YamlProblems([Problem(file, 1, 1, f"invalid YAML: {exc}")]) from None
+    except RecursionError:
+        raise YamlProblems([Problem(file, 1, 1, "invalid YAML: nested too deeply")]) from None
+    if root is None:
+        return None
+    converter = _Converter(yaml, file, max_nodes)
+    located = converter.convert(root, 0)
+    if converter.problems:
+        raise YamlProblems(converter.problems)
+    return located
+
+
+def _tag(node: Node) -> str:
+    tag = node.tag
+    return str(getattr(tag, "value", tag))
+
+
+class _Converter:
+    def __init__(self, yaml: YAML, file: str, max_nodes: int) -> None:
+        self._constructor = yaml.constructor
+        self._file = file
+        self._budget = max_nodes
+        self._max_nodes = max_nodes
+        self.problems: list[Problem] = []  # the ones worth reporting together
+
+    def _note(self, node: Node, message: str) -> Located:
+        self.problems.extend(self._problem(node, message).problems)
+        mark = node.start_mark
+        return Located(None, mark.line + 1, mark.column + 1)
+
+    def _problem(self, node: Node, message: str) -> YamlProblems:
+        mark = node.start_mark
+        return YamlProblems([Problem(self._file, mark.line + 1, mark.column + 1, message)])
+
+    def convert(self, node: Node, depth: int) -> Located:
+        self._budget -= 1
+        if self._budget < 0:
+            raise self._problem(node, (
+                f"the document expands to more than {self._max_nodes} values (aliases such as "
+                "*name repeat what they refer to); refused to protect memory: use fewer "
+                "aliases, or raise the limit with max_nodes="
+            ))
+        if depth > MAX_DEPTH:
+            raise self._problem(node, f"nested more than {MAX_DEPTH} levels deep")
+        line, column = node.start_mark.line + 1, node.start_mark.column + 1
+        tag = _tag(node)
+        if isinstance(node, MappingNode) and tag == f"{_CORE}map":
+            return self._mapping(node, depth)
+        if isinstance(node, SequenceNode) and tag == f"{_CORE}seq":
+            return Located([self.convert(item, depth + 1) for item in node.value], line, column)
+        if isinstance(node, ScalarNode) and tag == f"{_CORE}timestamp":
+            return Located(str(node.value), line, column)  # dates stay text (JSON data)
+        if isinstance(node, ScalarNode) and tag in _SCALAR_TAGS:
+            try:
+                value = self._constructor.construct_object(node, deep=True)
+            except (YAMLError, ValueError, OverflowError) as exc:
+                raise self._problem(node, f"invalid {tag[len(_CORE):]} value: {exc}") from None
+            return Located(value, line, column)
+        shown = tag.replace(_CORE, "!!")
+        return self._note(node, (
+            f"the tag {shown} is not allowed; a workflow holds plain strings, numbers, "
+            "booleans, lists and mappings: remove the tag"
+        ))
+
+    def _mapping(self, node: MappingNode, depth: int) -> Located:
+        mark = node.start_mark
+        result = Located({}, mark.line + 1, mark.column + 1)
+        for key_node, value_node in node.value:
+            key_line, key_column = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+            if _tag(key_node) == f"{_CORE}merge":
+                self._note(key_node, "merge keys (<<) are not supported; write the keys out")
+                continue
+            key = self.convert(key_node, depth + 1).value
+            if not isinstance(key, str | int | float | bool) or key is None:
+                self._note(key_node, "a key must be a plain string")
+                continue
+            key = str(key)
+            if key in result.value:
+                first_line, first_column = result.keys[key]
+                self._note(key_node, (
+                    f"duplicate key {key!r} (first at line {first_line}, column "
+                    f"{first_column}); remove one of them"
+                ))
+                continue
+            result.keys[key] = (key_line, key_column)
+            result.value[key] = self.convert(value_node, depth + 1)
+        return result
