@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import difflib
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from ._registry import suggest
 from ._workflow_yaml import Located, Problem
 
 __all__ = ["OUTPUT_TYPES", "Checker", "CoordinatorConfig", "Parsed", "PhaseConfig", "hint", "kind"]
@@ -72,6 +72,8 @@ class CoordinatorConfig:
     max_concurrency: int | None = None
     line: int = 1
     column: int = 1
+    #: The step names of approval guardrails' ``require_for``, with their positions.
+    approval_names: tuple[tuple[str, int, int], ...] = ()
 
 
 @attrs.frozen
@@ -154,12 +156,21 @@ class Checker:
 
 
 def kind(value: Any) -> str:
+    """What a value is, for messages: ``a list``, ``the string 'x'``, ``int 3``."""
     if value is None:
         return "nothing"
-    return {dict: "a mapping", list: "a list", str: f"the string {value!r}", bool: f"{value}"}.get(
-        type(value), f"{type(value).__name__} {value!r}")
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return f"the {type(value).__name__} {value!r}"
 
 
-def hint(key: str, allowed: tuple[str, ...]) -> str:
-    return suggest(key, list(allowed)).replace("(did you mean ", "(did you mean `", 1).replace(
-        "?)", "`?)", 1) if suggest(key, list(allowed)) else ""
+def hint(name: str, allowed: Sequence[str]) -> str:
+    """`` (did you mean `x`?)`` when a close candidate exists, else an empty string."""
+    matches = difflib.get_close_matches(name, list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean `{matches[0]}`?)" if matches else ""

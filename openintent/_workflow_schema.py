@@ -103,6 +103,7 @@ def _check_coordinator(checker: Checker, node: Located | None) -> CoordinatorCon
                                          "use sequential or parallel")
     agents = checker.names(block.get("agents"), "coordinator.agents")
     guardrails: list[Mapping[str, Any]] = []
+    approval_names: list[tuple[str, int, int]] = []
     rails = block.get("guardrails")
     if rails is not None and rails.value is not None:
         if not isinstance(rails.value, list):
@@ -111,6 +112,10 @@ def _check_coordinator(checker: Checker, node: Located | None) -> CoordinatorCon
         else:
             for item in rails.value:
                 guardrails.extend(_check_guardrail(checker, item, coordinator_id or "?"))
+                names = item.value.get("require_for") if isinstance(item.value, dict) else None
+                if names is not None and isinstance(names.value, list):
+                    approval_names.extend((n.value, n.line, n.column) for n in names.value
+                                          if isinstance(n.value, str))
     limit = block.get("max_concurrency")
     max_concurrency = None
     if limit is not None and limit.value is not None:
@@ -122,7 +127,7 @@ def _check_coordinator(checker: Checker, node: Located | None) -> CoordinatorCon
     return CoordinatorConfig(
         coordinator_id or "", strategy,
         tuple(a.value for a in agents) if agents and "agents" in block else None,
-        tuple(guardrails), max_concurrency, node.line, node.column,
+        tuple(guardrails), max_concurrency, node.line, node.column, tuple(approval_names),
     )
 
 
@@ -135,8 +140,13 @@ def _check_guardrail(checker: Checker, item: Located, lead: str) -> list[Mapping
     try:
         build_guardrails([plain], f"coordinator {lead!r}")
     except OpenIntentError as exc:
+        # Point at the field the message names, else at the guardrail's type.
+        message = str(exc)
         where = item.value.get("type", item)
-        checker.error(where, str(exc))
+        for key, value in item.value.items():
+            if f"'{key}'" in message and key != "type":
+                where = Located(None, *item.keys[key]) if "unexpected" in message else value
+        checker.error(where, message)
         return []
     return [plain]
 

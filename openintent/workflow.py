@@ -137,7 +137,7 @@ class WorkflowSpec:
             raise WorkflowValidationError(exc.problems) from None
         parsed, problems = check_document(root, file)
         if parsed is None:
-            raise WorkflowValidationError(problems)
+            raise WorkflowValidationError(sorted(problems, key=lambda p: (p.line, p.column)))
         return cls(parsed.version, parsed.name, parsed.description, parsed.workflow_version,
                    parsed.agents, parsed.phases, parsed.coordinator, path, file,
                    parsed.warnings)

@@ -1,0 +1,412 @@
+"""Pictures of portfolios and runs as text: Mermaid flowcharts and Gantt charts, Graphviz DOT.
+
+Behind ``PortfolioSpec.to_mermaid()`` / ``to_dot()``, ``WorkflowSpec.to_mermaid()`` /
+``to_dot()`` and ``RunResult.to_mermaid()`` / ``to_dot()``. This module reads specs and
+results by duck typing and imports neither: the classes that expose these methods import it.
+
+Every piece of user text (titles, agent ids, guardrail fields) goes through one escaping
+function per output language, so no title can break out of its label: Mermaid labels are
+quoted with every character outside a small safe set written as an entity code (``#34;``),
+Mermaid titles are YAML double-quoted strings in the front matter, Gantt task names (which
+Mermaid cannot quote) have their few syntax characters replaced by look-alikes, and DOT
+strings are quoted with ``\\`` and ``"`` escaped.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from ._registry import definition_of
+from .errors import SpecError
+
+__all__ = [
+    "Graph",
+    "gantt_of_events",
+    "graph_of_result",
+    "graph_of_spec",
+    "to_dot",
+    "to_mermaid",
+]
+
+# Fill colours of intent statuses (results), shared by Mermaid and DOT.
+STATUS_COLOURS = {
+    "completed": "#c8f7c5",
+    "failed": "#f8c4c4",
+    "cancelled": "#fde2b8",
+    "skipped": "#e5e7eb",
+    "pending": "#ffffff",
+    "running": "#c7ddfb",
+    "awaiting_approval": "#fef3b4",
+}
+_APPROVAL_BORDER = "#d97706"
+
+
+@attrs.frozen
+class Node:
+    """One intent of a picture: its title and the lines drawn under it."""
+
+    title: str
+    details: tuple[str, ...] = ()
+    style: str | None = None  # a status (results) or "approval" (specs)
+
+
+@attrs.frozen
+class Graph:
+    """What a flowchart shows, whatever the output language."""
+
+    title: str
+    nodes: tuple[Node, ...]
+    edges: tuple[tuple[int, int], ...]
+    notes: tuple[str, ...] = ()  # the coordinator and guardrails box
+
+
+# ---------------------------------------------------------------------------- building graphs
+
+
+def _edges(titles: Sequence[str], depends: Sequence[Sequence[str]]) -> tuple[tuple[int, int], ...]:
+    index: dict[str, int] = {}
+    for position, title in enumerate(titles):
+        index.setdefault(title, position)
+    return tuple(
+        (index[upstream], position)
+        for position, upstream_titles in enumerate(depends)
+        for upstream in upstream_titles
+        if upstream in index  # an unknown title is the spec's error to report, not ours
+    )
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, str | int | float | bool):
+        return str(value)
+    if isinstance(value, Iterable) and not isinstance(value, Mapping):
+        return "[" + ", ".join(_scalar(item) for item in value) + "]"
+    return type(value).__name__
+
+
+def describe_guardrail(item: Any) -> str:
+    """One line for a guardrail given as a dict, a Guardrail object or a function."""
+    if isinstance(item, Mapping):
+        kind = str(item.get("type", "guardrail"))
+        fields = {key: value for key, value in item.items() if key != "type"}
+    elif callable(item) and not hasattr(item, "before_dispatch"):
+        return str(getattr(item, "__name__", type(item).__name__))
+    else:
+        kind = str(getattr(item, "type", None) or type(item).__name__)
+        fields = {
+            key: value
+            for key, value in vars(item).items()
+            if not key.startswith("_") and key != "requests" and value not in (None, (), [])
+        }
+    shown = " ".join(f"{key}={_scalar(value)}" for key, value in fields.items())
+    return f"{kind} {shown}".strip()
+
+
+def _approval_names(guardrails: Iterable[Any]) -> set[str]:
+    names: set[str] = set()
+    for item in guardrails:
+        if isinstance(item, Mapping):
+            kind, wanted = item.get("type"), item.get("require_for")
+        else:
+            kind, wanted = getattr(item, "type", None), getattr(item, "require_for", None)
+        if kind != "approval" or wanted is None:
+            continue
+        for name in [wanted] if isinstance(wanted, str) else wanted:
+            if isinstance(name, str):
+                names.add(name.casefold())
+    return names
+
+
+def _coordinator(coordinator: Any) -> tuple[str | None, str | None, tuple[Any, ...]]:
+    """(id, strategy, guardrails) of a decorated coordinator class or instance, or an id."""
+    if coordinator is None:
+        return None, None, ()
+    if isinstance(coordinator, str):
+        return coordinator, None, ()
+    definition = definition_of(coordinator)
+    if definition is None:
+        name = getattr(coordinator, "__name__", type(coordinator).__name__)
+        return str(name), None, ()
+    options = definition.options
+    return definition.id, options.get("strategy"), tuple(options.get("guardrails") or ())
+
+
+def graph_of_spec(
+    spec: Any,
+    *,
+    coordinator: Any = None,
+    strategy: str | None = None,
+    guardrails: Iterable[Any] | None = None,
+    title: str | None = None,
+) -> Graph:
+    """The picture of a portfolio spec: each intent with its assignees, whether it waits for
+    approval, and a box naming the coordinator and the guardrails."""
+    coordinator_id, coordinator_strategy, coordinator_guardrails = _coordinator(coordinator)
+    every_guardrail = [*(guardrails or ()), *coordinator_guardrails]
+    approvals = _approval_names(every_guardrail)
+    nodes = []
+    for intent in spec.intents:
+        details = []
+        assignees = tuple(intent.assignees)
+        if assignees:
+            label = "agent" if len(assignees) == 1 else "agents"
+            details.append(f"{label}: {', '.join(assignees)}")
+        else:
+            details.append("routed by the coordinator" if coordinator_id else "unassigned")
+        names = {intent.title, *intent.tags} | ({intent.key} if intent.key else set())
+        needs_approval = any(name.casefold() in approvals for name in names)
+        if needs_approval:
+            details.append("needs approval")
+        if intent.timeout is not None:
+            details.append(f"timeout {intent.timeout:g}s")
+        attempts = getattr(intent.retry, "max_attempts", 1)
+        if attempts > 1:
+            details.append(f"up to {attempts} attempts")
+        nodes.append(Node(intent.title, tuple(details), "approval" if needs_approval else None))
+    notes = []
+    if coordinator_id is not None:
+        shown_strategy = strategy or coordinator_strategy
+        notes.append(
+            f"coordinator: {coordinator_id}" + (f" ({shown_strategy})" if shown_strategy else "")
+        )
+    notes.extend(f"guardrail: {describe_guardrail(item)}" for item in every_guardrail)
+    edges = _edges(
+        [intent.title for intent in spec.intents],
+        [intent.depends_on for intent in spec.intents],
+    )
+    return Graph(title or spec.name, tuple(nodes), edges, tuple(notes))
+
+
+def graph_of_result(result: Any) -> Graph:
+    """The picture of a run: each intent coloured by its final status."""
+    nodes = []
+    for item in result.intents.values():
+        status = str(item.status)
+        details = [status + (f", {item.attempts} attempts" if item.attempts > 1 else "")]
+        if item.assigned_to:
+            details.append(f"agent: {item.assigned_to}")
+        if item.cost_usd:
+            details.append(f"${item.cost_usd:,.2f}")
+        if item.error_type:
+            details.append(f"{item.error_type}: {_shorten(item.error or '')}")
+        nodes.append(Node(item.title, tuple(details), status))
+    items = list(result.intents.values())
+    edges = _edges([item.title for item in items], [item.depends_on for item in items])
+    notes = (f"run {result.portfolio_id}: {result.status}, ${result.cost_usd:,.2f}",)
+    return Graph(result.name, tuple(nodes), edges, notes)
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------------------- Mermaid
+
+_MERMAID_SAFE = frozenset(" -_.,:()/'!?+*=@$[]")
+
+
+def mermaid_text(text: str) -> str:
+    """``text`` for inside a double-quoted Mermaid label: letters, digits and a few
+    punctuation marks as they are, line breaks as ``<br/>``, everything else (quotes, ``#``,
+    ``<``, ``;``, backticks, emoji) as an entity code, control characters as spaces."""
+    out = []
+    for char in text.replace("\r\n", "\n").replace("\r", "\n"):
+        if char == "\n":
+            out.append("<br/>")
+        elif char.isalnum() or char in _MERMAID_SAFE:
+            out.append(char)
+        elif unicodedata.category(char) == "Cc":
+            out.append(" ")
+        else:
+            out.append(f"#{ord(char)};")
+    return "".join(out)
+
+
+def _yaml_string(text: str) -> str:
+    """A one-line YAML double-quoted scalar (JSON's string syntax is valid YAML)."""
+    quoted = json.dumps(" ".join(text.splitlines()) or " ", ensure_ascii=False)
+    return quoted.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def _front_matter(title: str) -> list[str]:
+    return ["---", f"title: {_yaml_string(title)}", "---"]
+
+
+def to_mermaid(graph: Graph) -> str:
+    """A Mermaid flowchart of ``graph`` (top to bottom)."""
+    lines = [*_front_matter(graph.title), "flowchart TD"]
+    for index, node in enumerate(graph.nodes):
+        label = "<br/>".join(mermaid_text(line) for line in (node.title, *node.details))
+        lines.append(f'    n{index}["{label}"]')
+    for upstream, downstream in graph.edges:
+        lines.append(f"    n{upstream} --> n{downstream}")
+    if graph.notes:
+        label = "<br/>".join(mermaid_text(note) for note in graph.notes)
+        lines.append(f'    notes[/"{label}"/]')
+        lines.append("    classDef notes fill:#f3f4f6,stroke:#9ca3af,color:#111827")
+        lines.append("    class notes notes")
+    styles = sorted({node.style for node in graph.nodes if node.style})
+    for style in styles:
+        if style == "approval":
+            lines.append(
+                f"    classDef {_class_name(style)} stroke:{_APPROVAL_BORDER},stroke-width:3px"
+            )
+        else:
+            fill = STATUS_COLOURS.get(style, "#ffffff")
+            lines.append(f"    classDef {_class_name(style)} fill:{fill},color:#111827")
+        members = ",".join(f"n{i}" for i, node in enumerate(graph.nodes) if node.style == style)
+        lines.append(f"    class {members} {_class_name(style)}")
+    return "\n".join(lines) + "\n"
+
+
+def _class_name(style: str) -> str:
+    # Statuses are identifiers already; anything else is reduced to one.
+    return "s_" + "".join(char if char.isascii() and char.isalnum() else "_" for char in style)
+
+
+# ---------------------------------------------------------------------------- DOT
+
+
+def dot_string(text: str) -> str:
+    """``text`` as a DOT double-quoted string: ``\\`` and ``"`` escaped, line breaks as
+    ``\\n``, control characters as spaces."""
+    out = ['"']
+    for char in text.replace("\r\n", "\n").replace("\r", "\n"):
+        if char in '\\"':
+            out.append("\\" + char)
+        elif char == "\n":
+            out.append("\\n")
+        elif unicodedata.category(char) == "Cc":
+            out.append(" ")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+def to_dot(graph: Graph) -> str:
+    """A Graphviz DOT digraph of ``graph`` (top to bottom)."""
+    lines = [
+        f"digraph {dot_string(graph.title)} {{",
+        f"    graph [label={dot_string(graph.title)}, labelloc=t, rankdir=TB];",
+        '    node [shape=box, style="rounded,filled", fillcolor="#ffffff"];',
+    ]
+    for index, node in enumerate(graph.nodes):
+        attributes = [f"label={dot_string(chr(10).join([node.title, *node.details]))}"]
+        if node.style == "approval":
+            attributes.append(f'color="{_APPROVAL_BORDER}", penwidth=3')
+        elif node.style:
+            attributes.append(f'fillcolor="{STATUS_COLOURS.get(node.style, "#ffffff")}"')
+        lines.append(f"    n{index} [{', '.join(attributes)}];")
+    for upstream, downstream in graph.edges:
+        lines.append(f"    n{upstream} -> n{downstream};")
+    if graph.notes:
+        label = dot_string("\n".join(graph.notes))
+        lines.append(f'    notes [shape=note, style=filled, fillcolor="#f3f4f6", label={label}];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- Gantt
+
+_GANTT_REPLACEMENTS = str.maketrans({":": "꞉", "#": "＃", ";": "；", "%": "％"})
+_GANTT_END = {"completed": "done", "failed": "crit", "cancelled": "crit"}
+
+
+def gantt_text(text: str) -> str:
+    """A Gantt task or section name: one line, with the characters Mermaid's Gantt syntax
+    reserves there (``:``, ``#``, ``;``, ``%``) replaced by look-alikes."""
+    flat = "".join(" " if unicodedata.category(char) == "Cc" else char for char in text)
+    return " ".join(flat.split()).translate(_GANTT_REPLACEMENTS) or "-"
+
+
+@attrs.frozen
+class Bar:
+    """One attempt on the timeline."""
+
+    title: str
+    attempt: int
+    agent: str | None
+    start: datetime
+    end: datetime
+    outcome: str  # completed, failed, cancelled, running (never ended)
+
+
+def attempts_of_events(events: Iterable[Any]) -> list[Bar]:
+    """Each attempt of each intent, from its ``dispatched`` event to the event that ended it
+    (a response, ``attempt_failed``, or the intent's ``completed``/``failed``/``cancelled``)."""
+    bars: list[Bar] = []
+    open_attempts: dict[str | None, dict[tuple[int, str | None], tuple[str, datetime]]] = {}
+    last: datetime | None = None
+
+    def close(intent: str | None, key: tuple[int, str | None], at: datetime, how: str) -> None:
+        title, start = open_attempts[intent].pop(key)
+        bars.append(Bar(title, key[0], key[1], start, at, how))
+
+    for event in events:
+        data = event.data or {}
+        last = event.at
+        opened = open_attempts.get(event.intent_id, {})
+        if event.type == "dispatched":
+            key = (int(data.get("attempt", 1)), data.get("agent"))
+            open_attempts.setdefault(event.intent_id, {})[key] = (event.title or "?", event.at)
+        elif event.type == "response_received" and opened:
+            agent = data.get("agent")
+            for key in [key for key in opened if key[1] == agent]:
+                close(event.intent_id, key, event.at, "completed")
+        elif event.type == "attempt_failed" and opened:
+            attempt = data.get("attempt")
+            for key in [key for key in opened if attempt is None or key[0] == attempt]:
+                close(event.intent_id, key, event.at, "failed")
+        elif event.type in ("completed", "failed", "cancelled") and opened:
+            for key in list(opened):
+                close(event.intent_id, key, event.at, event.type)
+    for intent, opened in open_attempts.items():
+        for key in list(opened):
+            close(intent, key, last or opened[key][1], "running")
+    bars.sort(key=lambda bar: (bar.start, bar.end))
+    return bars
+
+
+def _gantt_time(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.") + f"{at.microsecond // 1000:03d}"
+
+
+def gantt_of_events(title: str, events: Iterable[Any]) -> str:
+    """A Mermaid Gantt chart of when each attempt of each intent ran, on the events' UTC
+    ``at`` times (a virtual clock's times are as good as real ones)."""
+    bars = attempts_of_events(events)
+    lines = [
+        *_front_matter(title),
+        "gantt",
+        "    dateFormat YYYY-MM-DD HH:mm:ss.SSS",
+        "    axisFormat %H:%M:%S",
+        "    section Intents",
+    ]
+    if not bars:
+        lines[-1] = "    %% no intent was dispatched"
+    for index, bar in enumerate(bars):
+        name = bar.title + (f" (attempt {bar.attempt})" if bar.attempt > 1 else "")
+        if bar.agent:
+            name += f" [{bar.agent}]"
+        tag = _GANTT_END.get(bar.outcome, "active")
+        lines.append(
+            f"    {gantt_text(name)} :{tag}, a{index}, {_gantt_time(bar.start)}, "
+            f"{_gantt_time(bar.end)}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def result_to_mermaid(result: Any, kind: str) -> str:
+    """``result.to_mermaid(kind)``."""
+    if kind == "flowchart":
+        return to_mermaid(graph_of_result(result))
+    if kind == "gantt":
+        return gantt_of_events(result.name, result.events)
+    raise SpecError(f'result.to_mermaid(kind={kind!r}): kind is "flowchart" or "gantt"')
