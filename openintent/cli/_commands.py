@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..workflow import WorkflowNotFoundError, WorkflowValidationError, validate_workflow
+from .._workflow_run import YamlCoordinator
+from ..workflow import (
+    WorkflowNotFoundError,
+    WorkflowSpec,
+    WorkflowValidationError,
+    validate_workflow,
+)
 from ._common import EXIT_INVALID, EXIT_OK, Streams
 from ._loading import load
 
@@ -39,6 +45,21 @@ def graph_command(args: argparse.Namespace, streams: Streams) -> int:
     workflow = load(args.file, streams)
     if workflow is None:
         return EXIT_INVALID
-    text = workflow.to_dot() if args.format == "dot" else workflow.to_mermaid()
-    print(text.rstrip("\n"), file=streams.out, flush=True)
+    print(picture(workflow, args.format).rstrip("\n"), file=streams.out, flush=True)
     return EXIT_OK
+
+
+def picture(workflow: WorkflowSpec, fmt: str) -> str:
+    """The workflow's DAG as ``fmt`` (``mermaid`` or ``dot``) text: its steps with their
+    assignees, the steps that need approval, its coordinator and guardrails."""
+    own = getattr(workflow, f"to_{fmt}", None)
+    if callable(own):  # a workflow that draws itself
+        return str(own())
+    config = workflow.coordinator
+    coordinator = YamlCoordinator(config) if config is not None else None
+    approvals = [phase.name for phase in workflow.phases if phase.requires_approval]
+    guardrails = [{"type": "approval", "require_for": approvals}] if approvals else None
+    spec = workflow.to_portfolio_spec()
+    if fmt == "dot":
+        return spec.to_dot(coordinator=coordinator, guardrails=guardrails)
+    return spec.to_mermaid(coordinator=coordinator, guardrails=guardrails)

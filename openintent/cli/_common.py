@@ -35,20 +35,17 @@ def is_terminal(stream: TextIO) -> bool:
 class Streams:
     """Where a command writes: ``out`` (results), ``err`` (errors, prompts, logs).
 
-    ``live``: ``out`` is a terminal (live progress, rich tables); ``interactive``: so is
-    stdin (approvals are asked for).
+    ``interactive``: stdin and stderr are a terminal, so approvals are asked for there.
     """
 
     out: TextIO
     err: TextIO
-    live: bool
     interactive: bool
 
     @classmethod
     def current(cls) -> Streams:
         """The process's standard streams, as they are now (pytest's capsys replaces them)."""
-        return cls(sys.stdout, sys.stderr, is_terminal(sys.stdout),
-                   is_terminal(sys.stdin) and is_terminal(sys.stderr))
+        return cls(sys.stdout, sys.stderr, is_terminal(sys.stdin) and is_terminal(sys.stderr))
 
 
 def fail(streams: Streams, message: str, status: int = EXIT_INVALID) -> int:

@@ -7,12 +7,13 @@ import contextlib
 import json
 import signal
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import anyio
 
 from .._handle import RunHandle
 from .._workflow_run import simulated_agents
+from ..console import follow
 from ..errors import OpenIntentError
 from ..models import RunResult, RunStatus
 from ..runtime import Runtime
@@ -23,8 +24,6 @@ from ._approvals import ApprovalPolicy, answer_approvals
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, Streams, fail
 from ._loading import load
 from ._parser import default_approver
-from ._progress import print_progress
-from ._summary import print_status, print_summary
 
 __all__ = ["run_command"]
 
@@ -113,11 +112,12 @@ class _CommandRun:
         )
         async with anyio.create_task_group() as watchers:
             watchers.start_soon(self._watch_interrupts, handle)
-            async with anyio.create_task_group() as followers:
-                followers.start_soon(answer_approvals, handle, policy)
-                if streams.live and not args.json:
-                    followers.start_soon(print_progress, handle, streams.out)
-                result = await handle.result()
+            if args.json:  # stdout is for the JSON alone
+                async with anyio.create_task_group() as approvals:
+                    approvals.start_soon(answer_approvals, handle, policy)
+                    result = await handle.result()
+            else:  # live progress (rich on a terminal), then the summary and decisions
+                result = await follow(handle, file=streams.out, on_approval=policy)
             self.unanswered = policy.unanswered
             watchers.cancel_scope.cancel()
         return result
@@ -151,7 +151,6 @@ class _CommandRun:
             print(json.dumps(result.to_dict(), indent=2, default=str), file=streams.out)
             print_status(result, streams.err, reason)
         else:
-            print_summary(result, streams.out, rich=streams.live)
             print_status(result, streams.out, reason)
         streams.out.flush()
         if self.interrupted:
@@ -169,3 +168,16 @@ def _terminal_prompt(streams: Streams) -> Any:
         return line
 
     return ask
+
+
+def print_status(result: RunResult, out: TextIO, reason: str | None = None) -> None:
+    """The last line of every run: its final status, and why when it did not complete."""
+    line = f"status: {result.status}"
+    if reason:
+        line += f" ({reason})"
+    elif result.error:
+        line += f" ({result.error})"
+    elif result.failed_intents:
+        failed = result.failed_intents[0]
+        line += f" ({failed.title!r} failed: {failed.error_type}: {failed.error})"
+    print(line, file=out)
