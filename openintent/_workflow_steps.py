@@ -170,7 +170,7 @@ def _outputs(checker: Checker, node: Located | None, what: str) -> dict[str, str
         if isinstance(declared.value, dict) and "type" in declared.value:
             type_node = declared.value["type"]
         name = type_node.value if type_node.value is not None else "any"
-        if name not in OUTPUT_TYPES:
+        if not isinstance(name, str) or name not in OUTPUT_TYPES:
             checker.error(type_node, f"{what} output {key!r}: unknown type {name!r}"
                                      f"{hint(str(name), list(OUTPUT_TYPES))}; valid types: "
                                      f"{', '.join(OUTPUT_TYPES)}")
