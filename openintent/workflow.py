@@ -27,7 +27,6 @@ from typing import Any
 
 import anyio
 import attrs
-import sniffio
 
 from ._guardrail_core import Guardrail
 from ._plan import Planner
@@ -213,11 +212,7 @@ class WorkflowSpec:
     ) -> RunResult:
         """:meth:`arun`, for code outside an event loop (a script, a notebook cell run
         without ``await``). Inside a running loop, ``await wf.arun(...)`` instead."""
-        try:
-            sniffio.current_async_library()
-        except sniffio.AsyncLibraryNotFoundError:
-            pass
-        else:
+        if _event_loop_running():
             raise OpenIntentError(
                 "wf.run() was called inside a running event loop, where it would block it; "
                 "use `await wf.arun(...)` there"
@@ -261,3 +256,24 @@ def validate_workflow(
     without a description, an agent declared but unused, an openintent 0.17 key this version
     ignores. Raises :class:`WorkflowValidationError` when the file is invalid."""
     return list(load_workflow(path, max_bytes=max_bytes, max_alias_nodes=max_alias_nodes).warnings)
+
+
+def _event_loop_running() -> bool:
+    """Whether this thread runs an asyncio or trio event loop (without sniffio, which is not
+    a dependency: anyio 4.16 no longer installs it)."""
+    import asyncio
+    import sys
+
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        pass
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True

@@ -157,3 +157,19 @@ def test_on_a_terminal_an_approval_is_asked_for_and_ctrl_c_ends_the_wait(
         os.close(controller)
     assert status in seen
     assert "Traceback" not in seen
+
+
+def test_the_command_needs_only_the_declared_dependencies(tmp_path):
+    """A fresh `pip install ".[cli]"` has no sniffio (anyio 4.16 dropped it): the command and
+    `openintent.workflow` must not import it."""
+    script = (
+        "import sys; sys.modules['sniffio'] = None\n"  # importing it now raises ImportError
+        "from openintent.cli import main\n"
+        "sys.exit(main(['run', sys.argv[1], '--simulate']))\n"
+    )
+    (tmp_path / "flow.yaml").write_text(ONE_STEP)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script, "flow.yaml"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith("status: completed")
