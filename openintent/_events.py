@@ -152,8 +152,12 @@ def public_event(raw: tuple[Any, ...], seq: int, source: EventSource) -> Event:
     type_, time_, intent_id, data = raw
     if type(data) is tuple:
         data = dict(zip(PACKED_FIELDS[type_], data, strict=True))
-        if "initial_state" in data and data["initial_state"] is None:
-            data["initial_state"] = {}
+        if type_ == EventType.CREATED:  # JSON data, as a journal gives it back: lists
+            data["depends_on"] = list(data["depends_on"])
+            if type(data["assign"]) is tuple:
+                data["assign"] = list(data["assign"])
+            if data["initial_state"] is None:
+                data["initial_state"] = {}
     title = source.title_of(intent_id) if intent_id is not None else None
     return Event(seq, type_, time_, source.portfolio_id, intent_id, read_only(data), title,
                  source.wall(time_))
