@@ -166,8 +166,8 @@ def public_event(raw: tuple[Any, ...], seq: int, source: EventSource) -> Event:
 class EventLog(Sequence[Event]):
     """A read-only view of a run's events, in order.
 
-    Queries return narrower views of the same log, so they chain, and each event keeps its
-    ``seq`` (its position in the whole log)::
+    Queries and slices return narrower views of the same log, so they chain, and each event
+    keeps its ``seq`` (its position in the whole log)::
 
         result.events.of_type("completed").for_intent(intent_id)
         result.events.for_intent("Review").types()
@@ -198,10 +198,10 @@ class EventLog(Sequence[Event]):
     @overload
     def __getitem__(self, index: int) -> Event: ...
     @overload
-    def __getitem__(self, index: slice) -> list[Event]: ...
-    def __getitem__(self, index: int | slice) -> Event | list[Event]:
-        if isinstance(index, slice):
-            return [self[position] for position in range(len(self))[index]]
+    def __getitem__(self, index: slice) -> EventLog: ...
+    def __getitem__(self, index: int | slice) -> Event | EventLog:
+        if isinstance(index, slice):  # a narrower view too, so queries chain on it
+            return EventLog(self._events, self._source, self._positions()[index])
         seq = self._positions()[index]  # negative indexes and IndexError
         return public_event(self._events[seq], seq, self._source)
 
