@@ -14,40 +14,55 @@ from .models import Event, EventType, public_event
 __all__ = ["follow_run", "follow_runs"]
 
 
-async def follow_run(store: EventStore | None) -> AsyncIterator[Event]:
+def follow_run(store: EventStore | None) -> AsyncIterator[Event]:
     """Every event of one run from the start of its log, live, ending after ``run_finished``.
 
     A cursor over the log rather than a queue: nothing is copied or buffered per consumer, and
     a consumer that starts late still sees the whole run.
     """
-    if store is None:
-        return
-    events = store.events
-    source = store.source
-    seq = 0
-    wakeup = anyio.Event()
+    return _RunFollower(store)
 
-    def poke(_event: Event) -> None:
-        wakeup.set()
 
-    listening = False
-    try:
-        while True:
-            while seq < len(events):
-                event = public_event(events[seq], seq, source)
-                seq += 1
-                yield event
-                if event.type == EventType.RUN_FINISHED:
-                    return
-            if not listening:  # only a consumer that waits costs the run anything
-                store.listeners.append(poke)
-                listening = True
-                continue  # events logged before the listener was added
-            await wakeup.wait()
+class _RunFollower:
+    """The iterator of :func:`follow_run`: a plain object, not an async generator, so a
+    consumer may ``break`` out without closing it (trio warns about async generators dropped
+    unfinished). It listens to the store only while a ``__anext__`` waits."""
+
+    __slots__ = ("_store", "_seq", "_done")
+
+    def __init__(self, store: EventStore | None) -> None:
+        self._store = store
+        self._seq = 0
+        self._done = store is None
+
+    def __aiter__(self) -> _RunFollower:
+        return self
+
+    async def __anext__(self) -> Event:
+        store = self._store
+        if self._done or store is None:
+            raise StopAsyncIteration
+        events = store.events
+        while self._seq >= len(events):
             wakeup = anyio.Event()
-    finally:
-        if listening:
-            store.listeners.remove(poke)
+
+            def poke(_event: Event, wakeup: anyio.Event = wakeup) -> None:
+                wakeup.set()
+
+            store.listeners.append(poke)
+            try:
+                await wakeup.wait()
+            finally:
+                store.listeners.remove(poke)
+        event = public_event(events[self._seq], self._seq, store.source)
+        self._seq += 1
+        if event.type == EventType.RUN_FINISHED:
+            self._done = True
+        return event
+
+    async def aclose(self) -> None:
+        """Stop following (what ``contextlib.aclosing`` calls); nothing to release."""
+        self._done = True
 
 
 def follow_runs(
