@@ -76,26 +76,56 @@ def follow_runs(
         for seq, raw in enumerate(store.events):
             send.send_nowait(public_event(raw, seq, store.source))
     subscribers.append(send)
-    return _stream(subscribers, send, receive)
+    return _RunsFollower(subscribers, send, receive)
 
 
-async def _stream(
-    subscribers: list[MemoryObjectSendStream[Event]],
-    send: MemoryObjectSendStream[Event],
-    receive: MemoryObjectReceiveStream[Event],
-) -> AsyncIterator[Event]:
-    running: set[str] = set()
-    try:
-        async with receive:
-            async for event in receive:
-                yield event
-                if event.type == EventType.RUN_STARTED:
-                    running.add(event.portfolio_id)
-                elif event.type == EventType.RUN_FINISHED:
-                    running.discard(event.portfolio_id)
-                    if not running:
-                        return
-    finally:
-        if send in subscribers:
-            subscribers.remove(send)
-        send.close()
+class _RunsFollower:
+    """The iterator of :func:`follow_runs`: a plain object, so a consumer may ``break`` out
+    without closing it; it unsubscribes once it ends, is closed, or is dropped."""
+
+    __slots__ = ("_subscribers", "_send", "_receive", "_running", "_done")
+
+    def __init__(
+        self,
+        subscribers: list[MemoryObjectSendStream[Event]],
+        send: MemoryObjectSendStream[Event],
+        receive: MemoryObjectReceiveStream[Event],
+    ) -> None:
+        self._subscribers = subscribers
+        self._send = send
+        self._receive = receive
+        self._running: set[str] = set()
+        self._done = False
+
+    def __aiter__(self) -> _RunsFollower:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            event = await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):  # the runtime closed
+            self._close()
+            raise StopAsyncIteration from None
+        if event.type == EventType.RUN_STARTED:
+            self._running.add(event.portfolio_id)
+        elif event.type == EventType.RUN_FINISHED:
+            self._running.discard(event.portfolio_id)
+            if not self._running:
+                self._close()
+        return event
+
+    def _close(self) -> None:
+        self._done = True
+        if self._send in self._subscribers:
+            self._subscribers.remove(self._send)
+        self._send.close()
+        self._receive.close()
+
+    async def aclose(self) -> None:
+        """Stop following (what ``contextlib.aclosing`` calls)."""
+        self._close()
+
+    def __del__(self) -> None:
+        self._close()

@@ -45,3 +45,26 @@ async def test_breaking_out_of_a_run_stream_leaves_nothing_behind() -> None:
             result = await handle.result()
     assert result.status == "completed"
     assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+
+
+async def test_breaking_out_of_the_runtime_stream_leaves_nothing_behind() -> None:
+    spec = PortfolioSpec("p", [IntentSpec(title=f"I{k}", assign="stream-worker") for k in range(3)])
+    with anyio.fail_after(20):
+        async with Runtime(agents=[Worker]) as rt:
+            handle = await rt.start(spec)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                async for event in rt.events():
+                    if event.type == "dispatched":
+                        break
+                gc.collect()
+                await anyio.lowlevel.checkpoint()
+            result = await handle.result()
+            # A stream stopped early no longer buffers the runtime's events: a new stream
+            # still sees a whole run.
+            second = await rt.start(spec)
+            seen = [event.type async for event in rt.events()]
+            await second.result()
+    assert result.status == "completed"
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+    assert seen[0] == "run_started" and seen[-1] == "run_finished"
