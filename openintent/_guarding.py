@@ -27,6 +27,10 @@ _HOOKS = {
 }
 
 
+_APPROVAL_STATUSES = (
+    EventType.APPROVAL_REQUESTED, EventType.APPROVAL_GRANTED, EventType.APPROVAL_DENIED
+)
+
 class Guarding:
     """Binds the guardrails to a run, runs each attempt through them, and halts the run."""
 
@@ -93,6 +97,9 @@ class Guarding:
         self.run.store.emit(type, intent_id, json_data(data, f"a guardrail's {type} event"))
 
     def set_status(self, intent_id: str, type: str, data: Mapping[str, Any]) -> None:
+        if type not in _APPROVAL_STATUSES:
+            raise OpenIntentError(f"a guardrail's set_status({type!r}): a guardrail changes an "
+                                  f"intent's status only to {', '.join(_APPROVAL_STATUSES)}")
         self.run.store.emit(type, intent_id, json_data(data, f"a guardrail's {type} event"))
 
     def halt(self, breach: Breach) -> None:

@@ -52,3 +52,21 @@ async def test_a_guardrail_appends_events_of_a_declared_type() -> None:
     result = await run_with(auditor)
     [event] = result.events.of_type("guard_audit")
     assert event.data == {"checked": "A"} and event.title == "A"
+
+
+@pytest.mark.asyncio
+async def test_a_guardrail_changes_statuses_only_through_approvals() -> None:
+    refused: list[str] = []
+
+    async def forger(ctx: Any, call_next: Any) -> Any:
+        try:
+            ctx.run.set_status(ctx.intent_id, "completed", {"forged": True})
+        except OpenIntentError as exc:
+            refused.append(str(exc))
+        return await call_next(ctx)
+
+    result = await run_with(forger)
+    assert result.status == "completed"
+    assert len(refused) == 1 and "completed" in refused[0]
+    assert result.events.types().count("completed") == 1
+    assert result.intents["A"].state == {}
