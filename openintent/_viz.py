@@ -29,6 +29,7 @@ __all__ = [
     "Graph",
     "gantt_of_events",
     "graph_of_result",
+    "graph_of_workflow",
     "graph_of_spec",
     "to_dot",
     "to_mermaid",
@@ -143,31 +144,37 @@ def graph_of_spec(
     strategy: str | None = None,
     guardrails: Iterable[Any] | None = None,
     title: str | None = None,
+    approvals: Iterable[str] = (),
+    details: Mapping[str, Sequence[str]] | None = None,
 ) -> Graph:
     """The picture of a portfolio spec: each intent with its assignees, whether it waits for
-    approval, and a box naming the coordinator and the guardrails."""
+    approval, and a box naming the coordinator and the guardrails.
+
+    ``approvals`` adds names (titles, step keys, tags) of intents that wait for approval;
+    ``details`` adds lines under intents, by title."""
     coordinator_id, coordinator_strategy, coordinator_guardrails = _coordinator(coordinator)
     every_guardrail = [*(guardrails or ()), *coordinator_guardrails]
-    approvals = _approval_names(every_guardrail)
+    approvals = _approval_names(every_guardrail) | {name.casefold() for name in approvals}
     nodes = []
     for intent in spec.intents:
-        details = []
+        lines = []
         assignees = tuple(intent.assignees)
         if assignees:
             label = "agent" if len(assignees) == 1 else "agents"
-            details.append(f"{label}: {', '.join(assignees)}")
+            lines.append(f"{label}: {', '.join(assignees)}")
         else:
-            details.append("routed by the coordinator" if coordinator_id else "unassigned")
+            lines.append("routed by the coordinator" if coordinator_id else "unassigned")
         names = {intent.title, *intent.tags} | ({intent.key} if intent.key else set())
         needs_approval = any(name.casefold() in approvals for name in names)
         if needs_approval:
-            details.append("needs approval")
+            lines.append("needs approval")
         if intent.timeout is not None:
-            details.append(f"timeout {intent.timeout:g}s")
+            lines.append(f"timeout {intent.timeout:g}s")
         attempts = getattr(intent.retry, "max_attempts", 1)
         if attempts > 1:
-            details.append(f"up to {attempts} attempts")
-        nodes.append(Node(intent.title, tuple(details), "approval" if needs_approval else None))
+            lines.append(f"up to {attempts} attempts")
+        lines.extend((details or {}).get(intent.title, ()))
+        nodes.append(Node(intent.title, tuple(lines), "approval" if needs_approval else None))
     notes = []
     if coordinator_id is not None:
         shown_strategy = strategy or coordinator_strategy
@@ -180,6 +187,32 @@ def graph_of_spec(
         [intent.depends_on for intent in spec.intents],
     )
     return Graph(title or spec.name, tuple(nodes), edges, tuple(notes))
+
+
+def graph_of_workflow(workflow: Any) -> Graph:
+    """The picture of a YAML workflow: its steps as :func:`graph_of_spec` draws them, with
+    the step key (when the title differs), inputs and declared outputs, and the YAML
+    coordinator's strategy and guardrails."""
+    config = workflow.coordinator
+    details: dict[str, list[str]] = {}
+    for phase in workflow.phases:
+        lines = details.setdefault(phase.title, [])
+        if phase.name != phase.title:
+            lines.append(f"step: {phase.name}")
+        if phase.inputs:
+            lines.append("inputs: " + ", ".join(
+                f"{name} = {step}.{key}" for name, (step, key) in phase.inputs.items()))
+        if phase.outputs:
+            lines.append("outputs: " + ", ".join(
+                f"{key} ({kind})" for key, kind in phase.outputs.items()))
+    return graph_of_spec(
+        workflow.to_portfolio_spec(),
+        coordinator=config.id if config is not None else None,
+        strategy=config.strategy if config is not None else None,
+        guardrails=config.guardrails if config is not None else (),
+        approvals=[phase.name for phase in workflow.phases if phase.requires_approval],
+        details=details,
+    )
 
 
 def graph_of_result(result: Any) -> Graph:

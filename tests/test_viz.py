@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -251,3 +252,69 @@ async def test_an_unknown_picture_kind_is_an_error_that_lists_the_kinds() -> Non
     result = await finished_run()
     with pytest.raises(SpecError, match='kind is "flowchart" or "gantt"'):
         result.to_mermaid(kind="pie")
+
+
+# ---------------------------------------------------------------------------- workflows
+
+WORKFLOW = '''
+openintent: "1.0"
+info: {name: 'Say "hi" #1; <b>'}
+coordinator:
+  id: lead
+  strategy: sequential
+  guardrails:
+    - {type: budget, max_cost_usd: 5}
+workflow:
+  write:
+    title: "Draft: \\"one\\"\\n[two]"
+    assign: writer
+    outputs: {text: string, words: integer}
+  review:
+    assign: [a, b]
+    depends_on: write
+    inputs: {draft: write.text}
+  publish:
+    assign: p
+    depends_on: [review]
+    requires_approval: true
+'''
+
+
+def test_workflow_pictures_show_steps_inputs_outputs_approvals_and_the_coordinator() -> None:
+    from openintent.workflow import WorkflowSpec
+
+    wf = WorkflowSpec.from_string(WORKFLOW)
+    assert wf.to_mermaid().splitlines() == [
+        "---",
+        'title: "Say \\"hi\\" #1; <b>"',
+        "---",
+        "flowchart TD",
+        '    n0["Draft: #34;one#34;<br/>[two]<br/>agent: writer<br/>step: write<br/>'
+        'outputs: text (string), words (integer)"]',
+        '    n1["review<br/>agents: a, b<br/>inputs: draft = write.text"]',
+        '    n2["publish<br/>agent: p<br/>needs approval"]',
+        "    n0 --> n1",
+        "    n1 --> n2",
+        '    notes[/"coordinator: lead (sequential)<br/>guardrail: budget max_cost_usd=5"/]',
+        "    classDef notes fill:#f3f4f6,stroke:#9ca3af,color:#111827",
+        "    class notes notes",
+        "    classDef s_approval stroke:#d97706,stroke-width:3px",
+        "    class n2 s_approval",
+    ]
+    dot = wf.to_dot()
+    assert dot.startswith('digraph "Say \\"hi\\" #1; <b>" {')
+    assert '    n0 [label="Draft: \\"one\\"\\n[two]\\nagent: writer\\nstep: write\\n' \
+           'outputs: text (string), words (integer)"];' in dot
+    assert '    n2 [label="publish\\nagent: p\\nneeds approval", color="#d97706", penwidth=3];' \
+        in dot
+
+
+def test_the_example_workflow_pictures() -> None:
+    from openintent.workflow import load_workflow
+
+    wf = load_workflow(Path(__file__).resolve().parent.parent / "examples" /
+                       "reviewed_content.yaml")
+    text = wf.to_mermaid()
+    assert '    n1["Peer Review<br/>agents: reviewer-a, reviewer-b<br/>step: peer_review"]' in text
+    assert "coordinator: content-lead (sequential)" in text
+    assert "guardrail: timeout max_seconds=600" in wf.to_dot()
