@@ -132,6 +132,7 @@ async def test_rich_live_view_on_a_terminal() -> None:
         time, _, message = line.partition("] ")
         assert f"{time[1:]} {message}" in text
     assert "waiting for approval: deploy" in text  # the live status under the lines
+    assert "running: test" in text
     assert "cost $0.50" in text
     assert "release completed" in text  # the summary table's title
     assert "│ test   │ completed │        2 │    2.92s │ $0.00 │ tester   │" in text
@@ -245,3 +246,11 @@ def test_print_summary_plain_and_rich_of_a_finished_result() -> None:
     print_summary(result, console=console)
     row = "│ build  │ completed │        1 │    2.00s │ $0.50 │ builder  │"
     assert row in console.export_text()
+
+
+@pytest.mark.asyncio
+async def test_a_console_that_is_not_a_terminal_gets_plain_lines() -> None:
+    console = Console(file=io.StringIO(), width=100)  # a StringIO is no terminal
+    result = await follow_release(console=console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert text.splitlines()[1:] == PLAIN_PROGRESS + plain_summary(result.portfolio_id)

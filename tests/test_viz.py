@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -176,6 +177,42 @@ def test_graphviz_accepts_the_hostile_dot() -> None:
         assert done.returncode == 0, done.stderr.decode()
 
 
+MERMAID_MODULES = os.environ.get("OPENINTENT_MERMAID_MODULES")
+
+
+@pytest.mark.skipif(
+    not MERMAID_MODULES or shutil.which("node") is None,
+    reason="set OPENINTENT_MERMAID_MODULES to a node_modules with mermaid and jsdom "
+    "(npm install mermaid jsdom) to parse the pictures with Mermaid itself",
+)
+def test_mermaid_parses_every_picture_with_hostile_titles(tmp_path: Path) -> None:
+    import anyio
+
+    pictures = [release().to_mermaid(guardrails=[{"type": "approval", "require_for": ["prod"]}])]
+    for title in HOSTILE:
+        spec = PortfolioSpec(title, [IntentSpec(title, assign=title),
+                                     IntentSpec("after", assign=title, depends_on=[title])])
+        pictures.append(spec.to_mermaid(
+            guardrails=[{"type": "approval", "require_for": [title], "approvers": [title]}]))
+
+        async def run(spec: PortfolioSpec = spec, title: str = title) -> Any:
+            async with Runtime(agents=[SimulatedAgent(title, delay=1)],
+                               clock=VirtualClock(start=START)) as rt:
+                return await rt.run(spec)
+
+        result = anyio.run(run)
+        pictures += [result.to_mermaid(), result.to_mermaid(kind="gantt")]
+    source = tmp_path / "pictures.mmd"
+    source.write_text("\n=====\n".join(pictures), encoding="utf-8")
+    done = subprocess.run(
+        ["node", str(Path(__file__).with_name("mermaid_check.mjs")), str(source)],
+        capture_output=True, text=True, check=False, timeout=120,
+    )
+    verdicts = done.stdout.splitlines()
+    assert len(verdicts) == len(pictures), done.stderr
+    assert [v for v in verdicts if not v.startswith("OK")] == []
+
+
 # ---------------------------------------------------------------------------- results
 
 
@@ -318,3 +355,25 @@ def test_the_example_workflow_pictures() -> None:
     assert '    n1["Peer Review<br/>agents: reviewer-a, reviewer-b<br/>step: peer_review"]' in text
     assert "coordinator: content-lead (sequential)" in text
     assert "guardrail: timeout max_seconds=600" in wf.to_dot()
+
+
+@pytest.mark.asyncio
+async def test_gantt_of_a_cancelled_run_shows_what_was_still_running() -> None:
+    spec = PortfolioSpec("long", [IntentSpec("quick", assign="fast"),
+                                  IntentSpec("slow", assign="slow"),
+                                  IntentSpec("fan", assign=["fast", "slow"])])
+    agents = [SimulatedAgent("fast", delay=1), SimulatedAgent("slow", delay=100)]
+    async with Runtime(agents=agents, clock=VirtualClock(start=START)) as rt:
+        handle = await rt.start(spec)
+        async for event in handle.events():
+            if event.type == "completed":
+                await handle.cancel()
+        result = await handle.result()
+    assert result.status == "cancelled"
+    lines = result.to_mermaid(kind="gantt").splitlines()[7:]
+    assert lines == [
+        "    quick [fast] :done, a0, 2026-01-01 00:00:00.000, 2026-01-01 00:00:01.000",
+        "    slow [slow] :crit, a1, 2026-01-01 00:00:00.000, 2026-01-01 00:00:01.000",
+        "    fan [fast,slow] :crit, a2, 2026-01-01 00:00:00.000, 2026-01-01 00:00:01.000",
+    ]
+    assert "    class n1,n2 s_cancelled" in result.to_mermaid()
