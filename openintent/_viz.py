@@ -5,32 +5,33 @@ Behind ``PortfolioSpec.to_mermaid()`` / ``to_dot()``, ``WorkflowSpec.to_mermaid(
 results by duck typing and imports neither: the classes that expose these methods import it.
 
 Every piece of user text (titles, agent ids, guardrail fields) goes through one escaping
-function per output language, so no title can break out of its label: Mermaid labels are
-quoted with every character outside a small safe set written as an entity code (``#34;``),
-Mermaid titles are YAML double-quoted strings in the front matter, Gantt task names (which
-Mermaid cannot quote) have their few syntax characters replaced by look-alikes, and DOT
-strings are quoted with ``\\`` and ``"`` escaped.
+function per place it can go (:mod:`._viz_text`), so no title can break out of its label:
+Mermaid labels are quoted with every character outside a small safe set written as an entity
+code (``#34;``), Mermaid titles are YAML double-quoted strings in the front matter, Gantt task
+names (which Mermaid cannot quote) have their few syntax characters replaced by look-alikes,
+and DOT strings are quoted with ``\\`` and ``"`` escaped. The Gantt chart is built in
+:mod:`._viz_gantt`.
 """
 
 from __future__ import annotations
 
-import json
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
 from ._registry import definition_of
+from ._viz_gantt import gantt_of_events
+from ._viz_text import dot_string, front_matter, mermaid_text
 from .errors import SpecError
 
 __all__ = [
     "Graph",
-    "gantt_of_events",
+    "Node",
     "graph_of_result",
-    "graph_of_workflow",
     "graph_of_spec",
+    "graph_of_workflow",
+    "result_to_mermaid",
     "to_dot",
     "to_mermaid",
 ]
@@ -241,39 +242,10 @@ def _shorten(text: str, limit: int = 60) -> str:
 
 # ---------------------------------------------------------------------------- Mermaid
 
-_MERMAID_SAFE = frozenset(" -_.,:()/'!?+*=@$[]")
-
-
-def mermaid_text(text: str) -> str:
-    """``text`` for inside a double-quoted Mermaid label: letters, digits and a few
-    punctuation marks as they are, line breaks as ``<br/>``, everything else (quotes, ``#``,
-    ``<``, ``;``, backticks, emoji) as an entity code, control characters as spaces."""
-    out = []
-    for char in text.replace("\r\n", "\n").replace("\r", "\n"):
-        if char == "\n":
-            out.append("<br/>")
-        elif char.isalnum() or char in _MERMAID_SAFE:
-            out.append(char)
-        elif unicodedata.category(char) == "Cc":
-            out.append(" ")
-        else:
-            out.append(f"#{ord(char)};")
-    return "".join(out)
-
-
-def _yaml_string(text: str) -> str:
-    """A one-line YAML double-quoted scalar (JSON's string syntax is valid YAML)."""
-    quoted = json.dumps(" ".join(text.splitlines()) or " ", ensure_ascii=False)
-    return quoted.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-
-
-def _front_matter(title: str) -> list[str]:
-    return ["---", f"title: {_yaml_string(title)}", "---"]
-
 
 def to_mermaid(graph: Graph) -> str:
     """A Mermaid flowchart of ``graph`` (top to bottom)."""
-    lines = [*_front_matter(graph.title), "flowchart TD"]
+    lines = [*front_matter(graph.title), "flowchart TD"]
     for index, node in enumerate(graph.nodes):
         label = "<br/>".join(mermaid_text(line) for line in (node.title, *node.details))
         lines.append(f'    n{index}["{label}"]')
@@ -306,23 +278,6 @@ def _class_name(style: str) -> str:
 # ---------------------------------------------------------------------------- DOT
 
 
-def dot_string(text: str) -> str:
-    """``text`` as a DOT double-quoted string: ``\\`` and ``"`` escaped, line breaks as
-    ``\\n``, control characters as spaces."""
-    out = ['"']
-    for char in text.replace("\r\n", "\n").replace("\r", "\n"):
-        if char in '\\"':
-            out.append("\\" + char)
-        elif char == "\n":
-            out.append("\\n")
-        elif unicodedata.category(char) == "Cc":
-            out.append(" ")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
-
-
 def to_dot(graph: Graph) -> str:
     """A Graphviz DOT digraph of ``graph`` (top to bottom)."""
     lines = [
@@ -343,96 +298,6 @@ def to_dot(graph: Graph) -> str:
         label = dot_string("\n".join(graph.notes))
         lines.append(f'    notes [shape=note, style=filled, fillcolor="#f3f4f6", label={label}];')
     lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------- Gantt
-
-_GANTT_REPLACEMENTS = str.maketrans({":": "꞉", "#": "＃", ";": "；", "%": "％"})
-_GANTT_END = {"completed": "done", "failed": "crit", "cancelled": "crit"}
-
-
-def gantt_text(text: str) -> str:
-    """A Gantt task or section name: one line, with the characters Mermaid's Gantt syntax
-    reserves there (``:``, ``#``, ``;``, ``%``) replaced by look-alikes."""
-    flat = "".join(" " if unicodedata.category(char) == "Cc" else char for char in text)
-    return " ".join(flat.split()).translate(_GANTT_REPLACEMENTS) or "-"
-
-
-@attrs.frozen
-class Bar:
-    """One attempt on the timeline."""
-
-    title: str
-    attempt: int
-    agent: str | None
-    start: datetime
-    end: datetime
-    outcome: str  # completed, failed, cancelled, running (never ended)
-
-
-def attempts_of_events(events: Iterable[Any]) -> list[Bar]:
-    """Each attempt of each intent, from its ``dispatched`` event to the event that ended it
-    (a response, ``attempt_failed``, or the intent's ``completed``/``failed``/``cancelled``)."""
-    bars: list[Bar] = []
-    open_attempts: dict[str | None, dict[tuple[int, str | None], tuple[str, datetime]]] = {}
-    last: datetime | None = None
-
-    def close(intent: str | None, key: tuple[int, str | None], at: datetime, how: str) -> None:
-        title, start = open_attempts[intent].pop(key)
-        bars.append(Bar(title, key[0], key[1], start, at, how))
-
-    for event in events:
-        data = event.data or {}
-        last = event.at
-        opened = open_attempts.get(event.intent_id, {})
-        if event.type == "dispatched":
-            key = (int(data.get("attempt", 1)), data.get("agent"))
-            open_attempts.setdefault(event.intent_id, {})[key] = (event.title or "?", event.at)
-        elif event.type == "response_received" and opened:
-            agent = data.get("agent")
-            for key in [key for key in opened if key[1] == agent]:
-                close(event.intent_id, key, event.at, "completed")
-        elif event.type == "attempt_failed" and opened:
-            attempt = data.get("attempt")
-            for key in [key for key in opened if attempt is None or key[0] == attempt]:
-                close(event.intent_id, key, event.at, "failed")
-        elif event.type in ("completed", "failed", "cancelled") and opened:
-            for key in list(opened):
-                close(event.intent_id, key, event.at, event.type)
-    for intent, opened in open_attempts.items():
-        for key in list(opened):
-            close(intent, key, last or opened[key][1], "running")
-    bars.sort(key=lambda bar: (bar.start, bar.end))
-    return bars
-
-
-def _gantt_time(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.") + f"{at.microsecond // 1000:03d}"
-
-
-def gantt_of_events(title: str, events: Iterable[Any]) -> str:
-    """A Mermaid Gantt chart of when each attempt of each intent ran, on the events' UTC
-    ``at`` times (a virtual clock's times are as good as real ones)."""
-    bars = attempts_of_events(events)
-    lines = [
-        *_front_matter(title),
-        "gantt",
-        "    dateFormat YYYY-MM-DD HH:mm:ss.SSS",
-        "    axisFormat %H:%M:%S",
-        "    section Intents",
-    ]
-    if not bars:
-        lines[-1] = "    %% no intent was dispatched"
-    for index, bar in enumerate(bars):
-        name = bar.title + (f" (attempt {bar.attempt})" if bar.attempt > 1 else "")
-        if bar.agent:
-            name += f" [{bar.agent}]"
-        tag = _GANTT_END.get(bar.outcome, "active")
-        lines.append(
-            f"    {gantt_text(name)} :{tag}, a{index}, {_gantt_time(bar.start)}, "
-            f"{_gantt_time(bar.end)}"
-        )
     return "\n".join(lines) + "\n"
 
 

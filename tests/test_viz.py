@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from openintent import Runtime, SpecError, VirtualClock
-from openintent._viz import dot_string, gantt_text, mermaid_text
+from openintent._viz_text import dot_string, gantt_text, mermaid_text
 from openintent.agents import Coordinator, IntentSpec, PortfolioSpec
 from openintent.guardrails import ApprovalGuardrail
 from openintent.testing import SimulatedAgent
