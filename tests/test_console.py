@@ -215,7 +215,9 @@ async def test_hostile_titles_keep_one_line_each_and_no_markup() -> None:
 
 @pytest.mark.asyncio
 async def test_failures_breaches_and_decisions_in_the_summary() -> None:
-    @Coordinator("lead", agents=["builder"], guardrails=[{"type": "budget", "max_cost_usd": 0.75}])
+    budget = {"type": "budget", "max_cost_usd": 0.75, "warn_at": 0.5}
+
+    @Coordinator("lead", agents=["builder"], guardrails=[budget])
     class Lead:
         @on_assignment
         async def route(self, intent: Any) -> None:
@@ -230,7 +232,9 @@ async def test_failures_breaches_and_decisions_in_the_summary() -> None:
         result = await follow(handle, file=out)
     text = out.getvalue()
     assert result.status == "halted"
-    assert "BREACH     budget" in text
+    assert "[    2.00s] budget     warning: spent $0.50 of $0.75" in text
+    assert "[    2.00s] handoff    two: lead -> builder" in text
+    assert "BREACH     budget: spent $1.00 of a $0.75 budget" in text
     assert "run halted after" in text
     assert "budgeted (" in text and "): halted" in text
     assert "error: the budget guardrail halted the run" in text
@@ -254,3 +258,25 @@ async def test_a_console_that_is_not_a_terminal_gets_plain_lines() -> None:
     result = await follow_release(console=console)
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert text.splitlines()[1:] == PLAIN_PROGRESS + plain_summary(result.portfolio_id)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "trio"
+
+
+@pytest.mark.anyio
+async def test_follow_on_trio() -> None:
+    # Real clock (the virtual clock is asyncio's); no delays, so nothing waits.
+    spec = PortfolioSpec("p", [IntentSpec("one", assign="a"),
+                               IntentSpec("two", assign="a", depends_on=["one"])])
+    async with Runtime(agents=[SimulatedAgent("a", cost_usd=0.5)]) as rt:
+        handle = await rt.start(spec)
+        out = io.StringIO()
+        result = await follow(handle, file=out)
+    assert result.status == "completed"
+    lines = out.getvalue().splitlines()
+    assert [line[12:] for line in lines if line.startswith("[") and "completed  " in line] == [
+        "completed  one in 0.00s (cost so far $0.50)",
+        "completed  two in 0.00s (cost so far $1.00)",
+    ]
