@@ -86,6 +86,8 @@ def _edges(titles: Sequence[str], depends: Sequence[Sequence[str]]) -> tuple[tup
 def _scalar(value: Any) -> str:
     if isinstance(value, str | int | float | bool):
         return str(value)
+    if callable(value):
+        return str(getattr(value, "__name__", type(value).__name__))
     if isinstance(value, Iterable) and not isinstance(value, Mapping):
         return "[" + ", ".join(_scalar(item) for item in value) + "]"
     return type(value).__name__
@@ -97,7 +99,7 @@ def describe_guardrail(item: Any) -> str:
         kind = str(item.get("type", "guardrail"))
         fields = {key: value for key, value in item.items() if key != "type"}
     elif callable(item) and not hasattr(item, "before_dispatch"):
-        return str(getattr(item, "__name__", type(item).__name__))
+        return f"{_scalar(item)} (middleware)"
     else:
         kind = str(getattr(item, "type", None) or type(item).__name__)
         fields = {
@@ -105,6 +107,8 @@ def describe_guardrail(item: Any) -> str:
             for key, value in vars(item).items()
             if not key.startswith("_") and key != "requests" and value not in (None, (), [])
         }
+        if list(fields) == ["function"]:  # an async function given as a guardrail
+            return f"{_scalar(fields['function'])} (middleware)"
     shown = " ".join(f"{key}={_scalar(value)}" for key, value in fields.items())
     return f"{kind} {shown}".strip()
 
@@ -218,12 +222,19 @@ def graph_of_workflow(workflow: Any) -> Graph:
 
 def graph_of_result(result: Any) -> Graph:
     """The picture of a run: each intent coloured by its final status."""
+    decided: dict[str, str] = {}
+    for event in result.events:
+        if event.type in ("approval_granted", "approval_denied") and event.intent_id:
+            verb = "approved" if event.type == "approval_granted" else "denied"
+            decided[event.intent_id] = f"{verb} by {(event.data or {}).get('by', '?')}"
     nodes = []
     for item in result.intents.values():
         status = str(item.status)
         details = [status + (f", {item.attempts} attempts" if item.attempts > 1 else "")]
         if item.assigned_to:
             details.append(f"agent: {item.assigned_to}")
+        if item.id in decided:
+            details.append(decided[item.id])
         if item.cost_usd:
             details.append(f"${item.cost_usd:,.2f}")
         if item.error_type:

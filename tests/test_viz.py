@@ -377,3 +377,34 @@ async def test_gantt_of_a_cancelled_run_shows_what_was_still_running() -> None:
         "    fan [fast,slow] :crit, a2, 2026-01-01 00:00:00.000, 2026-01-01 00:00:01.000",
     ]
     assert "    class n1,n2 s_cancelled" in result.to_mermaid()
+
+
+def test_guardrails_are_described_whatever_form_they_take() -> None:
+    from openintent.guardrails import BudgetGuardrail
+
+    async def no_fridays(ctx: Any, call_next: Any) -> Any:
+        return await call_next(ctx)
+
+    text = release().to_mermaid(guardrails=[
+        BudgetGuardrail(max_cost_usd=5), {"type": "timeout", "max_seconds": 60}, no_fridays,
+    ])
+    assert "guardrail: budget max_cost_usd=5.0" in text
+    assert "guardrail: timeout max_seconds=60" in text
+    assert "guardrail: no_fridays (middleware)" in text
+
+
+@pytest.mark.asyncio
+async def test_result_flowchart_says_who_decided_an_approval() -> None:
+    spec = PortfolioSpec("gated", [IntentSpec("ship", assign="a"), IntentSpec("tell", assign="a")])
+    async with Runtime(agents=[SimulatedAgent("a")], clock=VirtualClock(),
+                       guardrails=[{"type": "approval", "require_for": ["ship", "tell"]}]) as rt:
+        handle = await rt.start(spec)
+        async for event in handle.events():
+            if event.type == "approval_requested":
+                decide = handle.approve if event.title == "ship" else handle.deny
+                await decide(event.intent_id, by=f"{event.title}-boss")
+        result = await handle.result()
+    text = result.to_mermaid()
+    assert '    n0["ship<br/>completed<br/>agent: a<br/>approved by ship-boss"]' in text
+    assert '    n1["tell<br/>failed<br/>approved by' not in text
+    assert "denied by tell-boss" in text
