@@ -175,6 +175,11 @@ def test_graphviz_accepts_the_hostile_dot() -> None:
         done = subprocess.run(["dot", "-Tsvg"], input=spec.to_dot().encode(),
                               capture_output=True, check=False)
         assert done.returncode == 0, done.stderr.decode()
+    from openintent.workflow import WorkflowSpec
+
+    done = subprocess.run(["dot", "-Tsvg"], capture_output=True, check=False,
+                          input=WorkflowSpec.from_string(WORKFLOW).to_dot().encode())
+    assert done.returncode == 0, done.stderr.decode()
 
 
 MERMAID_MODULES = os.environ.get("OPENINTENT_MERMAID_MODULES")
@@ -188,7 +193,10 @@ MERMAID_MODULES = os.environ.get("OPENINTENT_MERMAID_MODULES")
 def test_mermaid_parses_every_picture_with_hostile_titles(tmp_path: Path) -> None:
     import anyio
 
-    pictures = [release().to_mermaid(guardrails=[{"type": "approval", "require_for": ["prod"]}])]
+    from openintent.workflow import WorkflowSpec
+
+    pictures = [release().to_mermaid(guardrails=[{"type": "approval", "require_for": ["prod"]}]),
+                WorkflowSpec.from_string(WORKFLOW).to_mermaid()]
     for title in HOSTILE:
         spec = PortfolioSpec(title, [IntentSpec(title, assign=title),
                                      IntentSpec("after", assign=title, depends_on=[title])])
