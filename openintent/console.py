@@ -32,11 +32,9 @@ from .models import RunResult
 
 __all__ = ["ApprovalCallback", "follow", "print_summary", "rich_available"]
 
-ApprovalCallback = Callable[[ApprovalRequest], Awaitable[None]]
-"""``async def on_approval(request)``: called when an intent starts waiting for approval."""
-
-# At most this many live redraws per second of real time (events can come by the thousand).
-_REFRESH_INTERVAL = 0.1
+ApprovalCallback = Callable[[ApprovalRequest], Awaitable[object]]
+"""``async def on_approval(request)``: awaited when an intent starts waiting for approval
+(its return value is ignored)."""
 
 
 def rich_available() -> bool:
