@@ -140,8 +140,13 @@ def _check_guardrail(checker: Checker, item: Located, lead: str) -> list[Mapping
     try:
         build_guardrails([plain], f"coordinator {lead!r}")
     except OpenIntentError as exc:
+        # Point at the field the message names, else at the guardrail's type.
+        message = str(exc)
         where = item.value.get("type", item)
-        checker.error(where, str(exc))
+        for key, value in item.value.items():
+            if f"'{key}'" in message and key != "type":
+                where = Located(None, *item.keys[key]) if "unexpected" in message else value
+        checker.error(where, message)
         return []
     return [plain]
 

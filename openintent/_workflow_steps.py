@@ -53,9 +53,10 @@ def check_steps(
         if checked is not None:
             phases.append(checked[0])
             references[key] = checked[1]
-    if len(phases) == len(steps):
-        _check_graph(checker, phases, references)
-        _check_approvals(checker, phases, coordinator, references)
+    # The references are checked between the steps that checked out; a reference to a step
+    # with problems of its own is not reported again.
+    _check_graph(checker, phases, references, set(steps) - set(references))
+    _check_approvals(checker, phases, coordinator)
     return phases
 
 
@@ -169,7 +170,7 @@ def _outputs(checker: Checker, node: Located | None, what: str) -> dict[str, str
         if isinstance(declared.value, dict) and "type" in declared.value:
             type_node = declared.value["type"]
         name = type_node.value if type_node.value is not None else "any"
-        if name not in OUTPUT_TYPES:
+        if not isinstance(name, str) or name not in OUTPUT_TYPES:
             checker.error(type_node, f"{what} output {key!r}: unknown type {name!r}"
                                      f"{hint(str(name), list(OUTPUT_TYPES))}; valid types: "
                                      f"{', '.join(OUTPUT_TYPES)}")
@@ -200,7 +201,8 @@ def _inputs(
 
 
 def _check_graph(
-    checker: Checker, phases: list[PhaseConfig], references: dict[str, dict[str, Any]]
+    checker: Checker, phases: list[PhaseConfig], references: dict[str, dict[str, Any]],
+    broken: set[str],
 ) -> None:
     by_key = {phase.name: phase for phase in phases}
     titles: dict[str, PhaseConfig] = {}
@@ -217,11 +219,13 @@ def _check_graph(
         for entry in references[phase.name]["depends_on"]:
             target = entry.value if entry.value in by_key else (
                 titles[entry.value].name if entry.value in titles else None)
+            if entry.value in broken:
+                continue
             if target is None:
                 checker.error(entry, (
                     f"step {phase.name!r} depends on {entry.value!r}, which is not a step of "
                     f"this workflow{_did_you_mean(entry.value, list(by_key))}; depends_on "
-                    f"lists step keys ({', '.join(by_key)})"))
+                    f"lists step keys ({', '.join([*by_key, *sorted(broken)])})"))
             elif target == phase.name:
                 checker.error(entry, f"Circular dependency: step {phase.name!r} depends on "
                                      f"itself ({phase.name} -> {phase.name}); remove it from "
@@ -229,11 +233,17 @@ def _check_graph(
             else:
                 graph[phase.name].append(target)
         for name, ((step, output), at) in references[phase.name]["inputs"].items():
-            if step not in graph[phase.name]:
+            if step in broken:
+                continue
+            if step not in by_key:
+                checker.error(at, (
+                    f"step {phase.name!r} input {name!r} reads {step}.{output}, but there is "
+                    f"no step {step!r}{_did_you_mean(step, list(by_key))}"))
+            elif step not in graph[phase.name]:
                 checker.error(at, (
                     f"step {phase.name!r} input {name!r} reads {step}.{output}, but "
-                    f"{step!r} is not in its depends_on{_did_you_mean(step, list(by_key))}; "
-                    f"add {step} to depends_on (inputs come from steps that finish first)"))
+                    f"{step!r} is not in its depends_on; add {step} to depends_on (inputs "
+                    "come from steps that finish first)"))
             elif by_key[step].outputs and output not in by_key[step].outputs:
                 checker.error(at, (
                     f"step {phase.name!r} input {name!r} reads {step}.{output}, but step "
@@ -252,11 +262,9 @@ def _check_graph(
 
 
 def _check_approvals(
-    checker: Checker, phases: list[PhaseConfig], coordinator: CoordinatorConfig | None,
-    references: dict[str, dict[str, Any]],
+    checker: Checker, phases: list[PhaseConfig], coordinator: CoordinatorConfig | None
 ) -> None:
     """Approval guardrails name steps by key, title or tag: each name must exist."""
-    del references
     if coordinator is None:
         return
     known = {p.name for p in phases} | {p.title for p in phases} | {

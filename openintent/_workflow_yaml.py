@@ -19,8 +19,8 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 __all__ = [
+    "DEFAULT_MAX_ALIAS_NODES",
     "DEFAULT_MAX_BYTES",
-    "DEFAULT_MAX_NODES",
     "Located",
     "Problem",
     "YamlProblems",
@@ -28,10 +28,11 @@ __all__ = [
     "parse",
 ]
 
-#: Files larger than this are refused before parsing (10 MiB); ``max_bytes=`` changes it.
-DEFAULT_MAX_BYTES = 10 * 1024 * 1024
-#: At most this many nodes after following aliases; ``max_nodes=`` changes it.
-DEFAULT_MAX_NODES = 200_000
+#: Files larger than this are refused before parsing (1 MiB); ``max_bytes=`` changes it.
+#: A workflow is a few kilobytes, and ruamel.yaml's pure-Python parser takes seconds per MiB.
+DEFAULT_MAX_BYTES = 1024 * 1024
+#: Aliases may repeat at most this many values in all; ``max_alias_nodes=`` changes it.
+DEFAULT_MAX_ALIAS_NODES = 100_000
 #: Deeper nesting than this is refused (it would only exhaust the interpreter's stack).
 MAX_DEPTH = 100
 
@@ -117,10 +118,43 @@ def decode(data: bytes | str, file: str, max_bytes: int) -> str:
     ]
     if tabs:
         raise YamlProblems(tabs)
+    _check_flow_depth(text, file)
     return text
 
 
-def parse(text: str, file: str, max_nodes: int = DEFAULT_MAX_NODES) -> Located | None:
+def _check_flow_depth(text: str, file: str) -> None:
+    """Refuse flow collections (``[`` ``{``) nested past ``MAX_DEPTH`` before the scanner
+    sees them: its look-ahead over nested flow collections takes time quadratic in their depth.
+
+    A cheap over-estimate: brackets inside quotes and comments are skipped, other text counts.
+    """
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    depth = 0
+    quote = ""
+    line, start = 1, 0
+    for index, char in enumerate(text):
+        if char == "\n":
+            line, start = line + 1, index + 1
+            if quote == "#":
+                quote = ""
+        elif quote:
+            if char == quote and quote != "#":
+                quote = ""
+        elif char in "'\"" or (char == "#" and (index == 0 or text[index - 1] in " \t")):
+            quote = char
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise YamlProblems([Problem(file, line, index - start + 1,
+                                            f"nested more than {MAX_DEPTH} levels deep")])
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+
+
+def parse(
+    text: str, file: str, max_alias_nodes: int = DEFAULT_MAX_ALIAS_NODES
+) -> Located | None:
     """The document of ``text`` as :class:`Located` values (``None`` when it is empty)."""
     yaml = YAML(typ="safe", pure=True)
     try:
@@ -137,11 +171,65 @@ def parse(text: str, file: str, max_nodes: int = DEFAULT_MAX_NODES) -> Located |
         raise YamlProblems([Problem(file, 1, 1, "invalid YAML: nested too deeply")]) from None
     if root is None:
         return None
-    converter = _Converter(yaml, file, max_nodes)
+    _check_aliases(root, file, max_alias_nodes)
+    converter = _Converter(yaml, file)
     located = converter.convert(root, 0)
     if converter.problems:
         raise YamlProblems(converter.problems)
     return located
+
+
+def _check_aliases(root: Node, file: str, limit: int) -> None:
+    """Refuse a document whose aliases repeat more than ``limit`` values, before expanding
+    anything: sizes are counted once per distinct node (time and memory follow the text)."""
+    sizes: dict[int, int] = {}
+    seen_twice = False
+
+    def size(node: Node, depth: int) -> int:
+        nonlocal seen_twice
+        key = id(node)
+        known = sizes.get(key)
+        if known is not None:
+            if known < 0:
+                raise _at(file, node, "an alias refers to the value that contains it; YAML "
+                                      "that refers to itself cannot be a workflow")
+            seen_twice = True
+            return known
+        if depth > MAX_DEPTH:
+            raise _at(file, node, f"nested more than {MAX_DEPTH} levels deep")
+        sizes[key] = -1  # in progress
+        total = 1
+        if isinstance(node, MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        elif isinstance(node, SequenceNode):
+            total += sum(size(item, depth + 1) for item in node.value)
+        sizes[key] = total
+        return total
+
+    expanded = size(root, 0)
+    if not seen_twice or expanded - len(sizes) <= limit:
+        return
+    node = root  # point at the value where the repetition happens: descend while one child
+    while True:  # alone repeats too much
+        children = (
+            [v for _, v in node.value] if isinstance(node, MappingNode)
+            else list(node.value) if isinstance(node, SequenceNode) else []
+        )
+        big = [child for child in children if sizes[id(child)] > limit]
+        if not big:
+            break
+        node = big[0]
+    raise _at(file, node, (
+        f"aliases (*name) make this document {expanded} values long, more than its own "
+        f"{len(sizes)} plus the limit of {limit} repeated values; refused to protect memory "
+        "and time (a \"billion laughs\" document): use fewer aliases, or raise the limit with "
+        "max_alias_nodes="
+    ))
+
+
+def _at(file: str, node: Node, message: str) -> YamlProblems:
+    mark = node.start_mark
+    return YamlProblems([Problem(file, mark.line + 1, mark.column + 1, message)])
 
 
 def _tag(node: Node) -> str:
@@ -150,11 +238,9 @@ def _tag(node: Node) -> str:
 
 
 class _Converter:
-    def __init__(self, yaml: YAML, file: str, max_nodes: int) -> None:
+    def __init__(self, yaml: YAML, file: str) -> None:
         self._constructor = yaml.constructor
         self._file = file
-        self._budget = max_nodes
-        self._max_nodes = max_nodes
         self.problems: list[Problem] = []  # the ones worth reporting together
 
     def _note(self, node: Node, message: str) -> Located:
@@ -163,17 +249,9 @@ class _Converter:
         return Located(None, mark.line + 1, mark.column + 1)
 
     def _problem(self, node: Node, message: str) -> YamlProblems:
-        mark = node.start_mark
-        return YamlProblems([Problem(self._file, mark.line + 1, mark.column + 1, message)])
+        return _at(self._file, node, message)
 
     def convert(self, node: Node, depth: int) -> Located:
-        self._budget -= 1
-        if self._budget < 0:
-            raise self._problem(node, (
-                f"the document expands to more than {self._max_nodes} values (aliases such as "
-                "*name repeat what they refer to); refused to protect memory: use fewer "
-                "aliases, or raise the limit with max_nodes="
-            ))
         if depth > MAX_DEPTH:
             raise self._problem(node, f"nested more than {MAX_DEPTH} levels deep")
         line, column = node.start_mark.line + 1, node.start_mark.column + 1

@@ -13,8 +13,9 @@ key, with ``title``, ``description``, ``assign``, ``depends_on``, ``constraints`
 
 Every problem of a file is reported at once, each with its file, line and column
 (:class:`WorkflowValidationError`). Reading never runs code: only plain YAML is accepted (no
-``!!python/...`` or other tags), a file over ``max_bytes`` (default 10 MiB) is refused before
-parsing, and aliases may expand to at most ``max_nodes`` values (default 200,000).
+``!!python/...`` or other tags), a file over ``max_bytes`` (default 1 MiB) is refused before
+parsing, and aliases (``*name``) may repeat at most ``max_alias_nodes`` values in all
+(default 100,000): a "billion laughs" document is refused at once, in bounded time and memory.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from ._workflow_check import CoordinatorConfig, PhaseConfig
 from ._workflow_run import bind_workflow, portfolio_spec, simulated_agents
 from ._workflow_schema import check_document
 from ._workflow_yaml import (
+    DEFAULT_MAX_ALIAS_NODES,
     DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_NODES,
     Problem,
     YamlProblems,
     decode,
@@ -53,7 +54,7 @@ from .runtime import Runtime
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
-    "DEFAULT_MAX_NODES",
+    "DEFAULT_MAX_ALIAS_NODES",
     "CoordinatorConfig",
     "PhaseConfig",
     "Problem",
@@ -94,13 +95,14 @@ class WorkflowSpec:
     @classmethod
     def from_yaml(
         cls, path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES,
-        max_nodes: int = DEFAULT_MAX_NODES,
+        max_alias_nodes: int = DEFAULT_MAX_ALIAS_NODES,
     ) -> WorkflowSpec:
         """Read and check the workflow file at ``path``.
 
         Raises :class:`WorkflowNotFoundError` when there is no such file and
         :class:`WorkflowValidationError` (every problem, with line and column) when it is
-        invalid, larger than ``max_bytes`` or expands past ``max_nodes`` values.
+        invalid, larger than ``max_bytes`` or its aliases repeat more than ``max_alias_nodes``
+        values.
         """
         file = Path(path)
         try:
@@ -115,29 +117,29 @@ class WorkflowSpec:
             raise WorkflowNotFoundError(
                 f"{str(file)!r} is a directory, not a workflow file"
             ) from None
-        return cls._build(data, str(file), file, max_bytes, max_nodes)
+        return cls._build(data, str(file), file, max_bytes, max_alias_nodes)
 
     @classmethod
     def from_string(
         cls, text: str | bytes, source_name: str = "<string>", *,
-        max_bytes: int = DEFAULT_MAX_BYTES, max_nodes: int = DEFAULT_MAX_NODES,
+        max_bytes: int = DEFAULT_MAX_BYTES, max_alias_nodes: int = DEFAULT_MAX_ALIAS_NODES,
     ) -> WorkflowSpec:
         """Check a workflow given as text; problems name ``source_name`` as their file."""
         if not isinstance(text, str | bytes):
             raise WorkflowValidationError([Problem(
                 source_name, 1, 1, f"a workflow is text, got {type(text).__name__}")])
-        return cls._build(text, source_name, None, max_bytes, max_nodes)
+        return cls._build(text, source_name, None, max_bytes, max_alias_nodes)
 
     @classmethod
     def _build(cls, data: str | bytes, file: str, path: Path | None, max_bytes: int,
-               max_nodes: int) -> WorkflowSpec:
+               max_alias_nodes: int) -> WorkflowSpec:
         try:
-            root = parse(decode(data, file, max_bytes), file, max_nodes)
+            root = parse(decode(data, file, max_bytes), file, max_alias_nodes)
         except YamlProblems as exc:
             raise WorkflowValidationError(exc.problems) from None
         parsed, problems = check_document(root, file)
         if parsed is None:
-            raise WorkflowValidationError(problems)
+            raise WorkflowValidationError(sorted(problems, key=lambda p: (p.line, p.column)))
         return cls(parsed.version, parsed.name, parsed.description, parsed.workflow_version,
                    parsed.agents, parsed.phases, parsed.coordinator, path, file,
                    parsed.warnings)
@@ -259,17 +261,17 @@ def _registered_coordinator(coordinator_id: str) -> Any:
 
 def load_workflow(
     path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES,
-    max_nodes: int = DEFAULT_MAX_NODES,
+    max_alias_nodes: int = DEFAULT_MAX_ALIAS_NODES,
 ) -> WorkflowSpec:
     """Read and check a workflow file: :meth:`WorkflowSpec.from_yaml`."""
-    return WorkflowSpec.from_yaml(path, max_bytes=max_bytes, max_nodes=max_nodes)
+    return WorkflowSpec.from_yaml(path, max_bytes=max_bytes, max_alias_nodes=max_alias_nodes)
 
 
 def validate_workflow(
     path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES,
-    max_nodes: int = DEFAULT_MAX_NODES,
+    max_alias_nodes: int = DEFAULT_MAX_ALIAS_NODES,
 ) -> list[str]:
     """Check a workflow file and return its warnings (``file:line:col: message``): a step
     without a description, an agent declared but unused, an openintent 0.17 key this version
     ignores. Raises :class:`WorkflowValidationError` when the file is invalid."""
-    return list(load_workflow(path, max_bytes=max_bytes, max_nodes=max_nodes).warnings)
+    return list(load_workflow(path, max_bytes=max_bytes, max_alias_nodes=max_alias_nodes).warnings)
