@@ -157,7 +157,12 @@ def event_line(event: Any, progress: Progress) -> str | None:
     if kind == "guardrail_breach":
         return f"BREACH     {data.get('guardrail', 'guardrail')}: {data.get('reason', '')}"
     if kind == "budget_warning":
-        return f"budget     {data.get('reason', '') or 'warning'}{_cost(progress)}"
+        spent, limit = data.get("spent_usd"), data.get("max_cost_usd")
+        if isinstance(spent, int | float) and isinstance(limit, int | float):
+            return f"budget     warning: spent {money(spent)} of {money(limit)}"
+        return "budget     warning"
+    if kind == "handoff":
+        return f"handoff    {title}: {data.get('from', '?')} -> {data.get('to', '?')}"
     if kind == "run_finished":
         return f"run {data.get('status', 'finished')} after {progress.elapsed:.2f}s, " \
                f"cost {money(progress.cost_usd)}"

@@ -5,31 +5,33 @@ Behind ``PortfolioSpec.to_mermaid()`` / ``to_dot()``, ``WorkflowSpec.to_mermaid(
 results by duck typing and imports neither: the classes that expose these methods import it.
 
 Every piece of user text (titles, agent ids, guardrail fields) goes through one escaping
-function per output language, so no title can break out of its label: Mermaid labels are
-quoted with every character outside a small safe set written as an entity code (``#34;``),
-Mermaid titles are YAML double-quoted strings in the front matter, Gantt task names (which
-Mermaid cannot quote) have their few syntax characters replaced by look-alikes, and DOT
-strings are quoted with ``\\`` and ``"`` escaped.
+function per place it can go (:mod:`._viz_text`), so no title can break out of its label:
+Mermaid labels are quoted with every character outside a small safe set written as an entity
+code (``#34;``), Mermaid titles are YAML double-quoted strings in the front matter, Gantt task
+names (which Mermaid cannot quote) have their few syntax characters replaced by look-alikes,
+and DOT strings are quoted with ``\\`` and ``"`` escaped. The Gantt chart is built in
+:mod:`._viz_gantt`.
 """
 
 from __future__ import annotations
 
-import json
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
 from ._registry import definition_of
+from ._viz_gantt import gantt_of_events
+from ._viz_text import dot_string, front_matter, mermaid_text
 from .errors import SpecError
 
 __all__ = [
     "Graph",
-    "gantt_of_events",
+    "Node",
     "graph_of_result",
     "graph_of_spec",
+    "graph_of_workflow",
+    "result_to_mermaid",
     "to_dot",
     "to_mermaid",
 ]
@@ -84,6 +86,8 @@ def _edges(titles: Sequence[str], depends: Sequence[Sequence[str]]) -> tuple[tup
 def _scalar(value: Any) -> str:
     if isinstance(value, str | int | float | bool):
         return str(value)
+    if callable(value):
+        return str(getattr(value, "__name__", type(value).__name__))
     if isinstance(value, Iterable) and not isinstance(value, Mapping):
         return "[" + ", ".join(_scalar(item) for item in value) + "]"
     return type(value).__name__
@@ -95,7 +99,7 @@ def describe_guardrail(item: Any) -> str:
         kind = str(item.get("type", "guardrail"))
         fields = {key: value for key, value in item.items() if key != "type"}
     elif callable(item) and not hasattr(item, "before_dispatch"):
-        return str(getattr(item, "__name__", type(item).__name__))
+        return f"{_scalar(item)} (middleware)"
     else:
         kind = str(getattr(item, "type", None) or type(item).__name__)
         fields = {
@@ -103,6 +107,8 @@ def describe_guardrail(item: Any) -> str:
             for key, value in vars(item).items()
             if not key.startswith("_") and key != "requests" and value not in (None, (), [])
         }
+        if list(fields) == ["function"]:  # an async function given as a guardrail
+            return f"{_scalar(fields['function'])} (middleware)"
     shown = " ".join(f"{key}={_scalar(value)}" for key, value in fields.items())
     return f"{kind} {shown}".strip()
 
@@ -143,31 +149,37 @@ def graph_of_spec(
     strategy: str | None = None,
     guardrails: Iterable[Any] | None = None,
     title: str | None = None,
+    approvals: Iterable[str] = (),
+    details: Mapping[str, Sequence[str]] | None = None,
 ) -> Graph:
     """The picture of a portfolio spec: each intent with its assignees, whether it waits for
-    approval, and a box naming the coordinator and the guardrails."""
+    approval, and a box naming the coordinator and the guardrails.
+
+    ``approvals`` adds names (titles, step keys, tags) of intents that wait for approval;
+    ``details`` adds lines under intents, by title."""
     coordinator_id, coordinator_strategy, coordinator_guardrails = _coordinator(coordinator)
     every_guardrail = [*(guardrails or ()), *coordinator_guardrails]
-    approvals = _approval_names(every_guardrail)
+    approvals = _approval_names(every_guardrail) | {name.casefold() for name in approvals}
     nodes = []
     for intent in spec.intents:
-        details = []
+        lines = []
         assignees = tuple(intent.assignees)
         if assignees:
             label = "agent" if len(assignees) == 1 else "agents"
-            details.append(f"{label}: {', '.join(assignees)}")
+            lines.append(f"{label}: {', '.join(assignees)}")
         else:
-            details.append("routed by the coordinator" if coordinator_id else "unassigned")
+            lines.append("routed by the coordinator" if coordinator_id else "unassigned")
         names = {intent.title, *intent.tags} | ({intent.key} if intent.key else set())
         needs_approval = any(name.casefold() in approvals for name in names)
         if needs_approval:
-            details.append("needs approval")
+            lines.append("needs approval")
         if intent.timeout is not None:
-            details.append(f"timeout {intent.timeout:g}s")
+            lines.append(f"timeout {intent.timeout:g}s")
         attempts = getattr(intent.retry, "max_attempts", 1)
         if attempts > 1:
-            details.append(f"up to {attempts} attempts")
-        nodes.append(Node(intent.title, tuple(details), "approval" if needs_approval else None))
+            lines.append(f"up to {attempts} attempts")
+        lines.extend((details or {}).get(intent.title, ()))
+        nodes.append(Node(intent.title, tuple(lines), "approval" if needs_approval else None))
     notes = []
     if coordinator_id is not None:
         shown_strategy = strategy or coordinator_strategy
@@ -182,14 +194,47 @@ def graph_of_spec(
     return Graph(title or spec.name, tuple(nodes), edges, tuple(notes))
 
 
+def graph_of_workflow(workflow: Any) -> Graph:
+    """The picture of a YAML workflow: its steps as :func:`graph_of_spec` draws them, with
+    the step key (when the title differs), inputs and declared outputs, and the YAML
+    coordinator's strategy and guardrails."""
+    config = workflow.coordinator
+    details: dict[str, list[str]] = {}
+    for phase in workflow.phases:
+        lines = details.setdefault(phase.title, [])
+        if phase.name != phase.title:
+            lines.append(f"step: {phase.name}")
+        if phase.inputs:
+            lines.append("inputs: " + ", ".join(
+                f"{name} = {step}.{key}" for name, (step, key) in phase.inputs.items()))
+        if phase.outputs:
+            lines.append("outputs: " + ", ".join(
+                f"{key} ({kind})" for key, kind in phase.outputs.items()))
+    return graph_of_spec(
+        workflow.to_portfolio_spec(),
+        coordinator=config.id if config is not None else None,
+        strategy=config.strategy if config is not None else None,
+        guardrails=config.guardrails if config is not None else (),
+        approvals=[phase.name for phase in workflow.phases if phase.requires_approval],
+        details=details,
+    )
+
+
 def graph_of_result(result: Any) -> Graph:
     """The picture of a run: each intent coloured by its final status."""
+    decided: dict[str, str] = {}
+    for event in result.events:
+        if event.type in ("approval_granted", "approval_denied") and event.intent_id:
+            verb = "approved" if event.type == "approval_granted" else "denied"
+            decided[event.intent_id] = f"{verb} by {(event.data or {}).get('by', '?')}"
     nodes = []
     for item in result.intents.values():
         status = str(item.status)
         details = [status + (f", {item.attempts} attempts" if item.attempts > 1 else "")]
         if item.assigned_to:
             details.append(f"agent: {item.assigned_to}")
+        if item.id in decided:
+            details.append(decided[item.id])
         if item.cost_usd:
             details.append(f"${item.cost_usd:,.2f}")
         if item.error_type:
@@ -208,39 +253,10 @@ def _shorten(text: str, limit: int = 60) -> str:
 
 # ---------------------------------------------------------------------------- Mermaid
 
-_MERMAID_SAFE = frozenset(" -_.,:()/'!?+*=@$[]")
-
-
-def mermaid_text(text: str) -> str:
-    """``text`` for inside a double-quoted Mermaid label: letters, digits and a few
-    punctuation marks as they are, line breaks as ``<br/>``, everything else (quotes, ``#``,
-    ``<``, ``;``, backticks, emoji) as an entity code, control characters as spaces."""
-    out = []
-    for char in text.replace("\r\n", "\n").replace("\r", "\n"):
-        if char == "\n":
-            out.append("<br/>")
-        elif char.isalnum() or char in _MERMAID_SAFE:
-            out.append(char)
-        elif unicodedata.category(char) == "Cc":
-            out.append(" ")
-        else:
-            out.append(f"#{ord(char)};")
-    return "".join(out)
-
-
-def _yaml_string(text: str) -> str:
-    """A one-line YAML double-quoted scalar (JSON's string syntax is valid YAML)."""
-    quoted = json.dumps(" ".join(text.splitlines()) or " ", ensure_ascii=False)
-    return quoted.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-
-
-def _front_matter(title: str) -> list[str]:
-    return ["---", f"title: {_yaml_string(title)}", "---"]
-
 
 def to_mermaid(graph: Graph) -> str:
     """A Mermaid flowchart of ``graph`` (top to bottom)."""
-    lines = [*_front_matter(graph.title), "flowchart TD"]
+    lines = [*front_matter(graph.title), "flowchart TD"]
     for index, node in enumerate(graph.nodes):
         label = "<br/>".join(mermaid_text(line) for line in (node.title, *node.details))
         lines.append(f'    n{index}["{label}"]')
@@ -273,23 +289,6 @@ def _class_name(style: str) -> str:
 # ---------------------------------------------------------------------------- DOT
 
 
-def dot_string(text: str) -> str:
-    """``text`` as a DOT double-quoted string: ``\\`` and ``"`` escaped, line breaks as
-    ``\\n``, control characters as spaces."""
-    out = ['"']
-    for char in text.replace("\r\n", "\n").replace("\r", "\n"):
-        if char in '\\"':
-            out.append("\\" + char)
-        elif char == "\n":
-            out.append("\\n")
-        elif unicodedata.category(char) == "Cc":
-            out.append(" ")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
-
-
 def to_dot(graph: Graph) -> str:
     """A Graphviz DOT digraph of ``graph`` (top to bottom)."""
     lines = [
@@ -310,96 +309,6 @@ def to_dot(graph: Graph) -> str:
         label = dot_string("\n".join(graph.notes))
         lines.append(f'    notes [shape=note, style=filled, fillcolor="#f3f4f6", label={label}];')
     lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------- Gantt
-
-_GANTT_REPLACEMENTS = str.maketrans({":": "꞉", "#": "＃", ";": "；", "%": "％"})
-_GANTT_END = {"completed": "done", "failed": "crit", "cancelled": "crit"}
-
-
-def gantt_text(text: str) -> str:
-    """A Gantt task or section name: one line, with the characters Mermaid's Gantt syntax
-    reserves there (``:``, ``#``, ``;``, ``%``) replaced by look-alikes."""
-    flat = "".join(" " if unicodedata.category(char) == "Cc" else char for char in text)
-    return " ".join(flat.split()).translate(_GANTT_REPLACEMENTS) or "-"
-
-
-@attrs.frozen
-class Bar:
-    """One attempt on the timeline."""
-
-    title: str
-    attempt: int
-    agent: str | None
-    start: datetime
-    end: datetime
-    outcome: str  # completed, failed, cancelled, running (never ended)
-
-
-def attempts_of_events(events: Iterable[Any]) -> list[Bar]:
-    """Each attempt of each intent, from its ``dispatched`` event to the event that ended it
-    (a response, ``attempt_failed``, or the intent's ``completed``/``failed``/``cancelled``)."""
-    bars: list[Bar] = []
-    open_attempts: dict[str | None, dict[tuple[int, str | None], tuple[str, datetime]]] = {}
-    last: datetime | None = None
-
-    def close(intent: str | None, key: tuple[int, str | None], at: datetime, how: str) -> None:
-        title, start = open_attempts[intent].pop(key)
-        bars.append(Bar(title, key[0], key[1], start, at, how))
-
-    for event in events:
-        data = event.data or {}
-        last = event.at
-        opened = open_attempts.get(event.intent_id, {})
-        if event.type == "dispatched":
-            key = (int(data.get("attempt", 1)), data.get("agent"))
-            open_attempts.setdefault(event.intent_id, {})[key] = (event.title or "?", event.at)
-        elif event.type == "response_received" and opened:
-            agent = data.get("agent")
-            for key in [key for key in opened if key[1] == agent]:
-                close(event.intent_id, key, event.at, "completed")
-        elif event.type == "attempt_failed" and opened:
-            attempt = data.get("attempt")
-            for key in [key for key in opened if attempt is None or key[0] == attempt]:
-                close(event.intent_id, key, event.at, "failed")
-        elif event.type in ("completed", "failed", "cancelled") and opened:
-            for key in list(opened):
-                close(event.intent_id, key, event.at, event.type)
-    for intent, opened in open_attempts.items():
-        for key in list(opened):
-            close(intent, key, last or opened[key][1], "running")
-    bars.sort(key=lambda bar: (bar.start, bar.end))
-    return bars
-
-
-def _gantt_time(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.") + f"{at.microsecond // 1000:03d}"
-
-
-def gantt_of_events(title: str, events: Iterable[Any]) -> str:
-    """A Mermaid Gantt chart of when each attempt of each intent ran, on the events' UTC
-    ``at`` times (a virtual clock's times are as good as real ones)."""
-    bars = attempts_of_events(events)
-    lines = [
-        *_front_matter(title),
-        "gantt",
-        "    dateFormat YYYY-MM-DD HH:mm:ss.SSS",
-        "    axisFormat %H:%M:%S",
-        "    section Intents",
-    ]
-    if not bars:
-        lines[-1] = "    %% no intent was dispatched"
-    for index, bar in enumerate(bars):
-        name = bar.title + (f" (attempt {bar.attempt})" if bar.attempt > 1 else "")
-        if bar.agent:
-            name += f" [{bar.agent}]"
-        tag = _GANTT_END.get(bar.outcome, "active")
-        lines.append(
-            f"    {gantt_text(name)} :{tag}, a{index}, {_gantt_time(bar.start)}, "
-            f"{_gantt_time(bar.end)}"
-        )
     return "\n".join(lines) + "\n"
 
 

@@ -32,11 +32,9 @@ from .models import RunResult
 
 __all__ = ["ApprovalCallback", "follow", "print_summary", "rich_available"]
 
-ApprovalCallback = Callable[[ApprovalRequest], Awaitable[None]]
-"""``async def on_approval(request)``: called when an intent starts waiting for approval."""
-
-# At most this many live redraws per second of real time (events can come by the thousand).
-_REFRESH_INTERVAL = 0.1
+ApprovalCallback = Callable[[ApprovalRequest], Awaitable[object]]
+"""``async def on_approval(request)``: awaited when an intent starts waiting for approval
+(its return value is ignored)."""
 
 
 def rich_available() -> bool:
@@ -60,6 +58,14 @@ def _rich_console(console: Any, file: IO[str] | None) -> Any:
     return made if made.is_terminal else None
 
 
+def _plain_file(console: Any, file: IO[str] | None) -> IO[str]:
+    """Where plain lines go: ``file``, else the given console's file, else stdout."""
+    if file is not None:
+        return file
+    chosen: IO[str] | None = getattr(console, "file", None)
+    return chosen if chosen is not None else sys.stdout
+
+
 async def follow(
     handle: RunHandle,
     *,
@@ -70,18 +76,19 @@ async def follow(
     """Print the progress of ``handle``'s run until it ends, then its summary and decisions;
     return its :class:`~openintent.RunResult`.
 
-    ``console`` is a ``rich.console.Console`` to draw on; ``file`` (default ``sys.stdout``)
-    is where to write without one. The live display is used when rich is installed and the
-    output is a terminal, plain lines otherwise. ``on_approval(request)`` is awaited when an
-    intent starts waiting for approval (the live display pauses meanwhile, so it may prompt);
-    it may ``await handle.approve(...)`` or ``deny(...)``, or leave the decision to others.
+    ``console`` is a ``rich.console.Console`` to draw on; ``file`` (default: the console's
+    file, else ``sys.stdout``) is where plain lines go. The live display is used when rich is
+    installed and the output is a terminal, plain lines otherwise. ``on_approval(request)``
+    is awaited when an intent starts waiting for approval (the live display pauses meanwhile,
+    so it may prompt); it may ``await handle.approve(...)`` or ``deny(...)``, or leave the
+    decision to others.
 
     Following starts at the run's first event, so a late call misses nothing; cancelling
     ``follow`` stops the printing, not the run.
     """
     rich_console = _rich_console(console, file)
     if rich_console is None:
-        return await _follow_plain(handle, file or sys.stdout, on_approval)
+        return await _follow_plain(handle, _plain_file(console, file), on_approval)
     from ._rich_view import follow_rich
 
     return await follow_rich(handle, rich_console, on_approval)
@@ -109,7 +116,7 @@ def print_summary(result: RunResult, *, console: Any = None, file: IO[str] | Non
     decision log: with rich on a terminal, as plain text otherwise."""
     rich_console = _rich_console(console, file)
     if rich_console is None:
-        _plain_summary(result, file or sys.stdout)
+        _plain_summary(result, _plain_file(console, file))
         return
     from ._rich_view import print_rich_summary
 

@@ -132,6 +132,7 @@ async def test_rich_live_view_on_a_terminal() -> None:
         time, _, message = line.partition("] ")
         assert f"{time[1:]} {message}" in text
     assert "waiting for approval: deploy" in text  # the live status under the lines
+    assert "running: test" in text
     assert "cost $0.50" in text
     assert "release completed" in text  # the summary table's title
     assert "│ test   │ completed │        2 │    2.92s │ $0.00 │ tester   │" in text
@@ -214,7 +215,9 @@ async def test_hostile_titles_keep_one_line_each_and_no_markup() -> None:
 
 @pytest.mark.asyncio
 async def test_failures_breaches_and_decisions_in_the_summary() -> None:
-    @Coordinator("lead", agents=["builder"], guardrails=[{"type": "budget", "max_cost_usd": 0.75}])
+    budget = {"type": "budget", "max_cost_usd": 0.75, "warn_at": 0.5}
+
+    @Coordinator("lead", agents=["builder"], guardrails=[budget])
     class Lead:
         @on_assignment
         async def route(self, intent: Any) -> None:
@@ -229,7 +232,9 @@ async def test_failures_breaches_and_decisions_in_the_summary() -> None:
         result = await follow(handle, file=out)
     text = out.getvalue()
     assert result.status == "halted"
-    assert "BREACH     budget" in text
+    assert "[    2.00s] budget     warning: spent $0.50 of $0.75" in text
+    assert "[    2.00s] handoff    two: lead -> builder" in text
+    assert "BREACH     budget: spent $1.00 of a $0.75 budget" in text
     assert "run halted after" in text
     assert "budgeted (" in text and "): halted" in text
     assert "error: the budget guardrail halted the run" in text
@@ -245,3 +250,33 @@ def test_print_summary_plain_and_rich_of_a_finished_result() -> None:
     print_summary(result, console=console)
     row = "│ build  │ completed │        1 │    2.00s │ $0.50 │ builder  │"
     assert row in console.export_text()
+
+
+@pytest.mark.asyncio
+async def test_a_console_that_is_not_a_terminal_gets_plain_lines() -> None:
+    console = Console(file=io.StringIO(), width=100)  # a StringIO is no terminal
+    result = await follow_release(console=console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert text.splitlines()[1:] == PLAIN_PROGRESS + plain_summary(result.portfolio_id)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "trio"
+
+
+@pytest.mark.anyio
+async def test_follow_on_trio() -> None:
+    # Real clock (the virtual clock is asyncio's); no delays, so nothing waits.
+    spec = PortfolioSpec("p", [IntentSpec("one", assign="a"),
+                               IntentSpec("two", assign="a", depends_on=["one"])])
+    async with Runtime(agents=[SimulatedAgent("a", cost_usd=0.5)]) as rt:
+        handle = await rt.start(spec)
+        out = io.StringIO()
+        result = await follow(handle, file=out)
+    assert result.status == "completed"
+    lines = out.getvalue().splitlines()
+    assert [line[12:] for line in lines if line.startswith("[") and "completed  " in line] == [
+        "completed  one in 0.00s (cost so far $0.50)",
+        "completed  two in 0.00s (cost so far $1.00)",
+    ]

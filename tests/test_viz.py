@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from openintent import Runtime, SpecError, VirtualClock
-from openintent._viz import dot_string, gantt_text, mermaid_text
+from openintent._viz_text import dot_string, gantt_text, mermaid_text
 from openintent.agents import Coordinator, IntentSpec, PortfolioSpec
 from openintent.guardrails import ApprovalGuardrail
 from openintent.testing import SimulatedAgent
@@ -173,6 +175,50 @@ def test_graphviz_accepts_the_hostile_dot() -> None:
         done = subprocess.run(["dot", "-Tsvg"], input=spec.to_dot().encode(),
                               capture_output=True, check=False)
         assert done.returncode == 0, done.stderr.decode()
+    from openintent.workflow import WorkflowSpec
+
+    done = subprocess.run(["dot", "-Tsvg"], capture_output=True, check=False,
+                          input=WorkflowSpec.from_string(WORKFLOW).to_dot().encode())
+    assert done.returncode == 0, done.stderr.decode()
+
+
+MERMAID_MODULES = os.environ.get("OPENINTENT_MERMAID_MODULES")
+
+
+@pytest.mark.skipif(
+    not MERMAID_MODULES or shutil.which("node") is None,
+    reason="set OPENINTENT_MERMAID_MODULES to a node_modules with mermaid and jsdom "
+    "(npm install mermaid jsdom) to parse the pictures with Mermaid itself",
+)
+def test_mermaid_parses_every_picture_with_hostile_titles(tmp_path: Path) -> None:
+    import anyio
+
+    from openintent.workflow import WorkflowSpec
+
+    pictures = [release().to_mermaid(guardrails=[{"type": "approval", "require_for": ["prod"]}]),
+                WorkflowSpec.from_string(WORKFLOW).to_mermaid()]
+    for title in HOSTILE:
+        spec = PortfolioSpec(title, [IntentSpec(title, assign=title),
+                                     IntentSpec("after", assign=title, depends_on=[title])])
+        pictures.append(spec.to_mermaid(
+            guardrails=[{"type": "approval", "require_for": [title], "approvers": [title]}]))
+
+        async def run(spec: PortfolioSpec = spec, title: str = title) -> Any:
+            async with Runtime(agents=[SimulatedAgent(title, delay=1)],
+                               clock=VirtualClock(start=START)) as rt:
+                return await rt.run(spec)
+
+        result = anyio.run(run)
+        pictures += [result.to_mermaid(), result.to_mermaid(kind="gantt")]
+    source = tmp_path / "pictures.mmd"
+    source.write_text("\n=====\n".join(pictures), encoding="utf-8")
+    done = subprocess.run(
+        ["node", str(Path(__file__).with_name("mermaid_check.mjs")), str(source)],
+        capture_output=True, text=True, check=False, timeout=120,
+    )
+    verdicts = done.stdout.splitlines()
+    assert len(verdicts) == len(pictures), done.stderr
+    assert [v for v in verdicts if not v.startswith("OK")] == []
 
 
 # ---------------------------------------------------------------------------- results
@@ -251,3 +297,122 @@ async def test_an_unknown_picture_kind_is_an_error_that_lists_the_kinds() -> Non
     result = await finished_run()
     with pytest.raises(SpecError, match='kind is "flowchart" or "gantt"'):
         result.to_mermaid(kind="pie")
+
+
+# ---------------------------------------------------------------------------- workflows
+
+WORKFLOW = '''
+openintent: "1.0"
+info: {name: 'Say "hi" #1; <b>'}
+coordinator:
+  id: lead
+  strategy: sequential
+  guardrails:
+    - {type: budget, max_cost_usd: 5}
+workflow:
+  write:
+    title: "Draft: \\"one\\"\\n[two]"
+    assign: writer
+    outputs: {text: string, words: integer}
+  review:
+    assign: [a, b]
+    depends_on: write
+    inputs: {draft: write.text}
+  publish:
+    assign: p
+    depends_on: [review]
+    requires_approval: true
+'''
+
+
+def test_workflow_pictures_show_steps_inputs_outputs_approvals_and_the_coordinator() -> None:
+    from openintent.workflow import WorkflowSpec
+
+    wf = WorkflowSpec.from_string(WORKFLOW)
+    assert wf.to_mermaid().splitlines() == [
+        "---",
+        'title: "Say \\"hi\\" #1; <b>"',
+        "---",
+        "flowchart TD",
+        '    n0["Draft: #34;one#34;<br/>[two]<br/>agent: writer<br/>step: write<br/>'
+        'outputs: text (string), words (integer)"]',
+        '    n1["review<br/>agents: a, b<br/>inputs: draft = write.text"]',
+        '    n2["publish<br/>agent: p<br/>needs approval"]',
+        "    n0 --> n1",
+        "    n1 --> n2",
+        '    notes[/"coordinator: lead (sequential)<br/>guardrail: budget max_cost_usd=5"/]',
+        "    classDef notes fill:#f3f4f6,stroke:#9ca3af,color:#111827",
+        "    class notes notes",
+        "    classDef s_approval stroke:#d97706,stroke-width:3px",
+        "    class n2 s_approval",
+    ]
+    dot = wf.to_dot()
+    assert dot.startswith('digraph "Say \\"hi\\" #1; <b>" {')
+    assert '    n0 [label="Draft: \\"one\\"\\n[two]\\nagent: writer\\nstep: write\\n' \
+           'outputs: text (string), words (integer)"];' in dot
+    assert '    n2 [label="publish\\nagent: p\\nneeds approval", color="#d97706", penwidth=3];' \
+        in dot
+
+
+def test_the_example_workflow_pictures() -> None:
+    from openintent.workflow import load_workflow
+
+    wf = load_workflow(Path(__file__).resolve().parent.parent / "examples" /
+                       "reviewed_content.yaml")
+    text = wf.to_mermaid()
+    assert '    n1["Peer Review<br/>agents: reviewer-a, reviewer-b<br/>step: peer_review"]' in text
+    assert "coordinator: content-lead (sequential)" in text
+    assert "guardrail: timeout max_seconds=600" in wf.to_dot()
+
+
+@pytest.mark.asyncio
+async def test_gantt_of_a_cancelled_run_shows_what_was_still_running() -> None:
+    spec = PortfolioSpec("long", [IntentSpec("quick", assign="fast"),
+                                  IntentSpec("slow", assign="slow"),
+                                  IntentSpec("fan", assign=["fast", "slow"])])
+    agents = [SimulatedAgent("fast", delay=1), SimulatedAgent("slow", delay=100)]
+    async with Runtime(agents=agents, clock=VirtualClock(start=START)) as rt:
+        handle = await rt.start(spec)
+        async for event in handle.events():
+            if event.type == "completed":
+                await handle.cancel()
+        result = await handle.result()
+    assert result.status == "cancelled"
+    lines = result.to_mermaid(kind="gantt").splitlines()[7:]
+    assert lines == [
+        "    quick [fast] :done, a0, 2026-01-01 00:00:00.000, 2026-01-01 00:00:01.000",
+        "    slow [slow] :crit, a1, 2026-01-01 00:00:00.000, 2026-01-01 00:00:01.000",
+        "    fan [fast,slow] :crit, a2, 2026-01-01 00:00:00.000, 2026-01-01 00:00:01.000",
+    ]
+    assert "    class n1,n2 s_cancelled" in result.to_mermaid()
+
+
+def test_guardrails_are_described_whatever_form_they_take() -> None:
+    from openintent.guardrails import BudgetGuardrail
+
+    async def no_fridays(ctx: Any, call_next: Any) -> Any:
+        return await call_next(ctx)
+
+    text = release().to_mermaid(guardrails=[
+        BudgetGuardrail(max_cost_usd=5), {"type": "timeout", "max_seconds": 60}, no_fridays,
+    ])
+    assert "guardrail: budget max_cost_usd=5.0" in text
+    assert "guardrail: timeout max_seconds=60" in text
+    assert "guardrail: no_fridays (middleware)" in text
+
+
+@pytest.mark.asyncio
+async def test_result_flowchart_says_who_decided_an_approval() -> None:
+    spec = PortfolioSpec("gated", [IntentSpec("ship", assign="a"), IntentSpec("tell", assign="a")])
+    async with Runtime(agents=[SimulatedAgent("a")], clock=VirtualClock(),
+                       guardrails=[{"type": "approval", "require_for": ["ship", "tell"]}]) as rt:
+        handle = await rt.start(spec)
+        async for event in handle.events():
+            if event.type == "approval_requested":
+                decide = handle.approve if event.title == "ship" else handle.deny
+                await decide(event.intent_id, by=f"{event.title}-boss")
+        result = await handle.result()
+    text = result.to_mermaid()
+    assert '    n0["ship<br/>completed<br/>agent: a<br/>approved by ship-boss"]' in text
+    assert '    n1["tell<br/>failed<br/>approved by' not in text
+    assert "denied by tell-boss" in text
