@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from .._workflow_run import YamlCoordinator
 from ..workflow import (
     WorkflowNotFoundError,
     WorkflowSpec,
@@ -52,14 +51,4 @@ def graph_command(args: argparse.Namespace, streams: Streams) -> int:
 def picture(workflow: WorkflowSpec, fmt: str) -> str:
     """The workflow's DAG as ``fmt`` (``mermaid`` or ``dot``) text: its steps with their
     assignees, the steps that need approval, its coordinator and guardrails."""
-    own = getattr(workflow, f"to_{fmt}", None)
-    if callable(own):  # a workflow that draws itself
-        return str(own())
-    config = workflow.coordinator
-    coordinator = YamlCoordinator(config) if config is not None else None
-    approvals = [phase.name for phase in workflow.phases if phase.requires_approval]
-    guardrails = [{"type": "approval", "require_for": approvals}] if approvals else None
-    spec = workflow.to_portfolio_spec()
-    if fmt == "dot":
-        return spec.to_dot(coordinator=coordinator, guardrails=guardrails)
-    return spec.to_mermaid(coordinator=coordinator, guardrails=guardrails)
+    return workflow.to_dot() if fmt == "dot" else workflow.to_mermaid()
