@@ -173,3 +173,29 @@ def test_the_command_needs_only_the_declared_dependencies(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip().endswith("status: completed")
+
+
+def test_the_console_script_entry_point_is_main():
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, attr = scripts["openintent"].partition(":")
+    from openintent.cli import main
+
+    assert getattr(importlib.import_module(module), attr) is main
+
+
+@pytest.mark.skipif(
+    not __import__("shutil").which("openintent"), reason="the package is not installed here"
+)
+def test_the_installed_openintent_command_runs_a_workflow(tmp_path):
+    import shutil
+
+    (tmp_path / "flow.yaml").write_text(ONE_STEP)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the installed script, this checkout's code
+    done = subprocess.run([shutil.which("openintent") or "openintent", "run", "flow.yaml",
+                           "--simulate"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith("status: completed")

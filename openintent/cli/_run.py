@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import anyio
@@ -158,7 +159,9 @@ class _CommandRun:
         return EXIT_OK if result.status == RunStatus.COMPLETED else EXIT_FAILED
 
 
-def _terminal_prompt(streams: Streams) -> Any:
+def _terminal_prompt(streams: Streams) -> Callable[[str], str]:
+    """Ask on stderr, read the answer from stdin (both a terminal)."""
+
     def ask(prompt: str) -> str:
         streams.err.write(prompt)
         streams.err.flush()
