@@ -156,6 +156,20 @@ def test_run_a_failing_workflow_exits_1_and_says_why(workflow, agents_module, ca
     assert last.startswith("status: failed") and "no ink" in last
 
 
+def test_run_halted_by_a_guardrail_exits_1(tmp_path, agents_module, capsys):
+    path = tmp_path / "budget.yaml"
+    path.write_text(WORKFLOW.replace("max_cost_usd: 10.0", "max_cost_usd: 1.0"))
+    module = agents_module(
+        """
+        from openintent.testing import SimulatedAgent
+        AGENTS = [SimulatedAgent("writer", result={"draft": "x"}, cost_usd=5.0, register=False)]
+        """
+    )
+    assert main(["run", str(path), "--simulate", "--agents", f"{module}:AGENTS"]) == 1
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last.startswith("status: halted") and "budget" in last
+
+
 def test_run_with_agents_registered_by_importing_a_module(workflow, agents_module, capsys):
     module = agents_module(
         """
