@@ -18,6 +18,7 @@ __all__ = [
     "event_line",
     "money",
     "one_line",
+    "run_start",
     "summary_rows",
 ]
 
@@ -200,6 +201,14 @@ def durations(events: Iterable[Any]) -> dict[str, float]:
         elif event.type in _TERMINAL and event.intent_id in started:
             took[event.intent_id] = event.time - started[event.intent_id]
     return took
+
+
+def run_start(result: Any) -> float:
+    """The runtime-clock time the run started (decision times are shown relative to it)."""
+    for event in result.events:
+        if event.type == "run_started":
+            return float(event.time)
+    return 0.0
 
 
 def summary_rows(result: Any) -> tuple[list[str], list[list[str]], set[int]]:

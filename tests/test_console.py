@@ -280,3 +280,22 @@ async def test_follow_on_trio() -> None:
         "completed  one in 0.00s (cost so far $0.50)",
         "completed  two in 0.00s (cost so far $1.00)",
     ]
+
+
+@pytest.mark.asyncio
+async def test_decision_times_count_from_the_start_of_the_run() -> None:
+    # A clock that does not start at 0 (the real clock never does).
+    async with Runtime(agents=agents(), clock=VirtualClock(start=1000), seed=0,
+                       guardrails=APPROVE_DEPLOY) as rt:
+        handle = await rt.start(release())
+
+        async def approve(request: ApprovalRequest) -> None:
+            await handle.approve(request.intent_id, by="alice")
+
+        out = io.StringIO()
+        result = await follow(handle, file=out, on_approval=approve)
+        console = rich_console()
+        print_summary(result, console=console)
+    assert "      2.00s runtime [deploy]: approval_granted - approved by alice" in \
+        out.getvalue().splitlines()
+    assert "│ 2.00s │ runtime │ deploy │" in console.export_text()
