@@ -164,6 +164,13 @@ def event_line(event: Any, progress: Progress) -> str | None:
         return "budget     warning"
     if kind == "handoff":
         return f"handoff    {title}: {data.get('from', '?')} -> {data.get('to', '?')}"
+    if kind == "hook_failed":
+        return f"HOOK FAILED {data.get('handler', '?')}: {_error(data)}"
+    if kind == "loop_blocked":
+        seconds = data.get("seconds")
+        took = f" for {seconds:.2f}s" if isinstance(seconds, int | float) else ""
+        return f"blocked    {title}: {data.get('handler', 'a handler')} blocked the event " \
+               f"loop{took}"
     if kind == "run_finished":
         return f"run {data.get('status', 'finished')} after {progress.elapsed:.2f}s, " \
                f"cost {money(progress.cost_usd)}"
