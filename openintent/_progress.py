@@ -18,6 +18,7 @@ __all__ = [
     "event_line",
     "money",
     "one_line",
+    "run_start",
     "summary_rows",
 ]
 
@@ -163,6 +164,13 @@ def event_line(event: Any, progress: Progress) -> str | None:
         return "budget     warning"
     if kind == "handoff":
         return f"handoff    {title}: {data.get('from', '?')} -> {data.get('to', '?')}"
+    if kind == "hook_failed":
+        return f"HOOK FAILED {data.get('handler', '?')}: {_error(data)}"
+    if kind == "loop_blocked":
+        seconds = data.get("seconds")
+        took = f" for {seconds:.2f}s" if isinstance(seconds, int | float) else ""
+        return f"blocked    {title}: {data.get('handler', 'a handler')} blocked the event " \
+               f"loop{took}"
     if kind == "run_finished":
         return f"run {data.get('status', 'finished')} after {progress.elapsed:.2f}s, " \
                f"cost {money(progress.cost_usd)}"
@@ -200,6 +208,14 @@ def durations(events: Iterable[Any]) -> dict[str, float]:
         elif event.type in _TERMINAL and event.intent_id in started:
             took[event.intent_id] = event.time - started[event.intent_id]
     return took
+
+
+def run_start(result: Any) -> float:
+    """The runtime-clock time the run started (decision times are shown relative to it)."""
+    for event in result.events:
+        if event.type == "run_started":
+            return float(event.time)
+    return 0.0
 
 
 def summary_rows(result: Any) -> tuple[list[str], list[list[str]], set[int]]:

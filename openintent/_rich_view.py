@@ -12,7 +12,15 @@ from rich.table import Table
 from rich.text import Text
 
 from ._handle import RunHandle
-from ._progress import Progress, ask_approval, event_line, money, one_line, summary_rows
+from ._progress import (
+    Progress,
+    ask_approval,
+    event_line,
+    money,
+    one_line,
+    run_start,
+    summary_rows,
+)
 from .models import RunResult
 
 __all__ = ["follow_rich", "print_rich_summary", "render_progress"]
@@ -132,9 +140,10 @@ def print_rich_summary(result: RunResult, console: Console) -> None:
     decisions = Table(title="decisions")
     for header in ("time", "by", "intent", "decision", "rationale"):
         decisions.add_column(header, justify="right" if header == "time" else "left")
+    start = run_start(result)
     for decision in result.decisions:
         intent = titles.get(decision.intent_id or "", decision.intent_id or "-")
-        decisions.add_row(f"{decision.time:.2f}s", Text(one_line(decision.coordinator_id)),
+        decisions.add_row(f"{decision.time - start:.2f}s", Text(one_line(decision.coordinator_id)),
                           Text(one_line(intent)), Text(one_line(decision.decision)),
                           Text(one_line(decision.rationale)))
     console.print(decisions)

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import IO, Any
 
 from ._handle import RunHandle
-from ._progress import Progress, ask_approval, event_line, summary_rows
+from ._progress import Progress, ask_approval, event_line, run_start, summary_rows
 from .guardrails import ApprovalRequest
 from .models import RunResult
 
@@ -146,11 +146,12 @@ def _plain_summary(result: RunResult, out: IO[str]) -> None:
     if result.decisions:
         lines += ["", "decisions:"]
         titles = _titles_by_id(result)
+        start = run_start(result)
         for decision in result.decisions:
             about = f" [{titles.get(decision.intent_id or '', decision.intent_id)}]" if (
                 decision.intent_id) else ""
             lines.append(
-                f"  {decision.time:8.2f}s {decision.coordinator_id}{about}: "
+                f"  {decision.time - start:8.2f}s {decision.coordinator_id}{about}: "
                 f"{decision.decision} - {decision.rationale}"
             )
     out.write("\n".join(lines) + "\n")

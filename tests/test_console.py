@@ -280,3 +280,41 @@ async def test_follow_on_trio() -> None:
         "completed  one in 0.00s (cost so far $0.50)",
         "completed  two in 0.00s (cost so far $1.00)",
     ]
+
+
+@pytest.mark.asyncio
+async def test_decision_times_count_from_the_start_of_the_run() -> None:
+    # A clock that does not start at 0 (the real clock never does).
+    async with Runtime(agents=agents(), clock=VirtualClock(start=1000), seed=0,
+                       guardrails=APPROVE_DEPLOY) as rt:
+        handle = await rt.start(release())
+
+        async def approve(request: ApprovalRequest) -> None:
+            await handle.approve(request.intent_id, by="alice")
+
+        out = io.StringIO()
+        result = await follow(handle, file=out, on_approval=approve)
+        console = rich_console()
+        print_summary(result, console=console)
+    assert "      2.00s runtime [deploy]: approval_granted - approved by alice" in \
+        out.getvalue().splitlines()
+    assert "│ 2.00s │ runtime │ deploy │" in console.export_text()
+
+
+def test_lines_for_a_failed_hook_and_a_blocked_loop() -> None:
+    from datetime import UTC, datetime
+
+    from openintent._progress import Progress, event_line
+    from openintent.models import Event
+
+    def event(kind: str, data: dict[str, Any]) -> Event:
+        return Event(1, kind, 0.5, "pf", "in_1", data, "write", datetime(2026, 1, 1, tzinfo=UTC))
+
+    progress = Progress()
+    assert event_line(event("hook_failed", {
+        "handler": "on_all_complete", "error": "boom", "error_type": "KeyError"}), progress
+    ) == "HOOK FAILED on_all_complete: KeyError: boom"
+    assert event_line(event("loop_blocked", {
+        "agent": "w", "handler": "Writer.work", "seconds": 0.25}), progress
+    ) == "blocked    write: Writer.work blocked the event loop for 0.25s"
+    assert event_line(event("state_patched", {}), progress) is None
