@@ -237,6 +237,24 @@ def test_run_seed_makes_the_simulated_result_reproducible(workflow, capsys):
     assert states() == states()
 
 
+def test_a_closed_stdout_ends_the_command_quietly_with_its_status_on_stderr(
+    workflow, capsys, monkeypatch
+):
+    class ClosedPipe:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def isatty(self) -> bool:
+            return False
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["run", workflow, "--simulate", "--json"]) == 1
+    assert capsys.readouterr().err.rstrip().splitlines()[-1] == "status: completed"
+
+
 # ---------------------------------------------------------------- approvals
 
 

@@ -15,9 +15,12 @@ directly: 0 completed (or valid), 1 failed or halted, 2 invalid input, 130 inter
 
 from __future__ import annotations
 
+import os
+import sys
+
 from .. import __version__
 from ._commands import graph_command, validate_command
-from ._common import EXIT_INVALID, EXIT_OK, Streams, fail
+from ._common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, Streams, fail
 from ._logs import command_logging
 from ._parser import build_parser, later_command
 from ._run import run_command
@@ -55,6 +58,19 @@ def main(argv: list[str] | None = None) -> int:
             "`openintent run FILE` runs one from start to end",
         )
     command = _COMMANDS[args.command]
-    with command_logging(json_lines=getattr(args, "log_json", False),
-                         verbose=getattr(args, "verbose", False)):
-        return command(args, streams)
+    try:
+        with command_logging(json_lines=getattr(args, "log_json", False),
+                             verbose=getattr(args, "verbose", False)):
+            return command(args, streams)
+    except BrokenPipeError:  # the reader went away (`openintent run ... --json | head`)
+        _silence_stdout()
+        return EXIT_FAILED
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so flushing it at exit raises no second BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (captured in tests)
+        pass

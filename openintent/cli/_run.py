@@ -149,8 +149,11 @@ class _CommandRun:
         elif self.unanswered:
             reason = "waiting for approval: " + ", ".join(map(repr, self.unanswered))
         if self.args.json:
-            print(json.dumps(result.to_dict(), indent=2, default=str), file=streams.out)
-            print_status(result, streams.err, reason)
+            try:
+                print(json.dumps(result.to_dict(), indent=2, default=str), file=streams.out)
+                streams.out.flush()
+            finally:  # also when stdout's reader went away
+                print_status(result, streams.err, reason)
         else:
             print_status(result, streams.out, reason)
         streams.out.flush()
