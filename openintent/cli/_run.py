@@ -49,8 +49,9 @@ def run_command(args: argparse.Namespace, streams: Streams) -> int:
     run = _CommandRun(args, streams, workflow, agents)
     try:
         return anyio.run(run.main, backend="asyncio")
-    except KeyboardInterrupt:  # before the signal handler was in place, or a second Ctrl-C
-        print("status: cancelled (interrupted)", file=streams.out, flush=True)
+    except KeyboardInterrupt:  # before the signal handler was in place, or after the run
+        status = run.result.status if run.result is not None else RunStatus.CANCELLED
+        print(f"status: {status} (interrupted)", file=streams.out, flush=True)
         return EXIT_INTERRUPTED
 
 
@@ -70,6 +71,7 @@ class _CommandRun:
         self.agents = agents
         self.interrupted = False
         self.unanswered: list[str] = []  # approvals nobody could decide
+        self.result: RunResult | None = None  # once the run has ended
 
     async def main(self) -> int:
         streams = self.streams
@@ -82,8 +84,8 @@ class _CommandRun:
                 handle = await rt.start(spec, coordinator=coordinator)
             except OpenIntentError as exc:
                 return fail(streams, str(exc))
-            result = await self._follow(handle)
-        return self._report(result)
+            self.result = await self._follow(handle)
+        return self._report(self.result)
 
     def _prepare(self) -> tuple[Runtime, WorkflowSpec, Any]:
         """The runtime and the coordinator to run the workflow with, as ``wf.arun`` picks
