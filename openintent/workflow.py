@@ -20,17 +20,19 @@ parsing, and aliases (``*name``) may repeat at most ``max_alias_nodes`` values i
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
 import attrs
-import sniffio
 
 from ._guardrail_core import Guardrail
 from ._plan import Planner
+from ._registry import current_registry
 from ._specs import PortfolioSpec
 from ._workflow_check import CoordinatorConfig, PhaseConfig
 from ._workflow_run import bind_workflow, portfolio_spec, simulated_agents
@@ -213,15 +215,12 @@ class WorkflowSpec:
     ) -> RunResult:
         """:meth:`arun`, for code outside an event loop (a script, a notebook cell run
         without ``await``). Inside a running loop, ``await wf.arun(...)`` instead."""
-        try:
-            sniffio.current_async_library()
-        except sniffio.AsyncLibraryNotFoundError:
-            pass
-        else:
+        if _in_event_loop():
             raise OpenIntentError(
                 "wf.run() was called inside a running event loop, where it would block it; "
                 "use `await wf.arun(...)` there"
             )
+
         async def main() -> RunResult:
             return await self.arun(agents, simulate, coordinator=coordinator,
                                    **runtime_options)
@@ -232,11 +231,18 @@ class WorkflowSpec:
         return f"WorkflowSpec({self.name!r}, steps={[p.name for p in self.phases]})"
 
 
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        trio = sys.modules.get("trio")
+        return bool(trio is not None and trio.lowlevel.in_trio_run())
+    return True
+
+
 def _registered_coordinator(coordinator_id: str) -> Any:
     """With simulated agents (an explicit agent list), a registered coordinator of the
     workflow's id still governs the run."""
-    from ._registry import current_registry
-
     registry = current_registry()
     if coordinator_id in registry:
         definition = registry.get(coordinator_id)

@@ -332,3 +332,15 @@ async def test_a_yaml_approval_guardrail_matches_step_keys():
         assert request.title == "Publish it"
         await rt.deny(request.intent_id, by="ops")
         assert (await handle.result()).status == "failed"
+
+
+def test_run_inside_trio_points_to_arun_too():
+    trio = pytest.importorskip("trio")
+    wf = load_workflow(SEED)
+
+    async def main():
+        with pytest.raises(OpenIntentError, match="await wf.arun"):
+            wf.run(simulate=True)
+        return (await wf.arun(simulate=True)).status
+
+    assert trio.run(main) == "completed"
