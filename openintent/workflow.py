@@ -20,7 +20,9 @@ parsing, and aliases (``*name``) may repeat at most ``max_alias_nodes`` values i
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ import attrs
 
 from ._guardrail_core import Guardrail
 from ._plan import Planner
+from ._registry import current_registry
 from ._specs import PortfolioSpec
 from ._workflow_check import CoordinatorConfig, PhaseConfig
 from ._workflow_run import bind_workflow, portfolio_spec, simulated_agents
@@ -226,11 +229,12 @@ class WorkflowSpec:
     ) -> RunResult:
         """:meth:`arun`, for code outside an event loop (a script, a notebook cell run
         without ``await``). Inside a running loop, ``await wf.arun(...)`` instead."""
-        if _event_loop_running():
+        if _in_event_loop():
             raise OpenIntentError(
                 "wf.run() was called inside a running event loop, where it would block it; "
                 "use `await wf.arun(...)` there"
             )
+
         async def main() -> RunResult:
             return await self.arun(agents, simulate, coordinator=coordinator,
                                    **runtime_options)
@@ -241,11 +245,18 @@ class WorkflowSpec:
         return f"WorkflowSpec({self.name!r}, steps={[p.name for p in self.phases]})"
 
 
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        trio = sys.modules.get("trio")
+        return bool(trio is not None and trio.lowlevel.in_trio_run())
+    return True
+
+
 def _registered_coordinator(coordinator_id: str) -> Any:
     """With simulated agents (an explicit agent list), a registered coordinator of the
     workflow's id still governs the run."""
-    from ._registry import current_registry
-
     registry = current_registry()
     if coordinator_id in registry:
         definition = registry.get(coordinator_id)
@@ -270,24 +281,3 @@ def validate_workflow(
     without a description, an agent declared but unused, an openintent 0.17 key this version
     ignores. Raises :class:`WorkflowValidationError` when the file is invalid."""
     return list(load_workflow(path, max_bytes=max_bytes, max_alias_nodes=max_alias_nodes).warnings)
-
-
-def _event_loop_running() -> bool:
-    """Whether this thread runs an asyncio or trio event loop (without sniffio, which is not
-    a dependency: anyio 4.16 no longer installs it)."""
-    import asyncio
-    import sys
-
-    try:
-        asyncio.get_running_loop()
-        return True
-    except RuntimeError:
-        pass
-    trio = sys.modules.get("trio")
-    if trio is None:
-        return False
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True

@@ -298,3 +298,49 @@ def test_a_path_like_and_a_relative_path_both_load(tmp_path, monkeypatch):
     shutil.copy(SEED, tmp_path / "w.yaml")
     monkeypatch.chdir(tmp_path)
     assert load_workflow("w.yaml").name == load_workflow(Path(os.getcwd()) / "w.yaml").name
+
+
+def test_the_readme_workflow_loads_and_its_approvals_wait():
+    import re
+
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    [text] = [b for b in re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+              if "requires_approval" in b]
+    wf = WorkflowSpec.from_string(text, "README.md")
+    assert [p.name for p in wf.phases] == ["write", "edit"]
+    assert wf.phase("edit").inputs == {"draft": ("write", "text")}
+    assert wf.coordinator is not None and wf.coordinator.agents == ("writer", "editor")
+
+
+@pytest.mark.asyncio
+async def test_a_yaml_approval_guardrail_matches_step_keys():
+    wf = workflow("""\
+        openintent: "1.0"
+        info: {name: gated}
+        coordinator:
+          id: lead
+          guardrails: [{type: approval, require_for: [publish]}]
+        workflow:
+          publish: {title: Publish it, assign: p, description: goes live}
+    """)
+    async with Runtime(agents=[SimulatedAgent("p", {"ok": 1})], clock=VirtualClock()) as rt:
+        handle = await rt.start(wf)
+        async for event in handle.events():
+            if event.type == "approval_requested":
+                break
+        [request] = rt.pending_approvals()
+        assert request.title == "Publish it"
+        await rt.deny(request.intent_id, by="ops")
+        assert (await handle.result()).status == "failed"
+
+
+def test_run_inside_trio_points_to_arun_too():
+    trio = pytest.importorskip("trio")
+    wf = load_workflow(SEED)
+
+    async def main():
+        with pytest.raises(OpenIntentError, match="await wf.arun"):
+            wf.run(simulate=True)
+        return (await wf.arun(simulate=True)).status
+
+    assert trio.run(main) == "completed"
