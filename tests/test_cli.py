@@ -6,7 +6,6 @@ import json
 import re
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import structlog
@@ -348,21 +347,3 @@ def test_a_usage_error_exits_2(capsys):
 def test_help_exits_0(capsys):
     assert main(["run", "--help"]) == 0
     assert "--approve-all" in capsys.readouterr().out
-
-
-def test_wf_run_is_refused_inside_a_running_event_loop_of_either_backend():
-    # (detected without sniffio, which a fresh install of the cli extra does not have)
-    import anyio
-
-    from openintent import OpenIntentError
-    from openintent.workflow import load_workflow
-
-    wf = load_workflow(Path(__file__).parent.parent / "examples" / "reviewed_content.yaml")
-
-    async def inside() -> str:
-        with pytest.raises(OpenIntentError, match="arun"):
-            wf.run(simulate=True)
-        return "refused"
-
-    assert anyio.run(inside) == "refused"
-    assert anyio.run(inside, backend="trio") == "refused"
