@@ -1,23 +1,22 @@
-"""The guardrail chain of one run, and the port guardrails see the run through."""
+"""The guardrail chain of one run, and the port guardrails see the run through
+(:class:`~openintent.guardrails.GuardrailRun`)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from anyio.abc import TaskGroup
 
-from ._coordination import RUNTIME
 from ._data import json_data
+from ._nodes import Node
+from ._ports import GuardedRun
 from ._registry import HookKind
 from .errors import ApprovalError
 from .guardrails import ApprovalGuardrail, ApprovalRequest, Breach, DispatchContext, Guardrail
 from .models import Event, Intent, public_event
 
-if TYPE_CHECKING:
-    from ._scheduler import Node, Run
-
-__all__ = ["Guarding", "cancelled_reason", "is_denied"]
+__all__ = ["GuardrailChain", "cancelled_reason", "is_denied"]
 
 _HOOKS = {
     "on_approval_granted": HookKind.APPROVAL_GRANTED,
@@ -26,10 +25,14 @@ _HOOKS = {
 }
 
 
-class Guarding:
-    """Binds the guardrails to a run, runs each attempt through them, and halts the run."""
+class GuardrailChain:
+    """The guardrails bound to one run: each attempt goes through them, outermost first.
 
-    def __init__(self, run: Run, templates: list[Guardrail]) -> None:
+    It is also what each guardrail sees of the run (``GuardrailRun``): a guardrail that
+    wants the run stopped asks the scheduler through :meth:`halt`.
+    """
+
+    def __init__(self, run: GuardedRun, templates: list[Guardrail]) -> None:
         self.run = run
         self._templates = templates
         self.chain: list[Guardrail] = []
@@ -93,8 +96,7 @@ class Guarding:
     def record_decision(
         self, intent_id: str | None, decision: str, rationale: str, data: Mapping[str, Any]
     ) -> Any:
-        return self.run.coordination.record_decision(RUNTIME, intent_id, decision, rationale,
-                                                     data)
+        return self.run.record_decision(intent_id, decision, rationale, data)
 
     def notify_coordinator(self, hook: str, *args: Any) -> None:
         self.run.notify_coordinator(_HOOKS[hook], *args)
@@ -110,8 +112,7 @@ class Guarding:
         self.run.start_background(timer)
 
     def view(self, intent_id: str) -> Intent:
-        node = self.run.records[intent_id]
-        return self.run.view(node, node.attempts, node.assigned_to)
+        return self.run.views.now(intent_id)
 
     # ------------------------------------------------------------------ approvals
 

@@ -277,7 +277,7 @@ class Planner:
                     f"{where} has no assign and the run has no coordinator to route it: "
                     "set IntentSpec(assign='agent-id') or pass coordinator=... to rt.run()"
                 )
-            if coordinator.of(HookKind.ASSIGNMENT):
+            if coordinator.handlers_of(HookKind.ASSIGNMENT):
                 return (coordinator,)
             fan_out = coordinator.definition.options.get("agents")
             if not fan_out:
@@ -295,7 +295,7 @@ class Planner:
             agent = self._agents.get(agent_id)
         except OpenIntentError as exc:
             raise type(exc)(f"{where}: {exc}") from None
-        if not agent.of(HookKind.ASSIGNMENT):
+        if not agent.handlers_of(HookKind.ASSIGNMENT):
             raise AgentError(
                 f"{where} is assigned to {agent_id!r}, but "
                 f"{type(agent.instance).__qualname__} has no @on_assignment handler to do it"
@@ -314,7 +314,7 @@ def _check_many(
             "takes over from one agent, so give it to single-agent intents (a multi-agent "
             "intent retries with all its assignees)"
         )
-    quorum = coordinator.of(HookKind.QUORUM) if coordinator is not None else []
+    quorum = coordinator.handlers_of(HookKind.QUORUM) if coordinator is not None else []
     if not quorum:
         return
     needed = quorum_needed(quorum[0].options["threshold"], len(agents))

@@ -38,10 +38,8 @@ __all__ = ["EventStore", "IntentRecord", "ResultsView", "apply", "replay"]
 class IntentRecord:
     """The current projection of one intent (mutable; only :func:`apply` changes it).
 
-    During a run the scheduler keeps its own bookkeeping for the intent in the last six
-    slots (``spec`` ... ``agents``): one object per intent instead of two keeps the garbage
-    collector's work small in large runs. Those slots are not intent state; :func:`replay`
-    leaves them empty.
+    Only what events say is here; the scheduler keeps its own bookkeeping for the intent
+    apart (:class:`openintent._nodes.Node`).
     """
 
     __slots__ = (
@@ -56,12 +54,6 @@ class IntentRecord:
         "error",
         "error_type",
         "cost_usd",
-        "spec",
-        "index",
-        "waiting",
-        "dependents",
-        "agents",
-        "fast",
     )
 
     def __init__(self, id: str, title: str, state: dict[str, Any], depends_on: tuple[str, ...],
@@ -77,14 +69,6 @@ class IntentRecord:
         self.error: str | None = None
         self.error_type: str | None = None
         self.cost_usd = 0.0
-        # The scheduler's slots are set by the runtime when it prepares a run (and left unset
-        # in a replay): not initialising them here keeps preparing 100,000 intents cheap.
-        self.spec: Any
-        self.index: int
-        self.waiting: int
-        self.dependents: tuple[int, ...] = ()
-        self.agents: tuple[Any, ...]
-        self.fast: Any
 
     def to_result(self, *, view: bool = False) -> IntentResult:
         """A frozen copy for a :class:`~openintent.models.RunResult`; its state is a deep copy,
@@ -272,7 +256,13 @@ class EventStore:
     time base (see :func:`~openintent._clock.run_timebase`).
     """
 
-    def __init__(self, portfolio_id: str, clock: Clock, name: str = "") -> None:
+    def __init__(
+        self,
+        portfolio_id: str,
+        clock: Clock,
+        name: str = "",
+        subscribers: list[MemoryObjectSendStream[Event]] | None = None,
+    ) -> None:
         self.portfolio_id = portfolio_id
         records: Records = {}
 
@@ -281,16 +271,19 @@ class EventStore:
             return None if record is None else record.title
 
         self.source = EventSource(portfolio_id, title_of, run_timebase(clock))
-        self.log: Any = structlog.get_logger("openintent").bind(
+        self.logger: Any = structlog.get_logger("openintent").bind(
             portfolio_id=portfolio_id, portfolio=name
         )
         self.events: list[RawEvent] = []
         self.records = records
         self.total_cost = 0.0
         self._now = clock.now
-        self.subscribers: list[MemoryObjectSendStream[Event]] = []
+        # Streams that hear every event (the runtime's, for rt.events()); never written back.
+        self.subscribers: list[MemoryObjectSendStream[Event]] = (
+            subscribers if subscribers is not None else []
+        )
         self.listeners: list[Callable[[Event], None]] = []
-        if _debug_enabled(self.log):
+        if _debug_enabled(self.logger):
             self.listeners.append(self._trace)
         self.listeners.extend(capture.append for capture in event_captures.get())
         self.decisions: list[Decision] = []  # derived from decision_recorded events
@@ -324,7 +317,7 @@ class EventStore:
                     self._telling = False
 
     def _trace(self, event: Event) -> None:
-        self.log.debug(event.type, intent_id=event.intent_id, seq=event.seq)
+        self.logger.debug(event.type, intent_id=event.intent_id, seq=event.seq)
 
     def _tell(self, event: Event) -> None:
         for listener in self.listeners:
