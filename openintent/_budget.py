@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from ._guardrail_core import Breach, DispatchContext, Guardrail, GuardrailRun, _number
+from ._guardrail_core import Breach, DispatchContext, Guardrail, GuardrailRun, number_field
 from .errors import GuardrailError
 from .models import Event, EventType
 
@@ -84,9 +84,9 @@ class BudgetGuardrail(Guardrail):
     type = "budget"
 
     def __init__(self, max_cost_usd: float, warn_at: float | None = None) -> None:
-        self.max_cost_usd = _number("max_cost_usd", max_cost_usd)
+        self.max_cost_usd = number_field("max_cost_usd", max_cost_usd)
         if warn_at is not None:
-            warn_at = _number("warn_at", warn_at, strict=True)
+            warn_at = number_field("warn_at", warn_at, strict=True)
             if warn_at > 1:
                 raise GuardrailError(f"warn_at is a fraction in (0, 1], got {warn_at}")
         self.warn_at = warn_at

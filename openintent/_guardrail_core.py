@@ -22,6 +22,9 @@ __all__ = [
     "GuardrailRun",
     "build_guardrails",
     "check_guardrails",
+    "isolated_guardrail_types",
+    "names_field",
+    "number_field",
     "register_guardrail",
 ]
 
@@ -284,7 +287,9 @@ def _from_dict(item: Mapping[str, Any], place: str) -> Guardrail:
     )
 
 
-def _number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:
+def number_field(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:
+    """The guardrail field ``name`` as a float: a finite number ``>= minimum`` (``> minimum``
+    when ``strict``); anything else is a :class:`~openintent.errors.GuardrailError`."""
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < minimum or (strict and value <= minimum):
         bound = f"> {minimum}" if strict else f">= {minimum}"
@@ -292,7 +297,9 @@ def _number(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False
     return float(value)
 
 
-def _names(name: str, value: Any) -> tuple[str, ...]:
+def names_field(name: str, value: Any) -> tuple[str, ...]:
+    """The guardrail field ``name`` as a tuple of strings: one string or a list of strings;
+    anything else is a :class:`~openintent.errors.GuardrailError`."""
     if isinstance(value, str):
         return (value,)
     if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):

@@ -24,6 +24,7 @@ __all__ = [
     "HookSpec",
     "Registry",
     "current_registry",
+    "define_instance",
     "definition_of",
     "isolated_registry",
     "qualified_name",
@@ -87,6 +88,35 @@ def definition_of(obj: Any) -> AgentDefinition | None:
     cls = obj if isinstance(obj, type) else type(obj)
     definition = cls.__dict__.get(DEFINITION_ATTR)
     return definition if isinstance(definition, AgentDefinition) else None
+
+
+def define_instance(
+    instance: Any,
+    agent_id: str,
+    assignment_handler: str,
+    *,
+    register: bool = True,
+    stacklevel: int = 2,
+) -> AgentDefinition:
+    """Make ``instance`` the agent ``agent_id`` by itself, with no decorated class: its
+    ``assignment_handler`` method does the work of the intents assigned to that id.
+
+    The definition lives on the instance, so two instances of one class are two agents (this
+    is how ``SimulatedAgent`` defines itself). It lands in the current registry unless
+    ``register`` is false; ``stacklevel`` counts from the caller, as for ``warnings.warn``.
+    """
+    definition = AgentDefinition(
+        agent_id,
+        "agent",
+        type(instance),
+        (HookSpec(HookKind.ASSIGNMENT, assignment_handler),),
+        instance=instance,
+    )
+    vars(instance)["__openintent_id__"] = agent_id
+    vars(instance)[DEFINITION_ATTR] = definition
+    if register:
+        current_registry().register(definition, stacklevel=stacklevel + 1)
+    return definition
 
 
 def suggest(name: str, candidates: Iterator[str] | list[str]) -> str:

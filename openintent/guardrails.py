@@ -39,8 +39,8 @@ from ._guardrail_core import CallNext as CallNext
 from ._guardrail_core import DispatchContext as DispatchContext
 from ._guardrail_core import Guardrail as Guardrail
 from ._guardrail_core import GuardrailRun as GuardrailRun
-from ._guardrail_core import _names, _number
 from ._guardrail_core import build_guardrails as build_guardrails
+from ._guardrail_core import names_field, number_field
 from ._guardrail_core import register_guardrail as register_guardrail
 from .errors import ApprovalError, GuardrailError, OutputCheckError
 from .models import EventType
@@ -73,7 +73,7 @@ class TimeoutGuardrail(Guardrail):
     type = "timeout"
 
     def __init__(self, max_seconds: float) -> None:
-        self.max_seconds = _number("max_seconds", max_seconds, strict=True)
+        self.max_seconds = number_field("max_seconds", max_seconds, strict=True)
 
     def bind(self, run: GuardrailRun) -> TimeoutGuardrail:
         fresh = copy.copy(self)
@@ -138,11 +138,11 @@ class ApprovalGuardrail(Guardrail):
         timeout_seconds: float | None = None,
         on_timeout: str = "deny",
     ) -> None:
-        self.require_for = _names("require_for", require_for)
-        self.approvers = _names("approvers", approvers) if approvers is not None else ()
+        self.require_for = names_field("require_for", require_for)
+        self.approvers = names_field("approvers", approvers) if approvers is not None else ()
         self.timeout_seconds = (
             None if timeout_seconds is None
-            else _number("timeout_seconds", timeout_seconds, strict=True)
+            else number_field("timeout_seconds", timeout_seconds, strict=True)
         )
         if on_timeout not in ("deny", "approve"):
             raise GuardrailError(f'on_timeout must be "deny" or "approve", got {on_timeout!r}')
@@ -239,7 +239,7 @@ class RateLimitGuardrail(Guardrail):
     type = "rate_limit"
 
     def __init__(self, per_second: float, per_agent: bool = False) -> None:
-        self.per_second = _number("per_second", per_second, strict=True)
+        self.per_second = number_field("per_second", per_second, strict=True)
         self.per_agent = bool(per_agent)
         self._next_slot: dict[str, float] = {}
 
@@ -291,12 +291,12 @@ class RequireOutputGuardrail(Guardrail):
     type = "require_output"
 
     def __init__(self, keys: Sequence[str], **options: Any) -> None:
-        self.keys = _names("keys", keys)
+        self.keys = names_field("keys", keys)
         unknown = set(options) - {"for"}
         if unknown:
             raise GuardrailError(f"unknown field(s) {sorted(unknown)}; valid: keys, for")
         only = options.get("for")
-        self.only = {name.casefold() for name in _names("for", only)} if only else None
+        self.only = {name.casefold() for name in names_field("for", only)} if only else None
 
     async def after_result(self, ctx: DispatchContext, result: Any) -> Any:
         if self.only is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from openintent import AgentError, RetryPolicy, SpecError
@@ -16,6 +18,7 @@ from openintent.agents import (
     on_assignment,
     on_complete,
     on_event,
+    on_quorum,
     on_retry,
     on_state_change,
 )
@@ -199,3 +202,18 @@ def test_retry_policy_delays_grow_exponentially_up_to_the_cap():
 def test_retry_policy_gives_each_fallback_agent_its_attempts():
     policy = RetryPolicy(max_attempts=2, fallback=["b", "c"])
     assert [policy.agent_for(n, "a") for n in range(1, 8)] == ["a", "a", "b", "b", "c", "c", None]
+
+
+def test_on_quorum_takes_the_threshold_positionally() -> None:
+    class Voting:
+        @on_quorum(2)
+        async def reached(self, intent: Any, responses: Any) -> dict[str, Any]:
+            return {}
+
+    assert callable(Voting.reached)
+
+
+def test_a_typed_base_class_for_agents_is_public() -> None:
+    import openintent.agents as agents
+
+    assert {"AgentMethods", "CoordinatorMethods"} <= set(agents.__all__)

@@ -408,8 +408,9 @@ def test_the_same_class_defined_again_replaces_it_quietly() -> None:
 def test_a_simulated_agent_taking_a_class_id_warns() -> None:
     with isolated_registry():
         Agent("writer")(_worker_class())
-        with pytest.warns(OpenIntentWarning, match="SimulatedAgent"):
+        with pytest.warns(OpenIntentWarning, match="SimulatedAgent") as record:
             SimulatedAgent("writer")
+    assert record[0].filename == __file__  # points at the agent's creation, not at openintent
 
 
 def test_a_test_may_stand_in_for_an_import_time_class_once() -> None:

@@ -31,7 +31,7 @@ from openintent.agents import (
     on_state_change,
 )
 from openintent.models import FrozenDict, FrozenList, to_plain
-from openintent.testing import capture_events, replay
+from openintent.testing import assert_replay_matches, capture_events, replay
 
 
 def portfolio(*intents: IntentSpec) -> PortfolioSpec:
@@ -468,3 +468,23 @@ def test_json_data_is_an_equal_independent_copy_and_views_equal_it(data: dict[st
             assert copied[key] is not data[key]
             with pytest.raises(TypeError):
                 view[key].clear()
+
+
+@pytest.mark.asyncio
+async def test_log_does_not_change_when_a_handler_reuses_its_returned_dict() -> None:
+    @Agent("counter")
+    class Counter:
+        def __init__(self) -> None:
+            self.out: dict[str, int] = {}
+
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, int]:
+            self.out["n"] = self.out.get("n", 0) + 1
+            return self.out  # the same dict every call
+
+    spec = PortfolioSpec("p", [IntentSpec("A", assign="counter"),
+                               IntentSpec("B", assign="counter", depends_on=["A"])])
+    async with Runtime(agents=[Counter], clock=VirtualClock(), seed=0) as rt:
+        result = await rt.run(spec)
+    assert result.intents["A"].state == {"n": 1}
+    assert_replay_matches(result)  # replayed A says {"n": 2}

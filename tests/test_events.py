@@ -237,3 +237,11 @@ async def test_a_clock_with_wall_dates_events_itself() -> None:
     assert [event.at for event in result.events] == [
         START + timedelta(seconds=event.time) for event in result.events
     ]
+
+
+@pytest.mark.asyncio
+async def test_of_type_rejects_an_unknown_event_type(runtime: Runtime) -> None:
+    SimulatedAgent("extractor", result={"rows": []})
+    result = await runtime.run(PortfolioSpec("p", [IntentSpec("Extract", assign="extractor")]))
+    with pytest.raises((ValueError, KeyError, AssertionError)):
+        result.events.of_type("faild")

@@ -418,3 +418,25 @@ async def test_a_runtime_entered_in_an_async_fixture_starts_runs_and_waits_for_t
     handle = await open_runtime.start(release())
     assert (await handle.result()).status == "completed"
     await open_runtime.start(release())  # left running: the fixture's tear-down waits
+
+
+@pytest.mark.asyncio
+async def test_leaving_the_runtime_while_a_run_goes_on_still_ends_its_event_stream() -> None:
+    SimulatedAgent("a", result={"ok": True}, delay=5)
+    out: dict[str, Any] = {}
+    rt = Runtime(clock=VirtualClock(), seed=0)
+    async with anyio.create_task_group() as tg:
+
+        async def run() -> None:
+            out["result"] = await rt.run(PortfolioSpec("p", [IntentSpec("A", assign="a")]))
+
+        async def watch() -> None:
+            out["types"] = [event.type async for event in rt.events()]
+
+        async with rt:
+            tg.start_soon(watch)
+            tg.start_soon(run)
+            await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
+    assert out["result"].status == "completed"
+    assert out["types"][-1] == "run_finished"  # got the stream cut after "dispatched"

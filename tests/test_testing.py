@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import anyio
 import pytest
@@ -20,6 +23,7 @@ from openintent.testing import (
     assert_replay_matches,
     capture_events,
     event_types,
+    isolated_registry,
     replay,
 )
 
@@ -373,3 +377,32 @@ async def test_guardrail_types_registered_in_a_test_are_forgotten_after_it():
         build_guardrails([{"type": "noop-for-test"}], "here")
     with pytest.raises(SpecError, match="valid fields: max_cost_usd, warn_at"):
         build_guardrails([{"type": "budget", "max_cost": 1}], "here")
+
+
+@pytest.mark.asyncio
+async def test_the_same_seed_gives_the_same_log_with_the_same_simulated_agent() -> None:
+    with isolated_registry():
+        agent = SimulatedAgent("a", fail_times=1, result={"ok": True})
+    spec = PortfolioSpec("p", [IntentSpec("A", assign="a", retry={"max_attempts": 2})])
+    logs = []
+    for _ in range(2):
+        async with Runtime(agents=[agent], clock=VirtualClock(), seed=0) as rt:
+            result = await rt.run(spec)
+        assert_replay_matches(result)
+        logs.append(masked([(e.type, e.time, e.intent_id, e.data) for e in result.events]))
+    assert logs[0] == logs[1]
+
+
+_RUN_TOKEN = re.compile(r"\b(pf|in|dc)_[0-9a-f]{16}")
+
+
+def masked(value: Any) -> Any:
+    """``value`` with each run's token masked out of its ids (``in_<token>_3`` becomes
+    ``in_*_3``): ids are unique to each run, everything else a seed reproduces."""
+    if isinstance(value, str):
+        return _RUN_TOKEN.sub(r"\1_*", value)
+    if isinstance(value, Mapping):
+        return {key: masked(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked(item) for item in value]
+    return value

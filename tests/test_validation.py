@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import openintent
 from openintent import (
     AgentError,
     DependencyCycleError,
@@ -181,3 +182,10 @@ async def test_a_refused_spec_logs_nothing_so_event_streams_see_only_real_runs()
             result = await rt.run(PortfolioSpec("good", [IntentSpec("A", assign="worker")]))
     assert streamed == list(result.events)
     assert streamed[0].data["name"] == "good"
+
+
+async def test_runtime_rejects_a_clock_without_the_clock_methods() -> None:
+    import time
+
+    with pytest.raises(openintent.OpenIntentError, match="now"):
+        Runtime(clock=time.monotonic)  # type: ignore[arg-type]

@@ -20,14 +20,24 @@ import anyio.to_thread
 import pytest
 
 from openintent import OpenIntentError, Runtime, VirtualClock
-from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
+from openintent.agents import (
+    Agent,
+    Coordinator,
+    IntentSpec,
+    PortfolioSpec,
+    on_all_complete,
+    on_assignment,
+)
 from openintent.testing import SimulatedAgent
 
 
 @contextmanager
-def watchdog(seconds: float = 10) -> Iterator[anyio.CancelScope]:
+def watchdog(
+    seconds: float = 10, message: str = "the virtual clock never woke the sleeper"
+) -> Iterator[anyio.CancelScope]:
     """Cancel the block after ``seconds`` of real time, from a thread the virtual clock does
-    not see (a real-time guard in the loop would keep virtual time still)."""
+    not see (a real-time guard in the loop would keep virtual time still), and fail the test
+    with ``message``."""
     loop = asyncio.get_running_loop()
     with anyio.CancelScope() as scope:
         timer = threading.Timer(seconds, loop.call_soon_threadsafe, [scope.cancel])
@@ -36,7 +46,7 @@ def watchdog(seconds: float = 10) -> Iterator[anyio.CancelScope]:
             yield scope
         finally:
             timer.cancel()
-    assert not scope.cancelled_caught, "the virtual clock never woke the sleeper"
+    assert not scope.cancelled_caught, message
 
 
 @pytest.mark.asyncio
@@ -236,3 +246,72 @@ async def test_same_seed_same_datetimes() -> None:
             return await rt.run(PortfolioSpec("p", [IntentSpec("A", assign="agent")]))
 
     assert _times(await once()) == _times(await once())
+
+
+@pytest.mark.asyncio
+async def test_virtual_time_does_not_jump_while_a_run_has_ready_work(
+    runtime: Runtime, virtual_clock: VirtualClock
+) -> None:
+    # A test that decides approvals (or watches the run) from a side task waits on the clock
+    # the same way; docs/testing.md: "Time stands still while anything can run".
+    @Coordinator("timed", guardrails=[{"type": "timeout", "max_seconds": 300}])
+    class Timed:
+        pass
+
+    SimulatedAgent("worker", result={"ok": True}, delay=10)
+    async with anyio.create_task_group() as tg:
+
+        async def side_task() -> None:
+            await virtual_clock.sleep(1000)
+
+        tg.start_soon(side_task)
+        result = await runtime.run(
+            PortfolioSpec("p", [IntentSpec("A", assign="worker")]), coordinator=Timed
+        )
+        tg.cancel_scope.cancel()
+
+    dispatched = result.events.of_type("dispatched")
+    assert dispatched[0].time == 0.0, f"first dispatch at t={dispatched[0].time}"
+    assert result.status == "completed" and virtual_clock.now() == 10.0
+
+
+@pytest.mark.asyncio
+async def test_two_runtimes_on_their_own_virtual_clocks_run_concurrently() -> None:
+    agent = SimulatedAgent("a", result={"ok": True}, delay=10)
+    spec = PortfolioSpec("p", [IntentSpec("A", assign="a")])
+    results: list[Any] = []
+
+    async def one() -> None:
+        async with Runtime(agents=[agent], clock=VirtualClock(), seed=0) as rt:
+            results.append(await rt.run(spec))
+
+    with watchdog(message="both runs were still at virtual time 0 after 10 s"):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one)
+            tg.start_soon(one)
+    assert [r.status for r in results] == ["completed", "completed"]
+
+
+@pytest.mark.asyncio
+async def test_a_stuck_on_all_complete_is_reported_as_a_deadlock() -> None:
+    never = anyio.Event()
+
+    @Coordinator("lead")
+    class Lead:
+        @on_all_complete
+        async def finish(self, portfolio: Any) -> None:
+            await never.wait()
+
+    SimulatedAgent("a", result={"v": 1})
+    with watchdog(message="hung instead of halting with a virtual_clock breach"):
+        async with Runtime(clock=VirtualClock(deadlock_after=0.05), seed=0) as rt:
+            await rt.run(PortfolioSpec("p", [IntentSpec("A", assign="a")]), coordinator=Lead)
+
+
+@pytest.mark.asyncio
+async def test_virtual_sleep_outside_a_run_stops_at_an_earlier_timeout() -> None:
+    clock = VirtualClock()
+    with clock.timeout(10) as scope:
+        await clock.sleep(1000)
+    assert scope.cancelled_caught
+    assert clock.now() == 10.0, clock.now()  # it is 1000.0

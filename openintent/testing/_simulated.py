@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from .._context import current_run
-from .._registry import AgentDefinition, HookKind, HookSpec, current_registry
+from .._registry import define_instance
 from ..agents import AgentMethods
 from ..errors import AgentError, Escalate
 from ..models import Intent
@@ -83,16 +83,7 @@ class SimulatedAgent(AgentMethods):
         self._calls_per_run: weakref.WeakKeyDictionary[Any, Counter[str]] = (
             weakref.WeakKeyDictionary()
         )
-        self.__openintent_id__ = agent_id
-        self.__openintent_definition__ = AgentDefinition(
-            agent_id,
-            "agent",
-            type(self),
-            (HookSpec(HookKind.ASSIGNMENT, "_simulate"),),
-            instance=self,
-        )
-        if register:
-            current_registry().register(self.__openintent_definition__)
+        define_instance(self, agent_id, "_simulate", register=register)
 
     def __repr__(self) -> str:
         return f"SimulatedAgent({self.agent_id!r}, calls={len(self.calls)})"
