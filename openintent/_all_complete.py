@@ -32,7 +32,7 @@ async def fire_all_complete(run: Run) -> tuple[Any, str | None]:
         return await _fire(run, portfolio), None
     except Exception as exc:  # the work is done and kept; the run reports the failure
         run.errors[""] = exc
-        store.emit(
+        run.bus.emit(
             EventType.HOOK_FAILED,
             None,
             {"handler": "on_all_complete", "error": str(exc), "error_type": type(exc).__name__},

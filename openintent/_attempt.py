@@ -18,6 +18,7 @@ import anyio
 import anyio.lowlevel
 
 from ._blocking import BlockingWatch, timed
+from ._bus import EventBus
 from ._clock import Clock
 from ._coordination import RUNTIME, CoordinatorSession
 from ._data import json_state
@@ -28,7 +29,6 @@ from ._notify import Notifications
 from ._ports import Outcomes
 from ._registry import HookKind
 from ._retrying import call_error, never_retried
-from ._store import EventStore
 from ._views import Views
 from .errors import Escalate, IntentTimeoutError
 from .guardrails import DispatchContext
@@ -57,7 +57,7 @@ class Attempts:
     def __init__(
         self,
         outcomes: Outcomes,
-        store: EventStore,
+        bus: EventBus,
         views: Views,
         clock: Clock,
         rng: random.Random,
@@ -70,8 +70,7 @@ class Attempts:
         watch: BlockingWatch | None,
     ) -> None:
         self._outcomes = outcomes
-        self._store = store
-        self._emit = store.emit
+        self._bus = bus
         self._views = views
         self._clock = clock
         self._rng = rng
@@ -94,7 +93,7 @@ class Attempts:
         if direct is not None and self._plain and not node.record.attempts:
             # The common case: the first attempt awaits the agent's handler right here.
             agent = node.agents[0]
-            self._emit(DISPATCHED, node.id, (1, agent.id))
+            self._bus.emit(DISPATCHED, node.id, (1, agent.id))
             intent = self._views.of(node, 1, agent.id)
             watch = self._watch
             try:
@@ -148,7 +147,7 @@ class Attempts:
                     async with self._slot():
                         await self._unless_halted()  # halted while waiting for a slot?
                         # packed data (attempt, agent): see models.PACKED_FIELDS
-                        self._store.emit(DISPATCHED, node.id, (attempt, agent_id))
+                        self._bus.emit(DISPATCHED, node.id, (attempt, agent_id))
                         intent = self._views.of(node, attempt, agent_id)
                         result = await self._timed(node, agents, intent)
             except Exception as exc:
@@ -183,7 +182,7 @@ class Attempts:
                 for slot in (*ctx.reservations, self._slot(), *ctx.slots):
                     await slots.enter_async_context(slot)
                 await self._unless_halted()  # halted while this attempt waited for a slot?
-                self._store.emit(DISPATCHED, node.id, (attempt, label))
+                self._bus.emit(DISPATCHED, node.id, (attempt, label))
                 intent = self._views.of(node, attempt, agent_id)
                 views.append(intent)
                 return await self._timed(node, agents, intent)
@@ -261,7 +260,7 @@ class Attempts:
             attempt = node.record.attempts
         else:
             error = {"attempt": attempt, "error": str(exc), "error_type": type(exc).__name__}
-            self._store.emit(EventType.ATTEMPT_FAILED, node.id, error)
+            self._bus.emit(EventType.ATTEMPT_FAILED, node.id, error)
         # Some failures no retry can fix (an unresolved escalation, a denied approval, a
         # programming error); the policy's retry_on / never_retry_on filter the rest.
         policy = node.spec.retry
@@ -284,7 +283,7 @@ class Attempts:
     async def _before_retry(self, node: Node, attempt: int, exc: Exception, agent: str) -> None:
         retries_so_far = attempt - 1
         delay = node.spec.retry.delay(retries_so_far, self._rng)
-        self._store.emit(
+        self._bus.emit(
             EventType.RETRY_SCHEDULED,
             node.id,
             {"attempt": attempt + 1, "agent": agent, "delay": delay},

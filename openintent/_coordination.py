@@ -106,7 +106,7 @@ class CoordinatorSession:
         if len(node.agents) > 1:
             # One assignee's part of a multi-agent intent: the intent stays with its assignees.
             handoff["for"] = intent.assigned_to
-        run.store.emit(EventType.HANDOFF, intent.id, handoff)
+        run.bus.emit(EventType.HANDOFF, intent.id, handoff)
         view = run.views.of(node, intent.attempt, to)
         for handler in agent.handlers_of(HookKind.HANDOFF):
             await call_handler(handler, view, coordinator_id, clock=run.clock)
@@ -120,7 +120,7 @@ class CoordinatorSession:
         """Give an escalated intent to the coordinator's ``@on_escalation``."""
         run = self.run
         reason = escalation.reason or "no reason given"
-        run.store.emit(EventType.ESCALATED, intent.id,
+        run.bus.emit(EventType.ESCALATED, intent.id,
                        {"reason": reason, "agent": intent.assigned_to})
         handlers = self._handlers(HookKind.ESCALATION)
         if not handlers:
@@ -189,7 +189,7 @@ class CoordinatorSession:
                 return
             response = Response(answer, agent.id, node.record.version)
             responses.append(response)
-            run.store.emit(EventType.RESPONSE, node.id,
+            run.bus.emit(EventType.RESPONSE, node.id,
                            {"agent": agent.id, "response": to_plain(answer) if answer else None})
             if quorum and len(responses) >= needed:
                 tg.cancel_scope.cancel()  # quorum reached: the rest are not needed
@@ -290,7 +290,7 @@ class CoordinatorSession:
         store = self.run.store
         # A checked deep copy: the audit log must not change when the caller's objects do.
         frozen_data = json_data(data, f"record_decision({decision!r}) data")
-        store.emit(
+        self.run.bus.emit(
             EventType.DECISION,
             intent_id,
             {
@@ -335,7 +335,7 @@ class CoordinatorSession:
         Each cost it records is also recorded in this run's ledger as it happens (a run-level
         ``cost_recorded`` event naming the sub-portfolio), so this run's budget bounds it.
         """
-        store = self.run.store
+        bus = self.run.bus
         coordinator = self.coordinator
         if coordinator is None or coordinator.id != coordinator_id:
             # A coordinator that was given an intent of this run, not the one leading it.
@@ -349,7 +349,7 @@ class CoordinatorSession:
         def roll_up(event: Event) -> None:
             if event.type == EventType.COST_RECORDED and self.run.accepting:
                 data = to_plain(event.data or {})
-                store.emit(EventType.COST_RECORDED, None,
+                bus.emit(EventType.COST_RECORDED, None,
                            {**data, "subportfolio": event.portfolio_id})
 
         return await self.runtime.run_nested(spec, coordinator, roll_up, self.run)

@@ -49,7 +49,7 @@ class GuardrailChain:
             store = self.run.store
             for seq, raw in enumerate(list(store.events)):
                 self._on_event(public_event(raw, seq, store.source))
-            store.listeners.append(self._on_event)
+            self.run.bus.observe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
         for guardrail in self.chain:
@@ -85,10 +85,10 @@ class GuardrailChain:
         return self.run.store.portfolio_id
 
     def emit(self, type: str, intent_id: str | None, data: Mapping[str, Any]) -> None:
-        self.run.store.emit(type, intent_id, json_data(data, f"a guardrail's {type} event"))
+        self.run.bus.emit(type, intent_id, json_data(data, f"a guardrail's {type} event"))
 
     def set_status(self, intent_id: str, type: str, data: Mapping[str, Any]) -> None:
-        self.run.store.emit(type, intent_id, json_data(data, f"a guardrail's {type} event"))
+        self.run.bus.emit(type, intent_id, json_data(data, f"a guardrail's {type} event"))
 
     def halt(self, breach: Breach) -> None:
         self.run.halt(breach)

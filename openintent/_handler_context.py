@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
 
+from ._bus import EventBus
 from ._clock import Clock
 from ._coordination import CoordinatorSession
 from ._data import FrozenDict, json_data
 from ._event_types import is_event_type, unknown_event_type
 from ._notify import Notifications
-from ._store import EventStore, is_valid_cost
+from ._store import is_valid_cost
 from .errors import DataError, OpenIntentError, StateConflictError
 from .models import Decision, EventType, Intent, RunResult
 
@@ -29,12 +30,13 @@ class HandlerContext:
 
     def __init__(
         self,
-        store: EventStore,
+        bus: EventBus,
         clock: Clock,
         coordination: CoordinatorSession,
         hooks: Notifications,
     ) -> None:
-        self._store = store
+        self._store = bus.store
+        self._bus = bus
         self._clock = clock
         self._coordination = coordination
         self._hooks = hooks
@@ -79,7 +81,7 @@ class HandlerContext:
                 actual=record.version,
             )
         old_state = record.state
-        store.emit(EventType.STATE_PATCHED, intent.id,
+        self._bus.emit(EventType.STATE_PATCHED, intent.id,
                        {"patch": patch, "by": intent.assigned_to})
         intent.state = FrozenDict(record.state)
         intent.version = record.version
@@ -99,7 +101,7 @@ class HandlerContext:
             raise OpenIntentError(f"intent {intent.id!r} is not part of this run")
         data = {"usd": float(usd), "agent": agent_id,
                 **json_data(details, "record_cost details")}
-        self._store.emit(EventType.COST_RECORDED, intent.id, data)
+        self._bus.emit(EventType.COST_RECORDED, intent.id, data)
 
     async def record_event(
         self, agent_id: str, intent: Intent | None, event_type: str, data: Mapping[str, Any]
@@ -120,7 +122,7 @@ class HandlerContext:
         intent_id = None if intent is None else intent.id
         if intent_id is not None and intent_id not in self._store.records:
             raise OpenIntentError(f"intent {intent_id!r} is not part of this run")
-        self._store.emit(event_type, intent_id, {**json_data(data, where), "agent": agent_id})
+        self._bus.emit(event_type, intent_id, {**json_data(data, where), "agent": agent_id})
 
     async def delegate(self, coordinator_id: str, intent: Intent, to: str) -> Any:
         return await self._coordination.delegate(coordinator_id, intent, to)

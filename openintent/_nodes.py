@@ -61,7 +61,7 @@ def direct_handler(
 
 def _log_created(store: EventStore, intent_id: str, spec: IntentSpec) -> IntentRecord:
     initial_state = spec.initial_state
-    store.emit(  # packed data: see models.PACKED_FIELDS
+    store.append(  # packed data: see models.PACKED_FIELDS
         EventType.CREATED,
         intent_id,
         # The spec's own checked copy, which nothing changes.
@@ -76,16 +76,21 @@ def plant(plan: Plan, store: EventStore) -> list[Node]:
     spec, coordinator = plan.spec, plan.coordinator
     prefix = intent_id_prefix(store.portfolio_id)
     assignees = plan.assignees
+    created = EventType.CREATED
+    # One batch of ``created`` events (packed data: see models.PACKED_FIELDS), each with the
+    # spec's own checked copy of its initial state, which nothing changes.
+    store.append_batch([
+        (created, f"{prefix}{index}", (intent_spec.title, intent_spec.depends_on,
+                                       intent_spec.assign,
+                                       unwrap(intent_spec.initial_state)
+                                       if intent_spec.initial_state else None))
+        for index, intent_spec in enumerate(spec.intents)
+    ])
+    records = store.records
     nodes: list[Node] = []
     index_of: dict[str, int] = {}
-    emit, records, created = store.emit, store.records, EventType.CREATED
     for index, intent_spec in enumerate(spec.intents):
-        # As _log_created, inline: this loop runs once per intent of every run.
-        intent_id = f"{prefix}{index}"
-        initial_state = intent_spec.initial_state
-        emit(created, intent_id, (intent_spec.title, intent_spec.depends_on, intent_spec.assign,
-                                  unwrap(initial_state) if initial_state else None))
-        record = records[intent_id]
+        record = records[f"{prefix}{index}"]
         agents = assignees[index]
         nodes.append(Node(record, intent_spec, index, agents,
                           direct_handler(agents, intent_spec, coordinator)))

@@ -53,7 +53,7 @@ class Notifications:
             store = run.store
             for seq, raw in enumerate(list(store.events)):
                 self._on_event(public_event(raw, seq, store.source))
-            store.listeners.append(self._on_event)
+            run.bus.observe(self._on_event)
         self._refresh()
 
     def _refresh(self) -> None:
@@ -70,7 +70,7 @@ class Notifications:
             if agent.handlers_of(kind) and agent is not self.coordinator:
                 by_agent[agent.id] = agent.handlers_of(kind)
         if self._table[HookKind.EVENT] and not had_event_hooks:
-            self.run.store.listeners.append(self._on_event)
+            self.run.bus.observe(self._on_event)
         self._refresh()
 
     def watchers_of(self, kind: HookKind, agent_id: str | None) -> list[Handler]:
@@ -182,7 +182,7 @@ class Notifications:
         try:
             await call_handler(handler, *args, clock=run.clock)
         except Exception as exc:
-            run.store.emit(
+            run.bus.emit(
                 EventType.HOOK_FAILED,
                 None,
                 {"handler": handler.name, "error": str(exc), "error_type": type(exc).__name__},

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._bus import EventBus
 from ._clock import Clock
 from ._dispatch import BoundAgent
 from ._guardrail_core import Breach
@@ -63,7 +64,14 @@ class NotifiedRun(Protocol):
     """What the lifecycle notifications use of a run (:mod:`._notify`)."""
 
     @property
-    def store(self) -> EventStore: ...
+    def store(self) -> EventStore:
+        """The run's log and projection, to read."""
+        ...
+
+    @property
+    def bus(self) -> EventBus:
+        """Where the run's events are emitted."""
+        ...
 
     @property
     def clock(self) -> Clock: ...
@@ -76,7 +84,14 @@ class GuardedRun(Protocol):
     """What the guardrail chain uses of a run (:mod:`._guarding`)."""
 
     @property
-    def store(self) -> EventStore: ...
+    def store(self) -> EventStore:
+        """The run's log and projection, to read."""
+        ...
+
+    @property
+    def bus(self) -> EventBus:
+        """Where the run's events are emitted."""
+        ...
 
     @property
     def clock(self) -> Clock: ...
@@ -111,7 +126,14 @@ class CoordinatedRun(Protocol):
     def coordinator(self) -> BoundAgent | None: ...
 
     @property
-    def store(self) -> EventStore: ...
+    def store(self) -> EventStore:
+        """The run's log and projection, to read."""
+        ...
+
+    @property
+    def bus(self) -> EventBus:
+        """Where the run's events are emitted."""
+        ...
 
     @property
     def clock(self) -> Clock: ...

@@ -11,7 +11,7 @@ Design notes (why it looks like this):
   grows exactly as far as the work allows. Cancelling the run cancels the task group.
 * What one intent's attempts do is :mod:`openintent._attempt`'s job; how they end comes back
   here (:meth:`Run.complete`, :meth:`Run.fail`).
-* Every change to an intent goes through :meth:`EventStore.emit`; the scheduler's own
+* Every change to an intent goes through the run's bus (:mod:`openintent._bus`); its own
   bookkeeping (:class:`~openintent._nodes.Node`: waiting counts, the ready queue) is not
   intent state.
 * The run's lifecycle is one :class:`RunState`; a guardrail's breach says why it halted.
@@ -35,6 +35,7 @@ from anyio.abc import TaskGroup
 
 from ._attempt import Attempts
 from ._blocking import BlockingWatch, current_watch
+from ._bus import EventBus
 from ._clock import Clock
 from ._context import active_run
 from ._coordination import RUNTIME, CoordinatorSession
@@ -47,7 +48,6 @@ from ._notify import Notifications
 from ._plan import IntentPlan, Plan
 from ._ports import RuntimePort, Stoppable
 from ._registry import HookKind
-from ._store import EventStore
 from ._views import Views
 from .guardrails import Breach
 from .models import EventType, Intent, IntentStatus, RunStatus
@@ -83,7 +83,7 @@ class Run:
     def __init__(
         self,
         plan: Plan,
-        store: EventStore,
+        bus: EventBus,
         nodes: list[Node],
         clock: Clock,
         rng: random.Random,
@@ -95,8 +95,8 @@ class Run:
         self.spec = plan.spec
         self.coordinator = plan.coordinator
         self.agents = list(plan.agents)
-        self.store = store
-        self._emit = store.emit
+        store = self.store = bus.store
+        self.bus = bus
         self.clock = clock
         self.nodes = nodes
         self.id_of_title = {node.spec.title: node.id for node in nodes}
@@ -126,10 +126,10 @@ class Run:
         self.guardrails = GuardrailChain(self, list(plan.guardrails)) if plan.guardrails else None
         self.hooks = Notifications(self, self.agents, self.coordinator)
         self.coordination = CoordinatorSession(self, runtime)
-        self.context = HandlerContext(store, clock, self.coordination, self.hooks)
+        self.context = HandlerContext(bus, clock, self.coordination, self.hooks)
         self._fallbacks = dict(plan.fallbacks)
         self.attempts = Attempts(
-            self, store, self.views, clock, rng, self.coordinator, self._fallbacks,
+            self, bus, self.views, clock, rng, self.coordinator, self._fallbacks,
             self.guardrails, self.coordination, self.hooks,
             None if plan.sequential else plan.max_concurrency, watch,
         )
@@ -220,7 +220,7 @@ class Run:
         self.breach = breach
         if self.state is RunState.RUNNING:
             self.state = RunState.HALTED
-        self.store.emit(EventType.GUARDRAIL_BREACH, breach.intent_id, data)
+        self.bus.emit(EventType.GUARDRAIL_BREACH, breach.intent_id, data)
         self.coordination.record_decision(
             RUNTIME, breach.intent_id, "guardrail_breach", breach.reason, data
         )
@@ -259,7 +259,7 @@ class Run:
             if status.is_terminal:
                 continue
             if record.attempts > 0 or status == IntentStatus.AWAITING_APPROVAL:
-                self.store.emit(EventType.CANCELLED, node.id, reason)
+                self.bus.emit(EventType.CANCELLED, node.id, reason)
 
     def _stop_workers(self) -> None:
         if self.state is not RunState.ENDED:
@@ -279,7 +279,7 @@ class Run:
         """Mark every intent that has not finished as cancelled (the run was cancelled)."""
         for node in self.nodes:
             if not node.record.status.is_terminal:
-                self.store.emit(EventType.CANCELLED, node.id, {"reason": "run cancelled"})
+                self.bus.emit(EventType.CANCELLED, node.id, {"reason": "run cancelled"})
 
     # ------------------------------------------------------------------ the ports
 
@@ -315,7 +315,7 @@ class Run:
     def _make_ready(self, node: Node) -> None:
         if self.stopped:
             return  # a halted run starts nothing new: the intent stays pending
-        self._emit(READY, node.id)
+        self.bus.emit(READY, node.id)
         if self._sequential:
             heapq.heappush(self._ready_heap, (node.index, node))
         else:
@@ -369,7 +369,7 @@ class Run:
         record = node.record
         old_state = record.state
         # ``result`` is already the run's own copy (see json_state): nobody else holds it.
-        self._emit(COMPLETED, node.id, result or None)
+        self.bus.emit(COMPLETED, node.id, result or None)
         agent_id = record.assigned_to
         hooks = self.hooks
         if hooks.state_watched and result:
@@ -392,7 +392,7 @@ class Run:
     def fail(self, node: Node, attempts: int, error: Exception) -> None:
         """An intent failed for good: log it and skip everything that depends on it."""
         self.errors[node.id] = error
-        self.store.emit(
+        self.bus.emit(
             EventType.FAILED,
             node.id,
             {"attempts": attempts, "error": str(error), "error_type": type(error).__name__},
@@ -417,7 +417,7 @@ class Run:
             node = nodes[stack.pop()]
             if node.record.status is not IntentStatus.PENDING:
                 continue
-            self.store.emit(EventType.SKIPPED, node.id, reason)
+            self.bus.emit(EventType.SKIPPED, node.id, reason)
             self._settle_one()
             stack.extend(node.dependents)
 
@@ -436,7 +436,7 @@ class Run:
         self._fallbacks.update(planned.fallbacks)
         self._total += 1
         if broken is not None:
-            self.store.emit(EventType.SKIPPED, node.id,
+            self.bus.emit(EventType.SKIPPED, node.id,
                             {"reason": f"dependency {broken.title!r} {broken.status}"})
             self._settle_one()
         elif node.waiting == 0:

@@ -1,16 +1,16 @@
 """The append-only event log of a run and the projection of intent records derived from it.
 
 Every change to an intent is an :class:`~openintent.models.Event`; :func:`apply` is the only
-code that changes an :class:`IntentRecord`, both live (as events are emitted) and in
-:func:`replay` (from a finished log), so the two can never disagree.
+code that changes an :class:`IntentRecord`, both live (as events are appended) and in
+:func:`replay` (from a finished log), so the two can never disagree. The events themselves are
+kept by a backend (:mod:`openintent._stores`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Final
 
@@ -22,6 +22,8 @@ from ._clock import Clock, run_timebase
 from ._data import EMPTY, FrozenDict, to_plain, unwrap
 from ._events import EventSource
 from ._logging import logging_configured
+from ._stores import EventBackend
+from ._stores.memory import MemoryBackend
 from .models import (
     PACKED_FIELDS,
     Decision,
@@ -261,7 +263,9 @@ class EventStore:
         portfolio_id: str,
         clock: Clock,
         name: str = "",
-        subscribers: list[MemoryObjectSendStream[Event]] | None = None,
+        backend: EventBackend | None = None,
+        *,
+        publish: bool = True,
     ) -> None:
         self.portfolio_id = portfolio_id
         records: Records = {}
@@ -274,24 +278,28 @@ class EventStore:
         self.logger: Any = structlog.get_logger("openintent").bind(
             portfolio_id=portfolio_id, portfolio=name
         )
-        self.events: list[RawEvent] = []
+        if backend is None:
+            backend = MemoryBackend()
+        self.events = backend.create_run(portfolio_id, name)
         self.records = records
         self.total_cost = 0.0
         self._now = clock.now
-        # Streams that hear every event (the runtime's, for rt.events()); never written back.
+        # Streams that hear every event (the backend's: rt.events()); a sub-portfolio's
+        # events are not published.
         self.subscribers: list[MemoryObjectSendStream[Event]] = (
-            subscribers if subscribers is not None else []
+            backend.subscribers if publish else []
         )
-        self.listeners: list[Callable[[Event], None]] = []
+        # Watchers only watch (a trace, event captures, live readers): none of them appends,
+        # so they hear every event as it is appended. The run's guardrails and hooks hear
+        # events from the run's bus (openintent._bus), not from here.
+        self.watchers: list[Callable[[Event], None]] = []
         if _debug_enabled(self.logger):
-            self.listeners.append(self._trace)
-        self.listeners.extend(capture.append for capture in event_captures.get())
+            self.watchers.append(self._trace)
+        self.watchers.extend(capture.append for capture in event_captures.get())
         self.decisions: list[Decision] = []  # derived from decision_recorded events
-        self._untold: deque[Event] = deque()
-        self._telling = False
 
-    def emit(self, type: str, intent_id: str | None = None, data: Any = None) -> None:
-        """Append an event, apply it to the projection, and tell listeners and subscribers."""
+    def append(self, type: str, intent_id: str | None = None, data: Any = None) -> None:
+        """Append an event, apply it to the projection, and tell watchers and subscribers."""
         events = self.events
         event: RawEvent = (type, self._now(), intent_id, data)
         events.append(event)
@@ -304,24 +312,37 @@ class EventStore:
             self.decisions.append(
                 Decision.from_event(public_event(event, len(events) - 1, self.source))
             )
-        if self.listeners or self.subscribers:
-            # A listener may emit in turn (a guardrail reacting to a cost): queue, so everyone
-            # hears every event in log order.
-            self._untold.append(public_event(event, len(events) - 1, self.source))
-            if not self._telling:
-                self._telling = True
-                try:
-                    while self._untold:
-                        self._tell(self._untold.popleft())
-                finally:
-                    self._telling = False
+        if self.watchers or self.subscribers:
+            self._tell(public_event(event, len(events) - 1, self.source))
+
+    def append_batch(self, rows: Sequence[tuple[str, str | None, Any]]) -> None:
+        """Append ``(type, intent_id, data)`` rows as one batch: the backend takes all of them
+        or none; then each is applied and told, in order."""
+        now = self._now()
+        events = self.events
+        start = len(events)
+        events.extend([(type, now, intent_id, data) for type, intent_id, data in rows])
+        for seq in range(start, len(events)):
+            self._applied(events[seq], seq)
+
+    def _applied(self, event: RawEvent, seq: int) -> None:
+        type, _time, _intent_id, data = event
+        handler = _APPLY.get(type)
+        if handler is not None:
+            handler(self.records, event)
+        if type == EventType.COST_RECORDED:
+            self.total_cost += (data or _NO_DATA)["usd"]
+        elif type == EventType.DECISION:
+            self.decisions.append(Decision.from_event(public_event(event, seq, self.source)))
+        if self.watchers or self.subscribers:
+            self._tell(public_event(event, seq, self.source))
 
     def _trace(self, event: Event) -> None:
         self.logger.debug(event.type, intent_id=event.intent_id, seq=event.seq)
 
     def _tell(self, event: Event) -> None:
-        for listener in self.listeners:
-            listener(event)
+        for watcher in self.watchers:
+            watcher(event)
         for stream in self.subscribers:
             try:
                 stream.send_nowait(event)

@@ -9,6 +9,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._store import EventStore
+from ._stores import EventBackend
 from .models import Event, EventType, public_event
 
 __all__ = ["follow_run", "follow_runs"]
@@ -40,32 +41,29 @@ async def follow_run(store: EventStore | None) -> AsyncIterator[Event]:
                 if event.type == EventType.RUN_FINISHED:
                     return
             if not listening:  # only a consumer that waits costs the run anything
-                store.listeners.append(poke)
+                store.watchers.append(poke)
                 listening = True
                 continue  # events logged before the listener was added
             await wakeup.wait()
             wakeup = anyio.Event()
     finally:
         if listening:
-            store.listeners.remove(poke)
+            store.watchers.remove(poke)
 
 
-def follow_runs(
-    stores: Iterable[EventStore],
-    subscribers: list[MemoryObjectSendStream[Event]],
-) -> AsyncIterator[Event]:
-    """The events of the runs of ``stores`` so far, then live every event sent to
-    ``subscribers``, ending once every run seen starting has finished."""
+def follow_runs(stores: Iterable[EventStore], backend: EventBackend) -> AsyncIterator[Event]:
+    """The events of the runs of ``stores`` so far, then live every event ``backend``
+    publishes, ending once every run seen starting has finished."""
     send, receive = anyio.create_memory_object_stream[Event](float("inf"))
     for store in stores:
         for seq, raw in enumerate(store.events):
             send.send_nowait(public_event(raw, seq, store.source))
-    subscribers.append(send)
-    return _stream(subscribers, send, receive)
+    backend.subscribe(send)
+    return _stream(backend, send, receive)
 
 
 async def _stream(
-    subscribers: list[MemoryObjectSendStream[Event]],
+    backend: EventBackend,
     send: MemoryObjectSendStream[Event],
     receive: MemoryObjectReceiveStream[Event],
 ) -> AsyncIterator[Event]:
@@ -81,6 +79,5 @@ async def _stream(
                     if not running:
                         return
     finally:
-        if send in subscribers:
-            subscribers.remove(send)
+        backend.unsubscribe(send)
         send.close()

@@ -17,9 +17,9 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-from anyio.streams.memory import MemoryObjectSendStream
 
 from ._blocking import DEFAULT_BLOCKING_THRESHOLD, BlockingWatch, check_blocking_threshold
+from ._bus import EventBus
 from ._clock import Clock, RealClock
 from ._dispatch import AgentTable, BoundAgent
 from ._handle import (
@@ -38,6 +38,7 @@ from ._registry import current_registry
 from ._scheduler import Run
 from ._specs import PortfolioSpec
 from ._store import EventStore
+from ._stores import open_backend
 from ._streams import follow_run, follow_runs
 from .errors import AgentError, OpenIntentError, SpecError
 from .guardrails import ApprovalRequest, build_guardrails
@@ -83,10 +84,7 @@ class Runtime:
         guardrails: Sequence[Any] | None = None,
         blocking_threshold: float | None = DEFAULT_BLOCKING_THRESHOLD,
     ) -> None:
-        if store != "memory://":
-            raise OpenIntentError(
-                f"store {store!r} is not supported yet; only 'memory://' (the default) is"
-            )
+        self._backend = open_backend(store)
         self._guardrails = build_guardrails(guardrails, "Runtime(...)")
         self._blocking_threshold = check_blocking_threshold(blocking_threshold)
         if isinstance(agents, str | type) or (
@@ -102,7 +100,6 @@ class Runtime:
             )
         self._clock: Clock = clock if clock is not None else RealClock()
         self._rng = random.Random(seed)
-        self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._last: EventStore | None = None  # the log of the latest top-level run
         self._active: list[Run] = []
         self._started: StartedRuns | None = None  # runs started with start(), while open
@@ -133,9 +130,7 @@ class Runtime:
                 self._close_streams()
 
     def _close_streams(self) -> None:
-        for stream in self._subscribers:
-            stream.close()
-        self._subscribers.clear()
+        self._backend.close()
 
     # ------------------------------------------------------------------ running
 
@@ -197,21 +192,23 @@ class Runtime:
         checked out."""
         plan = self._planner.compile(spec, coordinator)
         # A sub-portfolio's events stay out of rt.events().
-        store = EventStore(new_portfolio_id(), self._clock, spec.name,
-                           None if nested else self._subscribers)
-        store.emit(
+        store = EventStore(new_portfolio_id(), self._clock, spec.name, self._backend,
+                           publish=not nested)
+        store.append(
             EventType.RUN_STARTED,
             None,
             {"name": spec.name, "intents": len(spec.intents),
              "coordinator": coordinator and coordinator.id},
         )
         nodes = plant(plan, store)
+        bus = EventBus(store)
         watch = None
         if self._blocking_threshold is not None:
-            watch = BlockingWatch(self._blocking_threshold, store.emit, store.logger)
-        run = Run(plan, store, nodes, self._clock, self._rng, self, parent=parent, watch=watch)
+            watch = BlockingWatch(self._blocking_threshold,
+                                  lambda *event: bus.emit(*event), store.logger)
+        run = Run(plan, bus, nodes, self._clock, self._rng, self, parent=parent, watch=watch)
         if on_event is not None:
-            store.listeners.append(on_event)
+            bus.observe(on_event)
         self._active.append(run)
         if not nested:
             self._last = store
@@ -226,7 +223,7 @@ class Runtime:
         """A run ended: log ``run_finished`` (once the run left the active ones)."""
         self._active.remove(run)
         store = run.store
-        store.emit(EventType.RUN_FINISHED, None, {"status": str(status)})
+        run.bus.emit(EventType.RUN_FINISHED, None, {"status": str(status)})
         _info(store.logger, "run finished", status=str(status), cost_usd=store.total_cost)
         if self._closed and not self._active:
             self._close_streams()  # the runtime was left while this run went on
@@ -292,4 +289,4 @@ class Runtime:
         running = [run.store for run in self._active if run.parent is None]
         if not running and (self._last is not None or self._closed):
             return follow_run(self._last)  # never waits: that run has ended
-        return follow_runs(running, self._subscribers)
+        return follow_runs(running, self._backend)
