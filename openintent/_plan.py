@@ -183,13 +183,13 @@ class Planner:
         """The coordinator given as an id, a decorated class or an instance (``None``: none)."""
         if obj is None:
             return None
-        lead = self._agents.resolve(obj)
-        if lead.kind != "coordinator":
+        chosen = self._agents.resolve(obj)
+        if chosen.kind != "coordinator":
             raise AgentError(
-                f"{lead.id!r} is an @Agent, not a @Coordinator; pass a class decorated with "
+                f"{chosen.id!r} is an @Agent, not a @Coordinator; pass a class decorated with "
                 "@Coordinator as rt.run(..., coordinator=...)"
             )
-        return lead
+        return chosen
 
     def compile(self, spec: PortfolioSpec, coordinator: BoundAgent | None) -> Plan:
         """Check ``spec`` whole (graph, guardrails, agents) and resolve its agents.

@@ -1,14 +1,11 @@
-"""The scheduler of one run: readiness, completion and skip propagation, the worker pool, and
-the run's lifecycle.
+"""The scheduler of one run: readiness, completion and skip propagation, and the run's
+lifecycle (its worker pool is :mod:`openintent._workers`).
 
 Design notes (why it looks like this):
 
 * Intents are dispatched the moment their last dependency completes; there are no "levels".
-* Work is done by *reusable worker tasks* in one anyio task group. A worker takes the next ready
-  intent; a new worker is started only when ready work is waiting and no worker is idle or
-  about to start. A handler that never suspends therefore costs no task at all, and every
-  handler that does suspend lets another worker pick up the next ready intent, so concurrency
-  grows exactly as far as the work allows. Cancelling the run cancels the task group.
+* Work is done by *reusable worker tasks* in one anyio task group (:mod:`._workers`); a halt
+  cancels that group.
 * What one intent's attempts do is :mod:`openintent._attempt`'s job; how they end comes back
   here (:meth:`Run.complete`, :meth:`Run.fail`).
 * Every change to an intent goes through the run's bus (:mod:`openintent._bus`); its own
@@ -23,9 +20,7 @@ Design notes (why it looks like this):
 from __future__ import annotations
 
 import enum
-import heapq
 import random
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -49,14 +44,11 @@ from ._plan import IntentPlan, Plan
 from ._ports import RuntimePort, Stoppable
 from ._registry import HookKind
 from ._views import Views
+from ._workers import WorkerPool
 from .guardrails import Breach
 from .models import EventType, Intent, IntentStatus, RunStatus
 
 __all__ = ["Run", "RunState"]
-
-# A worker yields to the event loop after this many intents even if no handler suspended, so
-# a long run of instant handlers cannot starve cancellation or other tasks.
-_YIELD_EVERY = 256
 
 
 class RunState(enum.Enum):
@@ -72,7 +64,6 @@ class RunState(enum.Enum):
     ENDED = "ended"
 
 
-_RUNNING = RunState.RUNNING
 READY = EventType.READY
 COMPLETED = EventType.COMPLETED
 
@@ -108,18 +99,9 @@ class Run:
         self.blocking = watch  # times async handlers' steps (the runtime's)
         self.state = RunState.RUNNING
         self.breach: Breach | None = None  # why a guardrail halted the run
-        self._sequential = plan.sequential
-        self._max_workers = 1 if plan.sequential else 1 << 62
-        # Ready intents: FIFO, or by declaration order for the sequential strategy.
-        self._ready: deque[Node] = deque()
-        self._ready_heap: list[tuple[int, Node]] = []
-        self._tg: TaskGroup | None = None
         self._background: TaskGroup | None = None
         self._background_scopes: list[anyio.CancelScope] = []
         self._work_scope: anyio.CancelScope | None = None
-        self._idle: list[anyio.Event] = []
-        self._starting = 0  # workers started or woken but not yet running
-        self._workers = 0
         self._settled = 0  # intents that reached a terminal status
         self._total = len(nodes)
         self._done = anyio.Event()
@@ -133,6 +115,7 @@ class Run:
             self.guardrails, self.coordination, self.hooks,
             None if plan.sequential else plan.max_concurrency, watch,
         )
+        self.workers = WorkerPool(self, self.attempts.run, sequential=plan.sequential)
 
     # ------------------------------------------------------------------ the run
 
@@ -155,7 +138,7 @@ class Run:
                     self.start_background(lambda: drive(self._deadlocked))
                 async with anyio.create_task_group() as work:
                     # Inner group: the workers. A halt cancels exactly this group.
-                    self._tg = work
+                    self.workers.start(work)
                     self._work_scope = work.cancel_scope
                     if self.guardrails is not None:
                         self.guardrails.start(tg)
@@ -264,9 +247,7 @@ class Run:
     def _stop_workers(self) -> None:
         if self.state is not RunState.ENDED:
             self.state = RunState.SETTLED
-        for event in self._idle:
-            event.set()
-        self._idle.clear()
+        self.workers.stop()
 
     def _close(self) -> None:
         self._stop_workers()
@@ -310,55 +291,13 @@ class Run:
         """One agent's ``@on_assignment`` work (see :meth:`Attempts.call_agent`)."""
         return await self.attempts.call_agent(agent, intent)
 
-    # ------------------------------------------------------------------ workers
+    # ------------------------------------------------------------------ readiness
 
     def _make_ready(self, node: Node) -> None:
         if self.stopped:
             return  # a halted run starts nothing new: the intent stays pending
         self.bus.emit(READY, node.id)
-        if self._sequential:
-            heapq.heappush(self._ready_heap, (node.index, node))
-        else:
-            self._ready.append(node)
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._idle:
-            self._starting += 1
-            self._idle.pop().set()
-        elif self._starting == 0 and self._workers < self._max_workers:
-            assert self._tg is not None
-            self._starting += 1
-            self._workers += 1
-            self._tg.start_soon(self._worker)
-
-    async def _worker(self) -> None:
-        self._starting -= 1
-        ready = self._ready
-        heap = self._ready_heap
-        attempt = self.attempts.run
-        done = 0
-        try:
-            while self.state is _RUNNING:
-                if self.stopped:
-                    return  # a parent's guardrail stopped the run: dispatch nothing new
-                if ready or heap:
-                    # Sequential: the ready intent declared first, chosen when it is needed.
-                    node = ready.popleft() if ready else heapq.heappop(heap)[1]
-                    if ready or heap:
-                        self._wake()
-                    await attempt(node)
-                    done += 1
-                    if done % _YIELD_EVERY == 0:
-                        await anyio.lowlevel.checkpoint()
-                else:
-                    wakeup = anyio.Event()
-                    self._idle.append(wakeup)
-                    await wakeup.wait()
-                    if self.state is RunState.RUNNING:
-                        self._starting -= 1
-        finally:
-            self._workers -= 1
+        self.workers.push(node)
 
     # ------------------------------------------------------------------ outcomes
 
