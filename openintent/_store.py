@@ -23,7 +23,6 @@ from ._data import EMPTY, FrozenDict, to_plain, unwrap
 from ._events import EventSource
 from ._logging import logging_configured
 from ._stores import EventBackend
-from ._stores.memory import MemoryBackend
 from .models import (
     PACKED_FIELDS,
     Decision,
@@ -252,18 +251,19 @@ event_captures: ContextVar[tuple[list[Event], ...]] = ContextVar(
 
 
 class EventStore:
-    """The in-memory event log of one run, its projection, and its live subscribers.
+    """The event log of one run (kept by ``backend``), its projection, and its watchers.
 
+    It only appends: :meth:`append` one event, :meth:`append_batch` several at once.
     Creating one checks that ``clock`` can run on this event loop and fixes the run's UTC
     time base (see :func:`~openintent._clock.run_timebase`).
     """
 
     def __init__(
         self,
+        backend: EventBackend,
         portfolio_id: str,
         clock: Clock,
         name: str = "",
-        backend: EventBackend | None = None,
         *,
         publish: bool = True,
     ) -> None:
@@ -278,8 +278,6 @@ class EventStore:
         self.logger: Any = structlog.get_logger("openintent").bind(
             portfolio_id=portfolio_id, portfolio=name
         )
-        if backend is None:
-            backend = MemoryBackend()
         self.events = backend.create_run(portfolio_id, name)
         self.records = records
         self.total_cost = 0.0

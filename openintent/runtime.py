@@ -192,7 +192,7 @@ class Runtime:
         checked out."""
         plan = self._planner.compile(spec, coordinator)
         # A sub-portfolio's events stay out of rt.events().
-        store = EventStore(new_portfolio_id(), self._clock, spec.name, self._backend,
+        store = EventStore(self._backend, new_portfolio_id(), self._clock, spec.name,
                            publish=not nested)
         store.append(
             EventType.RUN_STARTED,
