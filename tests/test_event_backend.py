@@ -57,3 +57,30 @@ def test_only_the_memory_backend_exists_yet() -> None:
     assert isinstance(open_backend("memory://"), MemoryBackend)
     with pytest.raises(OpenIntentError, match="only 'memory://'"):
         open_backend("sqlite:///runs.db")
+
+
+@pytest.mark.anyio
+async def test_the_bus_tells_observers_every_event_in_log_order_when_one_emits() -> None:
+    from openintent import RealClock
+    from openintent._bus import EventBus
+    from openintent._store import EventStore
+
+    store = EventStore(MemoryBackend(), "pf_1", RealClock(), "order")
+    bus = EventBus(store)
+    heard: list[tuple[str, str]] = []
+    watched: list[str] = []
+    store.watchers.append(lambda event: watched.append(event.type))
+
+    def halting(event: object) -> None:
+        heard.append(("halting", event.type))  # type: ignore[attr-defined]
+        if event.type == "cost_recorded":  # type: ignore[attr-defined]
+            bus.emit("guardrail_breach", None, {"guardrail": "budget"})
+
+    bus.observe(halting)
+    bus.observe(lambda event: heard.append(("second", event.type)))
+    bus.emit("cost_recorded", None, {"usd": 1.0})
+    assert [event[0] for event in store.events] == ["cost_recorded", "guardrail_breach"]
+    assert watched == ["cost_recorded", "guardrail_breach"]
+    # Every observer hears the cost before anyone hears the breach it caused.
+    assert heard == [("halting", "cost_recorded"), ("second", "cost_recorded"),
+                     ("halting", "guardrail_breach"), ("second", "guardrail_breach")]
