@@ -121,7 +121,7 @@ class CoordinatorSession:
         run = self.run
         reason = escalation.reason or "no reason given"
         run.bus.emit(EventType.ESCALATED, intent.id,
-                       {"reason": reason, "agent": intent.assigned_to})
+                     {"reason": reason, "agent": intent.assigned_to})
         handlers = self._handlers(HookKind.ESCALATION)
         if not handlers:
             raise EscalationError(
@@ -190,7 +190,7 @@ class CoordinatorSession:
             response = Response(answer, agent.id, node.record.version)
             responses.append(response)
             run.bus.emit(EventType.RESPONSE, node.id,
-                           {"agent": agent.id, "response": to_plain(answer) if answer else None})
+                         {"agent": agent.id, "response": to_plain(answer) if answer else None})
             if quorum and len(responses) >= needed:
                 tg.cancel_scope.cancel()  # quorum reached: the rest are not needed
 
@@ -350,7 +350,7 @@ class CoordinatorSession:
             if event.type == EventType.COST_RECORDED and self.run.accepting:
                 data = to_plain(event.data or {})
                 bus.emit(EventType.COST_RECORDED, None,
-                           {**data, "subportfolio": event.portfolio_id})
+                         {**data, "subportfolio": event.portfolio_id})
 
         return await self.runtime.run_nested(spec, coordinator, roll_up, self.run)
 

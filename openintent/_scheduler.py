@@ -376,7 +376,7 @@ class Run:
         self._total += 1
         if broken is not None:
             self.bus.emit(EventType.SKIPPED, node.id,
-                            {"reason": f"dependency {broken.title!r} {broken.status}"})
+                          {"reason": f"dependency {broken.title!r} {broken.status}"})
             self._settle_one()
         elif node.waiting == 0:
             self._make_ready(node)
