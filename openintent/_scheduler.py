@@ -326,7 +326,9 @@ class Run:
             dependent.waiting -= 1
             if dependent.waiting == 0:
                 self._make_ready(dependent)
-        self._settle_one()
+        self._settled += 1  # as _settle_one, inline: once per intent
+        if self._settled == self._total:
+            self._done.set()
 
     def fail(self, node: Node, attempts: int, error: Exception) -> None:
         """An intent failed for good: log it and skip everything that depends on it."""
