@@ -9,8 +9,8 @@ from ._blocking import current_watch
 from ._context import active_run
 from ._dispatch import call_handler
 from ._registry import HookKind
+from ._results import ResultsView
 from ._scheduler import Run
-from ._store import ResultsView
 from .models import EventType, Portfolio
 
 __all__ = ["fire_all_complete"]

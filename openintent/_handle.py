@@ -16,8 +16,8 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from ._all_complete import fire_all_complete
+from ._results import ResultsView
 from ._scheduler import Run
-from ._store import ResultsView
 from ._streams import follow_run
 from .errors import ApprovalError, OpenIntentError
 from .guardrails import ApprovalRequest
