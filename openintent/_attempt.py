@@ -84,6 +84,7 @@ class Attempts:
         self._limiter = anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
         self._watch = watch
         self._plain = guardrails is None and self._limiter is None
+        self._complete = outcomes.complete
 
     async def run(self, node: Node) -> None:
         """Attempt an intent until it completes or fails for good."""
@@ -117,7 +118,7 @@ class Attempts:
                     else:
                         failure = None
             if failure is None:
-                self._outcomes.complete(node, intent, result)
+                self._complete(node, intent, result)
                 return
         await self._until_done(node, failure)
 
