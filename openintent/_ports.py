@@ -1,8 +1,9 @@
 """The ports of a run: what each collaborator of the scheduler may use of it, and no more.
 
-The scheduler (:class:`openintent._scheduler.Run`) implements every one of these; the
-collaborators (:mod:`._attempt`, :mod:`._coordination`, :mod:`._guarding`, :mod:`._notify`)
-import only this module, never the scheduler, so no import goes up.
+The scheduler (:class:`openintent._scheduler.Run`) implements each of these but
+:class:`RuntimePort`, which the :class:`~openintent.Runtime` does; the collaborators
+(:mod:`._attempt`, :mod:`._coordination`, :mod:`._guarding`, :mod:`._notify`,
+:mod:`._workers`) import only this module, never the scheduler, so no import goes up.
 """
 
 from __future__ import annotations
