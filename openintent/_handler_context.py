@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
 
-from ._data import FrozenDict, json_data
+from ._data import json_data
 from ._event_types import is_event_type, unknown_event_type
 from ._store import is_valid_cost
 from .errors import DataError, OpenIntentError, StateConflictError
@@ -71,7 +71,7 @@ class HandlerContext:
         old_state = record.state
         run.store.emit(EventType.STATE_PATCHED, intent.id,
                        {"patch": patch, "by": intent.assigned_to})
-        intent.state = FrozenDict(record.state)
+        intent.state = record.state
         intent.version = record.version
         if run.hooks.state_watched:
             run.hooks.state_changed(record, old_state, record.state, patch)

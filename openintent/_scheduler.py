@@ -32,7 +32,7 @@ from ._blocking import BlockingWatch, current_watch, timed
 from ._clock import Clock
 from ._context import active_run
 from ._coordination import RUNTIME, Coordination, Host
-from ._data import EMPTY, FrozenDict, json_data, json_state, to_plain, unwrap
+from ._data import EMPTY, json_data, json_state, to_plain, unwrap
 from ._dispatch import BoundAgent, call
 from ._guarding import Guarding, cancelled_reason, is_denied
 from ._handler_context import HandlerContext
@@ -344,7 +344,7 @@ class Run:
             spec.title,
             spec.description,
             record.status,
-            FrozenDict(state) if state else EMPTY,
+            state,
             record.version,
             agent_id,
             spec.depends_on,
@@ -522,7 +522,7 @@ class Run:
             hooks.state_changed(node, old_state, record.state, result)
         if hooks.complete_watched:
             intent.status = IntentStatus.COMPLETED
-            intent.state = FrozenDict(record.state)
+            intent.state = record.state
             intent.version = record.version
             intent.assigned_to = agent_id
             for handler in hooks.watchers_of(HookKind.COMPLETE, agent_id):
@@ -720,8 +720,8 @@ class Inputs(Mapping[str, Mapping[str, Any]]):
             raise KeyError(
                 f"{title!r} is not a dependency of this intent; inputs has {list(self._titles)}"
             )
-        state = self._records[self._ids[title]].state
-        return FrozenDict(state) if state else EMPTY
+        state: Mapping[str, Any] = self._records[self._ids[title]].state  # frozen data
+        return state
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._titles)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 import attrs
 
@@ -165,13 +165,18 @@ class Response(FrozenDict):
 
     __slots__ = ("agent_id", "version")
 
-    def __init__(self, answer: Mapping[str, Any] | None, agent_id: str, version: int) -> None:
-        super().__init__(to_plain(answer) if answer else {})
+    agent_id: str
+    version: int
+
+    def __new__(cls, answer: Mapping[str, Any] | None, agent_id: str, version: int) -> Self:
+        self = super().__new__(cls, answer or {})  # a frozen deep copy of the answer
         self.agent_id = agent_id
         self.version = version
+        return self
 
     def __repr__(self) -> str:
-        return f"Response({self._data!r}, agent_id={self.agent_id!r}, version={self.version})"
+        return (f"Response({to_plain(self)!r}, agent_id={self.agent_id!r}, "
+                f"version={self.version})")
 
 
 @attrs.frozen
