@@ -21,7 +21,9 @@ __all__ = [
     "EMPTY",
     "FrozenDict",
     "FrozenList",
+    "Inputs",
     "freeze",
+    "inputs",
     "json_data",
     "json_state",
     "merged",
@@ -132,6 +134,23 @@ class FrozenList(list[Any]):
 
     __setitem__ = __delitem__ = _refuse
     append = clear = extend = insert = pop = remove = reverse = sort = _refuse
+
+
+class Inputs(FrozenDict):
+    """``intent.inputs``: each dependency's title mapped to its final state (read-only)."""
+
+    __slots__ = ()
+
+    def __missing__(self, title: str) -> NoReturn:
+        raise KeyError(f"{title!r} is not a dependency of this intent; inputs has {list(self)}")
+
+
+def inputs(records: Mapping[str, Any], ids: Mapping[str, str], titles: Iterable[str]) -> Inputs:
+    """The :class:`Inputs` of an intent depending on ``titles`` (their states are frozen)."""
+    made = dict.__new__(Inputs)
+    for title in titles:
+        dict.__setitem__(made, title, records[ids[title]].state)
+    return made
 
 
 def _is_frozen(value: object) -> bool:
