@@ -151,7 +151,7 @@ class Intent:
 def _read_only_data(value: Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(value, FrozenDict):
         return value  # the log's own: already checked and never changed
-    return FrozenDict(json_data(value, "decision data")) if value else EMPTY
+    return json_data(value, "decision data") if value else EMPTY  # a frozen checked copy
 
 
 class Response(FrozenDict):
