@@ -147,6 +147,8 @@ class Inputs(FrozenDict):
 
 def inputs(records: Mapping[str, Any], ids: Mapping[str, str], titles: Iterable[str]) -> Inputs:
     """The :class:`Inputs` of an intent depending on ``titles`` (their states are frozen)."""
+    if not titles:
+        return NO_INPUTS
     made = dict.__new__(Inputs)
     for title in titles:
         dict.__setitem__(made, title, records[ids[title]].state)
@@ -169,6 +171,9 @@ def _frozen_list(data: list[Any]) -> FrozenList:
     list.extend(frozen, data)
     return frozen
 
+
+#: The inputs of an intent without dependencies (shared).
+NO_INPUTS = dict.__new__(Inputs)
 
 #: The empty FrozenDict (shared: empty states and constraints cost nothing).
 EMPTY = _frozen_dict({})

@@ -32,7 +32,7 @@ from ._blocking import BlockingWatch, current_watch, timed
 from ._clock import Clock
 from ._context import active_run
 from ._coordination import RUNTIME, Coordination, Host
-from ._data import EMPTY, inputs, json_data, json_state, unwrap
+from ._data import inputs, json_data, json_state, unwrap
 from ._dispatch import BoundAgent, call
 from ._guarding import Guarding, cancelled_reason, is_denied
 from ._handler_context import HandlerContext
@@ -351,7 +351,7 @@ class Run:
             spec.constraints,
             self.store.portfolio_id,
             attempt,
-            inputs(self.records, self.id_of_title, spec.depends_on) if spec.depends_on else EMPTY,
+            inputs(self.records, self.id_of_title, spec.depends_on),
             spec.tags,
             node.id,
         )

@@ -436,6 +436,24 @@ async def test_state_inputs_event_and_decision_data_go_to_json_apis_as_they_are(
     assert type(result.to_dict()["intents"]["A"]["state"]["rows"]) is list
 
 
+@pytest.mark.asyncio
+async def test_inputs_of_an_intent_without_dependencies_name_the_mistake() -> None:
+    seen: dict[str, Any] = {}
+
+    @Agent("dp-lonely")
+    class Lonely:
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, Any]:
+            seen["inputs"] = (intent.inputs == {}, json.dumps(intent.inputs))
+            with pytest.raises(KeyError, match="'A' is not a dependency of this intent"):
+                intent.inputs["A"]
+            return {}
+
+    result = await run(portfolio(IntentSpec("B", assign="dp-lonely")), Lonely)
+    assert result.status == "completed", result.intents["B"].error
+    assert seen["inputs"] == (True, "{}")
+
+
 # ---------------------------------------------------------------------------- JSON data
 
 
