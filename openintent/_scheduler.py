@@ -33,7 +33,7 @@ from ._bus import EventBus
 from ._clock import Clock
 from ._context import active_run
 from ._coordination import RUNTIME, CoordinatorSession
-from ._data import FrozenDict, json_data
+from ._data import json_data
 from ._dispatch import BoundAgent
 from ._guarding import GuardrailChain, cancelled_reason
 from ._handler_context import HandlerContext
@@ -314,7 +314,7 @@ class Run:
             hooks.state_changed(record, old_state, record.state, result)
         if hooks.complete_watched:
             intent.status = IntentStatus.COMPLETED
-            intent.state = FrozenDict(record.state)
+            intent.state = record.state
             intent.version = record.version
             intent.assigned_to = agent_id
             for handler in hooks.watchers_of(HookKind.COMPLETE, agent_id):

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 __all__ = [
     "AgentError",
     "ApprovalError",
+    "CostError",
     "DataError",
     "DelegationError",
     "DependencyCycleError",
@@ -69,6 +70,10 @@ class DependencyCycleError(SpecError):
 
 class UnknownAgentError(SpecError):
     """An intent is assigned to an agent id that no registered agent has."""
+
+
+class CostError(OpenIntentError, ValueError):
+    """A cost that is not a finite amount >= 0 in USD was recorded."""
 
 
 class AgentError(OpenIntentError, TypeError):
