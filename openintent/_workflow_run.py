@@ -141,7 +141,7 @@ def bind_workflow(
         ):
             who = "no coordinator" if lead is None else f"coordinator {lead.id!r}"
             raise _problem(file, phase.line, phase.column, (
-                f"step {phase.name!r} has no assign, and {who} can route it (no agents: list "
+                f"step {phase.name!r} has no assign, and {who} cannot route it (no agents: list "
                 "and no @on_assignment handler); add assign: agent-id to the step, or agents: "
                 "[...] to the coordinator"
             ))

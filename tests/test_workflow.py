@@ -137,7 +137,7 @@ async def test_the_yaml_coordinator_block_is_the_coordinator():
         openintent: "1.0"
         info: {name: fan-out}
         coordinator:
-          id: lead
+          id: yaml-lead
           strategy: parallel
           agents: [a, b]
         workflow:
@@ -145,7 +145,7 @@ async def test_the_yaml_coordinator_block_is_the_coordinator():
     """)
     result = await wf.arun(simulate=True, clock=VirtualClock())
     assert result.status == "completed"
-    assert result.events.of_type("run_started")[0].data["coordinator"] == "lead"
+    assert result.events.of_type("run_started")[0].data["coordinator"] == "yaml-lead"
     assert result.intents["vote"].assigned_to == "a,b"
 
 
