@@ -105,7 +105,7 @@ class BlockingWatch:
         first = subject[0] if isinstance(subject, tuple) and subject else subject
         self._log.warning(
             "a handler blocked the event loop", **data, intent_id=intent_id,
-            intent=first.title if isinstance(first, Intent) else None,
+            intent=first.title if isinstance(first, Intent | Event) else None,
             threshold=self.threshold, hint=_HINT,
         )
 

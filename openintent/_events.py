@@ -152,8 +152,12 @@ def public_event(raw: tuple[Any, ...], seq: int, source: EventSource) -> Event:
     type_, time_, intent_id, data = raw
     if type(data) is tuple:
         data = dict(zip(PACKED_FIELDS[type_], data, strict=True))
-        if "initial_state" in data and data["initial_state"] is None:
-            data["initial_state"] = {}
+        if type_ == EventType.CREATED:  # JSON data, as a journal gives it back: lists
+            data["depends_on"] = list(data["depends_on"])
+            if type(data["assign"]) is tuple:
+                data["assign"] = list(data["assign"])
+            if data["initial_state"] is None:
+                data["initial_state"] = {}
     title = source.title_of(intent_id) if intent_id is not None else None
     return Event(seq, type_, time_, source.portfolio_id, intent_id, read_only(data), title,
                  source.wall(time_))
@@ -162,8 +166,8 @@ def public_event(raw: tuple[Any, ...], seq: int, source: EventSource) -> Event:
 class EventLog(Sequence[Event]):
     """A read-only view of a run's events, in order.
 
-    Queries return narrower views of the same log, so they chain, and each event keeps its
-    ``seq`` (its position in the whole log)::
+    Queries and slices return narrower views of the same log, so they chain, and each event
+    keeps its ``seq`` (its position in the whole log)::
 
         result.events.of_type("completed").for_intent(intent_id)
         result.events.for_intent("Review").types()
@@ -194,10 +198,10 @@ class EventLog(Sequence[Event]):
     @overload
     def __getitem__(self, index: int) -> Event: ...
     @overload
-    def __getitem__(self, index: slice) -> list[Event]: ...
-    def __getitem__(self, index: int | slice) -> Event | list[Event]:
-        if isinstance(index, slice):
-            return [self[position] for position in range(len(self))[index]]
+    def __getitem__(self, index: slice) -> EventLog: ...
+    def __getitem__(self, index: int | slice) -> Event | EventLog:
+        if isinstance(index, slice):  # a narrower view too, so queries chain on it
+            return EventLog(self._events, self._source, self._positions()[index])
         seq = self._positions()[index]  # negative indexes and IndexError
         return public_event(self._events[seq], seq, self._source)
 

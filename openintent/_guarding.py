@@ -9,10 +9,11 @@ from anyio.abc import TaskGroup
 
 from ._coordination import RUNTIME
 from ._data import json_data
+from ._event_types import is_event_type, unknown_event_type
 from ._registry import HookKind
-from .errors import ApprovalError
+from .errors import ApprovalError, OpenIntentError
 from .guardrails import ApprovalGuardrail, ApprovalRequest, Breach, DispatchContext, Guardrail
-from .models import Event, Intent, public_event
+from .models import Event, EventType, Intent, public_event
 
 if TYPE_CHECKING:
     from ._scheduler import Node, Run
@@ -25,6 +26,10 @@ _HOOKS = {
     "on_guardrail_breach": HookKind.GUARDRAIL_BREACH,
 }
 
+
+_APPROVAL_STATUSES = (
+    EventType.APPROVAL_REQUESTED, EventType.APPROVAL_GRANTED, EventType.APPROVAL_DENIED
+)
 
 class Guarding:
     """Binds the guardrails to a run, runs each attempt through them, and halts the run."""
@@ -82,9 +87,19 @@ class Guarding:
         return self.run.store.portfolio_id
 
     def emit(self, type: str, intent_id: str | None, data: Mapping[str, Any]) -> None:
+        # Its own (declared) types only: a forged lifecycle event would corrupt the run.
+        where = f"a guardrail's emit({type!r})"
+        if type in EventType.ALL and type != EventType.BUDGET_WARNING:
+            raise OpenIntentError(f"{where}: the runtime records that built-in event itself; "
+                                  "declare a type of your own with register_event_type")
+        if not is_event_type(type):
+            raise OpenIntentError(unknown_event_type(type, where))
         self.run.store.emit(type, intent_id, json_data(data, f"a guardrail's {type} event"))
 
     def set_status(self, intent_id: str, type: str, data: Mapping[str, Any]) -> None:
+        if type not in _APPROVAL_STATUSES:
+            raise OpenIntentError(f"a guardrail's set_status({type!r}): a guardrail changes an "
+                                  f"intent's status only to {', '.join(_APPROVAL_STATUSES)}")
         self.run.store.emit(type, intent_id, json_data(data, f"a guardrail's {type} event"))
 
     def halt(self, breach: Breach) -> None:

@@ -69,7 +69,9 @@ class GuardrailRun(Protocol):
         ...
 
     def emit(self, type: str, intent_id: str | None, data: Mapping[str, Any]) -> None:
-        """Append an event of your own to the run's log."""
+        """Append an event of your own to the run's log: its type declared with
+        ``register_event_type`` (or ``budget_warning``); the runtime's own lifecycle types
+        are refused (``OpenIntentError``), and ``data`` must be JSON data."""
         ...
 
     def halt(self, breach: Breach) -> None:

@@ -729,5 +729,14 @@ class Inputs(Mapping[str, Mapping[str, Any]]):
     def __len__(self) -> int:
         return len(self._titles)
 
+    def to_plain(self) -> dict[str, Any]:
+        """A plain, mutable deep copy, as views give."""
+        return {title: to_plain(self[title]) for title in self._titles}
+
+    copy = __copy__ = to_plain
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return self.to_plain()
+
     def __repr__(self) -> str:
-        return repr({title: to_plain(self[title]) for title in self._titles})
+        return repr(self.to_plain())

@@ -130,7 +130,7 @@ def _created(records: Records, event: RawEvent) -> None:
     data = event[_DATA]
     title, depends_on, assign, initial_state = data if type(data) is tuple else _fields(event)
     intent_id = event[_INTENT] or ""
-    if isinstance(assign, list | tuple):  # several assignees: "a,b", as once dispatched
+    if assign is not None and not isinstance(assign, str):  # several assignees: "a,b"
         assign = ",".join(assign)
     records[intent_id] = IntentRecord(
         intent_id,

@@ -14,40 +14,55 @@ from .models import Event, EventType, public_event
 __all__ = ["follow_run", "follow_runs"]
 
 
-async def follow_run(store: EventStore | None) -> AsyncIterator[Event]:
+def follow_run(store: EventStore | None) -> AsyncIterator[Event]:
     """Every event of one run from the start of its log, live, ending after ``run_finished``.
 
     A cursor over the log rather than a queue: nothing is copied or buffered per consumer, and
     a consumer that starts late still sees the whole run.
     """
-    if store is None:
-        return
-    events = store.events
-    source = store.source
-    seq = 0
-    wakeup = anyio.Event()
+    return _RunFollower(store)
 
-    def poke(_event: Event) -> None:
-        wakeup.set()
 
-    listening = False
-    try:
-        while True:
-            while seq < len(events):
-                event = public_event(events[seq], seq, source)
-                seq += 1
-                yield event
-                if event.type == EventType.RUN_FINISHED:
-                    return
-            if not listening:  # only a consumer that waits costs the run anything
-                store.listeners.append(poke)
-                listening = True
-                continue  # events logged before the listener was added
-            await wakeup.wait()
+class _RunFollower:
+    """The iterator of :func:`follow_run`: a plain object, not an async generator, so a
+    consumer may ``break`` out without closing it (trio warns about async generators dropped
+    unfinished). It listens to the store only while a ``__anext__`` waits."""
+
+    __slots__ = ("_store", "_seq", "_done")
+
+    def __init__(self, store: EventStore | None) -> None:
+        self._store = store
+        self._seq = 0
+        self._done = store is None
+
+    def __aiter__(self) -> _RunFollower:
+        return self
+
+    async def __anext__(self) -> Event:
+        store = self._store
+        if self._done or store is None:
+            raise StopAsyncIteration
+        events = store.events
+        while self._seq >= len(events):
             wakeup = anyio.Event()
-    finally:
-        if listening:
-            store.listeners.remove(poke)
+
+            def poke(_event: Event, wakeup: anyio.Event = wakeup) -> None:
+                wakeup.set()
+
+            store.listeners.append(poke)
+            try:
+                await wakeup.wait()
+            finally:
+                store.listeners.remove(poke)
+        event = public_event(events[self._seq], self._seq, store.source)
+        self._seq += 1
+        if event.type == EventType.RUN_FINISHED:
+            self._done = True
+        return event
+
+    async def aclose(self) -> None:
+        """Stop following (what ``contextlib.aclosing`` calls); nothing to release."""
+        self._done = True
 
 
 def follow_runs(
@@ -61,26 +76,56 @@ def follow_runs(
         for seq, raw in enumerate(store.events):
             send.send_nowait(public_event(raw, seq, store.source))
     subscribers.append(send)
-    return _stream(subscribers, send, receive)
+    return _RunsFollower(subscribers, send, receive)
 
 
-async def _stream(
-    subscribers: list[MemoryObjectSendStream[Event]],
-    send: MemoryObjectSendStream[Event],
-    receive: MemoryObjectReceiveStream[Event],
-) -> AsyncIterator[Event]:
-    running: set[str] = set()
-    try:
-        async with receive:
-            async for event in receive:
-                yield event
-                if event.type == EventType.RUN_STARTED:
-                    running.add(event.portfolio_id)
-                elif event.type == EventType.RUN_FINISHED:
-                    running.discard(event.portfolio_id)
-                    if not running:
-                        return
-    finally:
-        if send in subscribers:
-            subscribers.remove(send)
-        send.close()
+class _RunsFollower:
+    """The iterator of :func:`follow_runs`: a plain object, so a consumer may ``break`` out
+    without closing it; it unsubscribes once it ends, is closed, or is dropped."""
+
+    __slots__ = ("_subscribers", "_send", "_receive", "_running", "_done")
+
+    def __init__(
+        self,
+        subscribers: list[MemoryObjectSendStream[Event]],
+        send: MemoryObjectSendStream[Event],
+        receive: MemoryObjectReceiveStream[Event],
+    ) -> None:
+        self._subscribers = subscribers
+        self._send = send
+        self._receive = receive
+        self._running: set[str] = set()
+        self._done = False
+
+    def __aiter__(self) -> _RunsFollower:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._done:
+            raise StopAsyncIteration
+        try:
+            event = await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):  # the runtime closed
+            self._close()
+            raise StopAsyncIteration from None
+        if event.type == EventType.RUN_STARTED:
+            self._running.add(event.portfolio_id)
+        elif event.type == EventType.RUN_FINISHED:
+            self._running.discard(event.portfolio_id)
+            if not self._running:
+                self._close()
+        return event
+
+    def _close(self) -> None:
+        self._done = True
+        if self._send in self._subscribers:
+            self._subscribers.remove(self._send)
+        self._send.close()
+        self._receive.close()
+
+    async def aclose(self) -> None:
+        """Stop following (what ``contextlib.aclosing`` calls)."""
+        self._close()
+
+    def __del__(self) -> None:
+        self._close()

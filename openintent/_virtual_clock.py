@@ -381,7 +381,7 @@ _WATCHES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWatch] = (
 def _real_waits(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether anything in the loop waits on real time or real I/O."""
     scheduled = getattr(loop, "_scheduled", ())
-    if any(not handle.cancelled() for handle in scheduled):
+    if any(not handle.cancelled() and not _is_deadline(handle) for handle in scheduled):
         return True
     selector = getattr(loop, "_selector", None)
     if selector is None:
@@ -389,3 +389,12 @@ def _real_waits(loop: asyncio.AbstractEventLoop) -> bool:
     own = {getattr(loop, "_ssock", None), getattr(loop, "_csock", None)}
     own_fds = {sock.fileno() for sock in own if sock is not None}
     return any(key.fd not in own_fds for key in selector.get_map().values())
+
+
+def _is_deadline(handle: asyncio.TimerHandle) -> bool:
+    """Whether a timer is a cancel scope's deadline (``anyio.fail_after``/``move_on_after``,
+    ``asyncio.timeout``): a bound on real time around the waiting, not a wait of its own."""
+    owner = getattr(getattr(handle, "_callback", None), "__self__", None)
+    kind = type(owner)
+    return (kind.__name__ == "CancelScope" and kind.__module__.startswith("anyio.")) or (
+        kind.__name__ == "Timeout" and kind.__module__ == "asyncio.timeouts")

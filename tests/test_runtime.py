@@ -328,7 +328,7 @@ async def test_every_transition_is_one_event_in_order():
     assert all(event.portfolio_id == result.portfolio_id for event in result.events)
     assert result.events[-1].data == {"status": "completed"}
     created = result.events[1]
-    assert created.data == {"title": "A", "depends_on": (), "assign": "echo", "initial_state": {}}
+    assert created.data == {"title": "A", "depends_on": [], "assign": "echo", "initial_state": {}}
     assert result.events[3].data == {"attempt": 1, "agent": "echo"}
 
 

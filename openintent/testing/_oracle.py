@@ -69,7 +69,7 @@ class _Intent:
 
     def __init__(self, intent_id: str, data: Mapping[str, Any]) -> None:
         assign = data.get("assign")
-        if isinstance(assign, list | tuple):
+        if isinstance(assign, Sequence) and not isinstance(assign, str):
             assign = ",".join(assign)
         self.fields: dict[str, Any] = {
             "id": intent_id,
