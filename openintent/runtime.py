@@ -146,6 +146,9 @@ class Runtime:
     ) -> RunResult:
         """Run every intent of ``spec`` in the calling task and return the result, whatever
         the outcome (``rt.start`` + ``handle.result()``, without the need for ``async with``).
+        ``spec`` may be a YAML :class:`~openintent.workflow.WorkflowSpec`: its
+        ``coordinator:`` block governs the run unless ``coordinator`` is given or a
+        ``@Coordinator`` of that id is registered.
 
         Raises :class:`~openintent.errors.SpecError` (nothing runs) when the spec is invalid:
         duplicate titles, unknown dependencies, a cycle, unknown agent ids, bad guardrails;
@@ -185,13 +188,14 @@ class Runtime:
                 f"this Runtime is closed, so {call} cannot run: create a new Runtime"
             )
         extra: tuple[Guardrail, ...] = ()
-        if isinstance(spec, RunnableWorkflow) and not isinstance(spec, PortfolioSpec):
+        if not isinstance(spec, PortfolioSpec) and isinstance(spec, RunnableWorkflow):
             # A YAML WorkflowSpec: its coordinator block and step guardrails come along.
             spec, coordinator, extra = spec.bind_runtime(self._planner, coordinator)
         if not isinstance(spec, PortfolioSpec):
             raise SpecError(
-                f"{call} takes a PortfolioSpec, got {type(spec).__name__}: build one with "
-                "PortfolioSpec(name=..., intents=[IntentSpec(...), ...])"
+                f"{call} takes a PortfolioSpec or a WorkflowSpec, got {type(spec).__name__}: "
+                "build one with PortfolioSpec(name=..., intents=[IntentSpec(...), ...]) or "
+                "openintent.workflow.load_workflow(path)"
             )
         return self._begin(spec, self._planner.coordinator(coordinator), nested=False,
                            extra_guardrails=extra)
