@@ -81,7 +81,9 @@ def _check_info(
         checker.keys(node, INFO_KEYS, "info")
     name = checker.text(info.get("name"), "info.name", required=True)
     if name is None and "name" not in info:
-        at = node if node is not None and node.value is not None else (1, 1)
+        at: Located | tuple[int, int] = (
+            node if node is not None and node.value is not None
+            else root.keys.get("info", (1, 1)))
         checker.error(at, 'Missing workflow name: add name: "My Workflow" under info:')
     description = checker.text(info.get("description"), "info.description") or ""
     version = checker.text(info.get("version"), "info.version") or "1.0.0"
