@@ -344,3 +344,16 @@ def test_run_inside_trio_points_to_arun_too():
         return (await wf.arun(simulate=True)).status
 
     assert trio.run(main) == "completed"
+
+
+@pytest.mark.asyncio
+async def test_the_testing_guide_workflow_example(monkeypatch):
+    import re
+
+    guide = (EXAMPLES.parent / "docs" / "testing.md").read_text()
+    [code] = [b for b in re.findall(r"```python\n(.*?)```", guide, flags=re.S)
+              if "test_the_pipeline_completes_with_a_slow_writer" in b]
+    monkeypatch.chdir(EXAMPLES.parent)
+    namespace: dict[str, object] = {}
+    exec(code, namespace)  # noqa: S102 - our own docs
+    await namespace["test_the_pipeline_completes_with_a_slow_writer"]()
