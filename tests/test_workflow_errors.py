@@ -148,8 +148,10 @@ def test_a_file_names_itself_in_its_problems(tmp_path):
 def test_warnings_for_unused_agents_and_0_17_keys(tmp_path):
     path = tmp_path / "w.yaml"
     path.write_text(HEAD + "llm: {provider: openai}\nagents:\n  idle: does nothing\n"
-                    "workflow:\n  a: {assign: x, description: d}\n")
+                    "workflow:\n  a: {assign: idel, description: d}\n")
     assert validate_workflow(path) == [
         f"{path}:3:1: the top level: 'llm' (an openintent 0.17 key) is ignored by this version",
         f"{path}:5:3: agent 'idle' is declared but no step uses it",
+        f"{path}:7:15: step 'a' is assigned to 'idel', which is not declared under agents: "
+        "(did you mean `idle`?)",
     ]
