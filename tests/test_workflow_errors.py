@@ -40,6 +40,8 @@ def only_problem(text: str | bytes) -> tuple[int, int, str]:
         pytest.param('openintent: "1.0"\ninfo:\n  description: d\nworkflow:\n  a: {assign: x}\n',
                      3, 3, ["Missing workflow name", "under info:"], id="missing-name"),
         pytest.param(HEAD, 1, 1, ["Missing 'workflow' section"], id="missing-workflow"),
+        pytest.param('openintent: "1.0"\ninfo: {name: null}\nworkflow:\n  a: {assign: x}\n', 2, 14,
+                     ["info.name must be a non-empty string, got nothing"], id="null-name"),
         pytest.param(HEAD + "workflow:\n", 3, 1, ["Missing 'workflow' section"],
                      id="empty-workflow"),
         pytest.param('openintent: "1.0"\ninfo:\nworkflow:\n  a: {assign: x}\n', 2, 1,
