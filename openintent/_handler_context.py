@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
 
-from ._data import FrozenDict, json_data
+from ._data import json_data
 from ._event_types import is_event_type, unknown_event_type
 from ._store import is_valid_cost
-from .errors import DataError, OpenIntentError, StateConflictError
+from .errors import CostError, DataError, OpenIntentError, StateConflictError
 from .models import Decision, EventType, Intent, RunResult
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class HandlerContext:
         old_state = record.state
         run.store.emit(EventType.STATE_PATCHED, intent.id,
                        {"patch": patch, "by": intent.assigned_to})
-        intent.state = FrozenDict(record.state)
+        intent.state = record.state
         intent.version = record.version
         if run.hooks.state_watched:
             run.hooks.state_changed(record, old_state, record.state, patch)
@@ -84,7 +84,7 @@ class HandlerContext:
         # A handler cancelled by a halt records nothing more (its cancellation lands here).
         await anyio.lowlevel.checkpoint_if_cancelled()
         if not is_valid_cost(usd):
-            raise ValueError(f"record_cost takes a finite amount >= 0 in USD, got {usd!r}")
+            raise CostError(f"record_cost takes a finite amount >= 0 in USD, got {usd!r}")
         if intent.id not in self._run.records:
             raise OpenIntentError(f"intent {intent.id!r} is not part of this run")
         data = {"usd": float(usd), "agent": agent_id,

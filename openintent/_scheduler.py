@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ from ._blocking import BlockingWatch, current_watch, timed
 from ._clock import Clock
 from ._context import active_run
 from ._coordination import RUNTIME, Coordination, Host
-from ._data import EMPTY, FrozenDict, json_data, json_state, to_plain, unwrap
+from ._data import inputs, json_data, json_state, unwrap
 from ._dispatch import BoundAgent, call
 from ._guarding import Guarding, cancelled_reason, is_denied
 from ._handler_context import HandlerContext
@@ -344,14 +344,14 @@ class Run:
             spec.title,
             spec.description,
             record.status,
-            FrozenDict(state) if state else EMPTY,
+            state,
             record.version,
             agent_id,
             spec.depends_on,
             spec.constraints,
             self.store.portfolio_id,
             attempt,
-            Inputs(self.records, self.id_of_title, spec.depends_on) if spec.depends_on else EMPTY,
+            inputs(self.records, self.id_of_title, spec.depends_on),
             spec.tags,
             node.id,
         )
@@ -522,7 +522,7 @@ class Run:
             hooks.state_changed(node, old_state, record.state, result)
         if hooks.complete_watched:
             intent.status = IntentStatus.COMPLETED
-            intent.state = FrozenDict(record.state)
+            intent.state = record.state
             intent.version = record.version
             intent.assigned_to = agent_id
             for handler in hooks.watchers_of(HookKind.COMPLETE, agent_id):
@@ -700,43 +700,3 @@ def fast_path(
     if len(agents) != 1 or agents[0] is coordinator or spec.timeout is not None:
         return None
     return agents[0].work
-
-
-class Inputs(Mapping[str, Mapping[str, Any]]):
-    """``intent.inputs``: each dependency's title mapped to its final state (deep read-only
-    views)."""
-
-    __slots__ = ("_records", "_ids", "_titles")
-
-    def __init__(
-        self, records: dict[str, Any], ids: Mapping[str, str], titles: tuple[str, ...]
-    ) -> None:
-        self._records = records
-        self._ids = ids
-        self._titles = titles
-
-    def __getitem__(self, title: str) -> Mapping[str, Any]:
-        if title not in self._titles:
-            raise KeyError(
-                f"{title!r} is not a dependency of this intent; inputs has {list(self._titles)}"
-            )
-        state = self._records[self._ids[title]].state
-        return FrozenDict(state) if state else EMPTY
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._titles)
-
-    def __len__(self) -> int:
-        return len(self._titles)
-
-    def to_plain(self) -> dict[str, Any]:
-        """A plain, mutable deep copy, as views give."""
-        return {title: to_plain(self[title]) for title in self._titles}
-
-    copy = __copy__ = to_plain
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
-        return self.to_plain()
-
-    def __repr__(self) -> str:
-        return repr(self.to_plain())

@@ -19,7 +19,7 @@ import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._clock import Clock, run_timebase
-from ._data import EMPTY, FrozenDict, to_plain, unwrap
+from ._data import EMPTY, merged, read_only, to_plain
 from ._events import EventSource
 from ._logging import logging_configured
 from .models import (
@@ -94,7 +94,7 @@ class IntentRecord:
             id=self.id,
             title=self.title,
             status=self.status,
-            state=(FrozenDict(state) if state else EMPTY) if view else to_plain(state),
+            state=state if view else to_plain(state),
             version=self.version,
             assigned_to=self.assigned_to,
             attempts=self.attempts,
@@ -135,7 +135,7 @@ def _created(records: Records, event: RawEvent) -> None:
     records[intent_id] = IntentRecord(
         intent_id,
         title,
-        {**initial_state} if initial_state else {},
+        read_only(initial_state) if initial_state else EMPTY,
         tuple(depends_on),
         assign,
     )
@@ -150,8 +150,8 @@ def _dispatched(records: Records, event: RawEvent) -> None:
 
 def _merge(record: IntentRecord, changes: Mapping[str, Any] | None) -> None:
     if changes:
-        # A new dict: state snapshots handed out earlier never change under their holder.
-        record.state = {**record.state, **changes}
+        # A new frozen dict: states handed out earlier never change under their holder.
+        record.state = merged(record.state, changes)
         record.version += 1
 
 
@@ -242,7 +242,7 @@ def apply(records: Records, event: RawEvent | Event | tuple[Any, ...]) -> None:
     """
     row: tuple[Any, ...] = event
     if len(row) in (len(Event._fields), len(Event._fields) - 2):
-        row = (row[1], row[2], row[4], unwrap(row[5]))  # the log's own data, not a view
+        row = (row[1], row[2], row[4], read_only(row[5]))  # stored state must be frozen
     elif len(row) != 4:
         raise ValueError(f"not an event: {event!r}")
     handler = _APPLY.get(row[_TYPE])
