@@ -163,6 +163,20 @@ class WorkflowSpec:
             metadata["coordinator"] = self.coordinator.id
         return portfolio_spec(self.name, self.description, self.phases, metadata)
 
+    def to_mermaid(self) -> str:
+        """A Mermaid flowchart of the steps and their dependencies, with assignees, inputs,
+        outputs, the steps that wait for approval, and the coordinator and its guardrails.
+        Titles are escaped: any text is safe."""
+        from . import _viz
+
+        return _viz.to_mermaid(_viz.graph_of_workflow(self))
+
+    def to_dot(self) -> str:
+        """The picture of :meth:`to_mermaid` as a Graphviz DOT digraph."""
+        from . import _viz
+
+        return _viz.to_dot(_viz.graph_of_workflow(self))
+
     def resolve_inputs(self, intent: Intent) -> dict[str, Any]:
         """The declared ``inputs`` of ``intent``'s step, read from its dependencies' final
         states (``{draft: write.text}`` gives ``{"draft": <write's state["text"]>}``)."""
