@@ -42,6 +42,9 @@ from .errors import SpecError as SpecError
 from .errors import StateConflictError as StateConflictError
 from .errors import UnknownAgentError as UnknownAgentError
 from .errors import UnknownDependencyError as UnknownDependencyError
+from .errors import WorkflowError as WorkflowError
+from .errors import WorkflowNotFoundError as WorkflowNotFoundError
+from .errors import WorkflowValidationError as WorkflowValidationError
 from .guardrails import ApprovalRequest as ApprovalRequest
 from .guardrails import Breach as Breach
 from .guardrails import Guardrail as Guardrail
@@ -111,6 +114,9 @@ __all__ = [
     "UnknownAgentError",
     "UnknownDependencyError",
     "VirtualClock",
+    "WorkflowError",
+    "WorkflowNotFoundError",
+    "WorkflowValidationError",
     "register_event_type",
     "register_guardrail",
     "sleep",

@@ -153,3 +153,25 @@ class PortfolioSpec:
     intents: tuple[IntentSpec, ...] = attrs.field(converter=_intents)
     description: str = attrs.field(default="", validator=_description)
     metadata: Mapping[str, Any] = attrs.field(default=EMPTY, converter=_metadata)
+
+    def to_mermaid(
+        self, *, coordinator: Any = None, guardrails: Sequence[Any] | None = None
+    ) -> str:
+        """A Mermaid flowchart of the intents and their dependencies, with assignees, the
+        intents that wait for approval, and a box naming the coordinator and guardrails.
+
+        ``coordinator`` (a ``@Coordinator`` class or its id) and ``guardrails`` (as given to
+        ``Runtime``) add what this spec alone does not know. Every title is escaped, so any
+        text is safe. ``.. versionadded:: 0.1``
+        """
+        from . import _viz
+
+        return _viz.to_mermaid(
+            _viz.graph_of_spec(self, coordinator=coordinator, guardrails=guardrails)
+        )
+
+    def to_dot(self, *, coordinator: Any = None, guardrails: Sequence[Any] | None = None) -> str:
+        """The same picture as :meth:`to_mermaid`, as a Graphviz DOT digraph."""
+        from . import _viz
+
+        return _viz.to_dot(_viz.graph_of_spec(self, coordinator=coordinator, guardrails=guardrails))

@@ -6,6 +6,7 @@ Messages say what happened, where, and what to do about it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "AgentError",
@@ -32,6 +33,9 @@ __all__ = [
     "StateConflictError",
     "UnknownAgentError",
     "UnknownDependencyError",
+    "WorkflowError",
+    "WorkflowNotFoundError",
+    "WorkflowValidationError",
 ]
 
 
@@ -188,3 +192,24 @@ class OutputCheckError(OpenIntentError):
 
 class RunCancelledError(OpenIntentError):
     """Raised by ``RunResult.raise_for_status()`` for a run that was cancelled."""
+
+
+class WorkflowError(OpenIntentError):
+    """A YAML workflow could not be read or run (base of the ``openintent.workflow`` errors)."""
+
+
+class WorkflowValidationError(WorkflowError, SpecError):
+    """A workflow file is invalid. ``problems`` lists every problem found, each with ``file``,
+    ``line`` and ``column`` (1-based) and ``message``; ``str()`` shows one per line as
+    ``file:line:col: message``."""
+
+    def __init__(self, problems: Sequence[Any]) -> None:
+        self.problems = list(problems)
+        first = self.problems[0] if self.problems else None
+        self.path = str(getattr(first, "file", ""))  # openintent 0.17 had .path
+        self.suggestion = ""
+        super().__init__("\n".join(map(str, self.problems)))
+
+
+class WorkflowNotFoundError(WorkflowError, FileNotFoundError):
+    """A workflow file does not exist."""

@@ -356,6 +356,20 @@ class RunResult:
             raise error from failures[0]
         raise error from self._errors.get("")
 
+    def to_mermaid(self, kind: str = "flowchart") -> str:
+        """A Mermaid picture of the run: ``"flowchart"`` (default) colours each intent by its
+        final status; ``"gantt"`` is a timeline of when each attempt ran (from the events'
+        ``at`` times)."""
+        from . import _viz
+
+        return _viz.result_to_mermaid(self, kind)
+
+    def to_dot(self) -> str:
+        """The flowchart of :meth:`to_mermaid` as a Graphviz DOT digraph."""
+        from . import _viz
+
+        return _viz.to_dot(_viz.graph_of_result(self))
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of the whole result (state values must be serialisable)."""
         return {

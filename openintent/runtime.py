@@ -17,11 +17,13 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import attrs
 
 from ._blocking import DEFAULT_BLOCKING_THRESHOLD, BlockingWatch, check_blocking_threshold
 from ._bus import EventBus
 from ._clock import Clock, RealClock
 from ._dispatch import AgentTable, BoundAgent
+from ._guardrail_core import Guardrail
 from ._handle import (
     RunHandle,
     StartedRuns,
@@ -40,6 +42,7 @@ from ._specs import PortfolioSpec
 from ._store import EventStore
 from ._stores import open_backend
 from ._streams import follow_run, follow_runs
+from ._workflow_port import RunnableWorkflow
 from .errors import AgentError, OpenIntentError, SpecError
 from .guardrails import ApprovalRequest, build_guardrails
 from .models import Event, EventType, RunResult, RunStatus
@@ -134,9 +137,14 @@ class Runtime:
 
     # ------------------------------------------------------------------ running
 
-    async def run(self, spec: PortfolioSpec, *, coordinator: Any = None) -> RunResult:
+    async def run(
+        self, spec: PortfolioSpec | RunnableWorkflow, *, coordinator: Any = None
+    ) -> RunResult:
         """Run every intent of ``spec`` in the calling task and return the result, whatever
         the outcome (``rt.start`` + ``handle.result()``, without the need for ``async with``).
+        ``spec`` may be a YAML :class:`~openintent.workflow.WorkflowSpec`: its
+        ``coordinator:`` block governs the run unless ``coordinator`` is given or a
+        ``@Coordinator`` of that id is registered.
 
         Raises :class:`~openintent.errors.SpecError` (nothing runs) when the spec is invalid:
         duplicate titles, unknown dependencies, a cycle, unknown agent ids, bad guardrails;
@@ -148,7 +156,9 @@ class Runtime:
         run = self._open("rt.run()", spec, coordinator)
         return await self._drive(run, nested=False)
 
-    async def start(self, spec: PortfolioSpec, *, coordinator: Any = None) -> RunHandle:
+    async def start(
+        self, spec: PortfolioSpec | RunnableWorkflow, *, coordinator: Any = None
+    ) -> RunHandle:
         """Start running ``spec`` in the runtime's task group and return its
         :class:`~openintent.RunHandle` at once.
 
@@ -165,18 +175,26 @@ class Runtime:
         self._started.start(handle)
         return handle
 
-    def _open(self, call: str, spec: PortfolioSpec, coordinator: Any) -> Run:
+    def _open(
+        self, call: str, spec: PortfolioSpec | RunnableWorkflow, coordinator: Any
+    ) -> Run:
         """Validate a top-level run and log its start."""
         if self._closed:
             raise OpenIntentError(
                 f"this Runtime is closed, so {call} cannot run: create a new Runtime"
             )
+        extra: tuple[Guardrail, ...] = ()
+        if not isinstance(spec, PortfolioSpec) and isinstance(spec, RunnableWorkflow):
+            # A YAML WorkflowSpec: its coordinator block and step guardrails come along.
+            spec, coordinator, extra = spec.bind_runtime(self._planner, coordinator)
         if not isinstance(spec, PortfolioSpec):
             raise SpecError(
-                f"{call} takes a PortfolioSpec, got {type(spec).__name__}: build one with "
-                "PortfolioSpec(name=..., intents=[IntentSpec(...), ...])"
+                f"{call} takes a PortfolioSpec or a WorkflowSpec, got {type(spec).__name__}: "
+                "build one with PortfolioSpec(name=..., intents=[IntentSpec(...), ...]) or "
+                "openintent.workflow.load_workflow(path)"
             )
-        return self._begin(spec, self._planner.coordinator(coordinator), nested=False)
+        return self._begin(spec, self._planner.coordinator(coordinator), nested=False,
+                           extra_guardrails=extra)
 
     def _begin(
         self,
@@ -186,11 +204,14 @@ class Runtime:
         nested: bool,
         on_event: Callable[[Event], None] | None = None,
         parent: Stoppable | None = None,
+        extra_guardrails: tuple[Guardrail, ...] = (),
     ) -> Run:
         """Validate a run and log its start (``run_started``, then one ``created`` per
         intent); :meth:`_drive` runs it. Nothing of a spec is logged before the whole of it
         checked out."""
         plan = self._planner.compile(spec, coordinator)
+        if extra_guardrails:
+            plan = attrs.evolve(plan, guardrails=plan.guardrails + extra_guardrails)
         # A sub-portfolio's events stay out of rt.events().
         store = EventStore(self._backend, new_portfolio_id(), self._clock, spec.name,
                            publish=not nested)

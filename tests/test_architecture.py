@@ -56,7 +56,12 @@ def _reaches(graph: dict[str, set[str]], start: str) -> set[str]:
 
 def test_no_module_imports_one_that_imports_it_back() -> None:
     modules = _modules()
-    graph = {name: _imports(name, path, set(modules)) for name, path in modules.items()}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = _imports(name, path, set(modules))
+        if path.name == "__init__.py":  # a package re-exporting its own modules is no circle
+            found = {target for target in found if not target.startswith(f"{name}.")}
+        graph[name] = found
     circles = sorted(name for name in graph if name in _reaches(graph, name))
     assert circles == [], f"modules in an import circle: {circles}"
 
