@@ -20,6 +20,7 @@ from .agents import IntentSpec as IntentSpec
 from .agents import PortfolioSpec as PortfolioSpec
 from .errors import AgentError as AgentError
 from .errors import ApprovalError as ApprovalError
+from .errors import CostError as CostError
 from .errors import DataError as DataError
 from .errors import DelegationError as DelegationError
 from .errors import DependencyCycleError as DependencyCycleError
@@ -72,6 +73,7 @@ __all__ = [
     "Breach",
     "Clock",
     "Coordinator",
+    "CostError",
     "DataError",
     "Decision",
     "DelegationError",

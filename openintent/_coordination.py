@@ -1,23 +1,25 @@
 """What coordinators do inside a run: route, delegate, vote, arbitrate, take escalations,
 record decisions and extend the plan.
 
-``Coordination`` works on a :class:`~openintent._scheduler.Run`; the scheduler calls it for
-intents routed to the coordinator, for multi-agent intents and for escalations, and the
-coordinator's methods (``delegate``, ``record_decision``, ``add_intent``, ``execute``) reach it
-through the run context.
+A :class:`CoordinatorSession` sees its run through the :class:`~openintent._ports.CoordinatedRun`
+port; the attempts at an intent call it for intents routed to the coordinator, for multi-agent
+intents and for escalations, and the coordinator's methods (``delegate``, ``record_decision``,
+``add_intent``, ``execute``) reach it through the run context.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 
 from ._data import FrozenList, json_data, json_state, to_plain
-from ._dispatch import BoundAgent, call
-from ._plan import Planner, decision_id
+from ._dispatch import BoundAgent, call_handler
+from ._nodes import Node
+from ._plan import decision_id
+from ._ports import CoordinatedRun, RuntimePort
 from ._quorum import quorum_needed, quorum_rationale
 from ._registry import HookKind, suggest
 from .errors import (
@@ -32,62 +34,46 @@ from .errors import (
 from .models import Decision, Event, EventType, Intent, Response
 
 if TYPE_CHECKING:
-    from ._scheduler import Node, Run
     from ._specs import IntentSpec, PortfolioSpec
     from .models import RunResult
 
-__all__ = ["Coordination", "Host", "RUNTIME"]
+__all__ = ["RUNTIME", "CoordinatorSession"]
 
 #: ``coordinator_id`` of decisions the runtime records on a coordinator's behalf.
 RUNTIME = "runtime"
 
 
-class Host(Protocol):
-    """What a run needs from the runtime that started it."""
+class CoordinatorSession:
+    """The runtime's side of a coordinator's work in one run."""
 
-    @property
-    def planner(self) -> Planner: ...
-
-    async def run_nested(
-        self,
-        spec: PortfolioSpec,
-        lead: BoundAgent | None,
-        on_event: Callable[[Event], None],
-        parent: Run,
-    ) -> RunResult: ...
-
-
-class Coordination:
-    """The coordinator's side of one run."""
-
-    def __init__(self, run: Run, host: Host) -> None:
+    def __init__(self, run: CoordinatedRun, runtime: RuntimePort) -> None:
         self.run = run
-        self.host = host
-        self.lead = run.coordinator
+        self.runtime = runtime
+        self.coordinator = run.coordinator
         # Results of delegate() calls while a coordinator handler runs, keyed by the identity
         # of the intent view it was given: several assignees of one intent may escalate at once.
         self._delegated: dict[int, list[dict[str, Any] | None]] = {}
         self._escalating: set[int] = set()
 
     def _handlers(self, kind: HookKind) -> list[Any]:
-        return self.lead.of(kind) if self.lead is not None else []
+        return self.coordinator.handlers_of(kind) if self.coordinator is not None else []
 
     # ------------------------------------------------------------------ routing, delegation
 
     async def route(self, intent: Intent) -> dict[str, Any] | None:
         """Run the coordinator's ``@on_assignment`` for an intent it was given."""
-        assert self.lead is not None
+        assert self.coordinator is not None
         self._delegated[id(intent)] = []
         try:
-            own = await self.run.call_agent(self.lead, intent)
+            own = await self.run.call_agent(self.coordinator, intent)
         finally:
             delegated = self._delegated.pop(id(intent))
         return _merge_delegated(own, delegated)
 
     async def delegate(self, coordinator_id: str, intent: Intent, to: str) -> Any:
         """Hand ``intent`` to agent ``to`` (see ``CoordinatorMethods.delegate``)."""
-        lead = self.lead
-        if lead is None or coordinator_id != lead.id:
+        coordinator = self.coordinator
+        if coordinator is None or coordinator_id != coordinator.id:
             raise DelegationError(
                 f"{coordinator_id!r} cannot delegate {intent.title!r}: only the coordinator "
                 "of the running portfolio delegates its intents"
@@ -97,33 +83,33 @@ class Coordination:
                 f"delegate({intent.title!r}) is only possible from the coordinator's "
                 "@on_assignment or @on_escalation handler while it handles that intent"
             )
-        team = lead.definition.options.get("agents")
+        team = coordinator.definition.options.get("agents")
         if team and to not in team and id(intent) not in self._escalating:
             raise DelegationError(
-                f"{lead.id!r} cannot delegate {intent.title!r} to {to!r}: it is not one of "
-                f"its agents {list(team)}{suggest(to, list(team))}; add it to "
-                f"@Coordinator({lead.id!r}, agents=[...])"
+                f"{coordinator.id!r} cannot delegate {intent.title!r} to {to!r}: it is not "
+                f"one of its agents {list(team)}{suggest(to, list(team))}; add it to "
+                f"@Coordinator({coordinator.id!r}, agents=[...])"
             )
         try:
-            agent = self.host.planner.agent(to)
+            agent = self.runtime.planner.agent(to)
         except OpenIntentError as exc:
             raise DelegationError(f"cannot delegate {intent.title!r}: {exc}") from None
-        if not agent.of(HookKind.ASSIGNMENT):
+        if not agent.handlers_of(HookKind.ASSIGNMENT):
             raise DelegationError(
                 f"cannot delegate {intent.title!r} to {to!r}: "
                 f"{type(agent.instance).__qualname__} has no @on_assignment handler"
             )
         run = self.run
         run.learn_agent(agent)
-        node = run.records[intent.id]
+        node = run.node(intent.id)
         handoff: dict[str, Any] = {"from": coordinator_id, "to": to}
         if len(node.agents) > 1:
             # One assignee's part of a multi-agent intent: the intent stays with its assignees.
             handoff["for"] = intent.assigned_to
-        run.store.emit(EventType.HANDOFF, intent.id, handoff)
-        view = run.view(node, intent.attempt, to)
-        for handler in agent.of(HookKind.HANDOFF):
-            await call(handler, view, coordinator_id, clock=run.clock)
+        run.bus.emit(EventType.HANDOFF, intent.id, handoff)
+        view = run.views.of(node, intent.attempt, to)
+        for handler in agent.handlers_of(HookKind.HANDOFF):
+            await call_handler(handler, view, coordinator_id, clock=run.clock)
         result = await run.call_agent(agent, view)
         self._delegated[id(intent)].append(result)
         return result
@@ -134,8 +120,8 @@ class Coordination:
         """Give an escalated intent to the coordinator's ``@on_escalation``."""
         run = self.run
         reason = escalation.reason or "no reason given"
-        run.store.emit(EventType.ESCALATED, intent.id,
-                       {"reason": reason, "agent": intent.assigned_to})
+        run.bus.emit(EventType.ESCALATED, intent.id,
+                     {"reason": reason, "agent": intent.assigned_to})
         handlers = self._handlers(HookKind.ESCALATION)
         if not handlers:
             raise EscalationError(
@@ -148,7 +134,7 @@ class Coordination:
         own: Any = None
         try:
             for handler in handlers:
-                own = await call(handler, intent, reason, clock=run.clock)
+                own = await call_handler(handler, intent, reason, clock=run.clock)
         except Escalate as again:
             raise EscalationError(
                 f"the @on_escalation handler of intent {intent.title!r} escalated again "
@@ -188,7 +174,7 @@ class Coordination:
             # A task that had not started when the vote (or the run) was cancelled must not
             # start its work now.
             await anyio.lowlevel.checkpoint_if_cancelled()
-            view = run.view(node, intent.attempt, agent.id)
+            view = run.views.of(node, intent.attempt, agent.id)
             try:
                 try:
                     answer = await run.call_agent(agent, view)
@@ -201,10 +187,10 @@ class Coordination:
                 if not quorum or len(agents) - len(failures) < needed:
                     tg.cancel_scope.cancel()  # the outcome is settled: stop the others
                 return
-            response = Response(answer, agent.id, node.version)
+            response = Response(answer, agent.id, node.record.version)
             responses.append(response)
-            run.store.emit(EventType.RESPONSE, node.id,
-                           {"agent": agent.id, "response": to_plain(answer) if answer else None})
+            run.bus.emit(EventType.RESPONSE, node.id,
+                         {"agent": agent.id, "response": to_plain(answer) if answer else None})
             if quorum and len(responses) >= needed:
                 tg.cancel_scope.cancel()  # quorum reached: the rest are not needed
 
@@ -238,7 +224,7 @@ class Coordination:
             RUNTIME, node.id, "quorum_reached", rationale,
             {"agents": [response.agent_id for response in votes]},
         )
-        value = await call(handler, intent, votes, clock=self.run.clock)
+        value = await call_handler(handler, intent, votes, clock=self.run.clock)
         return _as_dict(value, handler.name)
 
     async def _settle_answers(
@@ -259,7 +245,7 @@ class Coordination:
                 f"the assignees of intent {intent.title!r} disagree ({detail}); give the "
                 "coordinator an @on_conflict or @on_quorum handler to decide"
             )
-        value = await call(handlers[0], intent, list(responses), clock=self.run.clock)
+        value = await call_handler(handlers[0], intent, list(responses), clock=self.run.clock)
         return _as_dict(value, handlers[0].name)
 
     async def resolve_patch_conflict(
@@ -269,13 +255,13 @@ class Coordination:
         handlers = self._handlers(HookKind.CONFLICT)
         if not handlers:
             return None
-        record = self.run.records[intent.id]
+        record = self.run.store.records[intent.id]
         versions = [
             Response(record.state, self._last_writer(intent.id) or record.assigned_to or "",
                      record.version),
             Response({**record.state, **patch}, intent.assigned_to or "", expected_version),
         ]
-        value = await call(handlers[0], intent, versions, clock=self.run.clock)
+        value = await call_handler(handlers[0], intent, versions, clock=self.run.clock)
         return _as_dict(value, handlers[0].name)
 
     def _last_writer(self, intent_id: str) -> str | None:
@@ -299,12 +285,12 @@ class Coordination:
         """Append a decision record to the event log and return it."""
         if not isinstance(decision, str) or not decision:
             raise ValueError(f"record_decision needs a non-empty decision string, got {decision!r}")
-        if intent_id is not None and intent_id not in self.run.records:
+        if intent_id is not None and intent_id not in self.run.store.records:
             raise OpenIntentError(f"record_decision: intent {intent_id!r} is not in this run")
         store = self.run.store
         # A checked deep copy: the audit log must not change when the caller's objects do.
         frozen_data = json_data(data, f"record_decision({decision!r}) data")
-        store.emit(
+        self.run.bus.emit(
             EventType.DECISION,
             intent_id,
             {
@@ -326,47 +312,47 @@ class Coordination:
         the same error from this call, and the run goes on without it.
         """
         run = self.run
-        ids = run.id_of_title
-        planned = self.host.planner.extend(
-            spec, self.lead, portfolio=run.spec.name, titles=ids,
-            position=lambda title: run.records[ids[title]].index,
+        ids = run.titles()
+        planned = self.runtime.planner.extend(
+            spec, self.coordinator, portfolio=run.name, titles=ids,
+            position=lambda title: run.node(ids[title]).index,
         )
-        if run.halted is not None:
+        if run.breach is not None:
             raise OpenIntentError(
-                f"cannot add {spec.title!r}: the {run.halted.guardrail} guardrail halted the "
+                f"cannot add {spec.title!r}: the {run.breach.guardrail} guardrail halted the "
                 "run, so nothing new is dispatched"
             )
-        if run.finished:
+        if not run.accepting:
             raise OpenIntentError(
                 f"cannot add {spec.title!r}: every intent of the portfolio has finished"
             )
-        return run.add_node(planned)
+        return run.add_intent(planned)
 
-    async def execute(self, spec: PortfolioSpec, coordinator_id: str) -> RunResult:
+    async def run_subportfolio(self, spec: PortfolioSpec, coordinator_id: str) -> RunResult:
         """Run a sub-portfolio under the coordinator ``coordinator_id`` (the one calling
         ``execute``), with the same agents and clock.
 
         Each cost it records is also recorded in this run's ledger as it happens (a run-level
         ``cost_recorded`` event naming the sub-portfolio), so this run's budget bounds it.
         """
-        store = self.run.store
-        lead = self.lead
-        if lead is None or lead.id != coordinator_id:
+        bus = self.run.bus
+        coordinator = self.coordinator
+        if coordinator is None or coordinator.id != coordinator_id:
             # A coordinator that was given an intent of this run, not the one leading it.
-            lead = self.host.planner.agent(coordinator_id)
-            if lead.kind != "coordinator":
+            coordinator = self.runtime.planner.agent(coordinator_id)
+            if coordinator.kind != "coordinator":
                 raise AgentError(
                     f"{coordinator_id!r} is an @Agent; only a @Coordinator runs a "
                     "sub-portfolio with execute()"
                 )
 
         def roll_up(event: Event) -> None:
-            if event.type == EventType.COST_RECORDED and not self.run.finished:
+            if event.type == EventType.COST_RECORDED and self.run.accepting:
                 data = to_plain(event.data or {})
-                store.emit(EventType.COST_RECORDED, None,
-                           {**data, "subportfolio": event.portfolio_id})
+                bus.emit(EventType.COST_RECORDED, None,
+                         {**data, "subportfolio": event.portfolio_id})
 
-        return await self.host.run_nested(spec, lead, roll_up, self.run)
+        return await self.runtime.run_nested(spec, coordinator, roll_up, self.run)
 
 
 def _as_dict(value: Any, where: str) -> dict[str, Any] | None:

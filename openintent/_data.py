@@ -1,18 +1,19 @@
-"""Intent data: the JSON-data rule, copying data in, and read-only views handed out.
+"""Intent data: the JSON-data rule, and read-only data frozen as it comes in.
 
 What comes into the log (a handler's result, a ``patch_state`` patch, decision data, an
-``initial_state``) is checked and copied by :func:`json_data`, so nobody keeps a reference
-into the log. What goes out to handlers, hooks, listeners and streams is a
-:class:`FrozenDict` or :class:`FrozenList`: a lazy, deep, read-only view of the log's own
-(never mutated) containers. A view costs one small object; nested containers are wrapped
-only when they are read.
+``initial_state``) is checked and copied by :func:`json_data` into a :class:`FrozenDict` or
+:class:`FrozenList`, in one pass. Those are real ``dict`` and ``list`` subclasses (so
+``json.dumps``, ``isinstance(x, dict)``, ``{**x}`` and ``dict(x)`` work) whose changing
+methods raise ``TypeError``; everything inside them is frozen too. The log keeps them and
+hands them out as they are: nothing a handler, hook, listener or stream receives can reach
+data the log keeps mutable, and handing out costs nothing.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, NoReturn, overload
+from collections.abc import Iterable, Mapping
+from typing import Any, NoReturn, Self, SupportsIndex
 
 from .errors import DataError
 
@@ -20,9 +21,12 @@ __all__ = [
     "EMPTY",
     "FrozenDict",
     "FrozenList",
+    "Inputs",
     "freeze",
+    "inputs",
     "json_data",
     "json_state",
+    "merged",
     "read_only",
     "to_plain",
     "unwrap",
@@ -30,7 +34,7 @@ __all__ = [
 
 _READ_ONLY = (
     "is read-only: openintent hands out state, inputs, constraints and event data as "
-    "read-only views so nothing can rewrite the log. Return a dict or call patch_state to "
+    "read-only data so nothing can rewrite the log. Return a dict or call patch_state to "
     "change an intent's state; use .to_plain() for a mutable copy"
 )
 
@@ -39,215 +43,208 @@ def _refuse(view: object, *_args: object, **_kwargs: object) -> NoReturn:
     raise TypeError(f"{type(view).__name__} {_READ_ONLY}")
 
 
-class FrozenDict(Mapping[str, Any]):
-    """A deep read-only view of a dict: reading works as on a dict, changing raises
-    ``TypeError``.
+class FrozenDict(dict[str, Any]):
+    """A read-only ``dict``: reading works as on a dict (it *is* a dict: ``json.dumps``,
+    ``isinstance(x, dict)``, ``{**x}``), changing it raises ``TypeError``.
 
-    Nested dicts and lists come back as views too. A view compares equal to a plain dict
-    with the same content (``view == {"rows": [1, 2]}``); ``dict(view)`` gives a shallow dict
-    (of views), and ``view.to_plain()``, ``view.copy()`` and ``copy.deepcopy(view)`` a plain,
-    mutable deep copy (also what pickling stores).
+    The dicts and lists inside are frozen too, so ``dict(x)`` and ``{**x}`` give a new
+    top-level dict whose nested data is still read-only. ``x.to_plain()``, ``x.copy()``,
+    ``copy.copy(x)``, ``copy.deepcopy(x)`` and pickling give a plain, mutable deep copy.
+    ``FrozenDict(mapping)`` makes a frozen deep copy of the mapping's dicts, lists and tuples.
     """
 
-    __slots__ = ("_data",)
+    __slots__ = ()
 
-    def __init__(self, data: dict[str, Any]) -> None:
-        self._data = data
+    def __new__(cls, data: Mapping[str, Any] | Iterable[tuple[str, Any]] = (), /,
+                **kwargs: Any) -> Self:
+        self = dict.__new__(cls)
+        dict.update(self, data, **kwargs)
+        for key, value in list(dict.items(self)):
+            if isinstance(value, Mapping | list | tuple) and not _is_frozen(value):
+                dict.__setitem__(self, key, freeze(value))
+        return self
 
-    def __getitem__(self, key: str) -> Any:
-        value = self._data[key]
-        kind = type(value)
-        if kind is dict:
-            return FrozenDict(value)
-        if kind is list:
-            return FrozenList(value)
-        return value
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """The value of ``key`` (a view for a container), or ``default``."""
-        if key in self._data:
-            return self[key]
-        return default
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, FrozenDict):
-            return self._data == other._data
-        if isinstance(other, dict):
-            return self._data == other
-        if isinstance(other, Mapping):
-            return self._data == dict(other.items())
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  # like a dict
-
-    def __or__(self, other: Mapping[str, Any]) -> dict[str, Any]:
-        if not isinstance(other, Mapping):
-            return NotImplemented
-        return {**self, **other}
-
-    def __ror__(self, other: Mapping[str, Any]) -> dict[str, Any]:
-        if not isinstance(other, Mapping):
-            return NotImplemented
-        return {**other, **self}
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        """Filled in by ``__new__``: calling ``__init__`` again changes nothing."""
 
     def to_plain(self) -> dict[str, Any]:
         """A plain, mutable deep copy (dicts and lists)."""
-        return _copy_dict(self._data)
+        return _copy_dict(self)
 
     copy = to_plain
 
     def __copy__(self) -> dict[str, Any]:
-        return self.to_plain()
+        return _copy_dict(self)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
-        return self.to_plain()
+        return _copy_dict(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (dict, (self.to_plain(),))
+        return (dict, (_copy_dict(self),))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._data!r})"
+        return f"{type(self).__name__}({_copy_dict(self)!r})"
 
     __setitem__ = __delitem__ = __ior__ = _refuse
     clear = pop = popitem = setdefault = update = _refuse
 
 
-class FrozenList(Sequence[Any]):
-    """A deep read-only view of a list: reading works as on a list, changing raises
-    ``TypeError``. Compares equal to a plain list with the same content; ``list(view)`` is a
-    shallow list (of views), ``view.to_plain()`` a plain, mutable deep copy; ``view + [...]``
-    makes a new list."""
+class FrozenList(list[Any]):
+    """A read-only ``list``: reading works as on a list (it *is* a list), changing it raises
+    ``TypeError``. The dicts and lists inside are frozen too; ``list(x)``, ``x[1:3]``,
+    ``x + [...]`` and ``x * 2`` give new lists of that frozen data; ``x.to_plain()``,
+    ``x.copy()``, ``copy.deepcopy(x)`` and pickling a plain, mutable deep copy."""
 
-    __slots__ = ("_data",)
+    __slots__ = ()
 
-    def __init__(self, data: list[Any]) -> None:
-        self._data = data
+    def __new__(cls, data: Iterable[Any] = (), /) -> Self:
+        self = list.__new__(cls)
+        list.extend(self, [
+            freeze(value) if isinstance(value, Mapping | list | tuple) else value
+            for value in data
+        ])
+        return self
 
-    @overload
-    def __getitem__(self, index: int) -> Any: ...
-    @overload
-    def __getitem__(self, index: slice) -> FrozenList: ...
-    def __getitem__(self, index: int | slice) -> Any:
-        value: Any = self._data[index]
-        kind = type(value)
-        if kind is dict:
-            return FrozenDict(value)
-        if kind is list:
-            return FrozenList(value)  # a slice is a new list: a view of it is still read-only
-        return value
-
-    def __iter__(self) -> Iterator[Any]:
-        for value in self._data:
-            kind = type(value)
-            if kind is dict:
-                yield FrozenDict(value)
-            elif kind is list:
-                yield FrozenList(value)
-            else:
-                yield value
-
-    def __contains__(self, value: object) -> bool:
-        return value in self._data
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, FrozenList):
-            return self._data == other._data
-        if isinstance(other, list):
-            return self._data == other
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  # like a list
-
-    def __add__(self, other: Sequence[Any]) -> list[Any]:
-        if not isinstance(other, list | tuple | FrozenList):
-            return NotImplemented
-        return [*self, *other]
-
-    def __radd__(self, other: Sequence[Any]) -> list[Any]:
-        if not isinstance(other, list | tuple):
-            return NotImplemented
-        return [*other, *self]
-
-    def __mul__(self, times: int) -> list[Any]:
-        return list(self) * times
-
-    __rmul__ = __mul__
+    def __init__(self, *_args: Any) -> None:
+        """Filled in by ``__new__``: calling ``__init__`` again changes nothing."""
 
     def to_plain(self) -> list[Any]:
         """A plain, mutable deep copy (dicts and lists)."""
-        return _copy_list(self._data)
+        return _copy_list(self)
 
     copy = to_plain
 
     def __copy__(self) -> list[Any]:
-        return self.to_plain()
+        return _copy_list(self)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
-        return self.to_plain()
+        return _copy_list(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (list, (self.to_plain(),))
+        return (list, (_copy_list(self),))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._data!r})"
+        return f"{type(self).__name__}({_copy_list(self)!r})"
 
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    def __iadd__(self, _other: Iterable[Any]) -> NoReturn:  # type: ignore[misc]
+        _refuse(self)
+
+    def __imul__(self, _times: SupportsIndex) -> NoReturn:
+        _refuse(self)
+
+    __setitem__ = __delitem__ = _refuse
     append = clear = extend = insert = pop = remove = reverse = sort = _refuse
 
 
-#: The view of an empty dict (shared: empty states and constraints cost nothing).
-EMPTY = FrozenDict({})
+class Inputs(FrozenDict):
+    """``intent.inputs``: each dependency's title mapped to its final state (read-only)."""
+
+    __slots__ = ()
+
+    def __missing__(self, title: str) -> NoReturn:
+        raise KeyError(f"{title!r} is not a dependency of this intent; inputs has {list(self)}")
+
+
+def inputs(records: Mapping[str, Any], ids: Mapping[str, str], titles: Iterable[str]) -> Inputs:
+    """The :class:`Inputs` of an intent depending on ``titles`` (their states are frozen)."""
+    if not titles:
+        return NO_INPUTS
+    made = dict.__new__(Inputs)
+    for title in titles:
+        dict.__setitem__(made, title, records[ids[title]].state)
+    return made
+
+
+def _is_frozen(value: object) -> bool:
+    return isinstance(value, FrozenDict | FrozenList)
+
+
+def _frozen_dict(data: Mapping[str, Any]) -> FrozenDict:
+    """A FrozenDict of ``data``'s items as they are (already frozen: nothing is checked)."""
+    frozen = dict.__new__(FrozenDict)
+    dict.update(frozen, data)
+    return frozen
+
+
+def _frozen_list(data: list[Any]) -> FrozenList:
+    frozen = list.__new__(FrozenList)
+    list.extend(frozen, data)
+    return frozen
+
+
+#: The inputs of an intent without dependencies (shared).
+NO_INPUTS = dict.__new__(Inputs)
+
+#: The empty FrozenDict (shared: empty states and constraints cost nothing).
+EMPTY = _frozen_dict({})
+
+
+def merged(state: Mapping[str, Any], changes: Mapping[str, Any]) -> FrozenDict:
+    """A new FrozenDict: ``state`` with ``changes`` on top (both frozen data already)."""
+    frozen = dict.__new__(FrozenDict)
+    dict.update(frozen, state)
+    dict.update(frozen, changes)
+    return frozen
 
 
 def read_only(value: Any) -> Any:
-    """A view of a dict or list of the log's own; any other value as it is."""
+    """``value`` read-only: frozen data as it is, a dict, list or tuple as a frozen deep copy
+    (frozen data inside is kept, not copied); any other value as it is."""
     kind = type(value)
+    if kind is FrozenDict or kind is FrozenList:
+        return value
     if kind is dict:
-        return FrozenDict(value) if value else EMPTY
-    if kind is list:
-        return FrozenList(value)
+        return _freeze_dict(value) if value else EMPTY
+    if kind is list or kind is tuple:
+        return _freeze_list(value)
     return value
 
 
 def unwrap(value: Any) -> Any:
-    """The container behind a view (the log's own: never change it); other values as they
-    are."""
-    if isinstance(value, FrozenDict | FrozenList):
-        return value._data
+    """``value`` as it is: the log keeps frozen data, which is safe to hand on (kept for the
+    callers that once took the container out of a view)."""
     return value
 
 
 # ---------------------------------------------------------------------------- copying
 
 
-def _copy_dict(data: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of JSON data already checked (only dicts and lists to copy)."""
-    copied = data.copy()
+def _freeze_dict(data: Mapping[str, Any]) -> FrozenDict:
+    frozen = dict.__new__(FrozenDict)
+    dict.update(frozen, data)
     for key, value in data.items():
         kind = type(value)
         if kind is dict:
+            dict.__setitem__(frozen, key, _freeze_dict(value))
+        elif kind is list or kind is tuple:
+            dict.__setitem__(frozen, key, _freeze_list(value))
+    return frozen
+
+
+def _freeze_list(data: Iterable[Any]) -> FrozenList:
+    return _frozen_list([
+        _freeze_dict(value) if type(value) is dict
+        else _freeze_list(value) if type(value) is list or type(value) is tuple
+        else value
+        for value in data
+    ])
+
+
+def _copy_dict(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain deep copy of JSON data already checked (only dicts and lists to copy)."""
+    copied = dict(data)
+    for key, value in copied.items():
+        if isinstance(value, dict):
             copied[key] = _copy_dict(value)
-        elif kind is list:
+        elif isinstance(value, list):
             copied[key] = _copy_list(value)
     return copied
 
 
-def _copy_list(data: list[Any]) -> list[Any]:
+def _copy_list(data: Iterable[Any]) -> list[Any]:
     return [
-        _copy_dict(value) if type(value) is dict
-        else _copy_list(value) if type(value) is list
+        _copy_dict(value) if isinstance(value, dict)
+        else _copy_list(value) if isinstance(value, list)
         else value
         for value in data
     ]
@@ -255,14 +252,15 @@ def _copy_list(data: list[Any]) -> list[Any]:
 
 def to_plain(value: Any) -> Any:
     """``value`` with every mapping as a new dict and every list or tuple as a new list
-    (read-only views included), so it is JSON-serialisable when its leaves are.
+    (frozen data included), so it is JSON-serialisable when its leaves are.
 
     Unlike :func:`json_data` it checks nothing: other values are kept as they are.
     """
-    if isinstance(value, FrozenDict):
-        return _copy_dict(value._data)
-    if isinstance(value, FrozenList):
-        return _copy_list(value._data)
+    kind = type(value)
+    if kind is FrozenDict:
+        return _copy_dict(value)
+    if kind is FrozenList:
+        return _copy_list(value)
     if isinstance(value, Mapping):
         return {key: to_plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple) and not hasattr(value, "_fields"):
@@ -271,15 +269,17 @@ def to_plain(value: Any) -> Any:
 
 
 def freeze(value: Any) -> Any:
-    """A read-only deep copy of specification data (constraints, metadata): mappings and
-    sequences are copied (tuples become lists) and handed out as views; other values are
-    kept as they are, so keep them immutable."""
+    """A read-only deep copy of specification data (constraints, metadata): mappings become
+    FrozenDicts, lists and tuples FrozenLists (frozen data is kept as it is); other values
+    are kept as they are, so keep them immutable."""
     if value is None:
         return EMPTY
-    if isinstance(value, FrozenDict | FrozenList):
-        return value  # already immutable
-    if isinstance(value, Mapping | list | tuple):
-        return read_only(to_plain(value))
+    if _is_frozen(value):
+        return value
+    if isinstance(value, Mapping):
+        return FrozenDict(value)
+    if isinstance(value, list | tuple) and not hasattr(value, "_fields"):
+        return FrozenList(value)
     return value
 
 
@@ -289,7 +289,7 @@ _ATOMS = frozenset({str, int, bool, type(None)})
 
 
 def json_state(value: Any, where: str) -> dict[str, Any] | None:
-    """A handler's result as intent state: ``None``, or a checked deep copy of a mapping.
+    """A handler's result as intent state: ``None``, or a checked frozen copy of a mapping.
 
     Raises :class:`DataError` for anything else, naming ``where`` (the handler).
     """
@@ -305,15 +305,16 @@ def json_state(value: Any, where: str) -> dict[str, Any] | None:
 
 
 def json_data(value: Any, where: str) -> Any:
-    """A deep, plain copy of ``value`` after checking that it is JSON data.
+    """A deep, frozen copy of ``value`` after checking that it is JSON data.
 
     JSON data is a ``dict`` with ``str`` keys, a ``list`` or ``tuple`` (copied as a list),
-    ``str``, ``int``, finite ``float``, ``bool`` or ``None``; views and subclasses (a
-    ``StrEnum`` member, an ``OrderedDict``) are copied as their plain type. NaN and infinite
-    floats are refused: JSON has no such numbers. Anything else raises :class:`DataError`
-    naming ``where`` and the key path.
+    ``str``, ``int``, finite ``float``, ``bool`` or ``None``; subclasses (a ``StrEnum``
+    member, an ``OrderedDict``) are copied as their plain type, dicts as :class:`FrozenDict`
+    and lists as :class:`FrozenList`. NaN and infinite floats are refused: JSON has no such
+    numbers. Anything else raises :class:`DataError` naming ``where`` and the key path.
     """
-    if type(value) is dict:
+    kind = type(value)
+    if kind is dict or kind is FrozenDict:
         # The common case, kept cheap: a flat dict of atoms costs one loop and one copy.
         for key, item in value.items():
             kind = type(item)
@@ -322,7 +323,7 @@ def json_data(value: Any, where: str) -> Any:
             ):
                 break
         else:
-            return value.copy()
+            return value if type(value) is FrozenDict else _frozen_dict(value)
     try:
         return _checked(value, where, "")
     except RecursionError:
@@ -340,10 +341,6 @@ def _checked(value: Any, where: str, path: str) -> Any:
         if math.isfinite(value):
             return value
         _refuse_data(value, where, path)
-    if isinstance(value, FrozenDict):
-        return _copy_dict(value._data)  # the log's own data: checked when it came in
-    if isinstance(value, FrozenList):
-        return _copy_list(value._data)
     if isinstance(value, Mapping):
         copied: dict[str, Any] = {}
         for key, item in value.items():
@@ -352,9 +349,11 @@ def _checked(value: Any, where: str, path: str) -> Any:
                     _refuse_key(key, where, path)
                 key = str.__str__(key)
             copied[key] = _checked(item, where, _join(path, key))
-        return copied
+        return _frozen_dict(copied)
     if isinstance(value, list | tuple):
-        return [_checked(item, where, f"{path}[{index}]") for index, item in enumerate(value)]
+        return _frozen_list(
+            [_checked(item, where, f"{path}[{index}]") for index, item in enumerate(value)]
+        )
     # Subclasses of the atoms (an enum member of str or int) are stored as the plain type.
     if isinstance(value, str):
         return str.__str__(value)

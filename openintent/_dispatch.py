@@ -18,7 +18,7 @@ from ._registry import AgentDefinition, HookKind, Registry, definition_of, sugge
 from ._retrying import call_error
 from .errors import AgentError, UnknownAgentError
 
-__all__ = ["AgentTable", "BoundAgent", "Handler", "call"]
+__all__ = ["AgentTable", "BoundAgent", "Handler", "call_handler"]
 
 
 class Handler:
@@ -41,7 +41,7 @@ class Handler:
         return f"Handler({self.name})"
 
 
-async def call(handler: Handler, *args: Any, clock: Any = None) -> Any:
+async def call_handler(handler: Handler, *args: Any, clock: Any = None) -> Any:
     """Call a handler: await it if async, else run it in a worker thread.
 
     A thread cannot be interrupted: when the call is cancelled (a timeout, a cancelled run)
@@ -74,7 +74,8 @@ class BoundAgent:
     """An agent (or coordinator) instance with its handlers grouped by kind."""
 
     __slots__ = (
-        "id", "kind", "instance", "definition", "handlers", "work", "work_handler", "work_name",
+        "id", "kind", "instance", "definition", "handlers", "direct", "assignment",
+        "assignment_name",
     )
 
     def __init__(self, definition: AgentDefinition, instance: Any) -> None:
@@ -90,14 +91,14 @@ class BoundAgent:
                         definition.id)
             )
         assignment = self.handlers[HookKind.ASSIGNMENT]
-        # The hot path: a single async @on_assignment handler is awaited directly.
-        self.work: Callable[..., Any] | None = None
+        # The common case: a single async @on_assignment handler, awaited directly.
+        self.direct: Callable[..., Any] | None = None
         if len(assignment) == 1 and assignment[0].is_async:
-            self.work_handler: Handler = assignment[0]  # set only with ``work``
-            self.work = assignment[0].function
-        self.work_name = assignment[0].name if assignment else ""
+            self.assignment: Handler = assignment[0]  # set only with ``direct``
+            self.direct = assignment[0].function
+        self.assignment_name = assignment[0].name if assignment else ""
 
-    def of(self, kind: HookKind) -> list[Handler]:
+    def handlers_of(self, kind: HookKind) -> list[Handler]:
         """The handlers of one kind, in definition order."""
         return self.handlers[kind]
 

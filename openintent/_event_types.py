@@ -7,10 +7,16 @@ The declared names live in the current registry (see :mod:`openintent._registry`
 
 from __future__ import annotations
 
+import re
+
 from ._events import EventType
 from ._registry import current_registry, suggest
+from .errors import SpecError
 
 __all__ = ["is_event_type", "register_event_type", "unknown_event_type"]
+
+
+_NAME = re.compile(r"[a-z][a-z0-9_]*(?:[.-][a-z0-9_]+)*")
 
 
 def register_event_type(name: str) -> str:
@@ -18,19 +24,29 @@ def register_event_type(name: str) -> str:
 
     Once declared, ``@on_event(name)`` hooks may listen for it, ``result.events.of_type(name)``
     finds it, and handlers append one with ``await self.record_event(intent, name, **data)``.
-    Declaring a name again does nothing; a built-in type's name is refused.
+    A name is lowercase: letters, digits and underscores, starting with a letter, with single
+    ``.`` or ``-`` allowed between words (``"audit"``, ``"tool_called"``, ``"audit.logged"``),
+    so it is safe as a key in any store, log or URL. Declaring a name again does nothing; a
+    built-in type's name is refused. Both mistakes raise :class:`~openintent.SpecError`
+    (a ``ValueError``).
 
     >>> register_event_type("audit")
     'audit'
 
     .. versionadded:: 0.1
     """
-    if not isinstance(name, str) or not name.strip() or name != name.strip():
-        raise ValueError(
-            f"register_event_type needs a non-empty name without surrounding spaces, got {name!r}"
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        hint = ""
+        if isinstance(name, str):
+            simple = re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+            hint = f", e.g. {simple!r}" if _NAME.fullmatch(simple) else ""
+        raise SpecError(
+            f"register_event_type takes a simple lowercase name (letters, digits and "
+            f"underscores, starting with a letter; '.' or '-' between words{hint}), got "
+            f"{name!r}"
         )
     if name in EventType.ALL:
-        raise ValueError(
+        raise SpecError(
             f"{name!r} is a built-in event type (openintent.EventType); the runtime records "
             "those itself. Declare your own under another name, e.g. 'audit'"
         )

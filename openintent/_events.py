@@ -8,7 +8,7 @@ filled in as it is built. Re-exported by :mod:`openintent.models`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, NamedTuple, overload
 
@@ -226,17 +226,20 @@ class EventLog(Sequence[Event]):
     def __radd__(self, other: Sequence[Event]) -> list[Event]:
         return [*other, *self]
 
-    def of_type(self, *types: str) -> EventLog:
+    def of_type(self, *types: str | Iterable[str]) -> EventLog:
         """The events whose type is one of ``types`` (see :class:`EventType`, and the custom
         types declared with ``register_event_type``), in order; an unknown type is a
-        ``ValueError``."""
-        wanted = _known_types(types, self._events)
+        ``ValueError``. Types may come one by one or as lists: ``of_type("a", "b")`` and
+        ``of_type(["a", "b"])`` are the same query."""
+        wanted = _known_types(_flat_types(types), self._events)
         return self._narrowed(lambda raw: raw[0] in wanted)
 
     def for_intent(self, intent: str) -> EventLog:
         """The events about one intent, by id, or by title when no intent has that id.
 
-        Raises ``ValueError`` for a title that several intents of the log share.
+        Raises ``ValueError`` for a title that several intents of the log share, and for a
+        name that is neither an id nor a title of an intent of the log (with the closest
+        title). An intent of the log with no events in this view gives an empty view.
         """
         intent_id = self._intent_id(intent)
         return self._narrowed(lambda raw: raw[2] == intent_id)
@@ -244,12 +247,22 @@ class EventLog(Sequence[Event]):
     def _intent_id(self, intent: str) -> str:
         if self._source.title_of(intent) is not None:
             return intent  # an id of this log
-        ids = [raw[2] for raw in self._events
+        ids: list[str] = [raw[2] for raw in self._events
                if raw[0] == EventType.CREATED and _title(raw[3]) == intent]
         if len(ids) > 1:
             raise ValueError(f"{len(ids)} intents of this log are titled {intent!r}; "
                              f"pass an intent id instead ({', '.join(ids)})")
-        return ids[0] if ids else intent
+        if ids:
+            return ids[0]
+        titles = sorted({str(_title(raw[3])) for raw in self._events
+                         if raw[0] == EventType.CREATED})
+        more = f" and {len(titles) - 10} more" if len(titles) > 10 else ""
+        known = f"; its intents are {', '.join(map(repr, titles[:10]))}{more}" if titles else (
+            "; it has no intents")
+        raise ValueError(
+            f"no intent of this log has the id or title {intent!r}"
+            f"{suggest(intent, titles) if isinstance(intent, str) else ''}{known}"
+        )
 
     def types(self) -> list[str]:
         """The type of every event, in order (handy in assertions)."""
@@ -258,6 +271,22 @@ class EventLog(Sequence[Event]):
 
     def __repr__(self) -> str:
         return f"EventLog(<{len(self)} events>)"
+
+
+def _flat_types(types: tuple[str | Iterable[str], ...]) -> list[str]:
+    """``of_type``'s arguments as one list of names (each a name or an iterable of names)."""
+    flat: list[str] = []
+    for item in types:
+        if isinstance(item, str):
+            flat.append(item)
+            continue
+        if not isinstance(item, Iterable):
+            raise TypeError(f"of_type takes event type names (str), got {item!r}")
+        for name in item:
+            if not isinstance(name, str):
+                raise TypeError(f"of_type takes event type names (str), got {name!r}")
+            flat.append(name)
+    return flat
 
 
 def _known_types(types: Sequence[str], log: Sequence[tuple[Any, ...]]) -> frozenset[str]:

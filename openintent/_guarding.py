@@ -1,24 +1,23 @@
-"""The guardrail chain of one run, and the port guardrails see the run through."""
+"""The guardrail chain of one run, and the port guardrails see the run through
+(:class:`~openintent.guardrails.GuardrailRun`)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from anyio.abc import TaskGroup
 
-from ._coordination import RUNTIME
 from ._data import json_data
 from ._event_types import is_event_type, unknown_event_type
+from ._nodes import Node
+from ._ports import GuardedRun
 from ._registry import HookKind
 from .errors import ApprovalError, OpenIntentError
 from .guardrails import ApprovalGuardrail, ApprovalRequest, Breach, DispatchContext, Guardrail
 from .models import Event, EventType, Intent, public_event
 
-if TYPE_CHECKING:
-    from ._scheduler import Node, Run
-
-__all__ = ["Guarding", "cancelled_reason", "is_denied"]
+__all__ = ["GuardrailChain", "cancelled_reason", "is_denied"]
 
 _HOOKS = {
     "on_approval_granted": HookKind.APPROVAL_GRANTED,
@@ -31,10 +30,15 @@ _APPROVAL_STATUSES = (
     EventType.APPROVAL_REQUESTED, EventType.APPROVAL_GRANTED, EventType.APPROVAL_DENIED
 )
 
-class Guarding:
-    """Binds the guardrails to a run, runs each attempt through them, and halts the run."""
 
-    def __init__(self, run: Run, templates: list[Guardrail]) -> None:
+class GuardrailChain:
+    """The guardrails bound to one run: each attempt goes through them, outermost first.
+
+    It is also what each guardrail sees of the run (``GuardrailRun``): a guardrail that
+    wants the run stopped asks the scheduler through :meth:`halt`.
+    """
+
+    def __init__(self, run: GuardedRun, templates: list[Guardrail]) -> None:
         self.run = run
         self._templates = templates
         self.chain: list[Guardrail] = []
@@ -51,7 +55,7 @@ class Guarding:
             store = self.run.store
             for seq, raw in enumerate(list(store.events)):
                 self._on_event(public_event(raw, seq, store.source))
-            store.listeners.append(self._on_event)
+            self.run.bus.observe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
         for guardrail in self.chain:
@@ -94,13 +98,13 @@ class Guarding:
                                   "declare a type of your own with register_event_type")
         if not is_event_type(type):
             raise OpenIntentError(unknown_event_type(type, where))
-        self.run.store.emit(type, intent_id, json_data(data, f"a guardrail's {type} event"))
+        self.run.bus.emit(type, intent_id, json_data(data, f"a guardrail's {type} event"))
 
     def set_status(self, intent_id: str, type: str, data: Mapping[str, Any]) -> None:
         if type not in _APPROVAL_STATUSES:
             raise OpenIntentError(f"a guardrail's set_status({type!r}): a guardrail changes an "
                                   f"intent's status only to {', '.join(_APPROVAL_STATUSES)}")
-        self.run.store.emit(type, intent_id, json_data(data, f"a guardrail's {type} event"))
+        self.run.bus.emit(type, intent_id, json_data(data, f"a guardrail's {type} event"))
 
     def halt(self, breach: Breach) -> None:
         self.run.halt(breach)
@@ -108,8 +112,7 @@ class Guarding:
     def record_decision(
         self, intent_id: str | None, decision: str, rationale: str, data: Mapping[str, Any]
     ) -> Any:
-        return self.run.coordination.record_decision(RUNTIME, intent_id, decision, rationale,
-                                                     data)
+        return self.run.record_decision(intent_id, decision, rationale, data)
 
     def notify_coordinator(self, hook: str, *args: Any) -> None:
         self.run.notify_coordinator(_HOOKS[hook], *args)
@@ -125,8 +128,7 @@ class Guarding:
         self.run.start_background(timer)
 
     def view(self, intent_id: str) -> Intent:
-        node = self.run.records[intent_id]
-        return self.run.view(node, node.attempts, node.assigned_to)
+        return self.run.views.now(intent_id)
 
     # ------------------------------------------------------------------ approvals
 

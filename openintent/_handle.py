@@ -9,24 +9,23 @@ group; ``rt.run(spec)`` is start + result in the caller's own task. Both drive t
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
-from ._store import ResultsView
+from ._all_complete import fire_all_complete
+from ._results import ResultsView
+from ._scheduler import Run
 from ._streams import follow_run
 from .errors import ApprovalError, OpenIntentError
 from .guardrails import ApprovalRequest
-from .models import Event, EventLog, EventType, Portfolio, RunResult, RunStatus
-
-if TYPE_CHECKING:
-    from ._scheduler import Run
+from .models import Event, EventLog, RunResult, RunStatus
 
 __all__ = [
     "RunHandle",
-    "RunHost",
+    "StartedRuns",
     "decide_approval",
     "drive_run",
     "pending_approvals",
@@ -155,7 +154,7 @@ class RunHandle:
         return f"<RunHandle {self.portfolio_id} {self.name!r} {self.status}>"
 
 
-class RunHost:
+class StartedRuns:
     """The task group of the runs started with ``rt.start``, open for the length of the
     runtime's ``async with`` block."""
 
@@ -165,7 +164,7 @@ class RunHost:
         self._handles: list[RunHandle] = []
 
     @classmethod
-    async def open(cls) -> RunHost:
+    async def open(cls) -> StartedRuns:
         group = anyio.create_task_group()
         await group.__aenter__()
         return cls(group)
@@ -208,13 +207,13 @@ async def drive_run(
     outcome: dict[str, Any] = {"output": None, "error": None}
 
     async def finish() -> None:
-        outcome["output"], outcome["error"] = await _all_complete(run)
+        outcome["output"], outcome["error"] = await fire_all_complete(run)
 
     try:
         await anyio.lowlevel.checkpoint_if_cancelled()  # cancelled before it began: no dispatch
         # A sub-portfolio (a coordinator's execute) does not fire @on_all_complete: it fires
         # once, for the portfolio the coordinator was given.
-        status = await run.execute(None if nested else finish)
+        status = await run.run_to_end(None if nested else finish)
     except anyio.get_cancelled_exc_class():
         # Also when the cancel lands in @on_all_complete: the log always gets its end.
         run.cancel_unfinished()
@@ -225,35 +224,15 @@ async def drive_run(
         # streams are not left waiting.
         run.cancel_unfinished()
         end(run, RunStatus.FAILED)
-        store.log.exception("run crashed", portfolio=spec.name)
+        store.logger.exception("run crashed", portfolio=spec.name)
         raise
     output, error = outcome["output"], outcome["error"]
     if error is not None and status == RunStatus.COMPLETED:
         status = RunStatus.FAILED
-    if run.halted is not None:
-        error = f"the {run.halted.guardrail} guardrail halted the run: {run.halted.reason}"
+    if run.breach is not None:
+        error = f"the {run.breach.guardrail} guardrail halted the run: {run.breach.reason}"
     end(run, status)
     return run_result(run, status, output, error)
-
-
-async def _all_complete(run: Run) -> tuple[Any, str | None]:
-    """Fire ``@on_all_complete``; return the output, or the error that replaced it."""
-    store = run.store
-    spec = run.spec
-    # Read-only views for the handler: the run's result keeps its own copies.
-    results = ResultsView(store.records, run.id_of_title, views=True)
-    portfolio = Portfolio(store.portfolio_id, spec.name, spec.description, spec.metadata, results)
-    try:
-        return await run.fire_all_complete(portfolio), None
-    except Exception as exc:  # the work is done and kept; the run reports the failure
-        run.errors[""] = exc
-        store.emit(
-            EventType.HOOK_FAILED,
-            None,
-            {"handler": "on_all_complete", "error": str(exc), "error_type": type(exc).__name__},
-        )
-        store.log.error("on_all_complete failed", exc_info=exc)
-        return None, f"@on_all_complete raised {type(exc).__name__}: {exc}"
 
 
 def run_result(
@@ -271,7 +250,7 @@ def run_result(
         decisions=tuple(store.decisions),
         cost_usd=store.total_cost,
         error=error,
-        breach=run.halted,
+        breach=run.breach,
         errors=run.errors,
     )
 
@@ -284,8 +263,8 @@ def pending_approvals(runs: Iterable[Run]) -> list[ApprovalRequest]:
     return [
         request
         for run in runs
-        if run.guarding is not None
-        for request in run.guarding.pending_approvals()
+        if run.guardrails is not None
+        for request in run.guardrails.pending_approvals()
     ]
 
 
@@ -296,8 +275,8 @@ def decide_approval(
     if not isinstance(by, str) or not by:
         raise ApprovalError("approve()/deny() need by='who decides'")
     for run in runs:
-        if run.guarding is not None:
-            request = run.guarding.decide(intent, approve, by, note)
+        if run.guardrails is not None:
+            request = run.guardrails.decide(intent, approve, by, note)
             if request is not None:
                 return request
     pending = pending_approvals(runs)

@@ -9,15 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
 
-from ._data import FrozenDict, json_data
+from ._bus import EventBus
+from ._clock import Clock
+from ._coordination import CoordinatorSession
+from ._data import json_data
 from ._event_types import is_event_type, unknown_event_type
+from ._notify import Notifications
 from ._store import is_valid_cost
-from .errors import DataError, OpenIntentError, StateConflictError
+from .errors import CostError, DataError, OpenIntentError, StateConflictError
 from .models import Decision, EventType, Intent, RunResult
 
 if TYPE_CHECKING:
-    from ._clock import Clock
-    from ._scheduler import Run
     from ._specs import IntentSpec, PortfolioSpec
 
 __all__ = ["HandlerContext"]
@@ -26,25 +28,35 @@ __all__ = ["HandlerContext"]
 class HandlerContext:
     """The run context of one run (implements ``openintent._context.RunContext``)."""
 
-    def __init__(self, run: Run) -> None:
-        self._run = run
+    def __init__(
+        self,
+        bus: EventBus,
+        clock: Clock,
+        coordination: CoordinatorSession,
+        hooks: Notifications,
+    ) -> None:
+        self._store = bus.store
+        self._bus = bus
+        self._clock = clock
+        self._coordination = coordination
+        self._hooks = hooks
 
     @property
     def clock(self) -> Clock:
         """The run's clock (``openintent.sleep`` and simulated agents wait on it)."""
-        return self._run.clock
+        return self._clock
 
     @property
     def portfolio_id(self) -> str:
         """The id of the running portfolio."""
-        return self._run.store.portfolio_id
+        return self._store.portfolio_id
 
     async def patch_state(
         self, intent: Intent, patch: Mapping[str, Any], expected_version: int | None
     ) -> int:
         """Merge ``patch`` into an intent's state; a stale version goes to ``@on_conflict``."""
-        run = self._run
-        record = run.records.get(intent.id)
+        store = self._store
+        record = store.records.get(intent.id)
         if record is None:
             raise OpenIntentError(f"intent {intent.id!r} is not part of this run")
         if not isinstance(patch, Mapping):
@@ -56,7 +68,7 @@ class HandlerContext:
                 f"intent {record.title!r} is {record.status}; its state is final"
             )
         if expected_version is not None and expected_version != record.version:
-            winner = await run.coordination.resolve_patch_conflict(
+            winner = await self._coordination.resolve_patch_conflict(
                 intent, patch, expected_version
             )
             if winner is not None:  # the coordinator's @on_conflict chose the state to write
@@ -69,12 +81,12 @@ class HandlerContext:
                 actual=record.version,
             )
         old_state = record.state
-        run.store.emit(EventType.STATE_PATCHED, intent.id,
+        self._bus.emit(EventType.STATE_PATCHED, intent.id,
                        {"patch": patch, "by": intent.assigned_to})
-        intent.state = FrozenDict(record.state)
+        intent.state = record.state
         intent.version = record.version
-        if run.hooks.state_watched:
-            run.hooks.state_changed(record, old_state, record.state, patch)
+        if self._hooks.state_watched:
+            self._hooks.state_changed(record, old_state, record.state, patch)
         return record.version
 
     async def record_cost(
@@ -84,12 +96,12 @@ class HandlerContext:
         # A handler cancelled by a halt records nothing more (its cancellation lands here).
         await anyio.lowlevel.checkpoint_if_cancelled()
         if not is_valid_cost(usd):
-            raise ValueError(f"record_cost takes a finite amount >= 0 in USD, got {usd!r}")
-        if intent.id not in self._run.records:
+            raise CostError(f"record_cost takes a finite amount >= 0 in USD, got {usd!r}")
+        if intent.id not in self._store.records:
             raise OpenIntentError(f"intent {intent.id!r} is not part of this run")
         data = {"usd": float(usd), "agent": agent_id,
                 **json_data(details, "record_cost details")}
-        self._run.store.emit(EventType.COST_RECORDED, intent.id, data)
+        self._bus.emit(EventType.COST_RECORDED, intent.id, data)
 
     async def record_event(
         self, agent_id: str, intent: Intent | None, event_type: str, data: Mapping[str, Any]
@@ -108,12 +120,12 @@ class HandlerContext:
             raise OpenIntentError(f"{where}: 'agent' is set by the runtime; name your key "
                                   "otherwise")
         intent_id = None if intent is None else intent.id
-        if intent_id is not None and intent_id not in self._run.records:
+        if intent_id is not None and intent_id not in self._store.records:
             raise OpenIntentError(f"intent {intent_id!r} is not part of this run")
-        self._run.store.emit(event_type, intent_id, {**json_data(data, where), "agent": agent_id})
+        self._bus.emit(event_type, intent_id, {**json_data(data, where), "agent": agent_id})
 
     async def delegate(self, coordinator_id: str, intent: Intent, to: str) -> Any:
-        return await self._run.coordination.delegate(coordinator_id, intent, to)
+        return await self._coordination.delegate(coordinator_id, intent, to)
 
     def record_decision(
         self,
@@ -123,12 +135,12 @@ class HandlerContext:
         rationale: str,
         data: Mapping[str, Any],
     ) -> Decision:
-        return self._run.coordination.record_decision(
+        return self._coordination.record_decision(
             coordinator_id, intent_id, decision, rationale, data
         )
 
     async def add_intent(self, spec: IntentSpec) -> str:
-        return await self._run.coordination.add_intent(spec)
+        return await self._coordination.add_intent(spec)
 
     async def execute_portfolio(self, spec: PortfolioSpec, coordinator_id: str) -> RunResult:
-        return await self._run.coordination.execute(spec, coordinator_id)
+        return await self._coordination.run_subportfolio(spec, coordinator_id)

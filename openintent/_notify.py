@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
 from ._data import read_only
-from ._dispatch import BoundAgent, Handler, call
+from ._dispatch import BoundAgent, Handler, call_handler
+from ._ports import NotifiedRun
 from ._registry import HookKind
+from ._store import IntentRecord
 from .models import Event, EventType, public_event
-
-if TYPE_CHECKING:
-    from ._scheduler import Node, Run
 
 __all__ = ["Notifications"]
 
@@ -31,7 +30,7 @@ _MISSING = object()
 class Notifications:
     """The notification handlers of one run, by kind and agent, and the task that calls them."""
 
-    def __init__(self, run: Run, agents: list[BoundAgent], coordinator: BoundAgent | None
+    def __init__(self, run: NotifiedRun, agents: list[BoundAgent], coordinator: BoundAgent | None
                  ) -> None:
         self.run = run
         self.coordinator = coordinator
@@ -39,10 +38,10 @@ class Notifications:
         # kind -> agent id -> handlers; "" holds the coordinator's (and only there).
         self._table: dict[HookKind, dict[str, list[Handler]]] = {}
         for kind in _WATCHED:
-            by_agent = {agent.id: agent.of(kind) for agent in agents
-                        if agent.of(kind) and agent is not coordinator}
-            if coordinator is not None and coordinator.of(kind):
-                by_agent[""] = coordinator.of(kind)
+            by_agent = {agent.id: agent.handlers_of(kind) for agent in agents
+                        if agent.handlers_of(kind) and agent is not coordinator}
+            if coordinator is not None and coordinator.handlers_of(kind):
+                by_agent[""] = coordinator.handlers_of(kind)
             self._table[kind] = by_agent
         self._queue: deque[tuple[Handler, tuple[Any, ...]]] = deque()
         self._wakeup: anyio.Event | None = None
@@ -54,7 +53,7 @@ class Notifications:
             store = run.store
             for seq, raw in enumerate(list(store.events)):
                 self._on_event(public_event(raw, seq, store.source))
-            store.listeners.append(self._on_event)
+            run.bus.observe(self._on_event)
         self._refresh()
 
     def _refresh(self) -> None:
@@ -68,10 +67,10 @@ class Notifications:
         self._agents.append(agent)
         had_event_hooks = bool(self._table[HookKind.EVENT])
         for kind, by_agent in self._table.items():
-            if agent.of(kind) and agent is not self.coordinator:
-                by_agent[agent.id] = agent.of(kind)
+            if agent.handlers_of(kind) and agent is not self.coordinator:
+                by_agent[agent.id] = agent.handlers_of(kind)
         if self._table[HookKind.EVENT] and not had_event_hooks:
-            self.run.store.listeners.append(self._on_event)
+            self.run.bus.observe(self._on_event)
         self._refresh()
 
     def watchers_of(self, kind: HookKind, agent_id: str | None) -> list[Handler]:
@@ -91,19 +90,19 @@ class Notifications:
 
     def state_changed(
         self,
-        node: Node,
+        record: IntentRecord,
         old_state: Mapping[str, Any],
         new_state: Mapping[str, Any],
         changes: Mapping[str, Any],
     ) -> None:
         """Queue ``on_state_change`` handlers whose keys changed."""
-        handlers = self.watchers_of(HookKind.STATE_CHANGE, node.assigned_to)
+        handlers = self.watchers_of(HookKind.STATE_CHANGE, record.assigned_to)
         if not handlers:
             return
         changed = {key for key in changes if old_state.get(key, _MISSING) != changes[key]}
         if not changed:
             return
-        intent = self.run.view(node, node.attempts, node.assigned_to)
+        intent = self.run.views.now(record.id)
         # States are replaced on change, never changed in place: views are snapshots.
         old = read_only(old_state)
         new = read_only(new_state)
@@ -119,7 +118,7 @@ class Notifications:
         if event.intent_id is None:  # run-level events go to everyone who listens
             handlers = [handler for listed in by_agent.values() for handler in listed]
         else:
-            assigned = self.run.records[event.intent_id].assigned_to
+            assigned = self.run.store.records[event.intent_id].assigned_to
             handlers = self.watchers_of(HookKind.EVENT, assigned)
         for handler in handlers:
             if handler.options["type"] == event.type:
@@ -128,7 +127,7 @@ class Notifications:
     def notify_coordinator(self, kind: HookKind, *args: Any) -> None:
         """Queue the coordinator's handlers of ``kind``."""
         if self.coordinator is not None:
-            for handler in self.coordinator.of(kind):
+            for handler in self.coordinator.handlers_of(kind):
                 self.notify(handler, *args)
 
     def notify(self, handler: Handler, *args: Any) -> None:
@@ -181,11 +180,11 @@ class Notifications:
         """Call a lifecycle hook; a failure is logged and recorded, never fatal to the run."""
         run = self.run
         try:
-            await call(handler, *args, clock=run.clock)
+            await call_handler(handler, *args, clock=run.clock)
         except Exception as exc:
-            run.store.emit(
+            run.bus.emit(
                 EventType.HOOK_FAILED,
                 None,
                 {"handler": handler.name, "error": str(exc), "error_type": type(exc).__name__},
             )
-            run.log.error("lifecycle handler failed", handler=handler.name, exc_info=exc)
+            run.store.logger.error("lifecycle handler failed", handler=handler.name, exc_info=exc)

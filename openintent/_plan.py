@@ -183,13 +183,13 @@ class Planner:
         """The coordinator given as an id, a decorated class or an instance (``None``: none)."""
         if obj is None:
             return None
-        lead = self._agents.resolve(obj)
-        if lead.kind != "coordinator":
+        chosen = self._agents.resolve(obj)
+        if chosen.kind != "coordinator":
             raise AgentError(
-                f"{lead.id!r} is an @Agent, not a @Coordinator; pass a class decorated with "
+                f"{chosen.id!r} is an @Agent, not a @Coordinator; pass a class decorated with "
                 "@Coordinator as rt.run(..., coordinator=...)"
             )
-        return lead
+        return chosen
 
     def compile(self, spec: PortfolioSpec, coordinator: BoundAgent | None) -> Plan:
         """Check ``spec`` whole (graph, guardrails, agents) and resolve its agents.
@@ -277,7 +277,7 @@ class Planner:
                     f"{where} has no assign and the run has no coordinator to route it: "
                     "set IntentSpec(assign='agent-id') or pass coordinator=... to rt.run()"
                 )
-            if coordinator.of(HookKind.ASSIGNMENT):
+            if coordinator.handlers_of(HookKind.ASSIGNMENT):
                 return (coordinator,)
             fan_out = coordinator.definition.options.get("agents")
             if not fan_out:
@@ -295,7 +295,7 @@ class Planner:
             agent = self._agents.get(agent_id)
         except OpenIntentError as exc:
             raise type(exc)(f"{where}: {exc}") from None
-        if not agent.of(HookKind.ASSIGNMENT):
+        if not agent.handlers_of(HookKind.ASSIGNMENT):
             raise AgentError(
                 f"{where} is assigned to {agent_id!r}, but "
                 f"{type(agent.instance).__qualname__} has no @on_assignment handler to do it"
@@ -314,7 +314,7 @@ def _check_many(
             "takes over from one agent, so give it to single-agent intents (a multi-agent "
             "intent retries with all its assignees)"
         )
-    quorum = coordinator.of(HookKind.QUORUM) if coordinator is not None else []
+    quorum = coordinator.handlers_of(HookKind.QUORUM) if coordinator is not None else []
     if not quorum:
         return
     needed = quorum_needed(quorum[0].options["threshold"], len(agents))

@@ -64,6 +64,21 @@ def exception_filter(value: object, field: str) -> ExceptionFilter:
     return tuple(items)
 
 
+def _qualified(item: type[BaseException] | str) -> str:
+    return item if isinstance(item, str) else f"{item.__module__}.{item.__qualname__}"
+
+
+def _same_exception(one: type[BaseException] | str, other: type[BaseException] | str) -> bool:
+    """Whether two filter items name the same exception class: the same class, the same
+    qualified name, or a plain name (which matches in any module) and the same class name."""
+    if isinstance(one, type) and isinstance(other, type):
+        return one is other
+    first, second = _qualified(one), _qualified(other)
+    if isinstance(one, str) and "." not in one or isinstance(other, str) and "." not in other:
+        return first.rsplit(".", 1)[-1] == second.rsplit(".", 1)[-1]
+    return first == second
+
+
 def matches(exc: BaseException, names: ExceptionFilter) -> bool:
     """Whether ``exc`` is an instance of one of ``names``: a class, or a class name
     (plain or qualified by its module) anywhere along the exception's MRO."""
@@ -155,6 +170,16 @@ class RetryPolicy:
     fallback: tuple[str, ...] = attrs.field(default=(), converter=_agent_ids)
     retry_on: ExceptionFilter = attrs.field(default=(), converter=_retry_on)
     never_retry_on: ExceptionFilter = attrs.field(default=(), converter=_never_retry_on)
+
+    def __attrs_post_init__(self) -> None:
+        both = [item for item in self.retry_on
+                if any(_same_exception(item, other) for other in self.never_retry_on)]
+        if both:
+            names = ", ".join(item if isinstance(item, str) else item.__name__ for item in both)
+            raise SpecError(
+                f"RetryPolicy names {names} in both retry_on and never_retry_on; say whether "
+                "to retry it in one of them only"
+            )
 
     @classmethod
     def coerce(cls, value: RetryPolicy | Mapping[str, Any] | None) -> RetryPolicy:

@@ -60,7 +60,8 @@ def _state(value: object) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise SpecError(f"initial_state must be a dict, got {type(value).__name__}")
     # A checked copy: changing the caller's dict later changes neither the spec nor a run.
-    return FrozenDict(json_data(value, "IntentSpec initial_state")) if value else EMPTY
+    frozen: Mapping[str, Any] = json_data(value, "IntentSpec initial_state") if value else EMPTY
+    return frozen
 
 
 def _timeout(_spec: object, _attribute: attrs.Attribute[Any], value: object) -> None:

@@ -1,16 +1,16 @@
 """The append-only event log of a run and the projection of intent records derived from it.
 
 Every change to an intent is an :class:`~openintent.models.Event`; :func:`apply` is the only
-code that changes an :class:`IntentRecord`, both live (as events are emitted) and in
-:func:`replay` (from a finished log), so the two can never disagree.
+code that changes an :class:`IntentRecord`, both live (as events are appended) and in
+:func:`replay` (from a finished log), so the two can never disagree. The events themselves are
+kept by a backend (:mod:`openintent._stores`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Final
 
@@ -19,9 +19,10 @@ import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._clock import Clock, run_timebase
-from ._data import EMPTY, FrozenDict, to_plain, unwrap
+from ._data import EMPTY, merged, read_only, to_plain
 from ._events import EventSource
 from ._logging import logging_configured
+from ._stores import EventBackend
 from .models import (
     PACKED_FIELDS,
     Decision,
@@ -32,16 +33,14 @@ from .models import (
     public_event,
 )
 
-__all__ = ["EventStore", "IntentRecord", "ResultsView", "apply", "replay"]
+__all__ = ["EventStore", "IntentRecord", "apply", "replay"]
 
 
 class IntentRecord:
     """The current projection of one intent (mutable; only :func:`apply` changes it).
 
-    During a run the scheduler keeps its own bookkeeping for the intent in the last six
-    slots (``spec`` ... ``agents``): one object per intent instead of two keeps the garbage
-    collector's work small in large runs. Those slots are not intent state; :func:`replay`
-    leaves them empty.
+    Only what events say is here; the scheduler keeps its own bookkeeping for the intent
+    apart (:class:`openintent._nodes.Node`).
     """
 
     __slots__ = (
@@ -56,12 +55,6 @@ class IntentRecord:
         "error",
         "error_type",
         "cost_usd",
-        "spec",
-        "index",
-        "waiting",
-        "dependents",
-        "agents",
-        "fast",
     )
 
     def __init__(self, id: str, title: str, state: dict[str, Any], depends_on: tuple[str, ...],
@@ -77,14 +70,6 @@ class IntentRecord:
         self.error: str | None = None
         self.error_type: str | None = None
         self.cost_usd = 0.0
-        # The scheduler's slots are set by the runtime when it prepares a run (and left unset
-        # in a replay): not initialising them here keeps preparing 100,000 intents cheap.
-        self.spec: Any
-        self.index: int
-        self.waiting: int
-        self.dependents: tuple[int, ...] = ()
-        self.agents: tuple[Any, ...]
-        self.fast: Any
 
     def to_result(self, *, view: bool = False) -> IntentResult:
         """A frozen copy for a :class:`~openintent.models.RunResult`; its state is a deep copy,
@@ -94,7 +79,7 @@ class IntentRecord:
             id=self.id,
             title=self.title,
             status=self.status,
-            state=(FrozenDict(state) if state else EMPTY) if view else to_plain(state),
+            state=state if view else to_plain(state),
             version=self.version,
             assigned_to=self.assigned_to,
             attempts=self.attempts,
@@ -135,7 +120,7 @@ def _created(records: Records, event: RawEvent) -> None:
     records[intent_id] = IntentRecord(
         intent_id,
         title,
-        {**initial_state} if initial_state else {},
+        read_only(initial_state) if initial_state else EMPTY,
         tuple(depends_on),
         assign,
     )
@@ -150,8 +135,8 @@ def _dispatched(records: Records, event: RawEvent) -> None:
 
 def _merge(record: IntentRecord, changes: Mapping[str, Any] | None) -> None:
     if changes:
-        # A new dict: state snapshots handed out earlier never change under their holder.
-        record.state = {**record.state, **changes}
+        # A new frozen dict: states handed out earlier never change under their holder.
+        record.state = merged(record.state, changes)
         record.version += 1
 
 
@@ -242,7 +227,7 @@ def apply(records: Records, event: RawEvent | Event | tuple[Any, ...]) -> None:
     """
     row: tuple[Any, ...] = event
     if len(row) in (len(Event._fields), len(Event._fields) - 2):
-        row = (row[1], row[2], row[4], unwrap(row[5]))  # the log's own data, not a view
+        row = (row[1], row[2], row[4], read_only(row[5]))  # stored state must be frozen
     elif len(row) != 4:
         raise ValueError(f"not an event: {event!r}")
     handler = _APPLY.get(row[_TYPE])
@@ -266,13 +251,22 @@ event_captures: ContextVar[tuple[list[Event], ...]] = ContextVar(
 
 
 class EventStore:
-    """The in-memory event log of one run, its projection, and its live subscribers.
+    """The event log of one run (kept by ``backend``), its projection, and its watchers.
 
+    It only appends: :meth:`append` one event, :meth:`append_batch` several at once.
     Creating one checks that ``clock`` can run on this event loop and fixes the run's UTC
     time base (see :func:`~openintent._clock.run_timebase`).
     """
 
-    def __init__(self, portfolio_id: str, clock: Clock, name: str = "") -> None:
+    def __init__(
+        self,
+        backend: EventBackend,
+        portfolio_id: str,
+        clock: Clock,
+        name: str = "",
+        *,
+        publish: bool = True,
+    ) -> None:
         self.portfolio_id = portfolio_id
         records: Records = {}
 
@@ -281,24 +275,29 @@ class EventStore:
             return None if record is None else record.title
 
         self.source = EventSource(portfolio_id, title_of, run_timebase(clock))
-        self.log: Any = structlog.get_logger("openintent").bind(
+        self.logger: Any = structlog.get_logger("openintent").bind(
             portfolio_id=portfolio_id, portfolio=name
         )
-        self.events: list[RawEvent] = []
+        self.events = backend.create_run(portfolio_id, name)
         self.records = records
         self.total_cost = 0.0
         self._now = clock.now
-        self.subscribers: list[MemoryObjectSendStream[Event]] = []
-        self.listeners: list[Callable[[Event], None]] = []
-        if _debug_enabled(self.log):
-            self.listeners.append(self._trace)
-        self.listeners.extend(capture.append for capture in event_captures.get())
+        # Streams that hear every event (the backend's: rt.events()); a sub-portfolio's
+        # events are not published.
+        self.subscribers: list[MemoryObjectSendStream[Event]] = (
+            backend.subscribers if publish else []
+        )
+        # Watchers only watch (a trace, event captures, live readers): none of them appends,
+        # so they hear every event as it is appended. The run's guardrails and hooks hear
+        # events from the run's bus (openintent._bus), not from here.
+        self.watchers: list[Callable[[Event], None]] = []
+        if _debug_enabled(self.logger):
+            self.watchers.append(self._trace)
+        self.watchers.extend(capture.append for capture in event_captures.get())
         self.decisions: list[Decision] = []  # derived from decision_recorded events
-        self._untold: deque[Event] = deque()
-        self._telling = False
 
-    def emit(self, type: str, intent_id: str | None = None, data: Any = None) -> None:
-        """Append an event, apply it to the projection, and tell listeners and subscribers."""
+    def append(self, type: str, intent_id: str | None = None, data: Any = None) -> None:
+        """Append an event, apply it to the projection, and tell watchers and subscribers."""
         events = self.events
         event: RawEvent = (type, self._now(), intent_id, data)
         events.append(event)
@@ -311,24 +310,37 @@ class EventStore:
             self.decisions.append(
                 Decision.from_event(public_event(event, len(events) - 1, self.source))
             )
-        if self.listeners or self.subscribers:
-            # A listener may emit in turn (a guardrail reacting to a cost): queue, so everyone
-            # hears every event in log order.
-            self._untold.append(public_event(event, len(events) - 1, self.source))
-            if not self._telling:
-                self._telling = True
-                try:
-                    while self._untold:
-                        self._tell(self._untold.popleft())
-                finally:
-                    self._telling = False
+        if self.watchers or self.subscribers:
+            self._tell(public_event(event, len(events) - 1, self.source))
+
+    def append_batch(self, rows: Sequence[tuple[str, str | None, Any]]) -> None:
+        """Append ``(type, intent_id, data)`` rows as one batch: the backend takes all of them
+        or none; then each is applied and told, in order."""
+        now = self._now()
+        events = self.events
+        start = len(events)
+        events.extend([(type, now, intent_id, data) for type, intent_id, data in rows])
+        for seq in range(start, len(events)):
+            self._applied(events[seq], seq)
+
+    def _applied(self, event: RawEvent, seq: int) -> None:
+        type, _time, _intent_id, data = event
+        handler = _APPLY.get(type)
+        if handler is not None:
+            handler(self.records, event)
+        if type == EventType.COST_RECORDED:
+            self.total_cost += (data or _NO_DATA)["usd"]
+        elif type == EventType.DECISION:
+            self.decisions.append(Decision.from_event(public_event(event, seq, self.source)))
+        if self.watchers or self.subscribers:
+            self._tell(public_event(event, seq, self.source))
 
     def _trace(self, event: Event) -> None:
-        self.log.debug(event.type, intent_id=event.intent_id, seq=event.seq)
+        self.logger.debug(event.type, intent_id=event.intent_id, seq=event.seq)
 
     def _tell(self, event: Event) -> None:
-        for listener in self.listeners:
-            listener(event)
+        for watcher in self.watchers:
+            watcher(event)
         for stream in self.subscribers:
             try:
                 stream.send_nowait(event)
@@ -353,46 +365,3 @@ def is_valid_cost(usd: object) -> bool:
     if isinstance(usd, bool) or not isinstance(usd, int | float):
         return False
     return usd >= 0 and math.isfinite(usd)
-
-
-class ResultsView(Mapping[str, IntentResult]):
-    """Intent results by title, in declaration order, built from the projection on access.
-
-    Each result's state is its own deep copy, or with ``views`` a read-only view.
-    """
-
-    __slots__ = ("_records", "_ids", "_cache", "_views")
-
-    def __init__(
-        self, records: Records, ids_by_title: Mapping[str, str], *, views: bool = False
-    ) -> None:
-        self._records = records
-        self._ids = ids_by_title
-        self._cache: dict[str, IntentResult] = {}
-        self._views = views
-
-    def __getitem__(self, title: str) -> IntentResult:
-        cached = self._cache.get(title)
-        if cached is None:
-            intent_id = self._ids.get(title)
-            if intent_id is None:
-                raise KeyError(_unknown_title(title, list(self._ids)))
-            cached = self._cache[title] = self._records[intent_id].to_result(view=self._views)
-        return cached
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._ids)
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __repr__(self) -> str:
-        return f"<{len(self._ids)} intent results>"
-
-
-def _unknown_title(title: str, titles: list[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(title, titles, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"no intent titled {title!r}{hint}; titles: {', '.join(titles) or 'none'}"

@@ -9,6 +9,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._store import EventStore
+from ._stores import EventBackend
 from .models import Event, EventType, public_event
 
 __all__ = ["follow_run", "follow_runs"]
@@ -49,11 +50,11 @@ class _RunFollower:
             def poke(_event: Event, wakeup: anyio.Event = wakeup) -> None:
                 wakeup.set()
 
-            store.listeners.append(poke)
+            store.watchers.append(poke)
             try:
                 await wakeup.wait()
             finally:
-                store.listeners.remove(poke)
+                store.watchers.remove(poke)
         event = public_event(events[self._seq], self._seq, store.source)
         self._seq += 1
         if event.type == EventType.RUN_FINISHED:
@@ -65,33 +66,30 @@ class _RunFollower:
         self._done = True
 
 
-def follow_runs(
-    stores: Iterable[EventStore],
-    subscribers: list[MemoryObjectSendStream[Event]],
-) -> AsyncIterator[Event]:
-    """The events of the runs of ``stores`` so far, then live every event sent to
-    ``subscribers``, ending once every run seen starting has finished."""
+def follow_runs(stores: Iterable[EventStore], backend: EventBackend) -> AsyncIterator[Event]:
+    """The events of the runs of ``stores`` so far, then live every event ``backend``
+    publishes, ending once every run seen starting has finished."""
     send, receive = anyio.create_memory_object_stream[Event](float("inf"))
     for store in stores:
         for seq, raw in enumerate(store.events):
             send.send_nowait(public_event(raw, seq, store.source))
-    subscribers.append(send)
-    return _RunsFollower(subscribers, send, receive)
+    backend.subscribe(send)
+    return _RunsFollower(backend, send, receive)
 
 
 class _RunsFollower:
     """The iterator of :func:`follow_runs`: a plain object, so a consumer may ``break`` out
     without closing it; it unsubscribes once it ends, is closed, or is dropped."""
 
-    __slots__ = ("_subscribers", "_send", "_receive", "_running", "_done")
+    __slots__ = ("_backend", "_send", "_receive", "_running", "_done")
 
     def __init__(
         self,
-        subscribers: list[MemoryObjectSendStream[Event]],
+        backend: EventBackend,
         send: MemoryObjectSendStream[Event],
         receive: MemoryObjectReceiveStream[Event],
     ) -> None:
-        self._subscribers = subscribers
+        self._backend = backend
         self._send = send
         self._receive = receive
         self._running: set[str] = set()
@@ -118,8 +116,7 @@ class _RunsFollower:
 
     def _close(self) -> None:
         self._done = True
-        if self._send in self._subscribers:
-            self._subscribers.remove(self._send)
+        self._backend.unsubscribe(self._send)
         self._send.close()
         self._receive.close()
 

@@ -128,7 +128,7 @@ class Checker:
                                  f"valid keys: {', '.join(allowed)}")
 
     def text(self, node: Located | None, what: str, *, required: bool = False) -> str | None:
-        if node is None or node.value is None:
+        if node is None or (node.value is None and not required):
             return None
         if isinstance(node.value, str | int | float) and not isinstance(node.value, bool):
             value = str(node.value)

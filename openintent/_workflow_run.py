@@ -136,12 +136,12 @@ def bind_workflow(
                     "(openintent run --simulate) to try the workflow with simulated agents"
                 )) from None
         if phase.assign is None and (
-            lead is None or not (lead.of(HookKind.ASSIGNMENT)
+            lead is None or not (lead.handlers_of(HookKind.ASSIGNMENT)
                                  or lead.definition.options.get("agents"))
         ):
             who = "no coordinator" if lead is None else f"coordinator {lead.id!r}"
             raise _problem(file, phase.line, phase.column, (
-                f"step {phase.name!r} has no assign, and {who} can route it (no agents: list "
+                f"step {phase.name!r} has no assign, and {who} cannot route it (no agents: list "
                 "and no @on_assignment handler); add assign: agent-id to the step, or agents: "
                 "[...] to the coordinator"
             ))

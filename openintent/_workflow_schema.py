@@ -52,6 +52,12 @@ def check_document(root: Located | None, file: str) -> tuple[Parsed | None, list
             if agent_id not in used:
                 position = top["agents"].keys[agent_id]
                 checker.warn(position, f"agent {agent_id!r} is declared but no step uses it")
+        for phase in phases if agents else ():
+            for agent_id in ids(phase.assign):
+                if agent_id not in agents:
+                    checker.warn((phase.assign_line, phase.assign_column), (
+                        f"step {phase.name!r} is assigned to {agent_id!r}, which is not "
+                        f"declared under agents:{hint(agent_id, list(agents))}"))
     if checker.problems:
         return None, checker.problems
     assert name is not None
@@ -81,7 +87,9 @@ def _check_info(
         checker.keys(node, INFO_KEYS, "info")
     name = checker.text(info.get("name"), "info.name", required=True)
     if name is None and "name" not in info:
-        at = node if node is not None and node.value is not None else (1, 1)
+        at: Located | tuple[int, int] = (
+            node if node is not None and node.value is not None
+            else root.keys.get("info", (1, 1)))
         checker.error(at, 'Missing workflow name: add name: "My Workflow" under info:')
     description = checker.text(info.get("description"), "info.description") or ""
     version = checker.text(info.get("version"), "info.version") or "1.0.0"

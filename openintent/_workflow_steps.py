@@ -39,7 +39,8 @@ def check_steps(
 ) -> list[PhaseConfig]:
     """The checked steps of the ``workflow:`` section, in file order."""
     if node is None or not node.value:
-        at = node if node is not None else (1, 1)
+        # An empty section is reported at its key; a missing one at the top of the file.
+        at: Located | tuple[int, int] = root.keys.get("workflow", (1, 1))
         checker.error(at, "Missing 'workflow' section: add workflow: with at least one step, "
                           "e.g. write: {assign: writer}")
         return []

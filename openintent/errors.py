@@ -11,6 +11,7 @@ from typing import Any
 __all__ = [
     "AgentError",
     "ApprovalError",
+    "CostError",
     "DataError",
     "DelegationError",
     "DependencyCycleError",
@@ -73,6 +74,10 @@ class DependencyCycleError(SpecError):
 
 class UnknownAgentError(SpecError):
     """An intent is assigned to an agent id that no registered agent has."""
+
+
+class CostError(OpenIntentError, ValueError):
+    """A cost that is not a finite amount >= 0 in USD was recorded."""
 
 
 class AgentError(OpenIntentError, TypeError):

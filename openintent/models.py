@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
 import attrs
 
@@ -151,7 +151,7 @@ class Intent:
 def _read_only_data(value: Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(value, FrozenDict):
         return value  # the log's own: already checked and never changed
-    return FrozenDict(json_data(value, "decision data")) if value else EMPTY
+    return json_data(value, "decision data") if value else EMPTY  # a frozen checked copy
 
 
 class Response(FrozenDict):
@@ -165,13 +165,18 @@ class Response(FrozenDict):
 
     __slots__ = ("agent_id", "version")
 
-    def __init__(self, answer: Mapping[str, Any] | None, agent_id: str, version: int) -> None:
-        super().__init__(to_plain(answer) if answer else {})
+    agent_id: str
+    version: int
+
+    def __new__(cls, answer: Mapping[str, Any] | None, agent_id: str, version: int) -> Self:
+        self = super().__new__(cls, answer or {})  # a frozen deep copy of the answer
         self.agent_id = agent_id
         self.version = version
+        return self
 
     def __repr__(self) -> str:
-        return f"Response({self._data!r}, agent_id={self.agent_id!r}, version={self.version})"
+        return (f"Response({to_plain(self)!r}, agent_id={self.agent_id!r}, "
+                f"version={self.version})")
 
 
 @attrs.frozen

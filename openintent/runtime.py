@@ -18,27 +18,29 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import attrs
-from anyio.streams.memory import MemoryObjectSendStream
 
 from ._blocking import DEFAULT_BLOCKING_THRESHOLD, BlockingWatch, check_blocking_threshold
+from ._bus import EventBus
 from ._clock import Clock, RealClock
-from ._data import unwrap
 from ._dispatch import AgentTable, BoundAgent
 from ._guardrail_core import Guardrail
 from ._handle import (
     RunHandle,
-    RunHost,
+    StartedRuns,
     decide_approval,
     drive_run,
     not_open_error,
     pending_approvals,
 )
 from ._logging import logging_configured
-from ._plan import Plan, Planner, intent_id_prefix, new_portfolio_id
+from ._nodes import plant
+from ._plan import Planner, new_portfolio_id
+from ._ports import Stoppable
 from ._registry import current_registry
-from ._scheduler import Node, Run, fast_path
+from ._scheduler import Run
 from ._specs import PortfolioSpec
 from ._store import EventStore
+from ._stores import open_backend
 from ._streams import follow_run, follow_runs
 from ._workflow_port import RunnableWorkflow
 from .errors import AgentError, OpenIntentError, SpecError
@@ -85,10 +87,7 @@ class Runtime:
         guardrails: Sequence[Any] | None = None,
         blocking_threshold: float | None = DEFAULT_BLOCKING_THRESHOLD,
     ) -> None:
-        if store != "memory://":
-            raise OpenIntentError(
-                f"store {store!r} is not supported yet; only 'memory://' (the default) is"
-            )
+        self._backend = open_backend(store)
         self._guardrails = build_guardrails(guardrails, "Runtime(...)")
         self._blocking_threshold = check_blocking_threshold(blocking_threshold)
         if isinstance(agents, str | type) or (
@@ -104,10 +103,9 @@ class Runtime:
             )
         self._clock: Clock = clock if clock is not None else RealClock()
         self._rng = random.Random(seed)
-        self._subscribers: list[MemoryObjectSendStream[Event]] = []
         self._last: EventStore | None = None  # the log of the latest top-level run
         self._active: list[Run] = []
-        self._host: RunHost | None = None  # runs started with start(), while open
+        self._started: StartedRuns | None = None  # runs started with start(), while open
         self._closed = False
 
     @property
@@ -116,28 +114,26 @@ class Runtime:
         return self._clock
 
     async def __aenter__(self) -> Runtime:
-        if self._host is not None or self._closed:
+        if self._started is not None or self._closed:
             raise OpenIntentError(
                 "this Runtime was already entered with `async with`; a Runtime is used in one "
                 "`async with` block: create a new one for another"
             )
-        self._host = await RunHost.open()
+        self._started = await StartedRuns.open()
         return self
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         self._closed = True
-        host, self._host = self._host, None
+        started, self._started = self._started, None
         try:
-            if host is not None:  # wait for the runs started in the block (cancel on error)
-                await host.close(cancel=exc is not None)
+            if started is not None:  # wait for the runs started in the block (cancel on error)
+                await started.close(cancel=exc is not None)
         finally:
             if not self._active:  # else the last run to finish closes the streams
                 self._close_streams()
 
     def _close_streams(self) -> None:
-        for stream in self._subscribers:
-            stream.close()
-        self._subscribers.clear()
+        self._backend.close()
 
     # ------------------------------------------------------------------ running
 
@@ -146,6 +142,9 @@ class Runtime:
     ) -> RunResult:
         """Run every intent of ``spec`` in the calling task and return the result, whatever
         the outcome (``rt.start`` + ``handle.result()``, without the need for ``async with``).
+        ``spec`` may be a YAML :class:`~openintent.workflow.WorkflowSpec`: its
+        ``coordinator:`` block governs the run unless ``coordinator`` is given or a
+        ``@Coordinator`` of that id is registered.
 
         Raises :class:`~openintent.errors.SpecError` (nothing runs) when the spec is invalid:
         duplicate titles, unknown dependencies, a cycle, unknown agent ids, bad guardrails;
@@ -168,12 +167,12 @@ class Runtime:
         otherwise); leaving that block waits for the run.
         """
         await anyio.lowlevel.checkpoint_if_cancelled()
-        if self._host is None and not self._closed:
+        if self._started is None and not self._closed:
             raise not_open_error("rt.start()")
         run = self._open("rt.start()", spec, coordinator)  # a closed runtime says so here
-        assert self._host is not None
+        assert self._started is not None
         handle = RunHandle(run, lambda: self._drive(run, nested=False))
-        self._host.start(handle)
+        self._started.start(handle)
         return handle
 
     def _open(
@@ -185,13 +184,14 @@ class Runtime:
                 f"this Runtime is closed, so {call} cannot run: create a new Runtime"
             )
         extra: tuple[Guardrail, ...] = ()
-        if isinstance(spec, RunnableWorkflow) and not isinstance(spec, PortfolioSpec):
+        if not isinstance(spec, PortfolioSpec) and isinstance(spec, RunnableWorkflow):
             # A YAML WorkflowSpec: its coordinator block and step guardrails come along.
             spec, coordinator, extra = spec.bind_runtime(self._planner, coordinator)
         if not isinstance(spec, PortfolioSpec):
             raise SpecError(
-                f"{call} takes a PortfolioSpec, got {type(spec).__name__}: build one with "
-                "PortfolioSpec(name=..., intents=[IntentSpec(...), ...])"
+                f"{call} takes a PortfolioSpec or a WorkflowSpec, got {type(spec).__name__}: "
+                "build one with PortfolioSpec(name=..., intents=[IntentSpec(...), ...]) or "
+                "openintent.workflow.load_workflow(path)"
             )
         return self._begin(spec, self._planner.coordinator(coordinator), nested=False,
                            extra_guardrails=extra)
@@ -199,29 +199,41 @@ class Runtime:
     def _begin(
         self,
         spec: PortfolioSpec,
-        lead: BoundAgent | None,
+        coordinator: BoundAgent | None,
         *,
         nested: bool,
         on_event: Callable[[Event], None] | None = None,
-        parent: Run | None = None,
+        parent: Stoppable | None = None,
         extra_guardrails: tuple[Guardrail, ...] = (),
     ) -> Run:
-        """Validate a run and log its start (``run_started``); :meth:`_drive` runs it."""
-        plan = self._planner.compile(spec, lead)
+        """Validate a run and log its start (``run_started``, then one ``created`` per
+        intent); :meth:`_drive` runs it. Nothing of a spec is logged before the whole of it
+        checked out."""
+        plan = self._planner.compile(spec, coordinator)
         if extra_guardrails:
             plan = attrs.evolve(plan, guardrails=plan.guardrails + extra_guardrails)
-        run = self._prepare(plan, nested=nested)
-        run.parent = parent
+        # A sub-portfolio's events stay out of rt.events().
+        store = EventStore(self._backend, new_portfolio_id(), self._clock, spec.name,
+                           publish=not nested)
+        store.append(
+            EventType.RUN_STARTED,
+            None,
+            {"name": spec.name, "intents": len(spec.intents),
+             "coordinator": coordinator and coordinator.id},
+        )
+        nodes = plant(plan, store)
+        bus = EventBus(store)
+        watch = None
         if self._blocking_threshold is not None:
-            run.blocking = BlockingWatch(
-                self._blocking_threshold, run.store.emit, run.store.log
-            )
+            watch = BlockingWatch(self._blocking_threshold,
+                                  lambda *event: bus.emit(*event), store.logger)
+        run = Run(plan, bus, nodes, self._clock, self._rng, self, parent=parent, watch=watch)
         if on_event is not None:
-            run.store.listeners.append(on_event)
+            bus.observe(on_event)
         self._active.append(run)
-        if not nested:  # a sub-portfolio's events stay out of rt.events()
-            self._last = run.store
-        _info(run.store.log, "run started", intents=len(run.nodes))
+        if not nested:
+            self._last = store
+        _info(store.logger, "run started", intents=len(nodes))
         return run
 
     async def _drive(self, run: Run, *, nested: bool) -> RunResult:
@@ -232,8 +244,8 @@ class Runtime:
         """A run ended: log ``run_finished`` (once the run left the active ones)."""
         self._active.remove(run)
         store = run.store
-        store.emit(EventType.RUN_FINISHED, None, {"status": str(status)})
-        _info(store.log, "run finished", status=str(status), cost_usd=store.total_cost)
+        run.bus.emit(EventType.RUN_FINISHED, None, {"status": str(status)})
+        _info(store.logger, "run finished", status=str(status), cost_usd=store.total_cost)
         if self._closed and not self._active:
             self._close_streams()  # the runtime was left while this run went on
 
@@ -247,9 +259,9 @@ class Runtime:
     async def run_nested(
         self,
         spec: PortfolioSpec,
-        lead: BoundAgent | None,
+        coordinator: BoundAgent | None,
         on_event: Callable[[Event], None],
-        parent: Run,
+        parent: Stoppable,
     ) -> RunResult:
         """Run a sub-portfolio for a coordinator's ``execute``; ``on_event`` hears its events.
 
@@ -257,67 +269,8 @@ class Runtime:
         """
         if not isinstance(spec, PortfolioSpec):
             raise SpecError(f"execute() takes a PortfolioSpec, got {type(spec).__name__}")
-        run = self._begin(spec, lead, nested=True, on_event=on_event, parent=parent)
+        run = self._begin(spec, coordinator, nested=True, on_event=on_event, parent=parent)
         return await self._drive(run, nested=True)
-
-    def _prepare(self, plan: Plan, *, nested: bool = False) -> Run:
-        """Log the plan's intents (``run_started``, then one ``created`` each) and wire the
-        scheduler's nodes: nothing of a spec is logged before the whole of it checked out."""
-        spec, lead = plan.spec, plan.coordinator
-        portfolio_id = new_portfolio_id()
-        store = EventStore(portfolio_id, self._clock, spec.name)
-        if not nested:
-            store.subscribers = self._subscribers
-        store.emit(
-            EventType.RUN_STARTED,
-            None,
-            {"name": spec.name, "intents": len(spec.intents), "coordinator": lead and lead.id},
-        )
-        nodes: list[Node] = []
-        index_of: dict[str, int] = {}
-        records = store.records
-        emit = store.emit
-        created = EventType.CREATED
-        prefix = intent_id_prefix(portfolio_id)
-        assignees = plan.assignees
-        for index, intent_spec in enumerate(spec.intents):
-            intent_id = f"{prefix}{index}"
-            initial_state = intent_spec.initial_state
-            emit(  # packed data: see models.PACKED_FIELDS
-                created,
-                intent_id,
-                (
-                    intent_spec.title,
-                    intent_spec.depends_on,
-                    intent_spec.assign,
-                    # The spec's own checked copy, which nothing changes.
-                    unwrap(initial_state) if initial_state else None,
-                ),
-            )
-            node = records[intent_id]
-            node.spec = intent_spec
-            node.index = index
-            node.agents = assignees[index]
-            node.fast = fast_path(node.agents, intent_spec, lead)
-            nodes.append(node)
-            index_of[intent_spec.title] = index
-        children: dict[int, list[int]] = {}
-        for index, node in enumerate(nodes):
-            depends_on = node.depends_on
-            node.waiting = len(depends_on)
-            for title in depends_on:
-                parent = index_of[title]
-                if parent in children:
-                    children[parent].append(index)
-                else:
-                    children[parent] = [index]
-        for parent, indices in children.items():
-            nodes[parent].dependents = tuple(indices)  # a tuple of ints: untracked by the GC
-        return Run(
-            spec, nodes, store, self._clock, self._rng, lead, list(plan.agents),
-            dict(plan.fallbacks), plan.max_concurrency, plan.sequential, self,
-            list(plan.guardrails),
-        )
 
     # ------------------------------------------------------------------ approvals
 
@@ -357,4 +310,4 @@ class Runtime:
         running = [run.store for run in self._active if run.parent is None]
         if not running and (self._last is not None or self._closed):
             return follow_run(self._last)  # never waits: that run has ended
-        return follow_runs(running, self._subscribers)
+        return follow_runs(running, self._backend)

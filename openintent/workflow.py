@@ -278,6 +278,7 @@ def validate_workflow(
     max_alias_nodes: int = DEFAULT_MAX_ALIAS_NODES,
 ) -> list[str]:
     """Check a workflow file and return its warnings (``file:line:col: message``): a step
-    without a description, an agent declared but unused, an openintent 0.17 key this version
-    ignores. Raises :class:`WorkflowValidationError` when the file is invalid."""
+    without a description, an agent declared but unused (or used but not declared, when the
+    file has an ``agents:`` section), an openintent 0.17 key this version ignores.
+    Raises :class:`WorkflowValidationError` when the file is invalid."""
     return list(load_workflow(path, max_bytes=max_bytes, max_alias_nodes=max_alias_nodes).warnings)

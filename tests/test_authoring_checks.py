@@ -110,9 +110,26 @@ def test_register_event_type_is_exported_and_refuses_builtin_names() -> None:
     assert "register_event_type" in openintent.__all__
     with pytest.raises(ValueError, match="built-in event type"):
         register_event_type("completed")
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ValueError, match="simple lowercase name"):
         register_event_type("")
     assert register_event_type("audit") == register_event_type("audit") == "audit"
+
+
+@pytest.mark.parametrize("name", ["Bad Name!", "Audit", "audit log", "1audit", "_audit",
+                                  "audit-", "a..b", " audit", "audit\n"])
+def test_register_event_type_takes_only_simple_lowercase_names(name: str) -> None:
+    with pytest.raises(openintent.SpecError, match="simple lowercase name") as caught:
+        register_event_type(name)
+    assert isinstance(caught.value, ValueError)
+    with pytest.raises(openintent.SpecError):
+        register_event_type("completed")
+
+
+def test_register_event_type_suggests_a_simple_name_and_takes_dotted_ones() -> None:
+    with pytest.raises(openintent.SpecError, match="e.g. 'bad_name'"):
+        register_event_type("Bad Name!")
+    assert register_event_type("audit.logged") == "audit.logged"
+    assert register_event_type("tool_called-2") == "tool_called-2"
 
 
 def test_custom_event_types_stay_inside_an_isolated_registry() -> None:

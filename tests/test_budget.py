@@ -265,3 +265,27 @@ async def test_the_live_event_stream_stays_in_order_when_the_budget_reacts_to_a_
 
     assert len(of_type(result, "budget_warning")) == 1
     assert streamed == list(range(len(result.events)))
+
+
+@pytest.mark.asyncio
+async def test_an_invalid_cost_is_a_cost_error_and_still_a_value_error():
+    caught: list[BaseException] = []
+
+    @Agent("bad-spender")
+    class BadSpender:
+        @on_assignment
+        async def work(self, intent):
+            for usd in (-1.0, float("nan"), float("inf")):
+                try:
+                    await self.record_cost(intent, usd)
+                except ValueError as exc:  # existing `except ValueError` keeps working
+                    caught.append(exc)
+            return {}
+
+    async with Runtime(agents=[BadSpender], clock=VirtualClock(), seed=0) as rt:
+        result = await rt.run(PortfolioSpec("p", [IntentSpec("A", assign="bad-spender")]))
+    assert result.status == "completed"
+    assert len(caught) == 3
+    assert all(isinstance(exc, openintent.CostError) for exc in caught)
+    assert all(isinstance(exc, openintent.OpenIntentError) for exc in caught)
+    assert "finite amount >= 0" in str(caught[0])

@@ -254,6 +254,8 @@ async def test_decision_data_is_deep_read_only() -> None:
                                                   options=["a", "b"])
             with pytest.raises(TypeError):
                 decision.data["options"].append("c")
+            assert isinstance(decision.data, dict)
+            assert json.loads(json.dumps(decision.data)) == {"options": ["a", "b"]}
             return {}
 
     result = await run(portfolio(IntentSpec("X")), coordinator=Lead)
@@ -339,6 +341,117 @@ def test_views_compare_copy_pickle_and_print_like_plain_data() -> None:
     with pytest.raises(TypeError, match="read-only"):
         view["rows"] += [5]
     assert json.loads(json.dumps(to_plain(view))) == data
+
+
+def test_frozen_data_is_a_real_dict_and_list() -> None:
+    view = json_data({"rows": [1, {"k": [2]}], "meta": {"a": 1}}, "test")
+    assert isinstance(view, dict) and isinstance(view["rows"], list)
+    assert isinstance(view, FrozenDict) and isinstance(view["rows"], FrozenList)
+    assert json.loads(json.dumps(view)) == {"rows": [1, {"k": [2]}], "meta": {"a": 1}}
+    assert dict(view) == view and list(view["rows"]) == view["rows"]
+    assert [1, {"k": [2]}] == view["rows"] and view["rows"] == [1, {"k": [2]}]
+    # New top-level containers, but what they hold is still the log's read-only data.
+    for nested in ({**view}["rows"], dict(view)["rows"], view.items().__iter__().__next__()[1],
+                   list(view["rows"])[1]["k"], view["rows"][0:2][1]["k"],
+                   (view | {})["meta"], (view["rows"] + [3])[1]):
+        with pytest.raises(TypeError, match="read-only"):
+            nested.append(0) if isinstance(nested, list) else nested.update(x=1)
+
+
+DICT_MUTATORS: list[Any] = [
+    lambda d: d.__setitem__("n", 2), lambda d: d.__delitem__("n"), lambda d: d.update(n=2),
+    lambda d: d.pop("n"), lambda d: d.popitem(), lambda d: d.clear(),
+    lambda d: d.setdefault("x", 1), lambda d: d.__ior__({"n": 2}),
+]
+LIST_MUTATORS: list[Any] = [
+    lambda x: x.append(1), lambda x: x.extend([1]), lambda x: x.insert(0, 1),
+    lambda x: x.remove(1), lambda x: x.pop(), lambda x: x.clear(), lambda x: x.sort(),
+    lambda x: x.reverse(), lambda x: x.__setitem__(0, 5), lambda x: x.__delitem__(0),
+    lambda x: x.__setitem__(slice(0, 1), [7]), lambda x: x.__delitem__(slice(0, 1)),
+    lambda x: x.__iadd__([1]), lambda x: x.__imul__(2),
+]
+
+
+@pytest.mark.parametrize("mutate", DICT_MUTATORS + LIST_MUTATORS)
+def test_every_changing_method_raises_type_error(mutate: Any) -> None:
+    view = json_data({"n": 1, "rows": [1, 2]}, "test")
+    target = view if mutate in DICT_MUTATORS else view["rows"]
+    with pytest.raises(TypeError, match="read-only"):
+        mutate(target)
+    assert view == {"n": 1, "rows": [1, 2]}
+
+
+def test_augmented_assignment_and_reinitialising_change_nothing() -> None:
+    view = json_data({"n": 1, "rows": [1, 2]}, "test")
+    rows = view["rows"]
+    with pytest.raises(TypeError, match="read-only"):
+        rows += [3]
+    with pytest.raises(TypeError, match="read-only"):
+        rows *= 2
+    with pytest.raises(TypeError, match="read-only"):
+        view |= {"n": 2}
+    view.__init__({"n": 5})  # type: ignore[misc]
+    view["rows"].__init__([9])  # type: ignore[misc]
+    openintent.models.FrozenDict.__init__(openintent._data.EMPTY, {"x": 1})
+    assert view == {"n": 1, "rows": [1, 2]} and openintent._data.EMPTY == {}
+
+
+@pytest.mark.asyncio
+async def test_state_inputs_event_and_decision_data_go_to_json_apis_as_they_are() -> None:
+    dumped: dict[str, Any] = {}
+
+    @Agent("dp-json")
+    class Dumper:
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, Any]:
+            dumped["state"] = json.dumps(intent.state)
+            dumped["inputs"] = json.dumps(intent.inputs)
+            dumped["input"] = json.dumps(intent.inputs["A"])
+            dumped["types"] = (isinstance(intent.state, dict), isinstance(intent.inputs, dict),
+                               isinstance(intent.inputs["A"]["rows"], list))
+            for copied in ({**intent.inputs["A"]}, dict(intent.inputs["A"])):
+                with pytest.raises(TypeError, match="read-only"):
+                    copied["rows"].append(99)
+            with pytest.raises(TypeError, match="read-only"):
+                {**intent.state}["seed"]["deep"].append(1)
+            with pytest.raises(KeyError, match="not a dependency"):
+                intent.inputs["Z"]
+            return {"ok": True}
+
+    spec = portfolio(IntentSpec("A", assign="dp-rows"),
+                     IntentSpec("B", assign="dp-json", depends_on=["A"],
+                                initial_state={"seed": {"deep": [1]}}))
+    with capture_events() as captured:
+        result = await run(spec, Rows, Dumper)
+    assert result.status == "completed", result.intents["B"].error
+    assert json.loads(dumped["state"]) == {"seed": {"deep": [1]}}
+    assert json.loads(dumped["inputs"]) == {"A": {"rows": [1, 2], "meta": {"source": "db"}}}
+    assert json.loads(dumped["input"]) == {"rows": [1, 2], "meta": {"source": "db"}}
+    assert dumped["types"] == (True, True, True)
+    assert [json.loads(json.dumps(event.data)) for event in captured] == [
+        to_plain(event.data) for event in result.events]
+    assert all(isinstance(event.data, dict) for event in captured if event.data is not None)
+    assert type(result.intents["A"].state) is dict  # the caller's own plain copy
+    assert type(result.intents["A"].state["rows"]) is list
+    assert type(result.to_dict()["intents"]["A"]["state"]["rows"]) is list
+
+
+@pytest.mark.asyncio
+async def test_inputs_of_an_intent_without_dependencies_name_the_mistake() -> None:
+    seen: dict[str, Any] = {}
+
+    @Agent("dp-lonely")
+    class Lonely:
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, Any]:
+            seen["inputs"] = (intent.inputs == {}, json.dumps(intent.inputs))
+            with pytest.raises(KeyError, match="'A' is not a dependency of this intent"):
+                intent.inputs["A"]
+            return {}
+
+    result = await run(portfolio(IntentSpec("B", assign="dp-lonely")), Lonely)
+    assert result.status == "completed", result.intents["B"].error
+    assert seen["inputs"] == (True, "{}")
 
 
 # ---------------------------------------------------------------------------- JSON data

@@ -186,7 +186,30 @@ async def test_for_intent_takes_a_title_too() -> None:
     by_title = result.events.for_intent("Load").of_type("dispatched")
     by_id = result.events.of_type("dispatched").for_intent(result.intents["Load"].id)
     assert list(by_title) == list(by_id) and len(by_title) == 2
-    assert result.events.for_intent("Nothing") == []
+
+
+@pytest.mark.asyncio
+async def test_for_intent_refuses_a_name_that_is_no_intent_of_the_log() -> None:
+    result = await virtual_run()
+    with pytest.raises(ValueError, match=r"'Lod'.*did you mean 'Load'.*'Extract', 'Load'"):
+        result.events.for_intent("Lod")
+    with pytest.raises(ValueError, match="no intent of this log"):
+        result.events.of_type("completed").for_intent("in_nothing_0")
+    # An intent of the log with no events in the narrowed view: an empty view, no error.
+    assert result.events.of_type("escalated").for_intent("Load") == []
+    assert result.events[:1].for_intent(result.intents["Load"].id) == []
+
+
+@pytest.mark.asyncio
+async def test_of_type_takes_lists_of_types_too() -> None:
+    result = await virtual_run()
+    both = result.events.of_type("dispatched", "completed")
+    assert result.events.of_type(["dispatched", "completed"]) == both
+    assert result.events.of_type(("dispatched",), "completed") == both
+    with pytest.raises(ValueError, match="did you mean 'completed'"):
+        result.events.of_type(["dispatched", "complete"])
+    with pytest.raises(TypeError, match="event type names"):
+        result.events.of_type([1])  # type: ignore[list-item]
 
 
 @pytest.mark.asyncio

@@ -199,3 +199,19 @@ def test_exception_filters_are_checked_when_the_policy_is_built(
 def test_an_unknown_policy_field_lists_the_new_fields() -> None:
     with pytest.raises(SpecError, match="retry_on, never_retry_on"):
         RetryPolicy.coerce({"retry_when": ["ValueError"]})
+
+
+@pytest.mark.parametrize("retry_on, never_retry_on", [
+    ((TimeoutError,), (TimeoutError,)),
+    (("TimeoutError",), (TimeoutError,)),
+    ((ValueError, "builtins.KeyError"), ("KeyError",)),
+])
+def test_one_exception_in_both_retry_on_and_never_retry_on_is_a_spec_error(
+    retry_on: Any, never_retry_on: Any
+) -> None:
+    with pytest.raises(SpecError, match="both retry_on and never_retry_on"):
+        RetryPolicy(retry_on=retry_on, never_retry_on=never_retry_on)
+    with pytest.raises(SpecError, match="both retry_on and never_retry_on"):
+        RetryPolicy.coerce({"retry_on": retry_on, "never_retry_on": never_retry_on})
+    # A subclass in one and its base in the other is a meaningful policy.
+    RetryPolicy(retry_on=(OSError,), never_retry_on=(FileNotFoundError,))

@@ -118,7 +118,7 @@ async def test_an_unassigned_intent_needs_a_coordinator():
 
 async def test_run_takes_only_a_portfolio_spec():
     async with Runtime(agents=[Worker]) as rt:
-        with pytest.raises(SpecError, match="takes a PortfolioSpec, got dict"):
+        with pytest.raises(SpecError, match="takes a PortfolioSpec or a WorkflowSpec, got dict"):
             await rt.run({"name": "p"})  # type: ignore[arg-type]
 
 

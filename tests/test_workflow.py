@@ -137,7 +137,7 @@ async def test_the_yaml_coordinator_block_is_the_coordinator():
         openintent: "1.0"
         info: {name: fan-out}
         coordinator:
-          id: lead
+          id: yaml-lead
           strategy: parallel
           agents: [a, b]
         workflow:
@@ -145,7 +145,7 @@ async def test_the_yaml_coordinator_block_is_the_coordinator():
     """)
     result = await wf.arun(simulate=True, clock=VirtualClock())
     assert result.status == "completed"
-    assert result.events.of_type("run_started")[0].data["coordinator"] == "lead"
+    assert result.events.of_type("run_started")[0].data["coordinator"] == "yaml-lead"
     assert result.intents["vote"].assigned_to == "a,b"
 
 
@@ -344,3 +344,16 @@ def test_run_inside_trio_points_to_arun_too():
         return (await wf.arun(simulate=True)).status
 
     assert trio.run(main) == "completed"
+
+
+@pytest.mark.asyncio
+async def test_the_testing_guide_workflow_example(monkeypatch):
+    import re
+
+    guide = (EXAMPLES.parent / "docs" / "testing.md").read_text()
+    [code] = [b for b in re.findall(r"```python\n(.*?)```", guide, flags=re.S)
+              if "test_the_pipeline_completes_with_a_slow_writer" in b]
+    monkeypatch.chdir(EXAMPLES.parent)
+    namespace: dict[str, object] = {}
+    exec(code, namespace)  # noqa: S102 - our own docs
+    await namespace["test_the_pipeline_completes_with_a_slow_writer"]()

@@ -40,6 +40,12 @@ def only_problem(text: str | bytes) -> tuple[int, int, str]:
         pytest.param('openintent: "1.0"\ninfo:\n  description: d\nworkflow:\n  a: {assign: x}\n',
                      3, 3, ["Missing workflow name", "under info:"], id="missing-name"),
         pytest.param(HEAD, 1, 1, ["Missing 'workflow' section"], id="missing-workflow"),
+        pytest.param('openintent: "1.0"\ninfo: {name: null}\nworkflow:\n  a: {assign: x}\n', 2, 14,
+                     ["info.name must be a non-empty string, got nothing"], id="null-name"),
+        pytest.param(HEAD + "workflow:\n", 3, 1, ["Missing 'workflow' section"],
+                     id="empty-workflow"),
+        pytest.param('openintent: "1.0"\ninfo:\nworkflow:\n  a: {assign: x}\n', 2, 1,
+                     ["Missing workflow name"], id="empty-info"),
         pytest.param('info: {name: t}\nworkflow:\n  a: {assign: x}\n', 1, 1,
                      ['add openintent: "1.0"'], id="missing-format-version"),
         pytest.param('openintent: "2.0"\ninfo: {name: t}\nworkflow:\n  a: {assign: x}\n', 1, 13,
@@ -144,8 +150,10 @@ def test_a_file_names_itself_in_its_problems(tmp_path):
 def test_warnings_for_unused_agents_and_0_17_keys(tmp_path):
     path = tmp_path / "w.yaml"
     path.write_text(HEAD + "llm: {provider: openai}\nagents:\n  idle: does nothing\n"
-                    "workflow:\n  a: {assign: x, description: d}\n")
+                    "workflow:\n  a: {assign: idel, description: d}\n")
     assert validate_workflow(path) == [
         f"{path}:3:1: the top level: 'llm' (an openintent 0.17 key) is ignored by this version",
         f"{path}:5:3: agent 'idle' is declared but no step uses it",
+        f"{path}:7:15: step 'a' is assigned to 'idel', which is not declared under agents: "
+        "(did you mean `idle`?)",
     ]

@@ -1,0 +1,136 @@
+"""The scheduler's nodes: its own bookkeeping for each intent of a run, built from the plan.
+
+A :class:`Node` is not intent state: the intent's state is its projected
+:class:`~openintent._store.IntentRecord`, which only events change. The node keeps what the
+scheduler needs to run the intent: its spec, its agents, its place in the graph, how many
+dependencies it still waits for. :func:`plant` logs a whole plan's intents and builds their
+nodes; :func:`graft` does the same for one intent a coordinator adds mid-run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._data import unwrap
+from ._dispatch import BoundAgent
+from ._plan import IntentPlan, Plan, intent_id_prefix
+from ._specs import IntentSpec
+from ._store import EventStore, IntentRecord
+from .models import EventType, Intent, IntentStatus
+
+__all__ = ["Node", "direct_handler", "graft", "plant"]
+
+
+class Node:
+    """One intent as the scheduler sees it: its record, spec and agents, and its place in
+    the graph (``index`` in declaration order, the ``dependents``' indexes, how many
+    dependencies it is still ``waiting`` for)."""
+
+    __slots__ = ("id", "record", "spec", "index", "agents", "direct", "waiting", "dependents")
+
+    def __init__(
+        self,
+        record: IntentRecord,
+        spec: IntentSpec,
+        index: int,
+        agents: tuple[BoundAgent, ...],
+        direct: Callable[[Intent], Any] | None,
+    ) -> None:
+        self.id = record.id
+        self.record = record
+        self.spec = spec
+        self.index = index
+        self.agents = agents
+        #: The handler a worker may await directly for the first attempt (see
+        #: :func:`direct_handler`), or ``None``.
+        self.direct = direct
+        self.waiting = 0
+        self.dependents: tuple[int, ...] = ()  # a tuple of ints: untracked by the GC
+
+
+def direct_handler(
+    agents: tuple[BoundAgent, ...], spec: IntentSpec, coordinator: BoundAgent | None
+) -> Callable[[Intent], Any] | None:
+    """The handler a worker may await directly for an intent's first attempt, if any: one
+    agent (not the coordinator) with one async ``@on_assignment``, and no timeout."""
+    if len(agents) != 1 or agents[0] is coordinator or spec.timeout is not None:
+        return None
+    return agents[0].direct
+
+
+def _log_created(store: EventStore, intent_id: str, spec: IntentSpec) -> IntentRecord:
+    initial_state = spec.initial_state
+    store.append(  # packed data: see models.PACKED_FIELDS
+        EventType.CREATED,
+        intent_id,
+        # The spec's own checked copy, which nothing changes.
+        (spec.title, spec.depends_on, spec.assign,
+         unwrap(initial_state) if initial_state else None),
+    )
+    return store.records[intent_id]
+
+
+def plant(plan: Plan, store: EventStore) -> list[Node]:
+    """Log the plan's intents (one ``created`` event each) and build their nodes, wired."""
+    spec, coordinator = plan.spec, plan.coordinator
+    prefix = intent_id_prefix(store.portfolio_id)
+    assignees = plan.assignees
+    created = EventType.CREATED
+    # One batch of ``created`` events (packed data: see models.PACKED_FIELDS), each with the
+    # spec's own checked copy of its initial state, which nothing changes.
+    store.append_batch([
+        (created, f"{prefix}{index}", (intent_spec.title, intent_spec.depends_on,
+                                       intent_spec.assign,
+                                       unwrap(intent_spec.initial_state)
+                                       if intent_spec.initial_state else None))
+        for index, intent_spec in enumerate(spec.intents)
+    ])
+    records = store.records
+    nodes: list[Node] = []
+    index_of: dict[str, int] = {}
+    for index, intent_spec in enumerate(spec.intents):
+        record = records[f"{prefix}{index}"]
+        agents = assignees[index]
+        nodes.append(Node(record, intent_spec, index, agents,
+                          direct_handler(agents, intent_spec, coordinator)))
+        index_of[intent_spec.title] = index
+    children: dict[int, list[int]] = {}
+    for index, node in enumerate(nodes):
+        depends_on = node.spec.depends_on
+        node.waiting = len(depends_on)
+        for title in depends_on:
+            parent = index_of[title]
+            if parent in children:
+                children[parent].append(index)
+            else:
+                children[parent] = [index]
+    for parent, indices in children.items():
+        nodes[parent].dependents = tuple(indices)
+    return nodes
+
+
+def graft(
+    planned: IntentPlan,
+    store: EventStore,
+    nodes: list[Node],
+    node_titled: Callable[[str], Node],
+    coordinator: BoundAgent | None,
+) -> tuple[Node, IntentRecord | None]:
+    """Log an intent added to a running plan and build its node, wired to its dependencies.
+
+    Returns the node and, when a dependency already failed (or was skipped or cancelled),
+    that dependency's record: the new intent is skipped then.
+    """
+    spec, agents = planned.spec, planned.agents
+    index = len(nodes)
+    record = _log_created(store, f"{intent_id_prefix(store.portfolio_id)}{index}", spec)
+    node = Node(record, spec, index, agents, direct_handler(agents, spec, coordinator))
+    parents = [node_titled(title) for title in spec.depends_on]
+    for parent in parents:
+        parent.dependents = (*parent.dependents, index)
+    statuses = [parent.record.status for parent in parents]
+    node.waiting = sum(status != IntentStatus.COMPLETED for status in statuses)
+    broken = [parent.record for parent in parents if parent.record.status.is_terminal
+              and parent.record.status != IntentStatus.COMPLETED]
+    return node, broken[0] if broken else None

@@ -1,0 +1,59 @@
+"""The intent as handlers see it: an :class:`~openintent.models.Intent` snapshot of a node and
+its record, with ``inputs``, the final states of its dependencies (see
+:func:`openintent._data.inputs`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ._data import inputs
+from ._nodes import Node
+from ._store import IntentRecord
+from .models import Intent
+
+__all__ = ["Views"]
+
+
+class Views:
+    """Builds the :class:`Intent` views of one run's intents."""
+
+    __slots__ = ("_records", "_ids", "_nodes", "_portfolio_id")
+
+    def __init__(
+        self,
+        records: Mapping[str, IntentRecord],
+        ids_by_title: Mapping[str, str],
+        nodes_by_id: Mapping[str, Node],
+        portfolio_id: str,
+    ) -> None:
+        self._records = records
+        self._ids = ids_by_title
+        self._nodes = nodes_by_id
+        self._portfolio_id = portfolio_id
+
+    def of(self, node: Node, attempt: int, agent_id: str | None) -> Intent:
+        """``node``'s intent as the handler of ``attempt`` by ``agent_id`` sees it."""
+        record = node.record
+        spec = node.spec
+        state = record.state  # frozen, and replaced on every change: a snapshot
+        return Intent(
+            node.id,
+            spec.title,
+            spec.description,
+            record.status,
+            state,
+            record.version,
+            agent_id,
+            spec.depends_on,
+            spec.constraints,
+            self._portfolio_id,
+            attempt,
+            inputs(self._records, self._ids, spec.depends_on),
+            spec.tags,
+            node.id,
+        )
+
+    def now(self, intent_id: str) -> Intent:
+        """An intent as it stands: its latest attempt, by its current assignee."""
+        record = self._records[intent_id]
+        return self.of(self._nodes[intent_id], record.attempts, record.assigned_to)
