@@ -302,3 +302,34 @@ def test_intent_spec_inputs_are_checked_when_the_spec_is_built(
     with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")
                        .replace("[", r"\[").replace("]", r"\]")):
         IntentSpec("B", depends_on=["A"], inputs=inputs)
+
+
+@pytest.mark.asyncio
+async def test_a_step_the_coordinator_fans_out_gets_its_wired_inputs_too() -> None:
+    wf = workflow("""\
+        openintent: "1.0"
+        info: {name: fan}
+        coordinator: {id: lead, agents: [editor-a, editor-b]}
+        workflow:
+          write: {assign: writer, description: d, outputs: {text: string}}
+          edit:
+            description: every editor reads the draft
+            depends_on: [write]
+            inputs: {draft: write.text}
+    """)
+    seen: dict[str, Any] = {}
+
+    def editor(agent_id: str) -> type:
+        @Agent(agent_id)
+        class Editor:
+            @on_assignment
+            async def edit(self, intent: Any) -> dict[str, Any]:
+                seen[agent_id] = intent.inputs["draft"]
+                return {"ok": True}
+
+        return Editor
+
+    agents = [writer_returning({"text": "t"}), editor("editor-a"), editor("editor-b")]
+    result = await wf.arun(agents=agents, clock=VirtualClock())
+    assert result.status == "completed"
+    assert seen == {"editor-a": "t", "editor-b": "t"}
