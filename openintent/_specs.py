@@ -11,7 +11,8 @@ from typing import Any
 
 import attrs
 
-from ._data import EMPTY, FrozenDict, freeze, json_data
+from ._data import EMPTY, FrozenDict, freeze
+from ._json_data import json_data
 from .errors import SpecError
 from .models import RetryPolicy
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import openintent
 from openintent import DataError, OpenIntentError, RetryPolicy, Runtime, VirtualClock
-from openintent._data import json_data
+from openintent._json_data import json_data
 from openintent.agents import (
     Agent,
     Coordinator,
