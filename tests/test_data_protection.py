@@ -33,6 +33,8 @@ from openintent.agents import (
 from openintent.models import FrozenDict, FrozenList, to_plain
 from openintent.testing import assert_replay_matches, capture_events, replay
 
+from _helpers import Echo
+
 
 def portfolio(*intents: IntentSpec) -> PortfolioSpec:
     return PortfolioSpec("p", list(intents))
@@ -601,3 +603,41 @@ async def test_log_does_not_change_when_a_handler_reuses_its_returned_dict() -> 
         result = await rt.run(spec)
     assert result.intents["A"].state == {"n": 1}
     assert_replay_matches(result)  # replayed A says {"n": 2}
+
+
+@pytest.mark.asyncio
+async def test_changing_a_result_state_never_touches_the_log():
+    from openintent.testing import replay
+
+    result = await run(portfolio(IntentSpec("A", assign="echo")), Echo())
+    state = result.intents["A"].state
+    assert isinstance(state, dict)
+    state["title"] = "changed"  # type: ignore[index]
+    assert replay(result)["A"].state["title"] == "A"
+
+
+@pytest.mark.asyncio
+async def test_inputs_are_read_only_and_list_only_dependencies():
+    seen = {}
+
+    @Agent("peek")
+    class Peek:
+        @on_assignment
+        async def work(self, intent):
+            seen[intent.title] = dict(intent.inputs)
+            if intent.inputs:
+                with pytest.raises(TypeError):
+                    intent.inputs["A"]["x"] = 2  # type: ignore[index]
+                with pytest.raises(KeyError, match="not a dependency"):
+                    intent.inputs["Z"]
+            return {"x": 1}
+
+    spec = portfolio(
+        IntentSpec("A", assign="peek"),
+        IntentSpec("Z", assign="peek"),
+        IntentSpec("B", assign="peek", depends_on=["A"]),
+    )
+    result = await run(spec, Peek)
+    assert result.status == "completed"
+    assert seen["A"] == {}
+    assert seen["B"] == {"A": {"x": 1}}

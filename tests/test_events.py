@@ -23,6 +23,8 @@ from openintent.agents import (
 from openintent.models import Event, EventLog, RunResult
 from openintent.testing import SimulatedAgent
 
+from _helpers import Echo, portfolio, run
+
 START = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
 
@@ -268,3 +270,16 @@ async def test_of_type_rejects_an_unknown_event_type(runtime: Runtime) -> None:
     result = await runtime.run(PortfolioSpec("p", [IntentSpec("Extract", assign="extractor")]))
     with pytest.raises((ValueError, KeyError, AssertionError)):
         result.events.of_type("faild")
+
+
+@pytest.mark.asyncio
+async def test_every_transition_is_one_event_in_order():
+    result = await run(portfolio(IntentSpec("A", assign="echo")), Echo(), seed=3)
+    types = result.events.types()
+    assert types == ["run_started", "created", "ready", "dispatched", "completed", "run_finished"]
+    assert [event.seq for event in result.events] == list(range(6))
+    assert all(event.portfolio_id == result.portfolio_id for event in result.events)
+    assert result.events[-1].data == {"status": "completed"}
+    created = result.events[1]
+    assert created.data == {"title": "A", "depends_on": [], "assign": "echo", "initial_state": {}}
+    assert result.events[3].data == {"attempt": 1, "agent": "echo"}

@@ -13,6 +13,8 @@ from openintent import Runtime
 from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
 from openintent.testing import SimulatedAgent
 
+from _helpers import Echo, Lead, portfolio, run
+
 
 @Agent("summarizer")
 class Summarizer:
@@ -64,3 +66,34 @@ async def test_unknown_title_lookup_names_the_titles(runtime: Runtime) -> None:
     with pytest.raises(KeyError) as info:
         result.intents["extract"]
     assert "Extract" in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_result_is_json_serialisable():
+    result = await run(portfolio(IntentSpec("A", assign="echo")), Echo(),
+                       coordinator=Lead)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["status"] == "completed"
+    assert data["output"] == {"done": ["A"]}
+    assert data["intents"]["A"]["state"] == {"title": "A", "saw": []}
+    assert [event["type"] for event in data["events"]][0] == "run_started"
+
+
+@pytest.mark.asyncio
+async def test_costs_add_up_per_intent_and_per_run():
+    @Agent("spender")
+    class Spender:
+        @on_assignment
+        async def work(self, intent):
+            await self.record_cost(intent, 0.25, model="small")
+            await self.record_cost(intent, 0.5)
+            with pytest.raises(ValueError, match="finite amount"):
+                await self.record_cost(intent, -1)
+            return {}
+
+    result = await run(portfolio(IntentSpec("A", assign="spender"),
+                                 IntentSpec("B", assign="spender")), Spender)
+    assert result.cost_usd == 1.5
+    assert result.intents["A"].cost_usd == 0.75
+    (first, *_) = result.events.of_type("cost_recorded")
+    assert first.data == {"usd": 0.25, "agent": "spender", "model": "small"}
