@@ -42,6 +42,7 @@ from .errors import SpecError as SpecError
 from .errors import StateConflictError as StateConflictError
 from .errors import UnknownAgentError as UnknownAgentError
 from .errors import UnknownDependencyError as UnknownDependencyError
+from .errors import UnresolvableInputError as UnresolvableInputError
 from .errors import WorkflowError as WorkflowError
 from .errors import WorkflowNotFoundError as WorkflowNotFoundError
 from .errors import WorkflowValidationError as WorkflowValidationError
@@ -113,6 +114,7 @@ __all__ = [
     "StateConflictError",
     "UnknownAgentError",
     "UnknownDependencyError",
+    "UnresolvableInputError",
     "VirtualClock",
     "WorkflowError",
     "WorkflowNotFoundError",

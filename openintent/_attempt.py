@@ -30,6 +30,7 @@ from ._ports import Outcomes
 from ._registry import HookKind
 from ._retrying import call_error, never_retried
 from ._views import Views
+from ._wiring import check_wired
 from .errors import Escalate, IntentTimeoutError
 from .guardrails import DispatchContext
 from .models import EventType, Intent
@@ -201,6 +202,8 @@ class Attempts:
         self, node: Node, agents: tuple[BoundAgent, ...], intent: Intent
     ) -> dict[str, Any] | None:
         """One attempt, within the intent's timeout if it has one."""
+        if node.spec.inputs:  # a wired input its dependency lacks fails the attempt
+            check_wired(node.spec, intent)
         seconds = node.spec.timeout
         if seconds is None:
             return await self._attempt(node, agents, intent)

@@ -134,12 +134,14 @@ class FrozenList(list[Any]):
 
 
 class Inputs(FrozenDict):
-    """``intent.inputs``: each dependency's title mapped to its final state (read-only)."""
+    """``intent.inputs``: each dependency's title mapped to its final state, and each wired
+    input's name to its value (read-only)."""
 
     __slots__ = ()
 
     def __missing__(self, title: str) -> NoReturn:
-        raise KeyError(f"{title!r} is not a dependency of this intent; inputs has {list(self)}")
+        raise KeyError(f"{title!r} is not a dependency of this intent, nor a wired input; "
+                       f"inputs has {list(self)}")
 
 
 def inputs(records: Mapping[str, Any], ids: Mapping[str, str], titles: Iterable[str]) -> Inputs:

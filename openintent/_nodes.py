@@ -53,8 +53,10 @@ def direct_handler(
     agents: tuple[BoundAgent, ...], spec: IntentSpec, coordinator: BoundAgent | None
 ) -> Callable[[Intent], Any] | None:
     """The handler a worker may await directly for an intent's first attempt, if any: one
-    agent (not the coordinator) with one async ``@on_assignment``, and no timeout."""
-    if len(agents) != 1 or agents[0] is coordinator or spec.timeout is not None:
+    agent (not the coordinator) with one async ``@on_assignment``, no timeout and no wired
+    inputs (checked at each dispatch in the general path)."""
+    if (len(agents) != 1 or agents[0] is coordinator or spec.timeout is not None
+            or spec.inputs):
         return None
     return agents[0].direct
 

@@ -12,7 +12,14 @@ from typing import Any
 
 import attrs
 
-from .errors import AgentError, ApprovalError, DataError, EscalationError, SpecError
+from .errors import (
+    AgentError,
+    ApprovalError,
+    DataError,
+    EscalationError,
+    SpecError,
+    UnresolvableInputError,
+)
 
 __all__ = [
     "NO_RETRY",
@@ -33,11 +40,12 @@ def never_retried(exc: BaseException) -> bool:
 
     An escalation nobody resolved (it would only escalate again), a denied approval, data
     that is not JSON data (:class:`DataError`, a non-dict result included), and a handler
-    that cannot be called with the arguments its decorator passes (:class:`AgentError`).
+    that cannot be called with the arguments its decorator passes (:class:`AgentError`), and
+    a wired input its dependency's final state lacks (:class:`UnresolvableInputError`).
     """
     if isinstance(exc, ApprovalError):
         return exc.denied
-    return isinstance(exc, EscalationError | DataError | AgentError)
+    return isinstance(exc, EscalationError | DataError | AgentError | UnresolvableInputError)
 
 
 def exception_filter(value: object, field: str) -> ExceptionFilter:

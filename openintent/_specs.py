@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from ._data import EMPTY, FrozenDict, freeze
+from ._data import EMPTY, FrozenDict, freeze, frozen_dict
 from ._json_data import json_data
 from .errors import SpecError
 from .models import RetryPolicy
@@ -86,6 +86,47 @@ def _retry(value: RetryPolicy | Mapping[str, Any] | None) -> RetryPolicy:
     return RetryPolicy.coerce(value)
 
 
+def _wiring(value: object) -> Mapping[str, tuple[str, str]]:
+    """``inputs``: input name -> ``(dependency title, state key)``, or ``"Title.key"``
+    (split at the last dot; a key with a dot in it needs the pair)."""
+    if value is None:
+        return EMPTY
+    if isinstance(value, FrozenDict):
+        return value  # another spec's: already checked
+    if not isinstance(value, Mapping):
+        raise SpecError(f"inputs must map input names to (title, key) pairs, got {value!r}")
+    wiring: dict[str, tuple[str, str]] = {}
+    for name, reference in value.items():
+        if isinstance(reference, str) and "." in reference:
+            title, _, key = reference.rpartition(".")
+            reference = (title, key)
+        if (
+            not isinstance(name, str) or not name
+            or isinstance(reference, str) or not isinstance(reference, Sequence)
+            or len(reference) != 2 or not all(isinstance(r, str) and r for r in reference)
+        ):
+            raise SpecError(
+                f"inputs[{name!r}] must be a (dependency title, state key) pair or "
+                f"'Title.key', got {reference!r}: e.g. inputs={{'draft': ('Write', 'text')}}"
+            )
+        wiring[name] = (reference[0], reference[1])
+    return frozen_dict(wiring) if wiring else EMPTY
+
+
+def _wired(spec: IntentSpec, _attribute: attrs.Attribute[Any], value: object) -> None:
+    for name, (title, key) in spec.inputs.items():
+        if title not in spec.depends_on:
+            raise SpecError(
+                f"intent {spec.title!r} input {name!r} reads {key!r} from {title!r}, which is "
+                f"not in its depends_on {list(spec.depends_on)}: add {title!r} to depends_on"
+            )
+        if name in spec.depends_on:
+            raise SpecError(
+                f"intent {spec.title!r} input {name!r} has the title of one of its "
+                "dependencies (intent.inputs holds both, by name): rename the input"
+            )
+
+
 @attrs.frozen
 class IntentSpec:
     """One unit of work in a :class:`PortfolioSpec`.
@@ -93,7 +134,11 @@ class IntentSpec:
     ``assign`` names the agent (or agents) that do it; ``depends_on`` lists titles of intents
     that must complete first; ``initial_state`` seeds the intent's state; ``timeout`` bounds
     each attempt (seconds); ``retry`` is a :class:`~openintent.RetryPolicy` or a dict of one;
-    ``key`` is the step key of a YAML workflow (guardrails can match it).
+    ``key`` is the step key of a YAML workflow (guardrails can match it); ``inputs`` wires
+    values of dependencies' final states in by name: ``inputs={"draft": ("Write", "text")}``
+    (or ``"Write.text"``) puts ``Write``'s ``state["text"]`` at ``intent.inputs["draft"]``,
+    beside each dependency's state by title (an upstream state without the key fails the
+    attempt with :class:`~openintent.errors.UnresolvableInputError`, never retried).
 
     ``initial_state`` must be JSON data (:class:`~openintent.DataError` otherwise);
     ``initial_state`` and ``constraints`` are copied when the spec is built and kept as deep
@@ -111,6 +156,8 @@ class IntentSpec:
     tags: tuple[str, ...] = attrs.field(default=(), converter=_tags)
     key: str | None = attrs.field(default=None, validator=attrs.validators.optional(
         attrs.validators.instance_of(str)))
+    inputs: Mapping[str, tuple[str, str]] = attrs.field(
+        default=EMPTY, converter=_wiring, validator=_wired)
 
     @property
     def assignees(self) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """The intent as handlers see it: an :class:`~openintent.models.Intent` snapshot of a node and
 its record, with ``inputs``, the final states of its dependencies (see
-:func:`openintent._data.inputs`)."""
+:func:`openintent._data.inputs`) and its wired inputs (see :mod:`openintent._wiring`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from ._data import inputs
 from ._nodes import Node
 from ._store import IntentRecord
+from ._wiring import wired
 from .models import Intent
 
 __all__ = ["Views"]
@@ -36,6 +37,9 @@ class Views:
         record = node.record
         spec = node.spec
         state = record.state  # frozen, and replaced on every change: a snapshot
+        given = inputs(self._records, self._ids, spec.depends_on)
+        if spec.inputs:
+            given = wired(given, spec.inputs)
         return Intent(
             node.id,
             spec.title,
@@ -48,7 +52,7 @@ class Views:
             spec.constraints,
             self._portfolio_id,
             attempt,
-            inputs(self._records, self._ids, spec.depends_on),
+            given,
             spec.tags,
             node.id,
         )

@@ -55,6 +55,8 @@ def portfolio_spec(name: str, description: str, phases: Sequence[PhaseConfig],
                 retry=phase.retry,
                 tags=phase.tags,
                 key=phase.name,
+                inputs={name: (titles.get(step, step), output)
+                        for name, (step, output) in phase.inputs.items()},
             )
             for phase in phases
         ],

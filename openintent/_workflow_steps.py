@@ -245,6 +245,11 @@ def _check_graph(
                     f"step {phase.name!r} input {name!r} reads {step}.{output}, but "
                     f"{step!r} is not in its depends_on; add {step} to depends_on (inputs "
                     "come from steps that finish first)"))
+            elif name in {by_key[d].title for d in graph[phase.name]}:
+                checker.error(at, (
+                    f"step {phase.name!r} input {name!r} has the title of one of its "
+                    f"dependencies; intent.inputs holds both the dependencies' states by "
+                    f"title and the inputs by name: rename the input"))
             elif by_key[step].outputs and output not in by_key[step].outputs:
                 checker.error(at, (
                     f"step {phase.name!r} input {name!r} reads {step}.{output}, but step "

@@ -33,6 +33,7 @@ __all__ = [
     "StateConflictError",
     "UnknownAgentError",
     "UnknownDependencyError",
+    "UnresolvableInputError",
     "WorkflowError",
     "WorkflowNotFoundError",
     "WorkflowValidationError",
@@ -196,6 +197,24 @@ class RunCancelledError(OpenIntentError):
 
 class WorkflowError(OpenIntentError):
     """A YAML workflow could not be read or run (base of the ``openintent.workflow`` errors)."""
+
+
+class UnresolvableInputError(WorkflowError):
+    """A wired input (a workflow step's ``inputs``, ``IntentSpec(inputs=...)``) reads a key
+    that its dependency's final state does not have. The attempt fails and is never retried.
+
+    ``phase_name`` is the step key (the title for an intent without one), ``input`` the input
+    name, ``unresolvable_refs`` the references that did not resolve (``["write.text"]``) and
+    ``task_id`` the intent id.
+    """
+
+    def __init__(self, message: str, *, phase_name: str, input: str,  # noqa: A002
+                 unresolvable_refs: Sequence[str], task_id: str = "") -> None:
+        super().__init__(message)
+        self.phase_name = phase_name
+        self.input = input
+        self.unresolvable_refs = list(unresolvable_refs)
+        self.task_id = task_id
 
 
 class WorkflowValidationError(WorkflowError, SpecError):

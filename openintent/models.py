@@ -89,7 +89,8 @@ class Intent:
 
     ``state`` is a read-only view of the state the attempt started from (change it through
     ``patch_state`` or by returning a dict); ``inputs`` maps each dependency's title to its
-    final state, and ``constraints`` are the spec's; all are deep read-only views
+    final state and each wired input (``IntentSpec(inputs=...)``, a workflow step's
+    ``inputs``) to its value, and ``constraints`` are the spec's; all are deep read-only views
     (:class:`FrozenDict`): changing them raises ``TypeError``.
     """
 
@@ -123,7 +124,7 @@ class Intent:
         constraints: Any,
         portfolio_id: str,
         attempt: int,
-        inputs: Mapping[str, Mapping[str, Any]],
+        inputs: Mapping[str, Any],
         tags: tuple[str, ...],
         idempotency_key: str,
     ) -> None:

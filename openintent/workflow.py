@@ -47,6 +47,7 @@ from ._workflow_yaml import (
 )
 from .errors import (
     OpenIntentError,
+    UnresolvableInputError,
     WorkflowError,
     WorkflowNotFoundError,
     WorkflowValidationError,
@@ -60,6 +61,7 @@ __all__ = [
     "CoordinatorConfig",
     "PhaseConfig",
     "Problem",
+    "UnresolvableInputError",
     "WorkflowError",
     "WorkflowNotFoundError",
     "WorkflowSpec",
@@ -179,7 +181,10 @@ class WorkflowSpec:
 
     def resolve_inputs(self, intent: Intent) -> dict[str, Any]:
         """The declared ``inputs`` of ``intent``'s step, read from its dependencies' final
-        states (``{draft: write.text}`` gives ``{"draft": <write's state["text"]>}``)."""
+        states (``{draft: write.text}`` gives ``{"draft": <write's state["text"]>}``).
+
+        Kept for existing handlers: a workflow's runs put these values in ``intent.inputs``
+        by name already (``intent.inputs["draft"]``)."""
         phase = next((p for p in self.phases if p.title == intent.title), None)
         if phase is None:
             return {}
