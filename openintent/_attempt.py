@@ -21,9 +21,9 @@ from ._blocking import BlockingWatch, timed
 from ._bus import EventBus
 from ._clock import Clock
 from ._coordination import RUNTIME, CoordinatorSession
-from ._data import json_state
 from ._dispatch import BoundAgent, call_handler
 from ._guarding import GuardrailChain, is_denied
+from ._json_data import json_state
 from ._nodes import Node
 from ._notify import Notifications
 from ._ports import Outcomes

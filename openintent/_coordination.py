@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
-from ._data import FrozenList, json_data, json_state, to_plain
+from ._data import FrozenList, to_plain
 from ._dispatch import BoundAgent, call_handler
+from ._json_data import json_data, json_state
 from ._nodes import Node
 from ._plan import decision_id
 from ._ports import CoordinatedRun, RuntimePort

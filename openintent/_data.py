@@ -1,21 +1,18 @@
-"""Intent data: the JSON-data rule, and read-only data frozen as it comes in.
+"""Intent data: read-only data frozen as it comes in.
 
 What comes into the log (a handler's result, a ``patch_state`` patch, decision data, an
-``initial_state``) is checked and copied by :func:`json_data` into a :class:`FrozenDict` or
-:class:`FrozenList`, in one pass. Those are real ``dict`` and ``list`` subclasses (so
-``json.dumps``, ``isinstance(x, dict)``, ``{**x}`` and ``dict(x)`` work) whose changing
-methods raise ``TypeError``; everything inside them is frozen too. The log keeps them and
-hands them out as they are: nothing a handler, hook, listener or stream receives can reach
-data the log keeps mutable, and handing out costs nothing.
+``initial_state``) is checked and copied by :func:`openintent._json_data.json_data` into a
+:class:`FrozenDict` or :class:`FrozenList`, in one pass. Those are real ``dict`` and
+``list`` subclasses (so ``json.dumps``, ``isinstance(x, dict)``, ``{**x}`` and ``dict(x)``
+work) whose changing methods raise ``TypeError``; everything inside them is frozen too. The
+log keeps them and hands them out as they are: nothing a handler, hook, listener or stream
+receives can reach data the log keeps mutable, and handing out costs nothing.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn, Self, SupportsIndex
-
-from .errors import DataError
 
 __all__ = [
     "EMPTY",
@@ -23,9 +20,9 @@ __all__ = [
     "FrozenList",
     "Inputs",
     "freeze",
+    "frozen_dict",
+    "frozen_list",
     "inputs",
-    "json_data",
-    "json_state",
     "merged",
     "read_only",
     "to_plain",
@@ -161,14 +158,15 @@ def _is_frozen(value: object) -> bool:
     return isinstance(value, FrozenDict | FrozenList)
 
 
-def _frozen_dict(data: Mapping[str, Any]) -> FrozenDict:
+def frozen_dict(data: Mapping[str, Any]) -> FrozenDict:
     """A FrozenDict of ``data``'s items as they are (already frozen: nothing is checked)."""
     frozen = dict.__new__(FrozenDict)
     dict.update(frozen, data)
     return frozen
 
 
-def _frozen_list(data: list[Any]) -> FrozenList:
+def frozen_list(data: list[Any]) -> FrozenList:
+    """A FrozenList of ``data``'s items as they are (already frozen: nothing is checked)."""
     frozen = list.__new__(FrozenList)
     list.extend(frozen, data)
     return frozen
@@ -178,7 +176,7 @@ def _frozen_list(data: list[Any]) -> FrozenList:
 NO_INPUTS = dict.__new__(Inputs)
 
 #: The empty FrozenDict (shared: empty states and constraints cost nothing).
-EMPTY = _frozen_dict({})
+EMPTY = frozen_dict({})
 
 
 def merged(state: Mapping[str, Any], changes: Mapping[str, Any]) -> FrozenDict:
@@ -224,7 +222,7 @@ def _freeze_dict(data: Mapping[str, Any]) -> FrozenDict:
 
 
 def _freeze_list(data: Iterable[Any]) -> FrozenList:
-    return _frozen_list([
+    return frozen_list([
         _freeze_dict(value) if type(value) is dict
         else _freeze_list(value) if type(value) is list or type(value) is tuple
         else value
@@ -256,7 +254,8 @@ def to_plain(value: Any) -> Any:
     """``value`` with every mapping as a new dict and every list or tuple as a new list
     (frozen data included), so it is JSON-serialisable when its leaves are.
 
-    Unlike :func:`json_data` it checks nothing: other values are kept as they are.
+    Unlike :func:`openintent._json_data.json_data` it checks nothing: other values are kept
+    as they are.
     """
     kind = type(value)
     if kind is FrozenDict:
@@ -283,134 +282,3 @@ def freeze(value: Any) -> Any:
     if isinstance(value, list | tuple) and not hasattr(value, "_fields"):
         return FrozenList(value)
     return value
-
-
-# ---------------------------------------------------------------------------- JSON data
-
-_ATOMS = frozenset({str, int, bool, type(None)})
-
-
-def json_state(value: Any, where: str) -> dict[str, Any] | None:
-    """A handler's result as intent state: ``None``, or a checked frozen copy of a mapping.
-
-    Raises :class:`DataError` for anything else, naming ``where`` (the handler).
-    """
-    if type(value) is dict or isinstance(value, Mapping):
-        copied: dict[str, Any] = json_data(value, where)
-        return copied
-    if value is None:
-        return None
-    raise DataError(
-        f"{where} returned {type(value).__name__}; a handler that completes an intent returns "
-        "a dict (merged into the intent's state) or None"
-    )
-
-
-def json_data(value: Any, where: str) -> Any:
-    """A deep, frozen copy of ``value`` after checking that it is JSON data.
-
-    JSON data is a ``dict`` with ``str`` keys, a ``list`` or ``tuple`` (copied as a list),
-    ``str``, ``int``, finite ``float``, ``bool`` or ``None``; subclasses (a ``StrEnum``
-    member, an ``OrderedDict``) are copied as their plain type, dicts as :class:`FrozenDict`
-    and lists as :class:`FrozenList`. NaN and infinite floats are refused: JSON has no such
-    numbers. Anything else raises :class:`DataError` naming ``where`` and the key path.
-    """
-    kind = type(value)
-    if kind is dict or kind is FrozenDict:
-        # The common case, kept cheap: a flat dict of atoms costs one loop and one copy.
-        for key, item in value.items():
-            kind = type(item)
-            if type(key) is not str or (
-                kind not in _ATOMS and (kind is not float or item - item != 0.0)
-            ):
-                break
-        else:
-            return value if type(value) is FrozenDict else _frozen_dict(value)
-    try:
-        return _checked(value, where, "")
-    except RecursionError:
-        raise DataError(
-            f"{where}: the data is nested too deeply or contains itself; JSON data is a tree "
-            "of dicts and lists"
-        ) from None
-
-
-def _checked(value: Any, where: str, path: str) -> Any:
-    kind = type(value)
-    if kind in _ATOMS:
-        return value
-    if kind is float:
-        if math.isfinite(value):
-            return value
-        _refuse_data(value, where, path)
-    if isinstance(value, Mapping):
-        copied: dict[str, Any] = {}
-        for key, item in value.items():
-            if type(key) is not str:
-                if not isinstance(key, str):
-                    _refuse_key(key, where, path)
-                key = str.__str__(key)
-            copied[key] = _checked(item, where, _join(path, key))
-        return _frozen_dict(copied)
-    if isinstance(value, list | tuple):
-        return _frozen_list(
-            [_checked(item, where, f"{path}[{index}]") for index, item in enumerate(value)]
-        )
-    # Subclasses of the atoms (an enum member of str or int) are stored as the plain type.
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, int):
-        return int.__int__(value)
-    if isinstance(value, float) and math.isfinite(value):
-        return float.__float__(value)
-    _refuse_data(value, where, path)
-
-
-def _join(path: str, key: str) -> str:
-    if key.isidentifier():
-        return f"{path}.{key}" if path else key
-    return f"{path}[{key!r}]"
-
-
-def _refuse_key(key: object, where: str, path: str) -> NoReturn:
-    inside = f" in {path}" if path else ""
-    raise DataError(
-        f"{where}: key {key!r}{inside} is of type {type(key).__name__}, not str; JSON data "
-        "has str keys: use str(key)",
-        path=path,
-    )
-
-
-def _refuse_data(value: object, where: str, path: str) -> NoReturn:
-    what = f"{path}: " if path else ""
-    raise DataError(
-        f"{where}: {what}{type(value).__name__} is not JSON data; {_hint(value)}", path=path
-    )
-
-
-def _hint(value: object) -> str:
-    """What to store instead, for the usual suspects."""
-    import datetime
-    import decimal
-    import enum
-    import pathlib
-    import uuid
-
-    if isinstance(value, float):
-        return "NaN and infinite floats are not JSON numbers; store None or a string"
-    if isinstance(value, datetime.datetime | datetime.date | datetime.time):
-        return "store an ISO string (value.isoformat())"
-    if isinstance(value, datetime.timedelta):
-        return "store seconds as a float (value.total_seconds())"
-    if isinstance(value, set | frozenset):
-        return "store a list (sorted(value))"
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "store a base64 str (base64.b64encode(value).decode())"
-    if isinstance(value, decimal.Decimal):
-        return "store a str (str(value)) to keep every digit, or a float"
-    if isinstance(value, uuid.UUID | pathlib.PurePath):
-        return "store a str (str(value))"
-    if isinstance(value, enum.Enum):
-        return "store its value (member.value)"
-    return ("store dicts with str keys, lists, str, int, float, bool or None (a dataclass: "
-            "dataclasses.asdict(value))")

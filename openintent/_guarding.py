@@ -8,8 +8,8 @@ from typing import Any
 
 from anyio.abc import TaskGroup
 
-from ._data import json_data
 from ._event_types import is_event_type, unknown_event_type
+from ._json_data import json_data
 from ._nodes import Node
 from ._ports import GuardedRun
 from ._registry import HookKind

@@ -12,8 +12,8 @@ import anyio.lowlevel
 from ._bus import EventBus
 from ._clock import Clock
 from ._coordination import CoordinatorSession
-from ._data import json_data
 from ._event_types import is_event_type, unknown_event_type
+from ._json_data import json_data
 from ._notify import Notifications
 from ._store import is_valid_cost
 from .errors import CostError, DataError, OpenIntentError, StateConflictError

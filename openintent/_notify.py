@@ -47,7 +47,7 @@ class Notifications:
         self._wakeup: anyio.Event | None = None
         self._busy = False
         self._drained: anyio.Event | None = None
-        self._closing = False
+        self._close_requested = False  # close(): finish once the queue is empty
         if self._table[HookKind.EVENT]:
             # Hooks hear the whole run, the events logged before they were set up too.
             store = run.store
@@ -151,7 +151,7 @@ class Notifications:
             if drained is not None:
                 self._drained = None
                 drained.set()  # wakes every drainer at once
-            if self._closing:
+            if self._close_requested:
                 return
             self._wakeup = anyio.Event()
             await self._wakeup.wait()
@@ -172,7 +172,7 @@ class Notifications:
 
     def close(self) -> None:
         """Let the notifier task finish once the queue is empty."""
-        self._closing = True
+        self._close_requested = True
         if self._wakeup is not None:
             self._wakeup.set()
 

@@ -33,10 +33,10 @@ from ._bus import EventBus
 from ._clock import Clock
 from ._context import active_run
 from ._coordination import RUNTIME, CoordinatorSession
-from ._data import json_data
 from ._dispatch import BoundAgent
 from ._guarding import GuardrailChain, cancelled_reason
 from ._handler_context import HandlerContext
+from ._json_data import json_data
 from ._nodes import Node, graft
 from ._notify import Notifications
 from ._plan import IntentPlan, Plan

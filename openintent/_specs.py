@@ -11,7 +11,8 @@ from typing import Any
 
 import attrs
 
-from ._data import EMPTY, FrozenDict, _frozen_dict, freeze, json_data
+from ._data import EMPTY, FrozenDict, freeze, frozen_dict
+from ._json_data import json_data
 from .errors import SpecError
 from .models import RetryPolicy
 
@@ -109,7 +110,7 @@ def _wiring(value: object) -> Mapping[str, tuple[str, str]]:
                 f"'Title.key', got {reference!r}: e.g. inputs={{'draft': ('Write', 'text')}}"
             )
         wiring[name] = (reference[0], reference[1])
-    return _frozen_dict(wiring) if wiring else EMPTY
+    return frozen_dict(wiring) if wiring else EMPTY
 
 
 def _wired(spec: IntentSpec, _attribute: attrs.Attribute[Any], value: object) -> None:

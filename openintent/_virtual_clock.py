@@ -23,12 +23,9 @@ else the Unix epoch plus ``now()``: a seeded run logs the same datetimes every t
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import math
-import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -37,12 +34,11 @@ import anyio
 import anyio.lowlevel
 
 from ._context import active_run
+from ._loop_watch import Registration, asyncio_loop, wake_watch, watch_of
 from .errors import OpenIntentError
 
 __all__ = ["VirtualClock"]
 
-_REAL_POLL = 0.0005  # seconds of real time between looks while real work is in flight
-_DEADLOCK_POLL = 0.05  # seconds of real time between looks while nothing is scheduled
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -126,10 +122,11 @@ class VirtualClock:
     def _add(self, seconds: float, callback: Callable[[], None]) -> _Timer:
         timer = _Timer(self._now + max(0.0, seconds), next(self._order), callback)
         heapq.heappush(self._timers, timer)
-        self._timer_added_somewhere()
+        wake_watch()
         return timer
 
-    def _next_deadline(self) -> float | None:
+    def next_deadline(self) -> float | None:
+        """The earliest pending deadline (``None``: none); for the loop watcher."""
         timers = self._timers
         while timers and not timers[0].active:
             heapq.heappop(timers)
@@ -137,8 +134,9 @@ class VirtualClock:
             return None
         return timers[0].deadline
 
-    def _advance(self, deadline: float) -> None:
-        """Move time to ``deadline`` and fire every timer due by then, in order."""
+    def advance(self, deadline: float) -> None:
+        """Move time to ``deadline`` and fire every timer due by then, in order (the loop
+        watcher calls it when every task waits)."""
         self._now = max(self._now, deadline)
         self.jumps += 1
         timers = self._timers
@@ -154,7 +152,7 @@ class VirtualClock:
         Time jumps once every task of the event loop waits (on this clock, or on nothing that
         real time or real I/O could end), in a run or outside one.
         """
-        _asyncio_loop()
+        asyncio_loop()
         if seconds <= 0:
             await anyio.lowlevel.checkpoint()
             return
@@ -177,13 +175,13 @@ class VirtualClock:
             timer.active = False
 
     async def _drive_for_sleep(self) -> None:
-        loop = _asyncio_loop()
-        await _watch_of(loop).serve(_Registration(self, None))
+        loop = asyncio_loop()
+        await watch_of(loop).serve(Registration(self, None))
 
     @contextmanager
     def timeout(self, seconds: float) -> Iterator[anyio.CancelScope]:
         """A cancel scope cancelled after ``seconds`` of virtual time."""
-        _asyncio_loop()
+        asyncio_loop()
         scope = anyio.CancelScope()
         timer = self._add(seconds, scope.cancel)
         try:
@@ -201,6 +199,10 @@ class VirtualClock:
         finally:
             self._holds -= 1
 
+    def held(self) -> bool:
+        """Whether real work in flight (``hold()``) keeps time still."""
+        return self._holds > 0
+
     # ------------------------------------------------------------------ driving
 
     async def drive(self, on_deadlock: Callable[[str], None] | None = None) -> None:
@@ -213,188 +215,15 @@ class VirtualClock:
         happen: ``on_deadlock(reason)`` is called (the runtime halts the run) instead of a test
         hanging forever.
         """
-        watch = _watch_of(_asyncio_loop())
+        watch = watch_of(asyncio_loop())
         self._driving += 1
         try:
-            await watch.serve(_Registration(self, on_deadlock))
+            await watch.serve(Registration(self, on_deadlock))
         finally:
             self._driving -= 1
 
     def check_event_loop(self) -> None:
         """Raise :class:`~openintent.OpenIntentError` unless this runs on asyncio's own event
         loop (the runtime calls it before a run on this clock logs anything)."""
-        _asyncio_loop()
+        asyncio_loop()
 
-    def _timer_added_somewhere(self) -> None:
-        try:
-            watch = _WATCHES.get(asyncio.get_running_loop())
-        except RuntimeError:
-            return
-        if watch is not None:
-            watch.wake()
-
-
-def _asyncio_loop() -> asyncio.AbstractEventLoop:
-    """The running asyncio event loop, if the virtual clock can watch it; else a clear error."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        where = "no asyncio event loop is running here (anyio's trio backend?)"
-    else:
-        if hasattr(loop, "_ready") and hasattr(loop, "_scheduled"):
-            return loop
-        where = f"this event loop is a {type(loop).__name__}"
-    raise OpenIntentError(
-        f"VirtualClock works on asyncio's own event loop only, which it watches to tell when "
-        f"every task waits, but {where}. Run tests that use it on asyncio (anyio_backend "
-        f"'asyncio', the default loop); on trio, use the real clock (Runtime() without clock=)."
-    )
-
-
-def _watch_of(loop: asyncio.AbstractEventLoop) -> _LoopWatch:
-    watch = _WATCHES.get(loop)
-    if watch is None:
-        watch = _WATCHES[loop] = _LoopWatch(loop)
-    return watch
-
-
-class _Registration:
-    __slots__ = ("clock", "on_deadlock", "fired")
-
-    def __init__(self, clock: VirtualClock, on_deadlock: Callable[[str], None] | None) -> None:
-        self.clock = clock
-        self.on_deadlock = on_deadlock
-        self.fired = False
-
-
-_DEADLOCK_REASON = (
-    "every task has waited for {seconds:g} s of real time with nothing scheduled on the "
-    "virtual clock, so nothing can happen any more (an agent that hangs without a timeout? "
-    "an approval nobody decides?)"
-)
-
-
-class _LoopWatch:
-    """Watches one event loop for idleness on behalf of every VirtualClock driving on it.
-
-    One driver task at a time leads (polls the loop); the others wait to take over. A single
-    poller matters: two pollers would each see the other's wake-ups as work and never jump.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.registrations: list[_Registration] = []
-        self.leading = False
-        self._changed: anyio.Event | None = None
-        self._leader_gone: anyio.Event | None = None
-
-    def wake(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-
-    def _clocks(self) -> list[VirtualClock]:
-        clocks: list[VirtualClock] = []
-        for registration in self.registrations:
-            if not any(clock is registration.clock for clock in clocks):
-                clocks.append(registration.clock)
-        return clocks
-
-    async def serve(self, registration: _Registration) -> None:
-        self.registrations.append(registration)
-        self.wake()
-        try:
-            while True:
-                if not self.leading:
-                    self.leading = True
-                    try:
-                        await self._lead()
-                    finally:
-                        self.leading = False
-                        if self._leader_gone is not None:
-                            self._leader_gone.set()
-                            self._leader_gone = None
-                else:
-                    if self._leader_gone is None:
-                        self._leader_gone = anyio.Event()
-                    await self._leader_gone.wait()
-        finally:
-            self.registrations.remove(registration)
-            if not self.registrations:
-                _WATCHES.pop(self.loop, None)
-
-    async def _lead(self) -> None:
-        idle_since: float | None = None
-        while True:
-            clocks = self._clocks()
-            if any(clock._next_deadline() is not None for clock in clocks):
-                idle_since = None
-                if await self._idle(clocks):
-                    # Look again: tasks that ran during the idle check may have added timers.
-                    for clock in clocks:
-                        deadline = clock._next_deadline()
-                        if deadline is not None:
-                            clock._advance(deadline)
-                continue
-            self._changed = anyio.Event()
-            with anyio.move_on_after(_DEADLOCK_POLL):
-                await self._changed.wait()
-            self._changed = None
-            watchers = [
-                registration for registration in self.registrations
-                if registration.on_deadlock is not None and not registration.fired
-                and registration.clock.deadlock_after is not None
-            ]
-            if (
-                not watchers
-                or any(clock._next_deadline() is not None for clock in self._clocks())
-                or not await self._idle(self._clocks())
-            ):
-                idle_since = None
-                continue
-            now = time.monotonic()
-            idle_since = now if idle_since is None else idle_since
-            for registration in watchers:
-                after = registration.clock.deadlock_after
-                assert after is not None and registration.on_deadlock is not None
-                if now - idle_since >= after:
-                    registration.fired = True
-                    registration.on_deadlock(_DEADLOCK_REASON.format(seconds=after))
-
-    async def _idle(self, clocks: list[VirtualClock]) -> bool:
-        loop = self.loop
-        # Two passes: a wake-up can take one loop iteration to show up as a ready callback.
-        for _ in range(2):
-            await asyncio.sleep(0)
-            if getattr(loop, "_ready", None):
-                return False
-        if any(clock._holds for clock in clocks) or _real_waits(loop):
-            await asyncio.sleep(_REAL_POLL)  # real work in flight: let real time pass
-            return False
-        return True
-
-
-_WATCHES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWatch] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _real_waits(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether anything in the loop waits on real time or real I/O."""
-    scheduled = getattr(loop, "_scheduled", ())
-    if any(not handle.cancelled() and not _is_deadline(handle) for handle in scheduled):
-        return True
-    selector = getattr(loop, "_selector", None)
-    if selector is None:
-        return False
-    own = {getattr(loop, "_ssock", None), getattr(loop, "_csock", None)}
-    own_fds = {sock.fileno() for sock in own if sock is not None}
-    return any(key.fd not in own_fds for key in selector.get_map().values())
-
-
-def _is_deadline(handle: asyncio.TimerHandle) -> bool:
-    """Whether a timer is a cancel scope's deadline (``anyio.fail_after``/``move_on_after``,
-    ``asyncio.timeout``): a bound on real time around the waiting, not a wait of its own."""
-    owner = getattr(getattr(handle, "_callback", None), "__self__", None)
-    kind = type(owner)
-    return (kind.__name__ == "CancelScope" and kind.__module__.startswith("anyio.")) or (
-        kind.__name__ == "Timeout" and kind.__module__ == "asyncio.timeouts")

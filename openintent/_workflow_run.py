@@ -127,7 +127,7 @@ def bind_workflow(
             coordinator = config.id
         else:
             coordinator = YamlCoordinator(config)
-    lead = planner.coordinator(coordinator)
+    bound = planner.coordinator(coordinator)  # the coordinator governing the run
     for phase in phases:
         for agent_id in ids(phase.assign):
             try:
@@ -138,10 +138,10 @@ def bind_workflow(
                     "(openintent run --simulate) to try the workflow with simulated agents"
                 )) from None
         if phase.assign is None and (
-            lead is None or not (lead.handlers_of(HookKind.ASSIGNMENT)
-                                 or lead.definition.options.get("agents"))
+            bound is None or not (bound.handlers_of(HookKind.ASSIGNMENT)
+                                  or bound.definition.options.get("agents"))
         ):
-            who = "no coordinator" if lead is None else f"coordinator {lead.id!r}"
+            who = "no coordinator" if bound is None else f"coordinator {bound.id!r}"
             raise _problem(file, phase.line, phase.column, (
                 f"step {phase.name!r} has no assign, and {who} cannot route it (no agents: list "
                 "and no @on_assignment handler); add assign: agent-id to the step, or agents: "

@@ -139,14 +139,16 @@ def _check_coordinator(checker: Checker, node: Located | None) -> CoordinatorCon
     )
 
 
-def _check_guardrail(checker: Checker, item: Located, lead: str) -> list[Mapping[str, Any]]:
+def _check_guardrail(
+    checker: Checker, item: Located, coordinator_id: str
+) -> list[Mapping[str, Any]]:
     if not isinstance(item.value, dict):
         checker.error(item, f"a guardrail is a mapping such as type: budget, got "
                             f"{kind(item.value)}")
         return []
     plain = item.plain()
     try:
-        build_guardrails([plain], f"coordinator {lead!r}")
+        build_guardrails([plain], f"coordinator {coordinator_id!r}")
     except OpenIntentError as exc:
         # Point at the field the message names, else at the guardrail's type.
         message = str(exc)

@@ -8,7 +8,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ._data import json_data
+from ._json_data import json_data
 from ._workflow_check import (
     LEGACY_STEP_KEYS,
     OUTPUT_TYPES,

@@ -13,7 +13,7 @@ from typing import Any, Self
 
 import attrs
 
-from ._data import EMPTY, json_data
+from ._data import EMPTY
 from ._data import FrozenDict as FrozenDict
 from ._data import FrozenList as FrozenList
 from ._data import to_plain as to_plain
@@ -22,6 +22,7 @@ from ._events import Event as Event
 from ._events import EventLog as EventLog
 from ._events import EventType as EventType
 from ._events import public_event as public_event
+from ._json_data import json_data
 from ._retrying import NO_RETRY as NO_RETRY
 from ._retrying import RetryPolicy as RetryPolicy
 from .errors import (

@@ -12,52 +12,30 @@ Typical use (see ``examples/etl.py`` for the whole program)::
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import anyio
 import anyio.lowlevel
-import attrs
 
-from ._blocking import DEFAULT_BLOCKING_THRESHOLD, BlockingWatch, check_blocking_threshold
-from ._bus import EventBus
+from ._blocking import DEFAULT_BLOCKING_THRESHOLD, check_blocking_threshold
 from ._clock import Clock, RealClock
-from ._dispatch import AgentTable, BoundAgent
+from ._dispatch import AgentTable
 from ._guardrail_core import Guardrail
-from ._handle import (
-    RunHandle,
-    StartedRuns,
-    decide_approval,
-    drive_run,
-    not_open_error,
-    pending_approvals,
-)
-from ._logging import logging_configured
-from ._nodes import plant
-from ._plan import Planner, new_portfolio_id
-from ._ports import Stoppable
+from ._handle import RunHandle, StartedRuns, decide_approval, not_open_error, pending_approvals
+from ._launch import Launcher
+from ._plan import Planner
 from ._registry import current_registry
 from ._scheduler import Run
 from ._specs import PortfolioSpec
-from ._store import EventStore
 from ._stores import open_backend
 from ._streams import follow_run, follow_runs
 from ._workflow_port import RunnableWorkflow
 from .errors import AgentError, OpenIntentError, SpecError
 from .guardrails import ApprovalRequest, build_guardrails
-from .models import Event, EventType, RunResult, RunStatus
+from .models import Event, RunResult
 
 __all__ = ["Runtime"]
-
-
-def _info(log: Any, message: str, **fields: Any) -> None:
-    """An info line, only once the application has configured structlog.
-
-    Like the standard library's logging, which shows a library's warnings but not its info
-    lines until the application sets logging up: unconfigured structlog prints everything.
-    """
-    if logging_configured():
-        log.info(message, **fields)
 
 
 class Runtime:
@@ -87,7 +65,6 @@ class Runtime:
         guardrails: Sequence[Any] | None = None,
         blocking_threshold: float | None = DEFAULT_BLOCKING_THRESHOLD,
     ) -> None:
-        self._backend = open_backend(store)
         self._guardrails = build_guardrails(guardrails, "Runtime(...)")
         self._blocking_threshold = check_blocking_threshold(blocking_threshold)
         if isinstance(agents, str | type) or (
@@ -95,16 +72,14 @@ class Runtime:
         ):
             raise AgentError(f"Runtime(agents=...) takes a list of agents, got {agents!r}")
         table = AgentTable(list(agents) if agents is not None else None, current_registry())
-        self._planner = Planner(table, self._guardrails)
         if clock is not None and not isinstance(clock, Clock):
             raise OpenIntentError(
                 f"Runtime(clock=...) takes a clock with now(), async sleep(seconds) and "
                 f"timeout(seconds), such as VirtualClock(); got {clock!r}"
             )
         self._clock: Clock = clock if clock is not None else RealClock()
-        self._rng = random.Random(seed)
-        self._last: EventStore | None = None  # the log of the latest top-level run
-        self._active: list[Run] = []
+        self._runs = Launcher(open_backend(store), Planner(table, self._guardrails),
+                              self._clock, random.Random(seed), self._blocking_threshold)
         self._started: StartedRuns | None = None  # runs started with start(), while open
         self._closed = False
 
@@ -129,11 +104,7 @@ class Runtime:
             if started is not None:  # wait for the runs started in the block (cancel on error)
                 await started.close(cancel=exc is not None)
         finally:
-            if not self._active:  # else the last run to finish closes the streams
-                self._close_streams()
-
-    def _close_streams(self) -> None:
-        self._backend.close()
+            self._runs.close()  # event streams end once no run goes on
 
     # ------------------------------------------------------------------ running
 
@@ -154,7 +125,7 @@ class Runtime:
         (``cancelled``) and re-raises the cancellation: no result is returned then.
         """
         run = self._open("rt.run()", spec, coordinator)
-        return await self._drive(run, nested=False)
+        return await self._runs.drive(run, nested=False)
 
     async def start(
         self, spec: PortfolioSpec | RunnableWorkflow, *, coordinator: Any = None
@@ -171,7 +142,7 @@ class Runtime:
             raise not_open_error("rt.start()")
         run = self._open("rt.start()", spec, coordinator)  # a closed runtime says so here
         assert self._started is not None
-        handle = RunHandle(run, lambda: self._drive(run, nested=False))
+        handle = RunHandle(run, lambda: self._runs.drive(run, nested=False))
         self._started.start(handle)
         return handle
 
@@ -186,97 +157,21 @@ class Runtime:
         extra: tuple[Guardrail, ...] = ()
         if not isinstance(spec, PortfolioSpec) and isinstance(spec, RunnableWorkflow):
             # A YAML WorkflowSpec: its coordinator block and step guardrails come along.
-            spec, coordinator, extra = spec.bind_runtime(self._planner, coordinator)
+            spec, coordinator, extra = spec.bind_runtime(self._runs.planner, coordinator)
         if not isinstance(spec, PortfolioSpec):
             raise SpecError(
                 f"{call} takes a PortfolioSpec or a WorkflowSpec, got {type(spec).__name__}: "
                 "build one with PortfolioSpec(name=..., intents=[IntentSpec(...), ...]) or "
                 "openintent.workflow.load_workflow(path)"
             )
-        return self._begin(spec, self._planner.coordinator(coordinator), nested=False,
-                           extra_guardrails=extra)
-
-    def _begin(
-        self,
-        spec: PortfolioSpec,
-        coordinator: BoundAgent | None,
-        *,
-        nested: bool,
-        on_event: Callable[[Event], None] | None = None,
-        parent: Stoppable | None = None,
-        extra_guardrails: tuple[Guardrail, ...] = (),
-    ) -> Run:
-        """Validate a run and log its start (``run_started``, then one ``created`` per
-        intent); :meth:`_drive` runs it. Nothing of a spec is logged before the whole of it
-        checked out."""
-        plan = self._planner.compile(spec, coordinator)
-        if extra_guardrails:
-            plan = attrs.evolve(plan, guardrails=plan.guardrails + extra_guardrails)
-        # A sub-portfolio's events stay out of rt.events().
-        store = EventStore(self._backend, new_portfolio_id(), self._clock, spec.name,
-                           publish=not nested)
-        store.append(
-            EventType.RUN_STARTED,
-            None,
-            {"name": spec.name, "intents": len(spec.intents),
-             "coordinator": coordinator and coordinator.id},
-        )
-        nodes = plant(plan, store)
-        bus = EventBus(store)
-        watch = None
-        if self._blocking_threshold is not None:
-            watch = BlockingWatch(self._blocking_threshold,
-                                  lambda *event: bus.emit(*event), store.logger)
-        run = Run(plan, bus, nodes, self._clock, self._rng, self, parent=parent, watch=watch)
-        if on_event is not None:
-            bus.observe(on_event)
-        self._active.append(run)
-        if not nested:
-            self._last = store
-        _info(store.logger, "run started", intents=len(nodes))
-        return run
-
-    async def _drive(self, run: Run, *, nested: bool) -> RunResult:
-        """Run a begun run to its end and return its result (a cancellation propagates)."""
-        return await drive_run(run, nested=nested, end=self._end)
-
-    def _end(self, run: Run, status: RunStatus) -> None:
-        """A run ended: log ``run_finished`` (once the run left the active ones)."""
-        self._active.remove(run)
-        store = run.store
-        run.bus.emit(EventType.RUN_FINISHED, None, {"status": str(status)})
-        _info(store.logger, "run finished", status=str(status), cost_usd=store.total_cost)
-        if self._closed and not self._active:
-            self._close_streams()  # the runtime was left while this run went on
-
-    # ------------------------------------------------------------------ the run's host
-
-    @property
-    def planner(self) -> Planner:
-        """Checks specs against this runtime's agents (runs use it to add intents)."""
-        return self._planner
-
-    async def run_nested(
-        self,
-        spec: PortfolioSpec,
-        coordinator: BoundAgent | None,
-        on_event: Callable[[Event], None],
-        parent: Stoppable,
-    ) -> RunResult:
-        """Run a sub-portfolio for a coordinator's ``execute``; ``on_event`` hears its events.
-
-        When ``parent`` halts, the sub-portfolio starts nothing new either.
-        """
-        if not isinstance(spec, PortfolioSpec):
-            raise SpecError(f"execute() takes a PortfolioSpec, got {type(spec).__name__}")
-        run = self._begin(spec, coordinator, nested=True, on_event=on_event, parent=parent)
-        return await self._drive(run, nested=True)
+        return self._runs.begin(spec, self._runs.planner.coordinator(coordinator),
+                                nested=False, extra_guardrails=extra)
 
     # ------------------------------------------------------------------ approvals
 
     def pending_approvals(self) -> list[ApprovalRequest]:
         """The approval requests waiting for a decision, across running portfolios."""
-        return pending_approvals(self._active)
+        return pending_approvals(self._runs.active)
 
     async def approve(self, intent_id: str, *, by: str, note: str = "") -> ApprovalRequest:
         """Approve the pending request of ``intent_id`` (or of an unambiguous title): the
@@ -285,12 +180,12 @@ class Runtime:
         Raises :class:`~openintent.ApprovalError` (and changes nothing) when ``by`` is not an
         allowed approver, or the request is unknown or already decided.
         """
-        return decide_approval(list(self._active), intent_id, True, by, note)
+        return decide_approval(list(self._runs.active), intent_id, True, by, note)
 
     async def deny(self, intent_id: str, *, by: str, note: str = "") -> ApprovalRequest:
         """Deny the pending request of ``intent_id`` (or of an unambiguous title): it fails
         without running (``attempts == 0``) and its dependents are skipped."""
-        return decide_approval(list(self._active), intent_id, False, by, note)
+        return decide_approval(list(self._runs.active), intent_id, False, by, note)
 
     # ------------------------------------------------------------------ observing
 
@@ -307,7 +202,8 @@ class Runtime:
         >>> async for event in rt.events():
         ...     print(event.type, event.intent_id)
         """
-        running = [run.store for run in self._active if run.parent is None]
-        if not running and (self._last is not None or self._closed):
-            return follow_run(self._last)  # never waits: that run has ended
-        return follow_runs(running, self._backend)
+        runs = self._runs
+        running = [run.store for run in runs.active if run.parent is None]
+        if not running and (runs.latest is not None or self._closed):
+            return follow_run(runs.latest)  # never waits: that run has ended
+        return follow_runs(running, runs.backend)

@@ -10,7 +10,17 @@ from typing import Any
 
 import openintent
 from openintent import Runtime, VirtualClock
-from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment, on_handoff
+from openintent.agents import (
+    Agent,
+    Coordinator,
+    IntentSpec,
+    PortfolioSpec,
+    on_all_complete,
+    on_assignment,
+    on_complete,
+    on_handoff,
+    on_retry,
+)
 from openintent.models import Event, RunResult
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -32,10 +42,17 @@ def portfolio(*intents: IntentSpec, name: str = "p") -> PortfolioSpec:
     return PortfolioSpec(name, list(intents))
 
 
+HANG_GUARD = 10  # real seconds; only a regression that hangs ever reaches it
+
+
 async def run(
-    spec: PortfolioSpec, *agents: Any, coordinator: Any = None, clock: VirtualClock | None = None
+    spec: PortfolioSpec,
+    *agents: Any,
+    coordinator: Any = None,
+    clock: VirtualClock | None = None,
+    seed: int | None = 0,
 ) -> RunResult:
-    async with Runtime(agents=list(agents), clock=clock or VirtualClock(), seed=0) as rt:
+    async with Runtime(agents=list(agents), clock=clock or VirtualClock(), seed=seed) as rt:
         return await rt.run(spec, coordinator=coordinator)
 
 
@@ -110,3 +127,55 @@ async def bounded(rt: Runtime, spec: PortfolioSpec, coordinator: Any = None) -> 
         result = await rt.run(spec, coordinator=coordinator)
     assert result is not None, "the run was still going after 10**6 virtual seconds"
     return result
+
+
+@Agent("echo")
+class Echo:
+    """Returns its title; records the order of calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    @on_assignment
+    async def work(self, intent):
+        self.calls.append(intent.title)
+        return {"title": intent.title, "saw": sorted(intent.inputs)}
+
+
+class Flaky:
+    """Fails the first ``failures`` attempts of every intent, then succeeds."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.attempts: list[tuple[str, int]] = []
+        self.retries: list[tuple[int, str]] = []
+
+    @on_assignment
+    async def work(self, intent):
+        self.attempts.append((intent.title, intent.attempt))
+        if intent.attempt <= self.failures:
+            raise RuntimeError(f"boom {intent.attempt}")
+        return {"ok": intent.attempt}
+
+    @on_retry
+    async def retrying(self, intent, attempt, error):
+        self.retries.append((attempt, str(error)))
+
+
+FlakyAgent = Agent("flaky")(Flaky)
+
+
+@Coordinator("lead")
+class Lead:
+    def __init__(self) -> None:
+        self.completed: list[str] = []
+        self.finished = 0
+
+    @on_complete
+    async def seen(self, intent):
+        self.completed.append(intent.title)
+
+    @on_all_complete
+    async def done(self, portfolio):
+        self.finished += 1
+        return {"done": sorted(portfolio.intents)}

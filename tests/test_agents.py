@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from openintent import AgentError, RetryPolicy, SpecError
+from openintent import AgentError, OpenIntentError, RetryPolicy, SpecError, StateConflictError
 from openintent._registry import HookKind, definition_of
 from openintent.agents import (
     Agent,
@@ -22,6 +22,8 @@ from openintent.agents import (
     on_retry,
     on_state_change,
 )
+
+from _helpers import Echo, portfolio, run
 
 
 def test_agent_registers_in_the_default_registry(openintent_registry):
@@ -217,3 +219,33 @@ def test_a_typed_base_class_for_agents_is_public() -> None:
     import openintent.agents as agents
 
     assert {"AgentMethods", "CoordinatorMethods"} <= set(agents.__all__)
+
+
+@pytest.mark.asyncio
+async def test_patch_state_versions_and_detects_stale_writes():
+    outcomes = {}
+
+    @Agent("patcher")
+    class Patcher:
+        @on_assignment
+        async def work(self, intent):
+            v1 = await self.patch_state(intent, {"step": 1})
+            v2 = await self.patch_state(intent, {"step": 2}, expected_version=v1)
+            assert intent.state == {"step": 2} and intent.version == v2 == 2
+            with pytest.raises(StateConflictError) as caught:
+                await self.patch_state(intent, {"step": 3}, expected_version=v1)
+            outcomes["conflict"] = (caught.value.expected, caught.value.actual)
+            return {"done": True}
+
+    result = await run(portfolio(IntentSpec("A", assign="patcher")), Patcher)
+    assert outcomes["conflict"] == (1, 2)
+    assert result.intents["A"].state == {"step": 2, "done": True}
+    assert result.intents["A"].version == 3
+    patches = [event.data["patch"] for event in result.events.of_type("state_patched")]
+    assert patches == [{"step": 1}, {"step": 2}]
+
+
+@pytest.mark.asyncio
+async def test_patch_state_outside_a_run_is_a_clear_error():
+    with pytest.raises(OpenIntentError, match="outside a run"):
+        await Echo().patch_state(None, {})  # type: ignore[arg-type]

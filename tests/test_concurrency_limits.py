@@ -15,7 +15,7 @@ from openintent import Runtime, VirtualClock
 from openintent.agents import Agent, Coordinator, IntentSpec, PortfolioSpec, on_assignment
 from openintent.testing import SimulatedAgent
 
-from _helpers import bounded
+from _helpers import bounded, portfolio, run
 
 # ---------------------------------------------------------------------------------- rate limits
 
@@ -167,3 +167,31 @@ async def test_an_intent_in_retry_backoff_does_not_hold_the_only_slot() -> None:
         ]), coordinator=Cap)
     assert result.status == "completed"
     assert fast.calls[0].time == 0.0  # actually 60.0: B waited for A's whole backoff
+
+
+@pytest.mark.asyncio
+async def test_max_concurrency_caps_the_running_handlers():
+    running = 0
+    peak = 0
+
+    @Agent("capped")
+    class Capped:
+        @on_assignment
+        async def work(self, intent):
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await openintent.sleep(1)
+            running -= 1
+            return {}
+
+    @Coordinator("cap", max_concurrency=3)
+    class Cap:
+        pass
+
+    spec = portfolio(*(IntentSpec(f"I{i}", assign="capped") for i in range(12)))
+    clock = VirtualClock()
+    result = await run(spec, Capped, coordinator=Cap, clock=clock)
+    assert result.status == "completed"
+    assert peak == 3
+    assert clock.now() == 4.0  # twelve one-second handlers, three at a time

@@ -297,3 +297,73 @@ async def test_a_sub_portfolios_spend_rolls_up_into_the_parent_ledger() -> None:
     (rolled_up,) = result.events.of_type("cost_recorded")
     assert rolled_up.intent_id is None and rolled_up.data["subportfolio"].startswith("pf_")
     assert rolled_up.data["agent"] == "paid"
+
+
+async def test_sequential_coordinator_runs_one_intent_at_a_time_in_declaration_order():
+    running = 0
+    peak = 0
+    order = []
+
+    @Agent("seq")
+    class Seq:
+        @on_assignment
+        async def work(self, intent):
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            order.append(intent.title)
+            await openintent.sleep(1)
+            running -= 1
+            return {}
+
+    @Coordinator("one-by-one", strategy="sequential")
+    class OneByOne:
+        pass
+
+    spec = portfolio(
+        IntentSpec("C", assign="seq"),
+        IntentSpec("A", assign="seq"),
+        IntentSpec("D", assign="seq", depends_on=["C"]),
+        IntentSpec("B", assign="seq"),
+    )
+    clock = VirtualClock()
+    result = await run(spec, Seq, coordinator=OneByOne, clock=clock)
+    assert result.status == "completed"
+    assert peak == 1
+    assert order == ["C", "A", "D", "B"]
+    assert clock.now() == 4.0  # one virtual second each, one after another
+
+
+async def test_parallel_is_the_default_and_runs_ready_intents_together():
+    running = 0
+    peak = 0
+
+    @Agent("wide")
+    class Wide:
+        @on_assignment
+        async def work(self, intent):
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await openintent.sleep(1)
+            running -= 1
+            return {}
+
+    spec = portfolio(*(IntentSpec(f"I{i}", assign="wide") for i in range(12)))
+    clock = VirtualClock()
+    result = await run(spec, Wide, clock=clock)
+    assert result.status == "completed"
+    assert peak == 12
+    assert clock.now() == 1.0  # all twelve slept the same virtual second together
+
+
+async def test_a_coordinator_with_on_assignment_handles_unassigned_intents():
+    @Coordinator("router")
+    class Router:
+        @on_assignment
+        async def route(self, intent):
+            return {"routed_by": "router"}
+
+    result = await run(portfolio(IntentSpec("A")), coordinator=Router)
+    assert result.intents["A"].state == {"routed_by": "router"}
+    assert result.intents["A"].assigned_to == "router"

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import openintent
 from openintent import DataError, OpenIntentError, RetryPolicy, Runtime, VirtualClock
-from openintent._data import json_data
+from openintent._json_data import json_data
 from openintent.agents import (
     Agent,
     Coordinator,
@@ -32,6 +32,8 @@ from openintent.agents import (
 )
 from openintent.models import FrozenDict, FrozenList, to_plain
 from openintent.testing import assert_replay_matches, capture_events, replay
+
+from _helpers import Echo
 
 
 def portfolio(*intents: IntentSpec) -> PortfolioSpec:
@@ -601,3 +603,76 @@ async def test_log_does_not_change_when_a_handler_reuses_its_returned_dict() -> 
         result = await rt.run(spec)
     assert result.intents["A"].state == {"n": 1}
     assert_replay_matches(result)  # replayed A says {"n": 2}
+
+
+@pytest.mark.asyncio
+async def test_changing_a_result_state_never_touches_the_log():
+    from openintent.testing import replay
+
+    result = await run(portfolio(IntentSpec("A", assign="echo")), Echo())
+    state = result.intents["A"].state
+    assert isinstance(state, dict)
+    state["title"] = "changed"  # type: ignore[index]
+    assert replay(result)["A"].state["title"] == "A"
+
+
+@pytest.mark.asyncio
+async def test_inputs_are_read_only_and_list_only_dependencies():
+    seen = {}
+
+    @Agent("peek")
+    class Peek:
+        @on_assignment
+        async def work(self, intent):
+            seen[intent.title] = dict(intent.inputs)
+            if intent.inputs:
+                with pytest.raises(TypeError):
+                    intent.inputs["A"]["x"] = 2  # type: ignore[index]
+                with pytest.raises(KeyError, match="not a dependency"):
+                    intent.inputs["Z"]
+            return {"x": 1}
+
+    spec = portfolio(
+        IntentSpec("A", assign="peek"),
+        IntentSpec("Z", assign="peek"),
+        IntentSpec("B", assign="peek", depends_on=["A"]),
+    )
+    result = await run(spec, Peek)
+    assert result.status == "completed"
+    assert seen["A"] == {}
+    assert seen["B"] == {"A": {"x": 1}}
+
+
+# ------------------------------------------------------------ inputs view
+# ``intent.inputs`` is a read-only view like the others: ``to_plain()`` gives a plain,
+# mutable, JSON-serialisable copy, with dependencies or without.
+
+
+inputs_seen: dict[str, Any] = {}
+
+
+@Agent("inputs-reader")
+class InputsReader:
+    @on_assignment
+    async def work(self, intent: Any) -> dict[str, Any]:
+        plain = intent.inputs.to_plain()
+        inputs_seen[intent.title] = (plain, json.dumps(plain), copy.deepcopy(intent.inputs))
+        plain["mine"] = True  # a copy: the log does not change
+        return {"rows": [1, {"k": 2}]}
+
+
+@pytest.mark.asyncio
+async def test_inputs_to_plain_is_a_plain_deep_copy() -> None:
+    spec = PortfolioSpec("p", [
+        IntentSpec(title="A", assign="inputs-reader"),
+        IntentSpec(title="B", assign="inputs-reader", depends_on=["A"]),
+    ])
+    async with Runtime(agents=[InputsReader], clock=VirtualClock(), seed=0) as rt:
+        result = await rt.run(spec)
+    assert result.status == "completed"
+    assert inputs_seen["A"][1] == "{}"
+    plain, dumped, deep = inputs_seen["B"]
+    assert type(plain) is dict and type(plain["A"]) is dict and type(plain["A"]["rows"]) is list
+    assert json.loads(dumped) == {"A": {"rows": [1, {"k": 2}]}}
+    assert deep == {"A": {"rows": [1, {"k": 2}]}}
+    assert result.intents["A"].state == {"rows": [1, {"k": 2}]}

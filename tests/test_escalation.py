@@ -224,3 +224,26 @@ async def test_an_escalated_vote_leaves_the_intent_with_its_assignees() -> None:
     assert result.status == "completed"
     assert sorted(fired) == ["a", "b"]
     assert result.intents["Review"].assigned_to == "a,b"
+
+
+async def test_an_unhandled_escalation_fails_the_intent_without_retrying():
+    @Agent("escalator")
+    class Escalator:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        @on_assignment
+        async def work(self, intent):
+            self.calls += 1
+            if intent.title == "B":
+                await self.escalate(intent, "too hard")
+            raise Escalate("needs a human")
+
+    agent = Escalator()
+    spec = portfolio(IntentSpec("A", assign="escalator", retry={"max_attempts": 3}),
+                     IntentSpec("B", assign="escalator"))
+    result = await run(spec, agent)
+    assert agent.calls == 2
+    assert result.intents["A"].error_type == "EscalationError"
+    assert "needs a human" in result.intents["A"].error
+    assert "too hard" in result.intents["B"].error

@@ -3,7 +3,9 @@ decisions carry ``at`` too, and ``EventLog`` queries chain."""
 
 from __future__ import annotations
 
+import gc
 import json
+import warnings
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,6 +24,8 @@ from openintent.agents import (
 )
 from openintent.models import Event, EventLog, RunResult
 from openintent.testing import SimulatedAgent
+
+from _helpers import Echo, portfolio, run
 
 START = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -268,3 +272,108 @@ async def test_of_type_rejects_an_unknown_event_type(runtime: Runtime) -> None:
     result = await runtime.run(PortfolioSpec("p", [IntentSpec("Extract", assign="extractor")]))
     with pytest.raises((ValueError, KeyError, AssertionError)):
         result.events.of_type("faild")
+
+
+@pytest.mark.asyncio
+async def test_every_transition_is_one_event_in_order():
+    result = await run(portfolio(IntentSpec("A", assign="echo")), Echo(), seed=3)
+    types = result.events.types()
+    assert types == ["run_started", "created", "ready", "dispatched", "completed", "run_finished"]
+    assert [event.seq for event in result.events] == list(range(6))
+    assert all(event.portfolio_id == result.portfolio_id for event in result.events)
+    assert result.events[-1].data == {"status": "completed"}
+    created = result.events[1]
+    assert created.data == {"title": "A", "depends_on": [], "assign": "echo", "initial_state": {}}
+    assert result.events[3].data == {"attempt": 1, "agent": "echo"}
+
+
+# ------------------------------------------------------------ event log views
+# ``EventLog`` views: queries and slices narrow the same log and chain.
+
+
+@Agent("event-log-worker")
+class EventLogWorker:
+    @on_assignment
+    async def work(self, intent: object) -> dict[str, int]:
+        return {"x": 1}
+
+
+@pytest.mark.asyncio
+async def test_a_slice_of_the_log_is_a_log_that_queries_chain_on() -> None:
+    spec = PortfolioSpec("p", [
+        IntentSpec(title="A", assign="event-log-worker"),
+        IntentSpec(title="B", assign="event-log-worker", depends_on=["A"]),
+    ])
+    async with Runtime(agents=[EventLogWorker], clock=VirtualClock(), seed=0) as rt:
+        result = await rt.run(spec)
+    events = result.events
+    tail = events[-4:]
+    assert isinstance(tail, EventLog)
+    assert tail == list(events)[-4:]
+    assert [event.seq for event in tail] == [len(events) - 4 + k for k in range(4)]
+    assert tail.of_type("completed").for_intent("B").types() == ["completed"]
+    assert [event.seq for event in events.of_type("dispatched", "completed")[1:]] == [
+        event.seq for event in list(events.of_type("dispatched", "completed"))[1:]
+    ]
+    assert events[::-1][0].type == "run_finished"
+    assert events[5:2] == []
+
+
+# ------------------------------------------------------------ event streams stopped early
+# A consumer may stop reading ``handle.events()`` early (``break``) without closing it: on
+# trio, which warns about every async generator dropped unfinished, that must not warn.
+
+
+BOTH_BACKENDS = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+
+
+@Agent("stream-worker")
+class StreamWorker:
+    @on_assignment
+    async def work(self, intent: Any) -> dict[str, Any]:
+        await anyio.lowlevel.checkpoint()
+        return {"title": intent.title}
+
+
+@pytest.mark.anyio
+@BOTH_BACKENDS
+async def test_breaking_out_of_a_run_stream_leaves_nothing_behind() -> None:
+    spec = PortfolioSpec("p", [IntentSpec(title=f"I{k}", assign="stream-worker") for k in range(3)])
+    with anyio.fail_after(20):
+        async with Runtime(agents=[StreamWorker]) as rt:
+            handle = await rt.start(spec)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                async for event in handle.events():
+                    if event.type == "dispatched":
+                        break
+                gc.collect()
+                await anyio.lowlevel.checkpoint()
+            result = await handle.result()
+    assert result.status == "completed"
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+
+
+@pytest.mark.anyio
+@BOTH_BACKENDS
+async def test_breaking_out_of_the_runtime_stream_leaves_nothing_behind() -> None:
+    spec = PortfolioSpec("p", [IntentSpec(title=f"I{k}", assign="stream-worker") for k in range(3)])
+    with anyio.fail_after(20):
+        async with Runtime(agents=[StreamWorker]) as rt:
+            handle = await rt.start(spec)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                async for event in rt.events():
+                    if event.type == "dispatched":
+                        break
+                gc.collect()
+                await anyio.lowlevel.checkpoint()
+            result = await handle.result()
+            # A stream stopped early no longer buffers the runtime's events: a new stream
+            # still sees a whole run.
+            second = await rt.start(spec)
+            seen = [event.type async for event in rt.events()]
+            await second.result()
+    assert result.status == "completed"
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+    assert seen[0] == "run_started" and seen[-1] == "run_finished"

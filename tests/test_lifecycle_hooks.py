@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import structlog
 
-from openintent import Runtime, VirtualClock
+from openintent import RunFailedError, Runtime, VirtualClock
 from openintent.agents import (
     Agent,
     Coordinator,
@@ -18,10 +19,11 @@ from openintent.agents import (
     on_complete,
     on_event,
     on_retry,
+    on_state_change,
 )
 from openintent.testing import SimulatedAgent
 
-from _helpers import Dev, portfolio, run
+from _helpers import Dev, Echo, FlakyAgent, Lead, portfolio, run
 
 pytestmark = pytest.mark.asyncio
 
@@ -215,3 +217,100 @@ async def test_on_event_sees_a_decision_recorded_in_on_all_complete() -> None:
                               coordinator=Lead)
     assert [d.decision for d in result.decisions] == ["ship"]
     assert seen == ["ship"]
+
+
+async def test_on_all_complete_fires_once_and_its_value_is_the_output():
+    lead = Lead()
+    spec = portfolio(IntentSpec("A", assign="echo"), IntentSpec("B", assign="echo",
+                                                                  depends_on=["A"]))
+    result = await run(spec, Echo(), coordinator=lead)
+    assert lead.finished == 1
+    assert result.output == {"done": ["A", "B"]}
+    assert lead.completed == ["A", "B"]
+    result.raise_for_status()
+
+
+async def test_on_all_complete_does_not_fire_for_a_failed_run():
+    lead = Lead()
+    result = await run(portfolio(IntentSpec("A", assign="flaky")), FlakyAgent(failures=1),
+                       coordinator=lead)
+    assert result.status == "failed"
+    assert lead.finished == 0
+
+
+async def test_lifecycle_hooks_fire_on_the_agent():
+    log: list[tuple] = []
+
+    @Agent("hooked")
+    class Hooked:
+        @on_assignment
+        async def work(self, intent):
+            await self.patch_state(intent, {"progress": 50})
+            await self.patch_state(intent, {"note": "x"})
+            return {"progress": 100}
+
+        @on_state_change(keys=["progress"])
+        async def progressed(self, intent, old, new):
+            log.append(("progress", old.get("progress"), new["progress"]))
+
+        @on_state_change
+        def anything(self, intent, old, new):
+            log.append(("any", sorted(set(new) - set(old))))
+
+        @on_complete
+        async def done(self, intent):
+            log.append(("complete", intent.title, intent.status))
+
+        @on_event("dispatched")
+        async def dispatched(self, event):
+            log.append(("event", event.type, event.data["attempt"]))
+
+    await run(portfolio(IntentSpec("A", assign="hooked")), Hooked)
+    assert log == [
+        ("event", "dispatched", 1),
+        ("progress", None, 50),
+        ("any", ["progress"]),
+        ("any", ["note"]),
+        ("progress", 50, 100),
+        ("any", []),
+        ("complete", "A", "completed"),
+    ]
+
+
+async def test_a_failing_hook_is_recorded_and_does_not_fail_the_run(reset_structlog):
+    @Agent("grumpy")
+    class Grumpy:
+        @on_assignment
+        async def work(self, intent):
+            return {}
+
+        @on_complete
+        async def done(self, intent):
+            raise ValueError("hook broke")
+
+    with structlog.testing.capture_logs() as logs:
+        result = await run(portfolio(IntentSpec("A", assign="grumpy")), Grumpy)
+    assert result.status == "completed"
+    (failure,) = result.events.of_type("hook_failed")
+    assert failure.data["error"] == "hook broke"
+    assert failure.data["handler"].endswith("Grumpy.done")
+    assert any(entry["event"] == "lifecycle handler failed" for entry in logs)
+
+
+async def test_a_failing_on_all_complete_fails_the_run_but_keeps_the_work(reset_structlog):
+    @Coordinator("broken-lead")
+    class BrokenLead:
+        @on_all_complete
+        async def done(self, portfolio):
+            raise KeyError("summary")
+
+    with structlog.testing.capture_logs():
+        result = await run(portfolio(IntentSpec("A", assign="echo")), Echo(),
+                           coordinator=BrokenLead)
+    assert result.status == "failed"
+    assert result.intents["A"].status == "completed"
+    assert result.error == "@on_all_complete raised KeyError: 'summary'"
+    assert result.events.types()[-2:] == ["hook_failed", "run_finished"]
+    with pytest.raises(RunFailedError, match="on_all_complete raised KeyError") as caught:
+        result.raise_for_status()
+    assert isinstance(caught.value.__cause__, KeyError)

@@ -279,3 +279,35 @@ async def test_a_garbage_collection_pause_is_not_blamed_on_the_handler() -> None
         result = await rt.run(one(assign="collector"))
     assert result.status == "completed"
     assert blocked_events(result) == []
+
+
+# ------------------------------------------------------------ loop blocking hooks
+# Loop-blocking detection in lifecycle hooks: the event and the warning name the intent.
+
+
+HOOK_BLOCK = 0.3  # seconds a hook holds the loop
+
+
+@Agent("hook-blocker")
+class HookBlocker:
+    @on_assignment
+    async def work(self, intent: Any) -> dict[str, Any]:
+        return {"done": True}
+
+    @on_event("completed")
+    async def heard(self, event: Any) -> None:
+        time.sleep(HOOK_BLOCK)  # noqa: ASYNC251 - the blocking call under test
+
+
+@pytest.mark.asyncio
+async def test_an_event_hook_that_blocks_is_reported_on_its_events_intent() -> None:
+    with capture_logs() as logs:
+        async with Runtime(agents=[HookBlocker], blocking_threshold=THRESHOLD) as rt:
+            spec = PortfolioSpec("p", [IntentSpec(title="Job", assign="hook-blocker")])
+            result = await rt.run(spec)
+    [event] = result.events.of_type("loop_blocked")
+    assert event.title == "Job"
+    assert event.data["handler"].endswith("HookBlocker.heard")
+    [warning] = [log for log in logs if "blocked the event loop" in log["event"]]
+    assert warning["intent"] == "Job"
+    assert warning["intent_id"] == result.intents["Job"].id

@@ -383,3 +383,63 @@ async def test_a_multi_agent_intent_that_never_started_names_its_assignees() -> 
     assert result.status == "halted"
     assert result.intents["Vote"].status == "pending"
     assert result.intents["Vote"].assigned_to == "b,c"
+
+
+async def test_agreeing_assignees_complete_a_multi_agent_intent():
+    @Agent("a")
+    class A:
+        @on_assignment
+        async def work(self, intent):
+            return {"verdict": "ok", "by": intent.assigned_to == "a"}
+
+    @Agent("b")
+    class B:
+        @on_assignment
+        async def work(self, intent):
+            return {"verdict": "ok", "by": intent.assigned_to == "b"}
+
+    result = await run(portfolio(IntentSpec("Review", assign=["a", "b"])), A, B)
+    assert result.intents["Review"].status == "completed"
+    assert result.intents["Review"].state == {"verdict": "ok", "by": True}
+
+
+async def test_disagreeing_assignees_without_a_handler_fail_naming_them():
+    @Agent("yes")
+    class Yes:
+        @on_assignment
+        async def work(self, intent):
+            return {"approved": True}
+
+    @Agent("no")
+    class No:
+        @on_assignment
+        async def work(self, intent):
+            return {"approved": False}
+
+    result = await run(portfolio(IntentSpec("Vote", assign=["yes", "no"])), Yes, No)
+    vote = result.intents["Vote"]
+    assert vote.status == "failed"
+    assert vote.error_type == "ResponseConflictError"
+    assert "no: {'approved': False}" in vote.error and "yes: {'approved': True}" in vote.error
+
+
+async def test_one_failing_assignee_fails_the_attempt_with_its_own_error():
+    @Agent("ok")
+    class Ok:
+        @on_assignment
+        async def work(self, intent):
+            await openintent.sleep(5)
+            return {"late": True}
+
+    @Agent("broken")
+    class Broken:
+        @on_assignment
+        async def work(self, intent):
+            raise LookupError("no data")
+
+    clock = VirtualClock()
+    result = await run(portfolio(IntentSpec("Pair", assign=["ok", "broken"])), Ok, Broken,
+                       clock=clock)
+    assert clock.now() == 0.0  # nobody waited for "ok"
+    assert result.intents["Pair"].status == "failed"
+    assert result.intents["Pair"].error_type == "LookupError"

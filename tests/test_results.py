@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 import openintent
-from openintent import Runtime
+from openintent import Runtime, VirtualClock
 from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
 from openintent.testing import SimulatedAgent
+
+from _helpers import Echo, Lead, portfolio, run
 
 
 @Agent("summarizer")
@@ -64,3 +66,73 @@ async def test_unknown_title_lookup_names_the_titles(runtime: Runtime) -> None:
     with pytest.raises(KeyError) as info:
         result.intents["extract"]
     assert "Extract" in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_result_is_json_serialisable():
+    result = await run(portfolio(IntentSpec("A", assign="echo")), Echo(),
+                       coordinator=Lead)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["status"] == "completed"
+    assert data["output"] == {"done": ["A"]}
+    assert data["intents"]["A"]["state"] == {"title": "A", "saw": []}
+    assert [event["type"] for event in data["events"]][0] == "run_started"
+
+
+@pytest.mark.asyncio
+async def test_costs_add_up_per_intent_and_per_run():
+    @Agent("spender")
+    class Spender:
+        @on_assignment
+        async def work(self, intent):
+            await self.record_cost(intent, 0.25, model="small")
+            await self.record_cost(intent, 0.5)
+            with pytest.raises(ValueError, match="finite amount"):
+                await self.record_cost(intent, -1)
+            return {}
+
+    result = await run(portfolio(IntentSpec("A", assign="spender"),
+                                 IntentSpec("B", assign="spender")), Spender)
+    assert result.cost_usd == 1.5
+    assert result.intents["A"].cost_usd == 0.75
+    (first, *_) = result.events.of_type("cost_recorded")
+    assert first.data == {"usd": 0.25, "agent": "spender", "model": "small"}
+
+
+# ------------------------------------------------------------ result json round trip
+# A run's result, its events and decisions are JSON data: ``json.loads(json.dumps(d)) == d``
+# for their ``to_dict()``, as a durable store that journals them would give them back.
+
+
+@Agent("round-trip-worker")
+class RoundTripWorker:
+    @on_assignment
+    async def work(self, intent: object) -> dict[str, object]:
+        return {"rows": [{"k": [1, {"z": 2}]}, 3], "pair": (1, 2)}
+
+
+@pytest.mark.asyncio
+async def test_the_result_dict_survives_a_json_round_trip_unchanged() -> None:
+    spec = PortfolioSpec("p", [
+        IntentSpec(title="A", assign="round-trip-worker", constraints={"c": [1]}),
+        IntentSpec(title="B", assign=["round-trip-worker"], depends_on=["A"]),
+    ])
+    async with Runtime(agents=[RoundTripWorker], clock=VirtualClock(), seed=0) as rt:
+        result = await rt.run(spec)
+    assert result.status == "completed"
+    as_dict = result.to_dict()
+    assert json.loads(json.dumps(as_dict)) == as_dict
+
+
+@pytest.mark.asyncio
+async def test_created_events_list_their_dependencies_and_assignees_as_lists() -> None:
+    spec = PortfolioSpec("p", [
+        IntentSpec(title="A", assign="round-trip-worker"),
+        IntentSpec(title="B", assign=["round-trip-worker"], depends_on=["A"]),
+    ])
+    async with Runtime(agents=[RoundTripWorker], clock=VirtualClock(), seed=0) as rt:
+        result = await rt.run(spec)
+    created = result.events.of_type("created").for_intent(result.intents["B"].id)[0]
+    assert created.to_dict()["data"]["depends_on"] == ["A"]
+    assert created.to_dict()["data"]["assign"] == ["round-trip-worker"]
+    assert created.data["depends_on"] == ["A"]

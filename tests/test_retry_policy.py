@@ -8,8 +8,18 @@ from typing import Any
 
 import pytest
 
-from openintent import AgentError, RetryPolicy, RunFailedError, Runtime, SpecError, VirtualClock
+from openintent import (
+    AgentError,
+    EventType,
+    RetryPolicy,
+    RunFailedError,
+    Runtime,
+    SpecError,
+    VirtualClock,
+)
 from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
+
+from _helpers import FlakyAgent
 
 
 def portfolio(*intents: IntentSpec) -> PortfolioSpec:
@@ -215,3 +225,39 @@ def test_one_exception_in_both_retry_on_and_never_retry_on_is_a_spec_error(
         RetryPolicy.coerce({"retry_on": retry_on, "never_retry_on": never_retry_on})
     # A subclass in one and its base in the other is a meaningful policy.
     RetryPolicy(retry_on=(OSError,), never_retry_on=(FileNotFoundError,))
+
+
+@pytest.mark.asyncio
+async def test_retries_follow_the_policy_and_on_retry_fires_before_each():
+    flaky = FlakyAgent(failures=2)
+    spec = portfolio(IntentSpec("A", assign="flaky", retry=RetryPolicy(
+        max_attempts=3, initial_delay=0.001, jitter=False)))
+    result = await run(spec, flaky)
+    assert result.status == "completed"
+    assert result.intents["A"].attempts == 3
+    assert result.intents["A"].state == {"ok": 3}
+    assert flaky.attempts == [("A", 1), ("A", 2), ("A", 3)]
+    assert flaky.retries == [(2, "boom 1"), (3, "boom 2")]
+    types = result.events.types()
+    assert types.count(EventType.ATTEMPT_FAILED) == 2
+    assert types.count(EventType.RETRY_SCHEDULED) == 2
+    delays = [event.data["delay"] for event in result.events.of_type("retry_scheduled")]
+    assert delays == [0.001, 0.002]
+
+
+@pytest.mark.asyncio
+async def test_fallback_agents_take_over_when_the_primary_gives_up():
+    @Agent("backup")
+    class Backup:
+        @on_assignment
+        async def work(self, intent):
+            return {"by": "backup", "attempt": intent.attempt}
+
+    spec = portfolio(IntentSpec("A", assign="flaky", retry={
+        "max_attempts": 2, "initial_delay": 0, "fallback": ["backup"]}))
+    result = await run(spec, FlakyAgent(failures=10), Backup)
+    assert result.status == "completed"
+    assert result.intents["A"].state == {"by": "backup", "attempt": 3}
+    assert result.intents["A"].assigned_to == "backup"
+    dispatched = [event.data["agent"] for event in result.events.of_type("dispatched")]
+    assert dispatched == ["flaky", "flaky", "backup"]

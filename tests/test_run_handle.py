@@ -402,13 +402,17 @@ async def test_cancelling_rt_run_still_cancels_the_run_and_reraises():
     assert streamed[-1].data == {"status": "cancelled"}
 
 
+_LEFT_RUNNING: list[RunHandle] = []
+
+
 @pytest_asyncio.fixture
 async def open_runtime() -> Any:
     """A runtime entered in a fixture: pytest-asyncio sets it up and tears it down in two
     different tasks."""
     async with Runtime(clock=VirtualClock(), seed=0) as rt:
         yield rt
-    assert not rt._active  # the tear-down waited for the run the test left running
+    # The tear-down waited for the run the test left running.
+    assert _LEFT_RUNNING and all(handle.done for handle in _LEFT_RUNNING)
 
 
 async def test_a_runtime_entered_in_an_async_fixture_starts_runs_and_waits_for_them(
@@ -417,7 +421,7 @@ async def test_a_runtime_entered_in_an_async_fixture_starts_runs_and_waits_for_t
     SimulatedAgent("worker", result={"ok": True}, delay=5)
     handle = await open_runtime.start(release())
     assert (await handle.result()).status == "completed"
-    await open_runtime.start(release())  # left running: the fixture's tear-down waits
+    _LEFT_RUNNING.append(await open_runtime.start(release()))  # the tear-down waits for it
 
 
 @pytest.mark.asyncio

@@ -1,0 +1,147 @@
+"""Beginning and ending the runs of one runtime: a plan becomes a :class:`Run` with its log.
+
+:class:`Launcher` compiles a spec into a plan, opens the run's event log (``run_started``,
+then one ``created`` per intent), wires the bus, the nodes and the blocking watch into a
+:class:`~openintent._scheduler.Run`, keeps the runs going on now, and logs ``run_finished``
+when one ends. It is what a run asks of its runtime (the ``RuntimePort``: the planner, and
+running a coordinator's sub-portfolio). The public facade is :class:`openintent.Runtime`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ._blocking import BlockingWatch
+from ._bus import EventBus
+from ._clock import Clock
+from ._dispatch import BoundAgent
+from ._guardrail_core import Guardrail
+from ._handle import drive_run
+from ._logging import logging_configured
+from ._nodes import plant
+from ._plan import Planner, new_portfolio_id
+from ._ports import Stoppable
+from ._scheduler import Run
+from ._specs import PortfolioSpec
+from ._store import EventStore
+from ._stores import EventBackend
+from .errors import SpecError
+from .models import Event, EventType, RunResult, RunStatus
+
+__all__ = ["Launcher"]
+
+
+def _info(log: Any, message: str, **fields: Any) -> None:
+    """An info line, only once the application has configured structlog.
+
+    Like the standard library's logging, which shows a library's warnings but not its info
+    lines until the application sets logging up: unconfigured structlog prints everything.
+    """
+    if logging_configured():
+        log.info(message, **fields)
+
+
+class Launcher:
+    """Begins, drives and ends the runs of one runtime, and knows which are going on."""
+
+    def __init__(
+        self,
+        backend: EventBackend,
+        planner: Planner,
+        clock: Clock,
+        rng: random.Random,
+        blocking_threshold: float | None,
+    ) -> None:
+        self.backend = backend
+        self._planner = planner
+        self._clock = clock
+        self._rng = rng
+        self._blocking_threshold = blocking_threshold
+        self.active: list[Run] = []  # the runs going on now, nested ones included
+        self.latest: EventStore | None = None  # the log of the latest top-level run
+        self._runtime_left = False  # then the last run to end closes the backend
+
+    @property
+    def planner(self) -> Planner:
+        """Checks specs against this runtime's agents (runs use it to add intents)."""
+        return self._planner
+
+    def begin(
+        self,
+        spec: PortfolioSpec,
+        coordinator: BoundAgent | None,
+        *,
+        nested: bool,
+        on_event: Callable[[Event], None] | None = None,
+        parent: Stoppable | None = None,
+        extra_guardrails: tuple[Guardrail, ...] = (),
+    ) -> Run:
+        """Validate a run and log its start (``run_started``, then one ``created`` per
+        intent); :meth:`drive` runs it. Nothing of a spec is logged before the whole of it
+        checked out."""
+        plan = self._planner.compile(spec, coordinator)
+        if extra_guardrails:
+            plan = attrs.evolve(plan, guardrails=plan.guardrails + extra_guardrails)
+        # A sub-portfolio's events stay out of rt.events().
+        store = EventStore(self.backend, new_portfolio_id(), self._clock, spec.name,
+                           publish=not nested)
+        store.append(
+            EventType.RUN_STARTED,
+            None,
+            {"name": spec.name, "intents": len(spec.intents),
+             "coordinator": coordinator and coordinator.id},
+        )
+        nodes = plant(plan, store)
+        bus = EventBus(store)
+        watch = None
+        if self._blocking_threshold is not None:
+            watch = BlockingWatch(self._blocking_threshold,
+                                  lambda *event: bus.emit(*event), store.logger)
+        run = Run(plan, bus, nodes, self._clock, self._rng, self, parent=parent, watch=watch)
+        if on_event is not None:
+            bus.observe(on_event)
+        self.active.append(run)
+        if not nested:
+            self.latest = store
+        _info(store.logger, "run started", intents=len(nodes))
+        return run
+
+    async def drive(self, run: Run, *, nested: bool) -> RunResult:
+        """Run a begun run to its end and return its result (a cancellation propagates)."""
+        return await drive_run(run, nested=nested, end=self._end)
+
+    def _end(self, run: Run, status: RunStatus) -> None:
+        """A run ended: log ``run_finished`` (once the run left the active ones)."""
+        self.active.remove(run)
+        store = run.store
+        run.bus.emit(EventType.RUN_FINISHED, None, {"status": str(status)})
+        _info(store.logger, "run finished", status=str(status), cost_usd=store.total_cost)
+        if self._runtime_left and not self.active:
+            self.backend.close()  # the runtime was left while this run went on
+
+    def close(self) -> None:
+        """The runtime was left: close the event backend (its streams end) now, or when the
+        last run going on ends."""
+        self._runtime_left = True
+        if not self.active:
+            self.backend.close()
+
+    async def run_nested(
+        self,
+        spec: PortfolioSpec,
+        coordinator: BoundAgent | None,
+        on_event: Callable[[Event], None],
+        parent: Stoppable,
+    ) -> RunResult:
+        """Run a sub-portfolio for a coordinator's ``execute``; ``on_event`` hears its events.
+
+        When ``parent`` halts, the sub-portfolio starts nothing new either.
+        """
+        if not isinstance(spec, PortfolioSpec):
+            raise SpecError(f"execute() takes a PortfolioSpec, got {type(spec).__name__}")
+        run = self.begin(spec, coordinator, nested=True, on_event=on_event, parent=parent)
+        return await self.drive(run, nested=True)
