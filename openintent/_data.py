@@ -36,6 +36,10 @@ _READ_ONLY = (
 )
 
 
+_new_dict = dict.__new__
+_update = dict.update
+
+
 def _refuse(view: object, *_args: object, **_kwargs: object) -> NoReturn:
     raise TypeError(f"{type(view).__name__} {_READ_ONLY}")
 
@@ -148,9 +152,11 @@ def inputs(records: Mapping[str, Any], ids: Mapping[str, str], titles: Iterable[
     """The :class:`Inputs` of an intent depending on ``titles`` (their states are frozen)."""
     if not titles:
         return NO_INPUTS
-    made = dict.__new__(Inputs)
+    states: dict[str, Any] = {}
     for title in titles:
-        dict.__setitem__(made, title, records[ids[title]].state)
+        states[title] = records[ids[title]].state
+    made = _new_dict(Inputs)
+    _update(made, states)  # one C-level update: cheaper than a dict.__setitem__ per title
     return made
 
 
