@@ -79,20 +79,20 @@ def plant(plan: Plan, store: EventStore) -> list[Node]:
     prefix = intent_id_prefix(store.portfolio_id)
     assignees = plan.assignees
     created = EventType.CREATED
+    ids = [f"{prefix}{index}" for index in range(len(spec.intents))]  # made once, used twice
     # One batch of ``created`` events (packed data: see models.PACKED_FIELDS), each with the
     # spec's own checked copy of its initial state, which nothing changes.
     store.append_batch([
-        (created, f"{prefix}{index}", (intent_spec.title, intent_spec.depends_on,
-                                       intent_spec.assign,
-                                       unwrap(intent_spec.initial_state)
-                                       if intent_spec.initial_state else None))
-        for index, intent_spec in enumerate(spec.intents)
+        (created, intent_id, (intent_spec.title, intent_spec.depends_on, intent_spec.assign,
+                              unwrap(intent_spec.initial_state)
+                              if intent_spec.initial_state else None))
+        for intent_id, intent_spec in zip(ids, spec.intents, strict=True)
     ])
     records = store.records
     nodes: list[Node] = []
     index_of: dict[str, int] = {}
     for index, intent_spec in enumerate(spec.intents):
-        record = records[f"{prefix}{index}"]
+        record = records[ids[index]]
         agents = assignees[index]
         nodes.append(Node(record, intent_spec, index, agents,
                           direct_handler(agents, intent_spec, coordinator)))
