@@ -92,7 +92,7 @@ class Attempts:
         failure: Exception | None = None
         intent: Intent | None = None
         direct = node.direct
-        if direct is not None and self._plain and not node.record.attempts:
+        if direct is not None and self._plain and not node.attempts:
             # The common case: the first attempt awaits the agent's handler right here.
             agent = node.agents[0]
             self._bus.emit(DISPATCHED, node.id, (1, agent.id))

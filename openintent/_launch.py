@@ -22,7 +22,7 @@ from ._dispatch import BoundAgent
 from ._guardrail_core import Guardrail
 from ._handle import drive_run
 from ._logging import logging_configured
-from ._nodes import plant
+from ._nodes import Node, plant
 from ._plan import Planner, new_portfolio_id
 from ._ports import Stoppable
 from ._scheduler import Run
@@ -88,6 +88,7 @@ class Launcher:
             plan = attrs.evolve(plan, guardrails=plan.guardrails + extra_guardrails)
         # A sub-portfolio's events stay out of rt.events().
         store = EventStore(self.backend, new_portfolio_id(), self._clock, spec.name,
+                           record_type=Node,
                            publish=not nested)
         store.append(
             EventType.RUN_STARTED,

@@ -1,16 +1,16 @@
-"""The scheduler's nodes: its own bookkeeping for each intent of a run, built from the plan.
+"""The scheduler's nodes: each intent of a run as the scheduler sees it, built from the plan.
 
-A :class:`Node` is not intent state: the intent's state is its projected
-:class:`~openintent._store.IntentRecord`, which only events change. The node keeps what the
-scheduler needs to run the intent: its spec, its agents, its place in the graph, how many
-dependencies it still waits for. :func:`plant` logs a whole plan's intents and builds their
-nodes; :func:`graft` does the same for one intent a coordinator adds mid-run.
+A :class:`Node` is the intent's projected :class:`~openintent._store.IntentRecord` (a
+subclass: only events change those fields) plus what the scheduler needs to run the intent:
+its spec, its agents, its place in the graph, how many dependencies it still waits for.
+:func:`plant` logs a whole plan's intents and wires their nodes; :func:`graft` does the same
+for one intent a coordinator adds mid-run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from ._data import unwrap
 from ._dispatch import BoundAgent
@@ -22,31 +22,42 @@ from .models import EventType, Intent, IntentStatus
 __all__ = ["Node", "direct_handler", "graft", "plant"]
 
 
-class Node:
-    """One intent as the scheduler sees it: its record, spec and agents, and its place in
-    the graph (``index`` in declaration order, the ``dependents``' indexes, how many
-    dependencies it is still ``waiting`` for)."""
+class Node(IntentRecord):
+    """One intent as the scheduler sees it: its projected record (the fields events change,
+    see :class:`~openintent._store.IntentRecord`) and the scheduler's own bookkeeping: its
+    spec and agents, its place in the graph (``index`` in declaration order, the
+    ``dependents``' indexes, how many dependencies it is still ``waiting`` for).
 
-    __slots__ = ("id", "record", "spec", "index", "agents", "direct", "waiting", "dependents")
+    One object per intent, not a record and a node beside it: in a run of 100,000 intents
+    every object the garbage collector tracks costs time on each of its passes. The run's
+    store makes the nodes as it applies their ``created`` events (its ``record_type``);
+    :meth:`place` fills in the rest. Only events change the record's fields.
+    """
 
-    def __init__(
+    __slots__ = ("spec", "index", "agents", "direct", "waiting", "dependents")
+
+    def place(
         self,
-        record: IntentRecord,
         spec: IntentSpec,
         index: int,
         agents: tuple[BoundAgent, ...],
         direct: Callable[[Intent], Any] | None,
-    ) -> None:
-        self.id = record.id
-        self.record = record
+    ) -> Node:
+        """Set the scheduler's bookkeeping of a node just made; returns the node."""
         self.spec = spec
         self.index = index
         self.agents = agents
         #: The handler a worker may await directly for the first attempt (see
         #: :func:`direct_handler`), or ``None``.
         self.direct = direct
-        self.waiting = 0
+        self.waiting = len(spec.depends_on)
         self.dependents: tuple[int, ...] = ()  # a tuple of ints: untracked by the GC
+        return self
+
+    @property
+    def record(self) -> IntentRecord:
+        """The intent's projected record: the node itself."""
+        return self
 
 
 def direct_handler(
@@ -61,7 +72,7 @@ def direct_handler(
     return agents[0].direct
 
 
-def _log_created(store: EventStore, intent_id: str, spec: IntentSpec) -> IntentRecord:
+def _log_created(store: EventStore, intent_id: str, spec: IntentSpec) -> Node:
     initial_state = spec.initial_state
     store.append(  # packed data: see models.PACKED_FIELDS
         EventType.CREATED,
@@ -70,7 +81,7 @@ def _log_created(store: EventStore, intent_id: str, spec: IntentSpec) -> IntentR
         (spec.title, spec.depends_on, spec.assign,
          unwrap(initial_state) if initial_state else None),
     )
-    return store.records[intent_id]
+    return cast(Node, store.records[intent_id])  # the run's store makes Nodes
 
 
 def plant(plan: Plan, store: EventStore) -> list[Node]:
@@ -92,16 +103,14 @@ def plant(plan: Plan, store: EventStore) -> list[Node]:
     nodes: list[Node] = []
     index_of: dict[str, int] = {}
     for index, intent_spec in enumerate(spec.intents):
-        record = records[ids[index]]
+        node = cast(Node, records[ids[index]])  # the run's store makes Nodes
         agents = assignees[index]
-        nodes.append(Node(record, intent_spec, index, agents,
-                          direct_handler(agents, intent_spec, coordinator)))
+        nodes.append(node.place(intent_spec, index, agents,
+                                direct_handler(agents, intent_spec, coordinator)))
         index_of[intent_spec.title] = index
     children: dict[int, list[int]] = {}
     for index, node in enumerate(nodes):
-        depends_on = node.spec.depends_on
-        node.waiting = len(depends_on)
-        for title in depends_on:
+        for title in node.spec.depends_on:
             parent = index_of[title]
             if parent in children:
                 children[parent].append(index)
@@ -126,8 +135,8 @@ def graft(
     """
     spec, agents = planned.spec, planned.agents
     index = len(nodes)
-    record = _log_created(store, f"{intent_id_prefix(store.portfolio_id)}{index}", spec)
-    node = Node(record, spec, index, agents, direct_handler(agents, spec, coordinator))
+    node = _log_created(store, f"{intent_id_prefix(store.portfolio_id)}{index}", spec)
+    node.place(spec, index, agents, direct_handler(agents, spec, coordinator))
     parents = [node_titled(title) for title in spec.depends_on]
     for parent in parents:
         parent.dependents = (*parent.dependents, index)

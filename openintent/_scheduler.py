@@ -164,7 +164,7 @@ class Run:
         return RunStatus.COMPLETED if self._all_completed() else RunStatus.FAILED
 
     def _all_completed(self) -> bool:
-        return all(node.record.status == IntentStatus.COMPLETED for node in self.nodes)
+        return all(node.status == IntentStatus.COMPLETED for node in self.nodes)
 
     async def _until_settled(self) -> None:
         """Wait until every intent is terminal and every notification has fired.
@@ -236,7 +236,7 @@ class Run:
     def _cancel_started(self, reason: dict[str, Any]) -> None:
         """After a halt: work that had started is cancelled; what never started stays pending."""
         for node in self.nodes:
-            record = node.record
+            record = node  # a node is its intent's record
             status = record.status
             if status.is_terminal:
                 continue
@@ -304,7 +304,7 @@ class Run:
         """An intent's attempt succeeded: log it, notify, and make its dependents ready."""
         if self.stopped:
             return  # a halt lands first: the attempt counts as cancelled, not completed
-        record = node.record
+        record = node  # a node is its intent's record
         old_state = record.state
         # ``result`` is already the run's own copy (see json_state): nobody else holds it.
         self.bus.emit(COMPLETED, node.id, result or None)

@@ -111,13 +111,15 @@ def _fields(event: RawEvent) -> tuple[Any, ...]:
     return tuple(data[name] for name in PACKED_FIELDS[event[_TYPE]])  # a replayed Event
 
 
-def _created(records: Records, event: RawEvent) -> None:
+def _created(
+    records: Records, event: RawEvent, record_type: type[IntentRecord] = IntentRecord
+) -> None:
     data = event[_DATA]
     title, depends_on, assign, initial_state = data if type(data) is tuple else _fields(event)
     intent_id = event[_INTENT] or ""
     if assign is not None and not isinstance(assign, str):  # several assignees: "a,b"
         assign = ",".join(assign)
-    records[intent_id] = IntentRecord(
+    records[intent_id] = record_type(
         intent_id,
         title,
         read_only(initial_state) if initial_state else EMPTY,
@@ -266,9 +268,18 @@ class EventStore:
         name: str = "",
         *,
         publish: bool = True,
+        record_type: type[IntentRecord] = IntentRecord,
     ) -> None:
         self.portfolio_id = portfolio_id
         records: Records = {}
+        # ``record_type``: what a ``created`` event makes (the scheduler's Node, a subclass, so
+        # each intent of a run is one object for the garbage collector to walk, not two).
+        self._apply = _APPLY
+        if record_type is not IntentRecord:
+            self._apply = {
+                **_APPLY,
+                EventType.CREATED: lambda records, event: _created(records, event, record_type),
+            }
 
         def title_of(intent_id: str) -> str | None:
             record = records.get(intent_id)
@@ -301,7 +312,7 @@ class EventStore:
         events = self.events
         event: RawEvent = (type, self._now(), intent_id, data)
         events.append(event)
-        handler = _APPLY.get(type)
+        handler = self._apply.get(type)
         if handler is not None:
             handler(self.records, event)
         if type == EventType.COST_RECORDED:
@@ -325,7 +336,7 @@ class EventStore:
 
     def _applied(self, event: RawEvent, seq: int) -> None:
         type, _time, _intent_id, data = event
-        handler = _APPLY.get(type)
+        handler = self._apply.get(type)
         if handler is not None:
             handler(self.records, event)
         if type == EventType.COST_RECORDED:

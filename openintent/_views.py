@@ -34,7 +34,7 @@ class Views:
 
     def of(self, node: Node, attempt: int, agent_id: str | None) -> Intent:
         """``node``'s intent as the handler of ``attempt`` by ``agent_id`` sees it."""
-        record = node.record
+        record = node  # a node is its intent's record
         spec = node.spec
         state = record.state  # frozen, and replaced on every change: a snapshot
         given = inputs(self._records, self._ids, spec.depends_on)
