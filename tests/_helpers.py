@@ -4,6 +4,8 @@ on a virtual clock, reading a result's events, and agents the coordinator tests 
 from __future__ import annotations
 
 import importlib.util
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -179,3 +181,18 @@ class Lead:
     async def done(self, portfolio):
         self.finished += 1
         return {"done": sorted(portfolio.intents)}
+
+
+_RUN_TOKEN = re.compile(r"\b(pf|in|dc)_[0-9a-f]{16}")
+
+
+def masked(value: Any) -> Any:
+    """``value`` with each run's token masked out of its ids (``in_<token>_3`` becomes
+    ``in_*_3``): ids are unique to each run, everything else a seed reproduces."""
+    if isinstance(value, str):
+        return _RUN_TOKEN.sub(r"\1_*", value)
+    if isinstance(value, Mapping):
+        return {key: masked(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked(item) for item in value]
+    return value

@@ -21,9 +21,7 @@ bottom of the file.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +43,8 @@ from openintent.agents import (
 from openintent.models import RunResult
 from openintent.testing import SimulatedAgent, assert_replay_matches, isolated_registry
 from openintent.testing.strategies import FAULT_KINDS, FaultPlan, fault_plans, portfolios
+
+from _helpers import masked
 
 AGENTS = ("ag-a", "ag-b", "ag-c")
 SPARE = "ag-spare"  # outside the coordinator's team: escalations and fallbacks go to it
@@ -260,19 +260,6 @@ def comparable(result: RunResult) -> list[Any]:
     return masked([(e.seq, e.type, e.time, e.intent_id, e.data) for e in result.events])
 
 
-_RUN_TOKEN = re.compile(r"\b(pf|in|dc)_[0-9a-f]{16}")
-
-
-def masked(value: Any) -> Any:
-    """``value`` with each run's token masked out of its ids (``in_<token>_3`` becomes
-    ``in_*_3``): ids are unique to each run, everything else a seed reproduces."""
-    if isinstance(value, str):
-        return _RUN_TOKEN.sub(r"\1_*", value)
-    if isinstance(value, Mapping):
-        return {key: masked(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [masked(item) for item in value]
-    return value
 
 
 # ------------------------------------------------------------------------------ invariants

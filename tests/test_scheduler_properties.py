@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +27,8 @@ from openintent import Runtime
 from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
 from openintent.models import Event, RunResult
 from openintent.testing import assert_replay_matches, replay
+
+from _helpers import masked
 
 AGENT_ID = "recorder"
 
@@ -330,19 +330,6 @@ def comparable(result: RunResult) -> list[Any]:
                    for event in result.events])
 
 
-_RUN_TOKEN = re.compile(r"\b(pf|in|dc)_[0-9a-f]{16}")
-
-
-def masked(value: Any) -> Any:
-    """``value`` with each run's token masked out of its ids (``in_<token>_3`` becomes
-    ``in_*_3``): ids are unique to each run, everything else a seed reproduces."""
-    if isinstance(value, str):
-        return _RUN_TOKEN.sub(r"\1_*", value)
-    if isinstance(value, Mapping):
-        return {key: masked(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [masked(item) for item in value]
-    return value
 
 
 def check_determinism(dag: Dag) -> None:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
 
 import anyio
 import pytest
@@ -26,6 +23,8 @@ from openintent.testing import (
     isolated_registry,
     replay,
 )
+
+from _helpers import masked
 
 pytestmark = pytest.mark.asyncio
 
@@ -393,16 +392,3 @@ async def test_the_same_seed_gives_the_same_log_with_the_same_simulated_agent() 
     assert logs[0] == logs[1]
 
 
-_RUN_TOKEN = re.compile(r"\b(pf|in|dc)_[0-9a-f]{16}")
-
-
-def masked(value: Any) -> Any:
-    """``value`` with each run's token masked out of its ids (``in_<token>_3`` becomes
-    ``in_*_3``): ids are unique to each run, everything else a seed reproduces."""
-    if isinstance(value, str):
-        return _RUN_TOKEN.sub(r"\1_*", value)
-    if isinstance(value, Mapping):
-        return {key: masked(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [masked(item) for item in value]
-    return value
