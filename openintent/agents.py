@@ -279,6 +279,8 @@ def _install(cls: Any, definition: AgentDefinition) -> None:
     sources = [AgentMethods] if definition.kind == "agent" else [AgentMethods, CoordinatorMethods]
     decorator = f"@{definition.kind.title()}({definition.id!r})"
     check_hooks(cls, definition.hooks)
+    if definition.kind == "agent":
+        _refuse_coordinator_hooks(cls, definition)
     check_method_names(cls, sources, decorator)
     for source in sources:
         for name, value in vars(source).items():
@@ -287,6 +289,24 @@ def _install(cls: Any, definition: AgentDefinition) -> None:
     setattr(cls, "__openintent_id__", definition.id)  # noqa: B010 - set on any class
     setattr(cls, DEFINITION_ATTR, definition)
     current_registry().register(definition, stacklevel=3)
+
+
+# Hooks only a coordinator's handlers receive: on an @Agent class they would never fire.
+_COORDINATOR_HOOKS = frozenset({
+    HookKind.QUORUM, HookKind.CONFLICT, HookKind.ESCALATION, HookKind.APPROVAL_GRANTED,
+    HookKind.APPROVAL_DENIED, HookKind.GUARDRAIL_BREACH,
+})
+
+
+def _refuse_coordinator_hooks(cls: type[Any], definition: AgentDefinition) -> None:
+    for hook in definition.hooks:
+        if hook.kind in _COORDINATOR_HOOKS:
+            raise AgentError(
+                f"{cls.__qualname__}.{hook.method} is decorated with @{hook.kind}, which only a "
+                f"coordinator receives, but {cls.__qualname__} is an @Agent({definition.id!r}): "
+                "it would never fire. Move the handler to your @Coordinator class, or decorate "
+                "this class with @Coordinator"
+            )
 
 
 def Agent(agent_id: str) -> Callable[[C], C]:  # noqa: N802 - a decorator named like a class

@@ -574,3 +574,62 @@ async def test_a_hook_may_record_a_run_level_custom_event(runtime: Runtime) -> N
     (audit,) = result.events.of_type("audit")
     assert (audit.intent_id, dict(audit.data)) == (None, {"title": "A", "agent": "lead"})
     assert result.events.types()[-1] == "run_finished"
+
+
+# ------------------------------------------------------------------ coordinator-only hooks
+
+
+def _quorum_handler(self, intent, responses):
+    return {}
+
+
+def _conflict_handler(self, intent, versions):
+    return {}
+
+
+def _escalation_handler(self, intent, reason):
+    return {}
+
+
+def _notice_handler(self, intent, request):
+    return None
+
+
+def _breach_handler(self, intent, breach):
+    return None
+
+
+@pytest.mark.parametrize(
+    ("decorate", "handler", "name"),
+    [
+        (lambda f: on_quorum(2)(f), _quorum_handler, "on_quorum"),
+        (on_conflict, _conflict_handler, "on_conflict"),
+        (on_escalation, _escalation_handler, "on_escalation"),
+        (on_approval_granted, _notice_handler, "on_approval_granted"),
+        (on_approval_denied, _notice_handler, "on_approval_denied"),
+        (on_guardrail_breach, _breach_handler, "on_guardrail_breach"),
+    ],
+)
+def test_a_coordinator_only_hook_on_an_agent_is_refused(decorate, handler, name):
+    handle = decorate(copy_function(handler))
+    work = on_assignment(lambda self, intent: {})
+    with pytest.raises(AgentError, match=rf"@{name}.*only a coordinator receives.*never fire"):
+        Agent("lonely-agent")(type("Lonely", (), {"handle": handle, "work": work}))
+
+
+def test_the_same_hook_on_a_coordinator_is_accepted():
+    @Coordinator("fine-lead")
+    class Lead:
+        @on_escalation
+        def escalated(self, intent, reason):
+            return {}
+
+    assert definition_of(Lead) is not None
+
+
+def copy_function(function):
+    """A fresh function object, so each case decorates its own."""
+    import types
+
+    return types.FunctionType(function.__code__, function.__globals__, function.__name__,
+                              function.__defaults__, function.__closure__)
