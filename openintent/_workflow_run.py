@@ -15,7 +15,7 @@ from typing import Any
 from ._authoring_checks import coordinator_options
 from ._guardrail_core import DispatchContext, Guardrail, build_guardrails
 from ._plan import Planner
-from ._registry import DEFINITION_ATTR, AgentDefinition, HookKind
+from ._registry import DEFINITION_ATTR, AgentDefinition, HookKind, current_registry
 from ._specs import IntentSpec, PortfolioSpec
 from ._workflow_check import OUTPUT_TYPES, CoordinatorConfig, PhaseConfig
 from ._workflow_steps import ids
@@ -32,6 +32,7 @@ __all__ = [
     "portfolio_spec",
     "simulated_agents",
     "simulated_value",
+    "with_simulated_agents",
 ]
 
 
@@ -178,11 +179,9 @@ def simulated_agents(
     Every agent of one step gives the same answer (so a multi-agent step agrees): the step's
     declared outputs with values of their types, or ``{"result": ...}``.
     """
-    by_key = {phase.name: phase for phase in phases}
-
     def answer(intent: Intent) -> dict[str, Any]:
         phase = next((p for p in phases if p.title == intent.title), None)
-        if phase is None or not by_key[phase.name].outputs:
+        if phase is None or not phase.outputs:
             return {"result": f"{intent.title} done (simulated)"}
         return {key: simulated_value(type_name, phase.name, key)
                 for key, type_name in phase.outputs.items()}
@@ -195,3 +194,31 @@ def simulated_agents(
     skip = set(given)
     return [SimulatedAgent(agent_id, answer, register=False)
             for agent_id in wanted if agent_id not in skip]
+
+
+def with_simulated_agents(
+    phases: Sequence[PhaseConfig], config: CoordinatorConfig | None,
+    agents: Sequence[Any] | None,
+) -> tuple[list[Any], Any]:
+    """The agents and coordinator of a simulated run (``wf.arun(simulate=True)``,
+    ``openintent run --simulate``): ``agents`` plus a simulated agent for every agent id of
+    the workflow they lack, and, when no ``agents`` were given, a registered coordinator of
+    the workflow's coordinator id (else ``None``)."""
+    given = [getattr(agent, "__openintent_id__", None) for agent in agents or ()]
+    chosen = list(agents or []) + simulated_agents(
+        phases, config, [agent_id for agent_id in given if isinstance(agent_id, str)])
+    coordinator = None
+    if config is not None and agents is None:
+        coordinator = _registered_coordinator(config.id)
+    return chosen, coordinator
+
+
+def _registered_coordinator(coordinator_id: str) -> Any:
+    """With simulated agents (an explicit agent list), a registered coordinator of the
+    workflow's id still governs the run."""
+    registry = current_registry()
+    if coordinator_id in registry:
+        definition = registry.get(coordinator_id)
+        if definition.kind == "coordinator":
+            return definition.instance if definition.instance is not None else definition.cls
+    return None

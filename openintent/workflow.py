@@ -32,10 +32,9 @@ import attrs
 
 from ._guardrail_core import Guardrail
 from ._plan import Planner
-from ._registry import current_registry
 from ._specs import PortfolioSpec
 from ._workflow_check import CoordinatorConfig, PhaseConfig
-from ._workflow_run import bind_workflow, portfolio_spec, simulated_agents
+from ._workflow_run import bind_workflow, portfolio_spec, with_simulated_agents
 from ._workflow_schema import check_document
 from ._workflow_yaml import (
     DEFAULT_MAX_ALIAS_NODES,
@@ -220,11 +219,8 @@ class WorkflowSpec:
         """
         chosen = list(agents) if agents is not None else None
         if simulate:
-            given = [getattr(a, "__openintent_id__", None) for a in chosen or ()]
-            chosen = (chosen or []) + simulated_agents(
-                self.phases, self.coordinator, [g for g in given if isinstance(g, str)])
-            if coordinator is None and self.coordinator is not None and agents is None:
-                coordinator = _registered_coordinator(self.coordinator.id)
+            chosen, registered = with_simulated_agents(self.phases, self.coordinator, chosen)
+            coordinator = coordinator if coordinator is not None else registered
         async with Runtime(chosen, **runtime_options) as rt:
             return await rt.run(self, coordinator=coordinator)
 
@@ -257,17 +253,6 @@ def _in_event_loop() -> bool:
         trio = sys.modules.get("trio")
         return bool(trio is not None and trio.lowlevel.in_trio_run())
     return True
-
-
-def _registered_coordinator(coordinator_id: str) -> Any:
-    """With simulated agents (an explicit agent list), a registered coordinator of the
-    workflow's id still governs the run."""
-    registry = current_registry()
-    if coordinator_id in registry:
-        definition = registry.get(coordinator_id)
-        if definition.kind == "coordinator":
-            return definition.instance if definition.instance is not None else definition.cls
-    return None
 
 
 def load_workflow(

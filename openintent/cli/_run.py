@@ -13,13 +13,12 @@ from typing import Any, TextIO
 import anyio
 
 from .._handle import RunHandle
-from .._workflow_run import simulated_agents
+from .._workflow_run import with_simulated_agents
 from ..console import follow
 from ..errors import OpenIntentError
 from ..models import RunResult, RunStatus
 from ..runtime import Runtime
 from ..workflow import WorkflowSpec
-from ..workflow import _registered_coordinator as registered_coordinator
 from ._agents import import_agents
 from ._approvals import ApprovalPolicy, answer_approvals
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, Streams, fail
@@ -92,16 +91,10 @@ class _CommandRun:
         them: ``--simulate`` adds a simulated agent for every agent id not given with
         ``--agents MODULE:ATTR``, and a registered coordinator of the workflow's id governs."""
         workflow = self.workflow
-        agents = self.agents
-        coordinator = None
+        agents, coordinator = self.agents, None
         if self.args.simulate:
-            given = [getattr(agent, "__openintent_id__", None) for agent in agents or ()]
-            agents = list(agents or []) + simulated_agents(
-                workflow.phases, workflow.coordinator,
-                [agent_id for agent_id in given if isinstance(agent_id, str)],
-            )
-            if workflow.coordinator is not None and self.agents is None:
-                coordinator = registered_coordinator(workflow.coordinator.id)
+            agents, coordinator = with_simulated_agents(
+                workflow.phases, workflow.coordinator, self.agents)
         return Runtime(agents=agents, seed=self.args.seed), workflow, coordinator
 
     async def _follow(self, handle: RunHandle) -> RunResult:
