@@ -225,7 +225,7 @@ def _check_graph(
             if target is None:
                 checker.error(entry, (
                     f"step {phase.name!r} depends on {entry.value!r}, which is not a step of "
-                    f"this workflow{_did_you_mean(entry.value, list(by_key))}; depends_on "
+                    f"this workflow{hint(entry.value, list(by_key))}; depends_on "
                     f"lists step keys ({', '.join([*by_key, *sorted(broken)])})"))
             elif target == phase.name:
                 checker.error(entry, f"Circular dependency: step {phase.name!r} depends on "
@@ -239,7 +239,7 @@ def _check_graph(
             if step not in by_key:
                 checker.error(at, (
                     f"step {phase.name!r} input {name!r} reads {step}.{output}, but there is "
-                    f"no step {step!r}{_did_you_mean(step, list(by_key))}"))
+                    f"no step {step!r}{hint(step, list(by_key))}"))
             elif step not in graph[phase.name]:
                 checker.error(at, (
                     f"step {phase.name!r} input {name!r} reads {step}.{output}, but "
@@ -254,7 +254,7 @@ def _check_graph(
                 checker.error(at, (
                     f"step {phase.name!r} input {name!r} reads {step}.{output}, but step "
                     f"{step!r} declares no output {output!r}"
-                    f"{_did_you_mean(output, list(by_key[step].outputs))}; declared: "
+                    f"{hint(output, list(by_key[step].outputs))}; declared: "
                     f"{', '.join(by_key[step].outputs)}"))
     try:
         graphlib.TopologicalSorter(graph).prepare()
@@ -280,8 +280,4 @@ def _check_approvals(
         if name.casefold() not in folded:
             checker.error((line, column), (
                 f"the approval guardrail's require_for names {name!r}, which is no step key, "
-                f"title or tag{_did_you_mean(name, sorted(known))}"))
-
-
-def _did_you_mean(name: str, candidates: list[str]) -> str:
-    return hint(name, candidates)
+                f"title or tag{hint(name, sorted(known))}"))

@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from ..workflow import WorkflowNotFoundError, WorkflowValidationError, load_workflow
+from ..workflow import (
+    WorkflowNotFoundError,
+    WorkflowSpec,
+    WorkflowValidationError,
+    load_workflow,
+)
 from ._common import Streams, fail
 
 __all__ = ["load"]
 
 
-def load(path: str, streams: Streams) -> Any | None:
+def load(path: str, streams: Streams) -> WorkflowSpec | None:
     """The workflow of ``path``, or ``None`` once its problems are printed on stderr."""
     try:
         return load_workflow(path)
