@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from ._common import is_terminal
+
 __all__ = ["command_logging"]
 
 
@@ -33,7 +35,7 @@ def command_logging(
     if json_lines:
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=_is_terminal(out))
+        renderer = structlog.dev.ConsoleRenderer(colors=is_terminal(out))
     previous = structlog.get_config()
     level = logging.INFO if verbose or json_lines else logging.WARNING
     structlog.configure(
@@ -56,10 +58,3 @@ def command_logging(
 
 def _keep(_logger: Any, _name: str, event: Any) -> Any:
     return event
-
-
-def _is_terminal(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
