@@ -11,6 +11,7 @@ from typing import TextIO
 import anyio
 
 from .._handle import RunHandle
+from .._progress import ask_approval
 from ..errors import ApprovalError
 from ..guardrails import ApprovalRequest
 from ..models import EventType
@@ -124,8 +125,5 @@ async def _ended(handle: RunHandle) -> None:
 async def answer_approvals(handle: RunHandle, policy: ApprovalPolicy) -> None:
     """Decide each approval ``handle``'s run requests, as they come, until the run ends."""
     async for event in handle.events():
-        if event.type != EventType.APPROVAL_REQUESTED:
-            continue
-        for request in handle.pending_approvals():
-            if request.intent_id == event.intent_id:
-                await policy(request)
+        if event.type == EventType.APPROVAL_REQUESTED:
+            await ask_approval(handle, event.intent_id, policy)
