@@ -40,7 +40,7 @@ def check_document(root: Located | None, file: str) -> tuple[Parsed | None, list
     if top is None:
         return None, checker.problems
     checker.keys(root, TOP_KEYS, "the top level", LEGACY_TOP_KEYS)
-    version = _check_version(checker, root, top.get("openintent"))
+    version = _check_version(checker, top.get("openintent"))
     name, description, workflow_version = _check_info(checker, root, top.get("info"))
     coordinator = _check_coordinator(checker, top.get("coordinator"))
     agents = _check_agents(checker, top.get("agents"))
@@ -65,7 +65,7 @@ def check_document(root: Located | None, file: str) -> tuple[Parsed | None, list
                   agents, tuple(phases), tuple(checker.warnings)), []
 
 
-def _check_version(checker: Checker, root: Located, node: Located | None) -> str | None:
+def _check_version(checker: Checker, node: Located | None) -> str | None:
     if node is None:
         checker.error((1, 1), 'missing the format version: add openintent: "1.0" as the '
                               "first line")
