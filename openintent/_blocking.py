@@ -13,13 +13,13 @@ The wall clock is the right one even under a virtual clock: blocking is real tim
 from __future__ import annotations
 
 import gc
-import math
 import types
 from collections.abc import Callable, Coroutine, Generator
 from contextvars import ContextVar
 from time import perf_counter
 from typing import Any, Protocol
 
+from ._json_data import is_finite_number
 from .errors import OpenIntentError
 from .models import Event, EventType, Intent
 
@@ -64,10 +64,7 @@ def check_blocking_threshold(value: object) -> float | None:
     """``Runtime(blocking_threshold=...)``, validated: a positive number of seconds, or None."""
     if value is None:
         return None
-    if (
-        isinstance(value, bool) or not isinstance(value, int | float)
-        or not math.isfinite(value) or value <= 0
-    ):
+    if not is_finite_number(value) or value <= 0:
         raise OpenIntentError(
             f"Runtime(blocking_threshold=...) takes a positive number of seconds (default "
             f"{DEFAULT_BLOCKING_THRESHOLD}), or None to turn loop-blocking detection off; "

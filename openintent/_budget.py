@@ -21,6 +21,7 @@ import anyio
 import anyio.lowlevel
 
 from ._guardrail_core import Breach, DispatchContext, Guardrail, GuardrailRun, number_field
+from ._json_data import is_finite_number
 from .errors import GuardrailError
 from .models import Event, EventType
 
@@ -209,8 +210,7 @@ def _estimate(ctx: DispatchContext) -> float:
     estimate: Any = constraints.get("estimated_cost_usd")
     if estimate is None:
         return 0.0
-    if (not isinstance(estimate, int | float) or isinstance(estimate, bool)
-            or not math.isfinite(estimate) or estimate < 0):
+    if not is_finite_number(estimate) or estimate < 0:
         raise GuardrailError(
             f"intent {ctx.title!r}: constraints['estimated_cost_usd'] must be a number of USD "
             f">= 0, got {estimate!r}; fix the intent's constraints"

@@ -26,7 +26,6 @@ __all__ = [
     "merged",
     "read_only",
     "to_plain",
-    "unwrap",
 ]
 
 _READ_ONLY = (
@@ -203,12 +202,6 @@ def read_only(value: Any) -> Any:
         return _freeze_dict(value) if value else EMPTY
     if kind is list or kind is tuple:
         return _freeze_list(value)
-    return value
-
-
-def unwrap(value: Any) -> Any:
-    """``value`` as it is: the log keeps frozen data, which is safe to hand on (kept for the
-    callers that once took the container out of a view)."""
     return value
 
 

@@ -4,13 +4,13 @@ which re-exports all of it with the built-in guardrails)."""
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Protocol
 
 import attrs
 
+from ._json_data import is_finite_number
 from .errors import GuardrailError, SpecError
 from .models import Event, Intent
 
@@ -292,8 +292,7 @@ def _from_dict(item: Mapping[str, Any], place: str) -> Guardrail:
 def number_field(name: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> float:
     """The guardrail field ``name`` as a float: a finite number ``>= minimum`` (``> minimum``
     when ``strict``); anything else is a :class:`~openintent.errors.GuardrailError`."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < minimum or (strict and value <= minimum):
+    if not is_finite_number(value) or value < minimum or (strict and value <= minimum):
         bound = f"> {minimum}" if strict else f">= {minimum}"
         raise GuardrailError(f"{name} must be a number {bound}, got {value!r}")
     return float(value)

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeGuard
 
 from ._data import FrozenDict, frozen_dict, frozen_list
 from .errors import DataError
 
-__all__ = ["json_data", "json_state"]
+__all__ = ["is_finite_number", "json_data", "json_state"]
 
 _ATOMS = frozenset({str, int, bool, type(None)})
+
+
+def is_finite_number(value: object) -> TypeGuard[int | float]:
+    """Whether ``value`` is a finite int or float (not a bool): the check behind every
+    numeric setting (timeouts, thresholds, costs)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def json_state(value: Any, where: str) -> dict[str, Any] | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, cast
 
-from ._data import unwrap
 from ._dispatch import BoundAgent
 from ._plan import IntentPlan, Plan, intent_id_prefix
 from ._specs import IntentSpec
@@ -79,7 +78,7 @@ def _log_created(store: EventStore, intent_id: str, spec: IntentSpec) -> Node:
         intent_id,
         # The spec's own checked copy, which nothing changes.
         (spec.title, spec.depends_on, spec.assign,
-         unwrap(initial_state) if initial_state else None),
+         initial_state or None),
     )
     return cast(Node, store.records[intent_id])  # the run's store makes Nodes
 
@@ -95,8 +94,7 @@ def plant(plan: Plan, store: EventStore) -> list[Node]:
     # spec's own checked copy of its initial state, which nothing changes.
     store.append_batch([
         (created, intent_id, (intent_spec.title, intent_spec.depends_on, intent_spec.assign,
-                              unwrap(intent_spec.initial_state)
-                              if intent_spec.initial_state else None))
+                              intent_spec.initial_state or None))
         for intent_id, intent_spec in zip(ids, spec.intents, strict=True)
     ])
     records = store.records

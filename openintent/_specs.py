@@ -5,14 +5,13 @@ Re-exported by :mod:`openintent.agents`, where users import them from.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from ._data import EMPTY, FrozenDict, freeze, frozen_dict
-from ._json_data import json_data
+from ._json_data import is_finite_number, json_data
 from .errors import SpecError
 from .models import RetryPolicy
 
@@ -68,12 +67,7 @@ def _state(value: object) -> Mapping[str, Any]:
 def _timeout(_spec: object, _attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None:
         return
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not value > 0
-        or not math.isfinite(value)
-    ):
+    if not is_finite_number(value) or not value > 0:
         raise SpecError(f"timeout must be a positive number of seconds or None, got {value!r}")
 
 

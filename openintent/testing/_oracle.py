@@ -42,7 +42,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from ..models import Event, IntentResult, IntentStatus, RunResult
+from ..models import Event, IntentResult, IntentStatus, RunResult, to_plain
 
 __all__ = ["Derivation", "derive", "disagreements"]
 
@@ -52,16 +52,6 @@ _AWAITING = "awaiting_approval"
 _TERMINAL = frozenset({"completed", "failed", "skipped", "cancelled"})
 _FIELDS = ("id", "title", "status", "state", "version", "assigned_to", "attempts",
            "depends_on", "error", "error_type", "cost_usd")
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as plain dicts and lists (the log hands out read-only views): the derived
-    state is the oracle's own, and prints like the JSON it is."""
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return [_plain(item) for item in value]
-    return value
 
 
 class _Intent:
@@ -75,7 +65,7 @@ class _Intent:
             "id": intent_id,
             "title": data.get("title"),
             "status": _PENDING,
-            "state": _plain(data.get("initial_state") or {}),
+            "state": to_plain(data.get("initial_state") or {}),  # the oracle's own copy
             "version": 0,
             "assigned_to": assign,
             "attempts": 0,
@@ -87,7 +77,7 @@ class _Intent:
 
     def merge(self, changes: Mapping[str, Any] | None) -> None:
         if changes:
-            self.fields["state"] = {**self.fields["state"], **_plain(changes)}
+            self.fields["state"] = {**self.fields["state"], **to_plain(changes)}
             self.fields["version"] += 1
 
 
