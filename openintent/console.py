@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import IO, Any
 
 from ._handle import RunHandle
-from ._progress import Progress, ask_approval, event_line, run_start, summary_rows
+from ._progress import Progress, ask_approval, event_line, money, run_start, summary_rows
 from .guardrails import ApprovalRequest
 from .models import RunResult
 
@@ -140,7 +140,7 @@ def _plain_summary(result: RunResult, out: IO[str]) -> None:
     headers, rows, right = summary_rows(result)
     lines = ["", f"{result.name} ({result.portfolio_id}): {result.status}", ""]
     lines += _table(headers, rows, right)
-    lines.append(f"total cost ${result.cost_usd:,.2f}")
+    lines.append(f"total cost {money(result.cost_usd)}")
     if result.error:
         lines.append(f"error: {result.error}")
     if result.decisions:
