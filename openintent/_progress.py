@@ -95,13 +95,14 @@ class Progress:
                 item.started = event.time
         elif kind == "cost_recorded":
             self.cost_usd += float(data.get("usd", 0.0))
-        elif kind == "attempt_failed" or kind == "retry_scheduled":
-            item.status = "retrying" if kind == "retry_scheduled" else item.status
+        elif kind == "retry_scheduled":
+            item.status = "retrying"
         elif kind == "approval_requested":
             item.status = "awaiting_approval"
             self.waiting[event.intent_id] = item.title
         elif kind in ("approval_granted", "approval_denied"):
-            item.status = "pending" if kind == "approval_granted" else item.status
+            if kind == "approval_granted":
+                item.status = "pending"
             self.waiting.pop(event.intent_id, None)
         elif kind in _TERMINAL:
             item.status = kind
@@ -120,6 +121,25 @@ def _error(data: Any) -> str:
     text = f"{kind}: {error}" if kind else str(error or "")
     text = " ".join(one_line(text).split())
     return text if len(text) <= 120 else text[:119] + "…"
+
+
+# Events told by one line of the event's title and data fields (missing fields: see _defaults).
+_SIMPLE_LINES = {
+    "skipped": "skipped    {title}: {reason}",
+    "cancelled": "cancelled  {title}",
+    "approval_granted": "approved   {title} by {by}",
+    "approval_denied": "denied     {title} by {by}",
+    "escalated": "escalated  {title}: {reason}",
+    "guardrail_breach": "BREACH     {guardrail}: {reason}",
+}
+
+
+def _defaults(data: Any) -> dict[str, Any]:
+    return {
+        "reason": data.get("reason", ""),
+        "by": data.get("by", "?"),
+        "guardrail": data.get("guardrail", "guardrail"),
+    }
 
 
 def event_line(event: Any, progress: Progress) -> str | None:
@@ -143,20 +163,10 @@ def event_line(event: Any, progress: Progress) -> str | None:
                f"(attempt {data.get('attempt', '?')})"
     if kind == "failed":
         return f"FAILED     {title}: {_error(data)}{_cost(progress)}"
-    if kind == "skipped":
-        return f"skipped    {title}: {data.get('reason', '')}"
-    if kind == "cancelled":
-        return f"cancelled  {title}"
+    if kind in _SIMPLE_LINES:
+        return _SIMPLE_LINES[kind].format(title=title, **_defaults(data))
     if kind == "approval_requested":
         return f"waiting    {title}: needs approval ({len(progress.waiting)} waiting)"
-    if kind == "approval_granted":
-        return f"approved   {title} by {data.get('by', '?')}"
-    if kind == "approval_denied":
-        return f"denied     {title} by {data.get('by', '?')}"
-    if kind == "escalated":
-        return f"escalated  {title}: {data.get('reason', '')}"
-    if kind == "guardrail_breach":
-        return f"BREACH     {data.get('guardrail', 'guardrail')}: {data.get('reason', '')}"
     if kind == "budget_warning":
         spent, limit = data.get("spent_usd"), data.get("max_cost_usd")
         if isinstance(spent, int | float) and isinstance(limit, int | float):

@@ -26,7 +26,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import IO, Any
 
 from ._handle import RunHandle
-from ._progress import Progress, ask_approval, event_line, run_start, summary_rows
+from ._progress import (
+    Progress,
+    ask_approval,
+    event_line,
+    money,
+    one_line,
+    run_start,
+    summary_rows,
+)
 from .guardrails import ApprovalRequest
 from .models import RunResult
 
@@ -138,21 +146,21 @@ def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[s
 
 def _plain_summary(result: RunResult, out: IO[str]) -> None:
     headers, rows, right = summary_rows(result)
-    lines = ["", f"{result.name} ({result.portfolio_id}): {result.status}", ""]
+    lines = ["", f"{one_line(result.name)} ({result.portfolio_id}): {result.status}", ""]
     lines += _table(headers, rows, right)
-    lines.append(f"total cost ${result.cost_usd:,.2f}")
+    lines.append(f"total cost {money(result.cost_usd)}")
     if result.error:
-        lines.append(f"error: {result.error}")
+        lines.append(f"error: {one_line(result.error)}")
     if result.decisions:
         lines += ["", "decisions:"]
         titles = _titles_by_id(result)
         start = run_start(result)
         for decision in result.decisions:
-            about = f" [{titles.get(decision.intent_id or '', decision.intent_id)}]" if (
-                decision.intent_id) else ""
+            about = f" [{one_line(titles.get(decision.intent_id or '', decision.intent_id))}]" \
+                if decision.intent_id else ""
             lines.append(
-                f"  {decision.time - start:8.2f}s {decision.coordinator_id}{about}: "
-                f"{decision.decision} - {decision.rationale}"
+                f"  {decision.time - start:8.2f}s {one_line(decision.coordinator_id)}{about}: "
+                f"{one_line(decision.decision)} - {one_line(decision.rationale)}"
             )
     out.write("\n".join(lines) + "\n")
     out.flush()

@@ -196,3 +196,30 @@ def masked(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [masked(item) for item in value]
     return value
+
+
+class Concurrency:
+    """Counts the handlers of the agent :meth:`agent` makes: how many ran at once at most
+    (``peak``) and the titles in the order they started (``order``)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+        self.order: list[str] = []
+
+    def agent(self, agent_id: str) -> type:
+        """An ``@Agent(agent_id)`` whose handler counts itself and sleeps one virtual second."""
+        counter = self
+
+        @Agent(agent_id)
+        class Counted:
+            @on_assignment
+            async def work(self, intent: Any) -> dict[str, Any]:
+                counter.running += 1
+                counter.peak = max(counter.peak, counter.running)
+                counter.order.append(intent.title)
+                await openintent.sleep(1)
+                counter.running -= 1
+                return {}
+
+        return Counted

@@ -10,6 +10,8 @@ timeout outcome runs on a virtual clock.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -61,6 +63,24 @@ def approval_lead(calls: list[tuple[str, str, Any]], **approval: Any) -> Any:
     return Lead
 
 
+@asynccontextmanager
+async def run_in_background(
+    rt: Runtime, spec: PortfolioSpec, **kwargs: Any
+) -> AsyncIterator[dict[str, Any]]:
+    """Run ``spec`` in a task while the body acts on ``rt`` (approves, denies, looks);
+    ``seen["result"]`` is the run's result once the block exits. The body may put what it
+    saw into ``seen`` too."""
+    seen: dict[str, Any] = {}
+    with anyio.fail_after(HANG_GUARD):
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                seen["result"] = await rt.run(spec, **kwargs)
+
+            tg.start_soon(run)
+            yield seen
+
+
 async def test_a_matching_intent_waits_for_approval_then_runs(captured_events):
     calls: list[tuple[str, str, Any]] = []
     lead = approval_lead(calls, require_for=["deploy"])
@@ -69,20 +89,13 @@ async def test_a_matching_intent_waits_for_approval_then_runs(captured_events):
         IntentSpec("Build", assign="worker"),
         IntentSpec("Deploy", assign="worker", depends_on=["Build"]),
     ])
-    seen: dict[str, Any] = {}
     async with Runtime(agents=[worker]) as rt:
-        with anyio.fail_after(HANG_GUARD):
-            async with anyio.create_task_group() as tg:
-
-                async def run() -> None:
-                    seen["result"] = await rt.run(spec, coordinator=lead)
-
-                tg.start_soon(run)
-                [request] = await wait_for_requests(rt)
-                seen["titles before"] = list(worker.titles)
-                seen["status before"] = replay(captured_events)["Deploy"].status
-                approved = await rt.approve(request.intent_id, by="alice", note="ship it")
-                assert rt.pending_approvals() == []
+        async with run_in_background(rt, spec, coordinator=lead) as seen:
+            [request] = await wait_for_requests(rt)
+            seen["titles before"] = list(worker.titles)
+            seen["status before"] = replay(captured_events)["Deploy"].status
+            approved = await rt.approve(request.intent_id, by="alice", note="ship it")
+            assert rt.pending_approvals() == []
     result = seen["result"]
 
     assert request.title == "Deploy"
@@ -115,17 +128,10 @@ async def test_a_denied_intent_fails_without_running_and_its_dependents_are_skip
         IntentSpec("Announce", assign="worker", depends_on=["Deploy"]),
         IntentSpec("Docs", assign="worker"),
     ])
-    seen: dict[str, Any] = {}
     async with Runtime(agents=[worker]) as rt:
-        with anyio.fail_after(HANG_GUARD):
-            async with anyio.create_task_group() as tg:
-
-                async def run() -> None:
-                    seen["result"] = await rt.run(spec, coordinator=lead)
-
-                tg.start_soon(run)
-                [request] = await wait_for_requests(rt)
-                await rt.deny(request.intent_id, by="bob", note="change freeze")
+        async with run_in_background(rt, spec, coordinator=lead) as seen:
+            [request] = await wait_for_requests(rt)
+            await rt.deny(request.intent_id, by="bob", note="change freeze")
     result = seen["result"]
 
     assert result.status == "failed"
@@ -154,21 +160,14 @@ async def test_require_for_matches_title_step_key_or_tag_case_insensitively():
         IntentSpec("Migrate", tags=["db", "PROD"], assign="worker"),
         IntentSpec("Deploy docs", key="docs", tags=["staging"], assign="worker"),
     ])
-    seen: dict[str, Any] = {}
     async with Runtime(agents=[worker]) as rt:
-        with anyio.fail_after(HANG_GUARD):
-            async with anyio.create_task_group() as tg:
-
-                async def run() -> None:
-                    seen["result"] = await rt.run(spec, coordinator=lead)
-
-                tg.start_soon(run)
-                pending = await wait_for_requests(rt, 3)
-                for _ in range(50):  # give a wrongly matched fourth request time to show up
-                    await anyio.lowlevel.checkpoint()
-                seen["pending"] = sorted(request.title for request in rt.pending_approvals())
-                for request in pending:
-                    await rt.approve(request.intent_id, by="alice")
+        async with run_in_background(rt, spec, coordinator=lead) as seen:
+            pending = await wait_for_requests(rt, 3)
+            for _ in range(50):  # give a wrongly matched fourth request time to show up
+                await anyio.lowlevel.checkpoint()
+            seen["pending"] = sorted(request.title for request in rt.pending_approvals())
+            for request in pending:
+                await rt.approve(request.intent_id, by="alice")
     result = seen["result"]
 
     assert seen["pending"] == ["DEPLOY", "Migrate", "Ship it"]
@@ -185,30 +184,23 @@ async def test_only_listed_approvers_may_decide_and_a_refusal_changes_nothing(
     lead = approval_lead(calls, require_for=["deploy"], approvers=["alice"])
     worker = SimulatedAgent("worker", result={"ok": True})
     spec = PortfolioSpec("release", [IntentSpec("Deploy", assign="worker")])
-    seen: dict[str, Any] = {}
     async with Runtime(agents=[worker]) as rt:
-        with anyio.fail_after(HANG_GUARD):
-            async with anyio.create_task_group() as tg:
-
-                async def run() -> None:
-                    seen["result"] = await rt.run(spec, coordinator=lead)
-
-                tg.start_soon(run)
-                [request] = await wait_for_requests(rt)
-                assert request.approvers == ("alice",)
-                events_before = len(captured_events)
-                with pytest.raises(ApprovalError, match="'mallory' may not decide"):
-                    await rt.approve(request.intent_id, by="mallory")
-                with pytest.raises(ApprovalError, match="'mallory' may not decide"):
-                    await rt.deny(request.intent_id, by="mallory")
-                with pytest.raises(ApprovalError, match="by="):
-                    await rt.approve(request.intent_id, by="")
-                for _ in range(20):
-                    await anyio.lowlevel.checkpoint()
-                seen["events unchanged"] = len(captured_events) == events_before
-                seen["still pending"] = rt.pending_approvals() == [request]
-                seen["undecided"] = request.decision is None and worker.calls == []
-                await rt.approve(request.intent_id, by="alice")
+        async with run_in_background(rt, spec, coordinator=lead) as seen:
+            [request] = await wait_for_requests(rt)
+            assert request.approvers == ("alice",)
+            events_before = len(captured_events)
+            with pytest.raises(ApprovalError, match="'mallory' may not decide"):
+                await rt.approve(request.intent_id, by="mallory")
+            with pytest.raises(ApprovalError, match="'mallory' may not decide"):
+                await rt.deny(request.intent_id, by="mallory")
+            with pytest.raises(ApprovalError, match="by="):
+                await rt.approve(request.intent_id, by="")
+            for _ in range(20):
+                await anyio.lowlevel.checkpoint()
+            seen["events unchanged"] = len(captured_events) == events_before
+            seen["still pending"] = rt.pending_approvals() == [request]
+            seen["undecided"] = request.decision is None and worker.calls == []
+            await rt.approve(request.intent_id, by="alice")
     result = seen["result"]
 
     assert seen["events unchanged"] and seen["still pending"] and seen["undecided"]
@@ -223,31 +215,24 @@ async def test_concurrent_decisions_on_one_request_exactly_one_wins():
     lead = approval_lead(calls, require_for=["deploy"])
     worker = SimulatedAgent("worker", result={"ok": True})
     spec = PortfolioSpec("race", [IntentSpec("Deploy", assign="worker")])
-    seen: dict[str, Any] = {}
     outcomes: list[tuple[str, str]] = []
     async with Runtime(agents=[worker]) as rt:
-        with anyio.fail_after(HANG_GUARD):
-            async with anyio.create_task_group() as tg:
+        async with run_in_background(rt, spec, coordinator=lead) as seen:
+            [request] = await wait_for_requests(rt)
 
-                async def run() -> None:
-                    seen["result"] = await rt.run(spec, coordinator=lead)
+            async def decide(approve: bool, who: str) -> None:
+                decide = rt.approve if approve else rt.deny
+                try:
+                    await decide(request.intent_id, by=who)
+                except ApprovalError as exc:
+                    outcomes.append((who, f"refused: {exc}"))
+                else:
+                    outcomes.append((who, "won"))
 
-                tg.start_soon(run)
-                [request] = await wait_for_requests(rt)
-
-                async def decide(approve: bool, who: str) -> None:
-                    decide = rt.approve if approve else rt.deny
-                    try:
-                        await decide(request.intent_id, by=who)
-                    except ApprovalError as exc:
-                        outcomes.append((who, f"refused: {exc}"))
-                    else:
-                        outcomes.append((who, "won"))
-
-                async with anyio.create_task_group() as deciders:
-                    deciders.start_soon(decide, True, "alice")
-                    deciders.start_soon(decide, False, "bob")
-                    deciders.start_soon(decide, True, "carol")
+            async with anyio.create_task_group() as deciders:
+                deciders.start_soon(decide, True, "alice")
+                deciders.start_soon(decide, False, "bob")
+                deciders.start_soon(decide, True, "carol")
     result = seen["result"]
 
     winners = [who for who, outcome in outcomes if outcome == "won"]

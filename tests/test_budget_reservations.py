@@ -25,6 +25,8 @@ from openintent.agents import Agent, Coordinator, IntentSpec, PortfolioSpec, on_
 from openintent.models import RunResult
 from openintent.testing import SimulatedAgent, isolated_registry
 
+from _helpers import bounded
+
 BUDGET_5 = {"type": "budget", "max_cost_usd": 5.0}
 NO_DELAY = {"initial_delay": 0, "jitter": False}
 
@@ -64,13 +66,11 @@ def intent(title: str, estimate: float | None = None, **constraints: Any) -> Int
                       depends_on=list(depends_on), **extra)
 
 
-async def bounded(rt: Runtime, spec: PortfolioSpec, coordinator: Any = None) -> RunResult:
-    """``rt.run`` given up after 10**6 virtual seconds (a regression that hangs fails)."""
-    result: RunResult | None = None
-    with rt.clock.timeout(1e6):
-        result = await rt.run(spec, coordinator=coordinator)
-    assert result is not None, "the run was still going after 10**6 virtual seconds"
-    return result
+async def run_within_5_usd(agent: Any, spec: PortfolioSpec) -> RunResult:
+    """``spec`` run by ``agent`` under a $5 budget on a virtual clock, seed 0."""
+    async with Runtime(agents=[agent], clock=VirtualClock(), seed=0,
+                       guardrails=[BUDGET_5]) as rt:
+        return await bounded(rt, spec)
 
 
 def dispatches(result: RunResult) -> list[tuple[float, str, int]]:
@@ -123,9 +123,7 @@ def peak_reserved_at_dispatch(result: RunResult, estimates: dict[str, float]) ->
 async def test_three_parallel_estimates_of_4_against_5_dispatch_one_and_never_overspend():
     worker = make_worker()
     spec = PortfolioSpec("3 x $4", [intent(name, 4, usd=4) for name in ("A", "B", "C")])
-    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0,
-                       guardrails=[BUDGET_5]) as rt:
-        result = await bounded(rt, spec)
+    result = await run_within_5_usd(worker, spec)
 
     # A runs; B and C wait (no slot, not dispatched). A spends $4: B can never fit.
     assert result.status == "halted"
@@ -143,9 +141,7 @@ async def test_an_estimate_that_fits_once_the_first_reports_less_is_dispatched_t
     worker = make_worker()
     spec = PortfolioSpec("3 x $4, $0.5 each",
                          [intent(name, 4, usd=0.5) for name in ("A", "B", "C")])
-    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0,
-                       guardrails=[BUDGET_5]) as rt:
-        result = await bounded(rt, spec)
+    result = await run_within_5_usd(worker, spec)
 
     # Exactly one at a time: each waits for the one before to end and release its $4.
     assert result.status == "completed"
@@ -171,9 +167,7 @@ async def test_a_reservation_is_the_estimate_less_what_the_attempt_recorded():
         intent("B", 1, seconds=1, depends_on=["Z"]),
         intent("C", 2, seconds=1, depends_on=["Z"]),
     ])
-    async with Runtime(agents=[EarlyPayer], clock=VirtualClock(), seed=0,
-                       guardrails=[BUDGET_5]) as rt:
-        result = await bounded(rt, spec)
+    result = await run_within_5_usd(EarlyPayer, spec)
 
     # At t=5: spent 3 + A's remaining reservation 1 + B's 1 == 5 fits (not 3 + 4 + 1);
     # C's 2 more does not: it waits for A to end and release its last dollar.
@@ -198,9 +192,7 @@ async def test_an_attempt_that_spends_past_its_estimate_reserves_nothing_more():
         intent("B", 3, seconds=1, depends_on=["Z"]),
         intent("C", 1, seconds=1, depends_on=["Z"]),
     ])
-    async with Runtime(agents=[Overrunner], clock=VirtualClock(), seed=0,
-                       guardrails=[BUDGET_5]) as rt:
-        result = await bounded(rt, spec)
+    result = await run_within_5_usd(Overrunner, spec)
 
     # 2 spent + max(0, 1 - 2) + 3 == 5: B fits at once; C waits for B to end.
     assert result.status == "completed"
@@ -217,9 +209,7 @@ async def test_a_retry_reserves_its_estimate_and_halts_when_it_cannot_fit():
         IntentSpec("A", assign="worker", constraints={"estimated_cost_usd": 3.0},
                    retry={"max_attempts": 2, **NO_DELAY}),
     ])
-    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0,
-                       guardrails=[BUDGET_5]) as rt:
-        result = await bounded(rt, spec)
+    result = await run_within_5_usd(worker, spec)
 
     # The first attempt spent $2.5; the retry's $3 estimate would take it to $5.5.
     assert result.status == "halted"
@@ -235,9 +225,7 @@ async def test_a_retry_waits_in_line_behind_an_intent_that_waited_before_it():
         intent("A", 3, seconds=1, fail_first=True, retry={"max_attempts": 2, **NO_DELAY}),
         intent("B", 3, seconds=10),
     ])
-    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0,
-                       guardrails=[BUDGET_5]) as rt:
-        result = await bounded(rt, spec)
+    result = await run_within_5_usd(worker, spec)
 
     # B waits for A's first attempt to end; A's retry then waits for B (first come, first in).
     assert result.status == "completed"
@@ -293,9 +281,7 @@ async def test_spend_past_the_budget_while_intents_wait_halts_without_dispatchin
     spec = PortfolioSpec("overspend", [
         intent("A", 4, seconds=3, usd=6), intent("B", 4, seconds=1, usd=0),
     ])
-    async with Runtime(agents=[Spender], clock=VirtualClock(), seed=0,
-                       guardrails=[BUDGET_5]) as rt:
-        result = await bounded(rt, spec)
+    result = await run_within_5_usd(Spender, spec)
 
     assert result.status == "halted"
     assert result.breach is not None and result.breach.observed == pytest.approx(6.0)

@@ -15,7 +15,7 @@ from openintent import Runtime, VirtualClock
 from openintent.agents import Agent, Coordinator, IntentSpec, PortfolioSpec, on_assignment
 from openintent.testing import SimulatedAgent
 
-from _helpers import bounded, portfolio, run
+from _helpers import Concurrency, bounded, portfolio, run
 
 # ---------------------------------------------------------------------------------- rate limits
 
@@ -171,19 +171,8 @@ async def test_an_intent_in_retry_backoff_does_not_hold_the_only_slot() -> None:
 
 @pytest.mark.asyncio
 async def test_max_concurrency_caps_the_running_handlers():
-    running = 0
-    peak = 0
-
-    @Agent("capped")
-    class Capped:
-        @on_assignment
-        async def work(self, intent):
-            nonlocal running, peak
-            running += 1
-            peak = max(peak, running)
-            await openintent.sleep(1)
-            running -= 1
-            return {}
+    counted = Concurrency()
+    Capped = counted.agent("capped")
 
     @Coordinator("cap", max_concurrency=3)
     class Cap:
@@ -193,5 +182,5 @@ async def test_max_concurrency_caps_the_running_handlers():
     clock = VirtualClock()
     result = await run(spec, Capped, coordinator=Cap, clock=clock)
     assert result.status == "completed"
-    assert peak == 3
+    assert counted.peak == 3
     assert clock.now() == 4.0  # twelve one-second handlers, three at a time

@@ -241,6 +241,27 @@ async def test_failures_breaches_and_decisions_in_the_summary() -> None:
     assert "lead [one]: route - builder builds" in text
 
 
+
+@pytest.mark.asyncio
+async def test_a_multi_line_rationale_keeps_its_decision_on_one_plain_line() -> None:
+    @Coordinator("lead", agents=["builder"])
+    class Lead:
+        @on_assignment
+        async def route(self, intent: Any) -> None:
+            await self.record_decision(intent_id=intent.id, decision="route",  # type: ignore[attr-defined]
+                                       rationale="builder builds\nfast\x1b[2J")
+            await self.delegate(intent, to="builder")  # type: ignore[attr-defined]
+
+    spec = PortfolioSpec("one\nrun", [IntentSpec("one")])
+    async with Runtime(agents=agents(), clock=VirtualClock()) as rt:
+        handle = await rt.start(spec, coordinator=Lead)
+        out = io.StringIO()
+        await follow(handle, file=out)
+    lines = out.getvalue().splitlines()
+    assert any(line.endswith("lead [one]: route - builder builds fast [2J") for line in lines)
+    assert any(line.startswith("one run (") for line in lines)
+    assert "\x1b" not in out.getvalue()
+
 def test_print_summary_plain_and_rich_of_a_finished_result() -> None:
     result = anyio.run(lambda: follow_release(file=io.StringIO()))
     out = io.StringIO()

@@ -23,7 +23,7 @@ from openintent.agents import (
 )
 from openintent.testing import SimulatedAgent, assert_event_types
 
-from _helpers import Cleanup, load_example, one, portfolio, run
+from _helpers import Cleanup, Concurrency, load_example, one, portfolio, run
 
 pytestmark = pytest.mark.asyncio
 
@@ -300,21 +300,8 @@ async def test_a_sub_portfolios_spend_rolls_up_into_the_parent_ledger() -> None:
 
 
 async def test_sequential_coordinator_runs_one_intent_at_a_time_in_declaration_order():
-    running = 0
-    peak = 0
-    order = []
-
-    @Agent("seq")
-    class Seq:
-        @on_assignment
-        async def work(self, intent):
-            nonlocal running, peak
-            running += 1
-            peak = max(peak, running)
-            order.append(intent.title)
-            await openintent.sleep(1)
-            running -= 1
-            return {}
+    counted = Concurrency()
+    Seq = counted.agent("seq")
 
     @Coordinator("one-by-one", strategy="sequential")
     class OneByOne:
@@ -329,31 +316,20 @@ async def test_sequential_coordinator_runs_one_intent_at_a_time_in_declaration_o
     clock = VirtualClock()
     result = await run(spec, Seq, coordinator=OneByOne, clock=clock)
     assert result.status == "completed"
-    assert peak == 1
-    assert order == ["C", "A", "D", "B"]
+    assert counted.peak == 1
+    assert counted.order == ["C", "A", "D", "B"]
     assert clock.now() == 4.0  # one virtual second each, one after another
 
 
 async def test_parallel_is_the_default_and_runs_ready_intents_together():
-    running = 0
-    peak = 0
-
-    @Agent("wide")
-    class Wide:
-        @on_assignment
-        async def work(self, intent):
-            nonlocal running, peak
-            running += 1
-            peak = max(peak, running)
-            await openintent.sleep(1)
-            running -= 1
-            return {}
+    counted = Concurrency()
+    Wide = counted.agent("wide")
 
     spec = portfolio(*(IntentSpec(f"I{i}", assign="wide") for i in range(12)))
     clock = VirtualClock()
     result = await run(spec, Wide, clock=clock)
     assert result.status == "completed"
-    assert peak == 12
+    assert counted.peak == 12
     assert clock.now() == 1.0  # all twelve slept the same virtual second together
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import warnings
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -335,6 +336,19 @@ class StreamWorker:
         return {"title": intent.title}
 
 
+async def _leave_at_first_dispatch(stream: Callable[[], AsyncIterator[Event]]) -> list[str]:
+    """Iterate ``stream()`` up to its first ``dispatched`` event and break out; the messages
+    of the ResourceWarnings raised meanwhile (the abandoned stream is collected before return)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async for event in stream():
+            if event.type == "dispatched":
+                break
+        gc.collect()
+        await anyio.lowlevel.checkpoint()
+    return [str(w.message) for w in caught if w.category is ResourceWarning]
+
+
 @pytest.mark.anyio
 @BOTH_BACKENDS
 async def test_breaking_out_of_a_run_stream_leaves_nothing_behind() -> None:
@@ -342,16 +356,10 @@ async def test_breaking_out_of_a_run_stream_leaves_nothing_behind() -> None:
     with anyio.fail_after(20):
         async with Runtime(agents=[StreamWorker]) as rt:
             handle = await rt.start(spec)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                async for event in handle.events():
-                    if event.type == "dispatched":
-                        break
-                gc.collect()
-                await anyio.lowlevel.checkpoint()
+            leaked = await _leave_at_first_dispatch(handle.events)
             result = await handle.result()
     assert result.status == "completed"
-    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+    assert leaked == []
 
 
 @pytest.mark.anyio
@@ -361,13 +369,7 @@ async def test_breaking_out_of_the_runtime_stream_leaves_nothing_behind() -> Non
     with anyio.fail_after(20):
         async with Runtime(agents=[StreamWorker]) as rt:
             handle = await rt.start(spec)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                async for event in rt.events():
-                    if event.type == "dispatched":
-                        break
-                gc.collect()
-                await anyio.lowlevel.checkpoint()
+            leaked = await _leave_at_first_dispatch(rt.events)
             result = await handle.result()
             # A stream stopped early no longer buffers the runtime's events: a new stream
             # still sees a whole run.
@@ -375,5 +377,5 @@ async def test_breaking_out_of_the_runtime_stream_leaves_nothing_behind() -> Non
             seen = [event.type async for event in rt.events()]
             await second.result()
     assert result.status == "completed"
-    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+    assert leaked == []
     assert seen[0] == "run_started" and seen[-1] == "run_finished"
