@@ -127,7 +127,7 @@ class Attempts:
         spec = node.spec
         policy = spec.retry
         primary = node.agents[0]
-        attempt = node.record.attempts
+        attempt = node.attempts
         while True:
             if failure is not None:
                 if not self._will_retry(node, attempt, failure, primary.id):
@@ -196,7 +196,7 @@ class Attempts:
         # A guardrail may answer without calling call_next (a cache, say): no dispatch then.
         if views:
             return result, views[-1]
-        return result, self._views.of(node, node.record.attempts, agent_id)
+        return result, self._views.of(node, node.attempts, agent_id)
 
     async def _timed(
         self, node: Node, agents: tuple[BoundAgent, ...], intent: Intent
@@ -261,7 +261,7 @@ class Attempts:
         """Record a failed attempt; return whether the intent will be retried (if not, the
         scheduler fails it)."""
         if is_denied(exc):  # refused before its dispatch: a denial is not an attempt
-            attempt = node.record.attempts
+            attempt = node.attempts
         else:
             error = {"attempt": attempt, "error": str(exc), "error_type": type(exc).__name__}
             self._bus.emit(EventType.ATTEMPT_FAILED, node.id, error)
@@ -292,7 +292,7 @@ class Attempts:
             node.id,
             {"attempt": attempt + 1, "agent": agent, "delay": delay},
         )
-        failed_agent = node.record.assigned_to
+        failed_agent = node.assigned_to
         hooks = self._hooks
         handlers = hooks.watchers_of(HookKind.RETRY, failed_agent)
         if handlers:

@@ -258,7 +258,7 @@ class Run:
     def cancel_unfinished(self) -> None:
         """Mark every intent that has not finished as cancelled (the run was cancelled)."""
         for node in self.nodes:
-            if not node.record.status.is_terminal:
+            if not node.status.is_terminal:
                 self.bus.emit(EventType.CANCELLED, node.id, {"reason": "run cancelled"})
 
     # ------------------------------------------------------------------ the ports
@@ -355,7 +355,7 @@ class Run:
         stack = list(failed.dependents)
         while stack:
             node = nodes[stack.pop()]
-            if node.record.status is not IntentStatus.PENDING:
+            if node.status is not IntentStatus.PENDING:
                 continue
             self.bus.emit(EventType.SKIPPED, node.id, reason)
             self._settle_one()
