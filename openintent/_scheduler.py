@@ -91,8 +91,7 @@ class Run:
         self.nodes = nodes
         self.id_of_title = {node.spec.title: node.id for node in nodes}
         self._nodes_by_id = {node.id: node for node in nodes}
-        self.views = Views(store.records, self.id_of_title, self._nodes_by_id,
-                           store.portfolio_id)
+        self.views = Views(self.id_of_title, self._nodes_by_id, store.portfolio_id)
         self.errors: dict[str, BaseException] = {}
         self.parent = parent  # the run whose coordinator executes this one
         self.blocking = watch  # times async handlers' steps (the runtime's)
