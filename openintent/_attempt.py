@@ -127,13 +127,13 @@ class Attempts:
         spec = node.spec
         policy = spec.retry
         primary = node.agents[0]
-        attempt = node.record.attempts
+        attempt = node.attempts
         while True:
             if failure is not None:
-                if not self._will_retry(node, attempt, failure, primary.id):
+                next_agent = self._next_agent(node, attempt, failure, primary.id)
+                if next_agent is None:
                     return
-                next_agent = policy.agent_for(attempt + 1, primary.id)
-                await self._before_retry(node, attempt, failure, next_agent or primary.id)
+                await self._before_retry(node, attempt, failure, next_agent)
                 failure = None
             attempt += 1
             if len(node.agents) > 1:
@@ -196,7 +196,7 @@ class Attempts:
         # A guardrail may answer without calling call_next (a cache, say): no dispatch then.
         if views:
             return result, views[-1]
-        return result, self._views.of(node, node.record.attempts, agent_id)
+        return result, self._views.of(node, node.attempts, agent_id)
 
     async def _timed(
         self, node: Node, agents: tuple[BoundAgent, ...], intent: Intent
@@ -257,11 +257,11 @@ class Attempts:
 
     # ------------------------------------------------------------------ retries
 
-    def _will_retry(self, node: Node, attempt: int, exc: Exception, primary: str) -> bool:
-        """Record a failed attempt; return whether the intent will be retried (if not, the
-        scheduler fails it)."""
+    def _next_agent(self, node: Node, attempt: int, exc: Exception, primary: str) -> str | None:
+        """Record a failed attempt; return the agent of the retry, or ``None`` when the
+        intent will not be retried (the scheduler fails it then)."""
         if is_denied(exc):  # refused before its dispatch: a denial is not an attempt
-            attempt = node.record.attempts
+            attempt = node.attempts
         else:
             error = {"attempt": attempt, "error": str(exc), "error_type": type(exc).__name__}
             self._bus.emit(EventType.ATTEMPT_FAILED, node.id, error)
@@ -274,7 +274,7 @@ class Attempts:
         )
         if next_agent is None:
             self._outcomes.fail(node, attempt, exc)
-            return False
+            return None
         this_agent = policy.agent_for(attempt, primary)
         if next_agent != this_agent and len(node.agents) == 1:
             self._coordination.record_decision(
@@ -282,7 +282,7 @@ class Attempts:
                 f"{this_agent} gave up after {attempt} attempt(s); {next_agent} takes over",
                 {"from": this_agent, "to": next_agent},
             )
-        return True
+        return next_agent
 
     async def _before_retry(self, node: Node, attempt: int, exc: Exception, agent: str) -> None:
         retries_so_far = attempt - 1
@@ -292,7 +292,7 @@ class Attempts:
             node.id,
             {"attempt": attempt + 1, "agent": agent, "delay": delay},
         )
-        failed_agent = node.record.assigned_to
+        failed_agent = node.assigned_to
         hooks = self._hooks
         handlers = hooks.watchers_of(HookKind.RETRY, failed_agent)
         if handlers:

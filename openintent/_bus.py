@@ -34,8 +34,13 @@ class EventBus:
         self._untold: deque[Event] = deque()
         self._telling = False
 
-    def observe(self, observer: Callable[[Event], None]) -> None:
-        """Hand every event appended from now on to ``observer``."""
+    def observe(self, observer: Callable[[Event], None], *, from_start: bool = False) -> None:
+        """Hand every event appended from now on to ``observer``; with ``from_start``, first
+        hand it every event logged so far."""
+        if from_start:
+            store = self.store
+            for seq, raw in enumerate(list(store.events)):
+                observer(public_event(raw, seq, store.source))
         self._observers.append(observer)
         self.emit = self._emit_and_tell
 

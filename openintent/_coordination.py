@@ -188,7 +188,7 @@ class CoordinatorSession:
                 if not quorum or len(agents) - len(failures) < needed:
                     tg.cancel_scope.cancel()  # the outcome is settled: stop the others
                 return
-            response = Response(answer, agent.id, node.record.version)
+            response = Response(answer, agent.id, node.version)
             responses.append(response)
             run.bus.emit(EventType.RESPONSE, node.id,
                          {"agent": agent.id, "response": to_plain(answer) if answer else None})

@@ -15,7 +15,7 @@ from ._ports import GuardedRun
 from ._registry import HookKind
 from .errors import ApprovalError, OpenIntentError
 from .guardrails import ApprovalGuardrail, ApprovalRequest, Breach, DispatchContext, Guardrail
-from .models import Event, EventType, Intent, public_event
+from .models import Event, EventType, Intent
 
 __all__ = ["GuardrailChain", "cancelled_reason", "is_denied"]
 
@@ -52,10 +52,7 @@ class GuardrailChain:
         self.chain = [template.bind(self) for template in self._templates]
         if any(type(guardrail).on_event is not Guardrail.on_event for guardrail in self.chain):
             # Guardrails see every event of the run, those logged before they were bound too.
-            store = self.run.store
-            for seq, raw in enumerate(list(store.events)):
-                self._on_event(public_event(raw, seq, store.source))
-            self.run.bus.observe(self._on_event)
+            self.run.bus.observe(self._on_event, from_start=True)
 
     def _on_event(self, event: Event) -> None:
         for guardrail in self.chain:

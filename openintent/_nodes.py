@@ -53,11 +53,6 @@ class Node(IntentRecord):
         self.dependents: tuple[int, ...] = ()  # a tuple of ints: untracked by the GC
         return self
 
-    @property
-    def record(self) -> IntentRecord:
-        """The intent's projected record: the node itself."""
-        return self
-
 
 def direct_handler(
     agents: tuple[BoundAgent, ...], spec: IntentSpec, coordinator: BoundAgent | None
@@ -138,8 +133,8 @@ def graft(
     parents = [node_titled(title) for title in spec.depends_on]
     for parent in parents:
         parent.dependents = (*parent.dependents, index)
-    statuses = [parent.record.status for parent in parents]
+    statuses = [parent.status for parent in parents]
     node.waiting = sum(status != IntentStatus.COMPLETED for status in statuses)
-    broken = [parent.record for parent in parents if parent.record.status.is_terminal
-              and parent.record.status != IntentStatus.COMPLETED]
+    broken = [parent for parent in parents if parent.status.is_terminal
+              and parent.status != IntentStatus.COMPLETED]
     return node, broken[0] if broken else None

@@ -19,7 +19,7 @@ from ._dispatch import BoundAgent, Handler, call_handler
 from ._ports import NotifiedRun
 from ._registry import HookKind
 from ._store import IntentRecord
-from .models import Event, EventType, public_event
+from .models import Event, EventType
 
 __all__ = ["Notifications"]
 
@@ -50,10 +50,7 @@ class Notifications:
         self._close_requested = False  # close(): finish once the queue is empty
         if self._table[HookKind.EVENT]:
             # Hooks hear the whole run, the events logged before they were set up too.
-            store = run.store
-            for seq, raw in enumerate(list(store.events)):
-                self._on_event(public_event(raw, seq, store.source))
-            run.bus.observe(self._on_event)
+            run.bus.observe(self._on_event, from_start=True)
         self._refresh()
 
     def _refresh(self) -> None:

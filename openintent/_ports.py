@@ -81,24 +81,8 @@ class NotifiedRun(Protocol):
     def views(self) -> Views: ...
 
 
-class GuardedRun(Protocol):
-    """What the guardrail chain uses of a run (:mod:`._guarding`)."""
-
-    @property
-    def store(self) -> EventStore:
-        """The run's log and projection, to read."""
-        ...
-
-    @property
-    def bus(self) -> EventBus:
-        """Where the run's events are emitted."""
-        ...
-
-    @property
-    def clock(self) -> Clock: ...
-
-    @property
-    def views(self) -> Views: ...
+class GuardedRun(NotifiedRun, Protocol):
+    """What the guardrail chain uses of a run (:mod:`._guarding`), beyond notifying."""
 
     def halt(self, breach: Breach) -> None:
         """Ask the scheduler to stop the run (it records why, and cancels running work)."""
@@ -115,7 +99,7 @@ class GuardedRun(Protocol):
     def start_background(self, job: Callable[[], Awaitable[Any]]) -> None: ...
 
 
-class CoordinatedRun(Protocol):
+class CoordinatedRun(NotifiedRun, Protocol):
     """What the coordinator's session uses of a run (:mod:`._coordination`)."""
 
     @property
@@ -125,22 +109,6 @@ class CoordinatedRun(Protocol):
 
     @property
     def coordinator(self) -> BoundAgent | None: ...
-
-    @property
-    def store(self) -> EventStore:
-        """The run's log and projection, to read."""
-        ...
-
-    @property
-    def bus(self) -> EventBus:
-        """Where the run's events are emitted."""
-        ...
-
-    @property
-    def clock(self) -> Clock: ...
-
-    @property
-    def views(self) -> Views: ...
 
     @property
     def breach(self) -> Breach | None: ...

@@ -91,8 +91,7 @@ class Run:
         self.nodes = nodes
         self.id_of_title = {node.spec.title: node.id for node in nodes}
         self._nodes_by_id = {node.id: node for node in nodes}
-        self.views = Views(store.records, self.id_of_title, self._nodes_by_id,
-                           store.portfolio_id)
+        self.views = Views(self.id_of_title, self._nodes_by_id, store.portfolio_id)
         self.errors: dict[str, BaseException] = {}
         self.parent = parent  # the run whose coordinator executes this one
         self.blocking = watch  # times async handlers' steps (the runtime's)
@@ -258,7 +257,7 @@ class Run:
     def cancel_unfinished(self) -> None:
         """Mark every intent that has not finished as cancelled (the run was cancelled)."""
         for node in self.nodes:
-            if not node.record.status.is_terminal:
+            if not node.status.is_terminal:
                 self.bus.emit(EventType.CANCELLED, node.id, {"reason": "run cancelled"})
 
     # ------------------------------------------------------------------ the ports
@@ -355,7 +354,7 @@ class Run:
         stack = list(failed.dependents)
         while stack:
             node = nodes[stack.pop()]
-            if node.record.status is not IntentStatus.PENDING:
+            if node.status is not IntentStatus.PENDING:
                 continue
             self.bus.emit(EventType.SKIPPED, node.id, reason)
             self._settle_one()

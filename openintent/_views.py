@@ -8,7 +8,6 @@ from collections.abc import Mapping
 
 from ._data import inputs
 from ._nodes import Node
-from ._store import IntentRecord
 from ._wiring import wired
 from .models import Intent
 
@@ -18,35 +17,30 @@ __all__ = ["Views"]
 class Views:
     """Builds the :class:`Intent` views of one run's intents."""
 
-    __slots__ = ("_records", "_ids", "_nodes", "_portfolio_id")
+    __slots__ = ("_ids", "_nodes", "_portfolio_id")
 
     def __init__(
-        self,
-        records: Mapping[str, IntentRecord],
-        ids_by_title: Mapping[str, str],
-        nodes_by_id: Mapping[str, Node],
-        portfolio_id: str,
+        self, ids_by_title: Mapping[str, str], nodes_by_id: Mapping[str, Node], portfolio_id: str
     ) -> None:
-        self._records = records
+        # A node is its intent's record: the nodes by id are the run's projection.
         self._ids = ids_by_title
         self._nodes = nodes_by_id
         self._portfolio_id = portfolio_id
 
     def of(self, node: Node, attempt: int, agent_id: str | None) -> Intent:
         """``node``'s intent as the handler of ``attempt`` by ``agent_id`` sees it."""
-        record = node  # a node is its intent's record
         spec = node.spec
-        state = record.state  # frozen, and replaced on every change: a snapshot
-        given = inputs(self._records, self._ids, spec.depends_on)
+        state = node.state  # frozen, and replaced on every change: a snapshot
+        given = inputs(self._nodes, self._ids, spec.depends_on)
         if spec.inputs:
             given = wired(given, spec.inputs)
         return Intent(
             node.id,
             spec.title,
             spec.description,
-            record.status,
+            node.status,
             state,
-            record.version,
+            node.version,
             agent_id,
             spec.depends_on,
             spec.constraints,
@@ -59,5 +53,5 @@ class Views:
 
     def now(self, intent_id: str) -> Intent:
         """An intent as it stands: its latest attempt, by its current assignee."""
-        record = self._records[intent_id]
-        return self.of(self._nodes[intent_id], record.attempts, record.assigned_to)
+        node = self._nodes[intent_id]
+        return self.of(node, node.attempts, node.assigned_to)
