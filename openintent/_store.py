@@ -1,16 +1,15 @@
 """The append-only event log of a run and the projection of intent records derived from it.
 
-Every change to an intent is an :class:`~openintent.models.Event`; :func:`apply` is the only
-code that changes an :class:`IntentRecord`, both live (as events are appended) and in
-:func:`replay` (from a finished log), so the two can never disagree. The events themselves are
-kept by a backend (:mod:`openintent._stores`).
+Every change to an intent is an :class:`~openintent.models.Event`; the apply functions in
+``_APPLY`` are the only code that changes an :class:`IntentRecord`, as each event is appended.
+The events themselves are kept by a backend (:mod:`openintent._stores`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, Final
 
@@ -33,11 +32,11 @@ from .models import (
     public_event,
 )
 
-__all__ = ["EventStore", "IntentRecord", "apply", "replay"]
+__all__ = ["EventStore", "IntentRecord"]
 
 
 class IntentRecord:
-    """The current projection of one intent (mutable; only :func:`apply` changes it).
+    """The current projection of one intent (mutable; only the apply functions change it).
 
     Only what events say is here; the scheduler keeps its own bookkeeping for the intent
     apart (:class:`openintent._nodes.Node`).
@@ -219,30 +218,6 @@ _APPLY: dict[str, Callable[[Records, RawEvent], None]] = {
     EventType.APPROVAL_REQUESTED: _awaiting_approval,
     EventType.APPROVAL_GRANTED: _approved,
 }
-
-
-def apply(records: Records, event: RawEvent | Event | tuple[Any, ...]) -> None:
-    """Apply one event to the projection; events that change no intent are ignored.
-
-    Takes a stored ``(type, time, intent_id, data)`` tuple, an :class:`Event`, or any tuple in
-    ``Event``'s field order (a log kept as rows; ``title`` and ``at`` may be left off).
-    """
-    row: tuple[Any, ...] = event
-    if len(row) in (len(Event._fields), len(Event._fields) - 2):
-        row = (row[1], row[2], row[4], read_only(row[5]))  # stored state must be frozen
-    elif len(row) != 4:
-        raise ValueError(f"not an event: {event!r}")
-    handler = _APPLY.get(row[_TYPE])
-    if handler is not None:
-        handler(records, row)
-
-
-def replay(events: Iterable[RawEvent | Event | tuple[Any, ...]]) -> Records:
-    """Re-derive every intent's record from an event log alone."""
-    records: Records = {}
-    for event in events:
-        apply(records, event)
-    return records
 
 
 # Event capture for tests (openintent.testing.capture_events): every EventStore created while a
