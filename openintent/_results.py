@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+from ._registry import suggest
 from ._store import Records
 from .models import IntentResult
 
@@ -47,8 +48,5 @@ class ResultsView(Mapping[str, IntentResult]):
 
 
 def _unknown_title(title: str, titles: list[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(title, titles, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"no intent titled {title!r}{hint}; titles: {', '.join(titles) or 'none'}"
+    known = ", ".join(titles) or "none"
+    return f"no intent titled {title!r}{suggest(title, titles)}; titles: {known}"
