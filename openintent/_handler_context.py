@@ -15,7 +15,7 @@ from ._coordination import CoordinatorSession
 from ._event_types import is_event_type, unknown_event_type
 from ._json_data import json_data
 from ._notify import Notifications
-from ._store import is_valid_cost
+from ._store import IntentRecord, is_valid_cost
 from .errors import CostError, DataError, OpenIntentError, StateConflictError
 from .models import Decision, EventType, Intent, RunResult
 
@@ -51,14 +51,18 @@ class HandlerContext:
         """The id of the running portfolio."""
         return self._store.portfolio_id
 
+    def _record_of(self, intent_id: str) -> IntentRecord:
+        """The record of an intent of this run, or an error saying it is not one."""
+        record = self._store.records.get(intent_id)
+        if record is None:
+            raise OpenIntentError(f"intent {intent_id!r} is not part of this run")
+        return record
+
     async def patch_state(
         self, intent: Intent, patch: Mapping[str, Any], expected_version: int | None
     ) -> int:
         """Merge ``patch`` into an intent's state; a stale version goes to ``@on_conflict``."""
-        store = self._store
-        record = store.records.get(intent.id)
-        if record is None:
-            raise OpenIntentError(f"intent {intent.id!r} is not part of this run")
+        record = self._record_of(intent.id)
         if not isinstance(patch, Mapping):
             raise DataError(f"patch_state takes a dict of changes, got {type(patch).__name__}")
         # A checked copy: the caller may go on changing its dict; the log must not change.
@@ -97,8 +101,7 @@ class HandlerContext:
         await anyio.lowlevel.checkpoint_if_cancelled()
         if not is_valid_cost(usd):
             raise CostError(f"record_cost takes a finite amount >= 0 in USD, got {usd!r}")
-        if intent.id not in self._store.records:
-            raise OpenIntentError(f"intent {intent.id!r} is not part of this run")
+        self._record_of(intent.id)
         data = {"usd": float(usd), "agent": agent_id,
                 **json_data(details, "record_cost details")}
         self._bus.emit(EventType.COST_RECORDED, intent.id, data)
@@ -120,8 +123,8 @@ class HandlerContext:
             raise OpenIntentError(f"{where}: 'agent' is set by the runtime; name your key "
                                   "otherwise")
         intent_id = None if intent is None else intent.id
-        if intent_id is not None and intent_id not in self._store.records:
-            raise OpenIntentError(f"intent {intent_id!r} is not part of this run")
+        if intent_id is not None:
+            self._record_of(intent_id)
         self._bus.emit(event_type, intent_id, {**json_data(data, where), "agent": agent_id})
 
     async def delegate(self, coordinator_id: str, intent: Intent, to: str) -> Any:
