@@ -13,6 +13,7 @@ from ._clock import RealClock as RealClock
 from ._context import sleep as sleep
 from ._event_types import register_event_type as register_event_type
 from ._handle import RunHandle as RunHandle
+from ._stores import RunInfo as RunInfo
 from ._virtual_clock import VirtualClock as VirtualClock
 from .agents import Agent as Agent
 from .agents import Coordinator as Coordinator
@@ -35,11 +36,15 @@ from .errors import OpenIntentWarning as OpenIntentWarning
 from .errors import OutputCheckError as OutputCheckError
 from .errors import QuorumError as QuorumError
 from .errors import ResponseConflictError as ResponseConflictError
+from .errors import ResumeMismatchError as ResumeMismatchError
 from .errors import RunCancelledError as RunCancelledError
 from .errors import RunFailedError as RunFailedError
 from .errors import RunHaltedError as RunHaltedError
+from .errors import RunInUseError as RunInUseError
+from .errors import RunNotFoundError as RunNotFoundError
 from .errors import SpecError as SpecError
 from .errors import StateConflictError as StateConflictError
+from .errors import StoreError as StoreError
 from .errors import UnknownAgentError as UnknownAgentError
 from .errors import UnknownDependencyError as UnknownDependencyError
 from .errors import UnresolvableInputError as UnresolvableInputError
@@ -102,16 +107,21 @@ __all__ = [
     "RealClock",
     "Response",
     "ResponseConflictError",
+    "ResumeMismatchError",
     "RetryPolicy",
     "RunCancelledError",
     "RunFailedError",
     "RunHaltedError",
     "RunHandle",
+    "RunInUseError",
+    "RunInfo",
+    "RunNotFoundError",
     "RunResult",
     "RunStatus",
     "Runtime",
     "SpecError",
     "StateConflictError",
+    "StoreError",
     "UnknownAgentError",
     "UnknownDependencyError",
     "UnresolvableInputError",

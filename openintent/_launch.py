@@ -89,7 +89,8 @@ class Launcher:
         # A sub-portfolio's events stay out of rt.events().
         store = EventStore(self.backend, new_portfolio_id(), self._clock, spec.name,
                            record_type=Node,
-                           publish=not nested)
+                           publish=not nested,
+                           parent=parent.portfolio_id if parent is not None else None)
         store.append(
             EventType.RUN_STARTED,
             None,

@@ -39,6 +39,11 @@ class Stoppable(Protocol):
     """A run that may have been halted (a sub-portfolio's parent)."""
 
     @property
+    def portfolio_id(self) -> str:
+        """The run's id."""
+        ...
+
+    @property
     def stopped(self) -> bool:
         """Halted, or inside a run that was halted."""
         ...
@@ -101,6 +106,11 @@ class GuardedRun(NotifiedRun, Protocol):
 
 class CoordinatedRun(NotifiedRun, Protocol):
     """What the coordinator's session uses of a run (:mod:`._coordination`)."""
+
+    @property
+    def portfolio_id(self) -> str:
+        """The run's id."""
+        ...
 
     @property
     def name(self) -> str:

@@ -268,6 +268,11 @@ class Run:
         return self.spec.name
 
     @property
+    def portfolio_id(self) -> str:
+        """The run's id."""
+        return self.store.portfolio_id
+
+    @property
     def stopped(self) -> bool:
         """Halted, or inside a run (a sub-portfolio's parent) that was halted."""
         return self.breach is not None or (self.parent is not None and self.parent.stopped)

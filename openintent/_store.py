@@ -244,6 +244,7 @@ class EventStore:
         *,
         publish: bool = True,
         record_type: type[IntentRecord] = IntentRecord,
+        parent: str | None = None,
     ) -> None:
         self.portfolio_id = portfolio_id
         records: Records = {}
@@ -264,7 +265,8 @@ class EventStore:
         self.logger: Any = structlog.get_logger("openintent").bind(
             portfolio_id=portfolio_id, portfolio=name
         )
-        self.events = backend.create_run(portfolio_id, name)
+        self.events = backend.create_run(portfolio_id, name, parent=parent,
+                                         timebase=self.source.wall(0.0).timestamp())
         self.records = records
         self.total_cost = 0.0
         self._now = clock.now

@@ -26,11 +26,15 @@ __all__ = [
     "OutputCheckError",
     "QuorumError",
     "ResponseConflictError",
+    "ResumeMismatchError",
     "RunCancelledError",
     "RunFailedError",
     "RunHaltedError",
+    "RunInUseError",
+    "RunNotFoundError",
     "SpecError",
     "StateConflictError",
+    "StoreError",
     "UnknownAgentError",
     "UnknownDependencyError",
     "UnresolvableInputError",
@@ -232,3 +236,25 @@ class WorkflowValidationError(WorkflowError, SpecError):
 
 class WorkflowNotFoundError(WorkflowError, FileNotFoundError):
     """A workflow file does not exist."""
+
+
+class StoreError(OpenIntentError):
+    """A store cannot be used: a ``store=`` URL it does not know, a file that is not an
+    openintent journal (corrupt, another application's database, or written by a newer
+    version). The message names the file; the file is left untouched."""
+
+
+class RunNotFoundError(StoreError, KeyError):
+    """The store holds no run with that portfolio id."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class RunInUseError(StoreError):
+    """Another process (or task) holds the run's lease: it is resuming or running the run now."""
+
+
+class ResumeMismatchError(OpenIntentError):
+    """``rt.resume`` was given a spec (or coordinator) that differs from the one the run was
+    journaled with; the message shows the difference. Nothing was run or written."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gc
+from datetime import UTC, datetime
 
 import anyio
 import pytest
 
 from openintent._stores import open_backend
 from openintent._stores.memory import MemoryBackend
-from openintent.errors import OpenIntentError
+from openintent.errors import OpenIntentError, RunInUseError, RunNotFoundError
 
 
 def test_a_run_log_appends_one_event_or_a_batch_and_reads_back_in_order() -> None:
@@ -22,13 +23,40 @@ def test_a_run_log_appends_one_event_or_a_batch_and_reads_back_in_order() -> Non
 
 def test_runs_are_listed_oldest_first_while_something_holds_them() -> None:
     backend = MemoryBackend()
-    first = backend.create_run("pf_1", "first")
+    first = backend.create_run("pf_1", "first", timebase=1_767_225_600.0)
     second = backend.create_run("pf_2", "second")
-    assert backend.runs() == ["pf_1", "pf_2"]
-    del first
+    first.append(("run_started", 1.0, None, {"name": "first"}))
+    first.append(("run_finished", 3.5, None, {"status": "completed"}))
+    listed = backend.runs()
+    assert [(info.portfolio_id, info.name, info.status) for info in listed] == [
+        ("pf_1", "first", "completed"), ("pf_2", "second", "running")]
+    assert listed[0].started_at == datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC)
+    assert listed[0].ended_at == datetime(2026, 1, 1, 0, 0, 3, 500000, tzinfo=UTC)
+    assert listed[1].started_at is None and listed[1].ended_at is None
+    del first, listed
     gc.collect()
-    assert backend.runs() == ["pf_2"]  # nobody holds that log any more: it is gone
+    # nobody holds that log any more: it is gone
+    assert [info.portfolio_id for info in backend.runs()] == ["pf_2"]
     assert backend.read("pf_2") is second
+
+
+def test_an_unknown_run_is_a_run_not_found_error_naming_the_store() -> None:
+    backend = MemoryBackend()
+    with pytest.raises(RunNotFoundError, match="memory:// holds no run 'pf_x'"):
+        backend.read("pf_x")
+    with pytest.raises(KeyError):
+        backend.open_run("pf_x")
+
+
+def test_a_run_lease_refuses_a_second_holder_until_released() -> None:
+    backend = MemoryBackend()
+    backend.acquire_run("pf_1", "resume-1")
+    backend.acquire_run("pf_1", "resume-1")  # the holder again: fine
+    with pytest.raises(RunInUseError, match="resume-1"):
+        backend.acquire_run("pf_1", "resume-2")
+    backend.release_run("pf_1", "resume-2")  # not the holder: ignored
+    backend.release_run("pf_1", "resume-1")
+    backend.acquire_run("pf_1", "resume-2")
 
 
 def test_a_run_id_is_created_once() -> None:

@@ -7,22 +7,63 @@ publishes every event of the runs it was asked to publish to its subscribers (th
 (:mod:`openintent._bus`) hands events to guardrails and hooks.
 
 Events are ``(type, time, intent_id, data)`` tuples (see :mod:`openintent._store`). Backends:
-``memory://`` (:mod:`.memory`, the default); ``sqlite:///`` and ``postgresql://`` will follow.
+``memory://`` (:mod:`.memory`, the default) and ``sqlite:///path`` (:mod:`.sqlite`, a journal
+on a file); ``postgresql://`` will follow.
+
+A *durable* backend (``durable`` is true) returns logs that are also :class:`Journal` objects:
+an appended event is in the log at once, and on disk once ``committed`` counts it. The run
+acts on an event (dispatches, fires a hook, streams it, returns its result) only after
+``await log.wait_committed(n)``. A log of a backend that is not durable has no such methods,
+and nothing waits.
 """
 
 from __future__ import annotations
 
 from collections.abc import MutableSequence, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
+import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ..errors import OpenIntentError
+from ..errors import StoreError
 from ..models import Event
 
-__all__ = ["EventBackend", "RawEvent", "open_backend"]
+__all__ = ["EventBackend", "Journal", "RawEvent", "RunInfo", "open_backend"]
 
 RawEvent = tuple[str, float, str | None, Any]
+
+
+@attrs.frozen
+class RunInfo:
+    """One run a store holds, as ``rt.runs()`` lists it.
+
+    ``status`` is how the run ended (``completed``, ``failed``, ``halted``, ``cancelled``) or
+    ``running`` while its log has no ``run_finished`` (it is going on, or its process died:
+    ``rt.resume`` continues it). ``parent`` is the run whose coordinator ran this one as a
+    sub-portfolio (``None`` for a top-level run).
+    """
+
+    portfolio_id: str
+    name: str
+    status: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    parent: str | None = None
+
+
+class Journal(Protocol):
+    """What a durable backend's log has beyond a sequence of events (see the module
+    docstring)."""
+
+    #: How many of the log's events are committed (on disk, or wherever the store keeps them).
+    committed: int
+
+    async def wait_committed(self, count: int) -> None:
+        """Return once the first ``count`` events are committed (commits are batched: one
+        commit takes every event appended so far). A failed commit raises
+        :class:`~openintent.errors.StoreError`."""
+        ...
 
 
 class EventBackend(Protocol):
@@ -33,18 +74,44 @@ class EventBackend(Protocol):
         """The streams every published event is sent to."""
         ...
 
-    def create_run(self, run_id: str, name: str) -> MutableSequence[RawEvent]:
+    #: Whether its logs are :class:`Journal` objects that commit (``memory://``: no).
+    durable: bool
+
+    #: The store URL it was opened with (for messages).
+    url: str
+
+    def create_run(
+        self, run_id: str, name: str, *, parent: str | None = None, timebase: float = 0.0
+    ) -> MutableSequence[RawEvent]:
         """Start the log of a new run and return it: read it like a sequence; only
         ``append`` (one event) and ``extend`` (a batch: all of it or, on an error, none)
-        change it."""
+        change it. A run id the store already holds raises ``ValueError``.
+
+        ``timebase`` dates the run's events: an event at clock time ``t`` happened at POSIX
+        time ``timebase + t`` (UTC)."""
+        ...
+
+    def open_run(self, run_id: str) -> MutableSequence[RawEvent]:
+        """The log of a run the store holds, to append to (``rt.resume``); its events so far
+        are in it. :class:`~openintent.errors.RunNotFoundError` for an unknown id."""
         ...
 
     def read(self, run_id: str) -> Sequence[RawEvent]:
-        """The events of a run, in order (``KeyError`` for a run it does not hold)."""
+        """The events of a run, in order (:class:`~openintent.errors.RunNotFoundError`, a
+        ``KeyError``, for a run it does not hold)."""
         ...
 
-    def runs(self) -> list[str]:
-        """The ids of the runs it holds, oldest first."""
+    def runs(self) -> list[RunInfo]:
+        """The runs it holds, oldest first."""
+        ...
+
+    def acquire_run(self, run_id: str, holder: str) -> None:
+        """Take the run's lease for ``holder`` (a resume holds it while it runs the run);
+        :class:`~openintent.errors.RunInUseError` while another live holder has it."""
+        ...
+
+    def release_run(self, run_id: str, holder: str) -> None:
+        """Give the run's lease back (a holder that does not hold it is ignored)."""
         ...
 
     def subscribe(self, stream: MemoryObjectSendStream[Event]) -> None:
@@ -63,7 +130,7 @@ class EventBackend(Protocol):
 def open_backend(url: str) -> EventBackend:
     """The backend for a ``Runtime(store=...)`` URL."""
     if url != "memory://":
-        raise OpenIntentError(
+        raise StoreError(
             f"store {url!r} is not supported yet; only 'memory://' (the default) is"
         )
     from .memory import MemoryBackend

@@ -2,18 +2,22 @@
 
 A run's list lives as long as something holds it (its running scheduler, its result, a
 handle): the backend itself holds runs weakly, so a long-lived runtime that runs many
-portfolios does not keep every log forever.
+portfolios does not keep every log forever. Nothing is durable: a log is never a
+:class:`~openintent._stores.Journal`, and nothing waits for a commit.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from anyio.streams.memory import MemoryObjectSendStream
 
+from ..errors import RunInUseError, RunNotFoundError
 from ..models import Event
+from . import RunInfo
 
 __all__ = ["MemoryBackend"]
 
@@ -22,30 +26,70 @@ class _RunList(list[tuple[str, float, str | None, Any]]):
     """One run's events (a list, so appending costs what appending to a list costs; a
     subclass, so the backend can hold it weakly). ``extend`` of a list is all or nothing."""
 
-    __slots__ = ("__weakref__",)
+    __slots__ = ("__weakref__", "name", "parent", "timebase")
+
+    name: str
+    parent: str | None
+    timebase: float
 
 
 class MemoryBackend:
     """Runs' events in memory (see the module docstring)."""
 
-    def __init__(self) -> None:
+    durable = False
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
         self._runs: weakref.WeakValueDictionary[str, _RunList] = weakref.WeakValueDictionary()
         self._order: list[str] = []
+        self._leases: dict[str, str] = {}
         self.subscribers: list[MemoryObjectSendStream[Event]] = []
 
-    def create_run(self, run_id: str, name: str) -> _RunList:
+    def create_run(
+        self, run_id: str, name: str, *, parent: str | None = None, timebase: float = 0.0
+    ) -> _RunList:
         if run_id in self._runs:
             raise ValueError(f"run {run_id!r} ({name!r}) is already in this store")
         events = self._runs[run_id] = _RunList()
+        events.name = name
+        events.parent = parent
+        events.timebase = timebase
         self._order = [known for known in self._order if known in self._runs]
         self._order.append(run_id)
         return events
 
-    def read(self, run_id: str) -> Sequence[tuple[str, float, str | None, Any]]:
-        return self._runs[run_id]
+    def open_run(self, run_id: str) -> _RunList:
+        return self._log(run_id)
 
-    def runs(self) -> list[str]:
-        return [run_id for run_id in self._order if run_id in self._runs]
+    def read(self, run_id: str) -> Sequence[tuple[str, float, str | None, Any]]:
+        return self._log(run_id)
+
+    def _log(self, run_id: str) -> _RunList:
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise RunNotFoundError(
+                f"the store {self.url} holds no run {run_id!r} (a memory:// store keeps a run "
+                "while its result or handle is held, in this process only)"
+            ) from None
+
+    def runs(self) -> list[RunInfo]:
+        infos = []
+        for run_id in self._order:
+            events = self._runs.get(run_id)
+            if events is not None:
+                infos.append(_info(run_id, events))
+        return infos
+
+    def acquire_run(self, run_id: str, holder: str) -> None:
+        held = self._leases.get(run_id)
+        if held is not None and held != holder:
+            raise RunInUseError(f"run {run_id!r} is in use by {held} in this process")
+        self._leases[run_id] = holder
+
+    def release_run(self, run_id: str, holder: str) -> None:
+        if self._leases.get(run_id) == holder:
+            del self._leases[run_id]
 
     def subscribe(self, stream: MemoryObjectSendStream[Event]) -> None:
         self.subscribers.append(stream)
@@ -58,3 +102,20 @@ class MemoryBackend:
         for stream in self.subscribers:
             stream.close()
         self.subscribers.clear()
+
+
+def _info(run_id: str, events: _RunList) -> RunInfo:
+    """A run's listing, from its first and last events."""
+    status = "running"
+    started_at = ended_at = None
+    if events:
+        started_at = _utc(events.timebase + events[0][1])
+        last = events[-1]
+        if last[0] == "run_finished":
+            status = (last[3] or {}).get("status", "failed")
+            ended_at = _utc(events.timebase + last[1])
+    return RunInfo(run_id, events.name, status, started_at, ended_at, events.parent)
+
+
+def _utc(posix: float) -> datetime:
+    return datetime.fromtimestamp(posix, UTC)
