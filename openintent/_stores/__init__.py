@@ -66,6 +66,11 @@ class Journal(Protocol):
         :class:`~openintent.errors.StoreError`."""
         ...
 
+    async def serve(self) -> None:
+        """Commit whatever is appended, soon after it is, until cancelled (the run runs it in
+        a task while it goes on, so events nobody waits for reach the disk too)."""
+        ...
+
     def bind(self, published: Callable[[int, int], None] | None,
              hold: Callable[[], AbstractContextManager[Any]] | None) -> None:
         """The run's event store binds its log: ``published(start, end)`` is called once
