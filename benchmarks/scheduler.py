@@ -24,10 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import logging
-import random
 import itertools
+import logging
 import os
+import random
 import statistics
 import tempfile
 import time

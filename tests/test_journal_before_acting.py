@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from openintent import Runtime, StoreError, VirtualClock
@@ -178,7 +179,7 @@ async def test_nothing_acts_on_an_event_before_its_commit(tmp_path: Path,
                 held.release()
                 with anyio.fail_after(BOUND):
                     while not held.pending and not handle.done:
-                        await anyio.sleep(0)
+                        await anyio.lowlevel.checkpoint()
             result = await handle.result()
     assert result.status == "completed"
     assert checked >= 4  # start, A's dispatch, A's completion + B's dispatch, the end
@@ -227,14 +228,14 @@ async def test_an_approval_request_is_listed_once_it_is_committed(tmp_path: Path
             while not rt.pending_approvals():
                 if held.pending:
                     held.release()
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
         [request] = rt.pending_approvals()
         await rt.approve(request.intent_id, by="alice")
         with anyio.fail_after(BOUND):
             while not handle.done:
                 if held.pending:
                     held.release()
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
     assert (await handle.result()).status == "completed"
 
 
@@ -344,7 +345,7 @@ async def test_a_failing_commit_fails_the_run_loudly_and_dispatches_nothing_afte
                 writer = rt._runs.backend._writer  # type: ignore[attr-defined]
                 pages = writer.execute("PRAGMA page_count").fetchone()[0]
                 writer.execute(f"PRAGMA max_page_count={pages}")
-                return {"blob": "x" * 200_000}
+                return {"blob": "x" * 10_000}
             return {}
 
     spec = PortfolioSpec("full", [

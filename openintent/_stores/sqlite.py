@@ -4,8 +4,7 @@ standard library's :mod:`sqlite3`.
 The file (see :mod:`._sqlite_file`) is checked before anything is written to it, runs in WAL
 mode, and holds two tables: ``runs`` (one row per run: name, parent, status, when it started
 and ended, its time base and its lease) and ``batches`` (the events of one commit per row;
-the ``events`` view shows
-a row per event). A run's log is a
+the ``events`` view shows a row per event). A run's log is a
 :class:`~._sqlite_journal.JournalLog`; its commits run on one writer thread per backend (an
 ``anyio.CapacityLimiter(1)``: one thread uses the writer connection at a time) in one
 transaction each. What a killed process leaves is everything committed; with
