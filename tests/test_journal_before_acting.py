@@ -394,3 +394,22 @@ async def test_a_journaled_run_on_trio(tmp_path: Path) -> None:
         assert [event[0] for event in backend.read(result.portfolio_id)] == streamed
     finally:
         backend.close()
+
+
+# ---------------------------------------------------------------------------- ids
+
+
+async def test_a_store_never_holds_two_runs_under_one_id(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    import openintent._launch as launch
+
+    drawn = iter(["pf_0000000000000001", "pf_0000000000000001", "pf_0000000000000002"])
+    monkeypatch.setattr(launch, "new_portfolio_id", lambda: next(drawn))
+    worker = make_worker([], [])
+    async with Runtime(agents=[worker], seed=1, store=store_url(tmp_path)) as rt:
+        first = await rt.run(chain_spec())
+        second = await rt.run(chain_spec())  # drew a taken id first: drew again
+    assert (first.portfolio_id, second.portfolio_id) == (
+        "pf_0000000000000001", "pf_0000000000000002")
+    assert first.status == second.status == "completed"
