@@ -114,6 +114,9 @@ class SqliteBackend:
         self._row(run_id)
         return self._events(run_id)
 
+    def timebase(self, run_id: str) -> float:
+        return self._row(run_id)[2]
+
     def _row(self, run_id: str) -> tuple[str, str | None, float]:
         try:
             row = self._conn.execute("SELECT name, parent, timebase FROM runs WHERE id = ?",
@@ -206,10 +209,8 @@ class SqliteBackend:
                     conn.execute("UPDATE runs SET status = ?, ended = ? WHERE id = ?",
                                  (status, log.timebase + time_, run_id))
                 else:  # run_resumed: going on again
-                    timebase = (data or {}).get("timebase", log.timebase)
-                    log.timebase = timebase
-                    conn.execute("UPDATE runs SET status = 'running', ended = NULL, "
-                                 "timebase = ? WHERE id = ?", (timebase, run_id))
+                    conn.execute("UPDATE runs SET status = 'running', ended = NULL "
+                                 "WHERE id = ?", (run_id,))
         holder = self._leases.get(run_id)
         if holder is not None:  # a commit renews the lease of the run it commits
             conn.execute("UPDATE runs SET lease_expires = ? WHERE id = ? AND lease_holder = ? "
