@@ -413,3 +413,23 @@ async def test_a_store_never_holds_two_runs_under_one_id(tmp_path: Path,
     assert (first.portfolio_id, second.portfolio_id) == (
         "pf_0000000000000001", "pf_0000000000000002")
     assert first.status == second.status == "completed"
+
+
+# ---------------------------------------------------------------------------- read back
+
+
+async def test_a_run_loads_back_from_the_file_in_another_runtime_as_it_ran(
+        tmp_path: Path) -> None:
+    async with Runtime(agents=mixed_agents(), clock=VirtualClock(), seed=3,
+                       store=store_url(tmp_path)) as rt:
+        live = await rt.run(mixed_spec())
+    async with Runtime(agents=mixed_agents(), clock=VirtualClock(),
+                       store=store_url(tmp_path)) as rt:
+        [info] = rt.runs()
+        loaded = await rt.load(live.portfolio_id)
+    assert (info.portfolio_id, info.status) == (live.portfolio_id, "failed")
+    assert loaded.to_dict() == live.to_dict()
+    assert list(loaded.events) == list(live.events)
+    assert dict(loaded.intents) == dict(live.intents)
+    assert (loaded.status, loaded.cost_usd, loaded.error) == (
+        live.status, live.cost_usd, live.error)
