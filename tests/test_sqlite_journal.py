@@ -144,6 +144,7 @@ def test_another_applications_database_is_refused_and_left_untouched(tmp_path: P
     with pytest.raises(StoreError, match=f"{path}.*another application's.*customers"):
         open_backend(url_of(path))
     assert digest(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]  # no -wal, no -shm
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # not switched
