@@ -111,6 +111,8 @@ class SqliteBackend:
         return log
 
     def read(self, run_id: str) -> Sequence[RawEvent]:
+        """The committed events of a run, from the file (events a live run appended but has
+        not committed yet are not on disk)."""
         self._row(run_id)
         return self._events(run_id)
 
