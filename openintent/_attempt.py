@@ -29,7 +29,7 @@ from ._notify import Notifications
 from ._ports import Outcomes
 from ._registry import HookKind
 from ._retrying import call_error, never_retried
-from ._stores._sqlite_journal import CommitFailed
+from ._stores import CommitFailed
 from ._views import Views
 from ._wiring import check_wired
 from .errors import Escalate, IntentTimeoutError

@@ -30,7 +30,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ..errors import StoreError
 from ..models import Event
 
-__all__ = ["EventBackend", "Journal", "RawEvent", "RunInfo", "open_backend"]
+__all__ = ["CommitFailed", "EventBackend", "Journal", "RawEvent", "RunInfo", "open_backend"]
 
 RawEvent = tuple[str, float, str | None, Any]
 
@@ -51,6 +51,11 @@ class RunInfo:
     started_at: datetime | None
     ended_at: datetime | None
     parent: str | None = None
+
+
+class CommitFailed(StoreError):
+    """A commit of a durable log failed: its run cannot go on (nothing acts on an event that
+    is not committed). Every later wait on that log raises it again."""
 
 
 class Journal(Protocol):

@@ -18,10 +18,10 @@ from typing import Any, Protocol
 
 import anyio
 
-from ..errors import StoreError
 from ..models import PACKED_FIELDS
+from . import CommitFailed
 
-__all__ = ["CommitFailed", "JournalLog", "decode_batches", "encode_events"]
+__all__ = ["JournalLog", "decode_batches", "encode_events"]
 
 RawEvent = tuple[str, float, str | None, Any]
 
@@ -30,11 +30,6 @@ _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
                            check_circular=False).encode
 _decode = json.JSONDecoder().decode
 _PACKED = frozenset(PACKED_FIELDS)
-
-
-class CommitFailed(StoreError):
-    """A commit of the journal failed: the run cannot go on (nothing acts on an event that is
-    not on disk). Every later wait on that log raises it again."""
 
 
 class Writer(Protocol):

@@ -34,9 +34,9 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ..errors import RunInUseError, RunNotFoundError, StoreError
 from ..models import Event, EventType
-from . import RunInfo
+from . import CommitFailed, RunInfo
 from ._sqlite_file import JournalFile, prepare
-from ._sqlite_journal import CommitFailed, JournalLog, RawEvent, decode_batches, encode_events
+from ._sqlite_journal import JournalLog, RawEvent, decode_batches, encode_events
 
 __all__ = ["SqliteBackend"]
 
