@@ -158,7 +158,7 @@ def _rebuild(
     store = EventStore(launcher.backend, portfolio_id, launcher.clock, logged.spec.name,
                        record_type=Node, log=log)
     store.source.since = len(log)
-    store.source.earlier = _earlier_walls(log, store.source.wall)
+    store.source.earlier = _earlier_walls(log, launcher.backend.timebase(portfolio_id))
     store.replay()
     ended = _ended(log)
     if ended is not None and ended.get("status") in _ENDED_FOR_GOOD:
@@ -218,24 +218,18 @@ def _ended(log: Sequence[RawEvent]) -> Mapping[str, Any] | None:
     return None
 
 
-def _earlier_walls(
-    log: Sequence[RawEvent], wall: Callable[[float], datetime]
-) -> Callable[[int, float], datetime]:
-    """How the events already in ``log`` are dated: each stretch of the run (from its
-    ``run_started``, then from each ``run_resumed``) by its own time base, its process's
-    POSIX time at clock time 0 (``wall``, today's, when the log does not say)."""
-    first: Any = (log[0][3] or {}).get("timebase") if log else None
-    if first is None:
-        first = getattr(log, "timebase", None)  # a memory:// log keeps create_run's
+def _earlier_walls(log: Sequence[RawEvent], first: float) -> Callable[[int, float], datetime]:
+    """How the events already in ``log`` are dated: each stretch of the run by its own time
+    base (its process's POSIX time at clock time 0): ``first`` (the store's, from when the
+    run was created) until the first ``run_resumed``, then each one's ``timebase``."""
     starts, bases = [0], [first]
     for seq, (type_, _time, _intent, data) in enumerate(log):
         if type_ == EventType.RUN_RESUMED:
             starts.append(seq)
-            bases.append((data or {}).get("timebase"))
+            bases.append((data or {})["timebase"])
 
     def at(seq: int, time: float) -> datetime:
-        base = bases[bisect_right(starts, seq) - 1]
-        return wall(time) if base is None else datetime.fromtimestamp(base + time, UTC)
+        return datetime.fromtimestamp(bases[bisect_right(starts, seq) - 1] + time, UTC)
 
     return at
 
