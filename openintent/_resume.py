@@ -38,8 +38,8 @@ from ._data import to_plain
 from ._guardrail_core import Guardrail, build_guardrails
 from ._handle import RunHandle
 from ._launch import Launcher
+from ._logging import logging_configured
 from ._nodes import Node, wire
-from ._plan import Plan
 from ._plan_data import LoggedPlan, logged_plan, spec_diff
 from ._results import ResultsView
 from ._scheduler import Run
@@ -183,8 +183,9 @@ def _rebuild(
     store.append(EventType.RUN_RESUMED, None, resumed)
     settled = _count_waiting(nodes)
     run = launcher.assemble(plan, store, nodes, settled=settled)
-    store.logger.info("run resumed", reopened=len(resumed["reopened"]),
-                      left=len(nodes) - settled)
+    if logging_configured():  # (as the launcher's info lines: see _launch._info)
+        store.logger.info("run resumed", reopened=len(resumed["reopened"]),
+                          left=len(nodes) - settled)
     return Resumption(launcher, store, holder, run=run)
 
 
