@@ -46,7 +46,14 @@ from ._scheduler import Run
 from ._specs import PortfolioSpec
 from ._store import EventStore, RawEvent
 from ._workflow_port import RunnableWorkflow
-from .errors import OpenIntentError, ResumeMismatchError, RunInUseError, SpecError, StoreError
+from .errors import (
+    OpenIntentError,
+    ResumeMismatchError,
+    RunInUseError,
+    SpecError,
+    StoreError,
+    UnknownAgentError,
+)
 from .guardrails import Breach
 from .models import EventLog, EventType, IntentStatus, RunResult, RunStatus
 
@@ -150,8 +157,16 @@ def _rebuild(
             raise SpecError(f"rt.resume() takes a PortfolioSpec or a WorkflowSpec as spec, got "
                             f"{type(spec).__name__}")
         spec, coordinator, extra = spec.bind_runtime(planner, coordinator)
-    chosen = planner.coordinator(coordinator if coordinator is not None
-                                 else logged.coordinator)
+    try:
+        chosen = planner.coordinator(coordinator if coordinator is not None
+                                     else logged.coordinator)
+    except UnknownAgentError as exc:
+        if coordinator is not None:
+            raise
+        raise UnknownAgentError(
+            f"{where} was run by coordinator {logged.coordinator!r}, which this runtime does "
+            f"not know ({exc}); give the Runtime that coordinator, or pass it (or the YAML "
+            "workflow that declares it) to rt.resume()") from None
     _check_same(where, logged, spec, chosen.id if coordinator is not None and chosen else None)
     new_guardrails = (None if guardrails is None
                       else tuple(build_guardrails(guardrails, "rt.resume(...)")))
@@ -263,7 +278,8 @@ def _logged_guardrails(
             raise ResumeMismatchError(
                 f"{where} ran with the guardrail {item}, which cannot be rebuilt from its "
                 f"data ({exc}) and which this runtime does not have; nothing was run or "
-                "written. Give the Runtime (or the coordinator) that guardrail again, or pass "
+                "written. Give the Runtime (or the coordinator) that guardrail again, pass "
+                "rt.resume() the YAML workflow that declares it, or pass "
                 "rt.resume(..., guardrails=[...]) to run on with other ones") from None
     return tuple(chosen)
 

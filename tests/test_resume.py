@@ -555,3 +555,107 @@ async def test_streams_of_a_resumed_run_end_with_its_own_run_finished():
 async def test_run_resumed_is_a_known_event_type():
     assert EventType.RUN_RESUMED == "run_resumed"
     assert "run_resumed" in EventType.ALL
+
+
+WORKFLOW = """\
+openintent: "1.0"
+info:
+  name: "Resumable"
+coordinator:
+  id: yaml-lead
+  guardrails:
+    - type: budget
+      max_cost_usd: 10.0
+workflow:
+  write:
+    title: "Write"
+    assign: worker
+    outputs: {done: string}
+  publish:
+    title: "Publish"
+    assign: worker
+    depends_on: [write]
+    requires_approval: true
+"""
+
+
+async def test_a_yaml_workflow_run_resumes_with_its_workflow_given(tmp_path):
+    from openintent.workflow import load_workflow
+
+    path = tmp_path / "resumable.yaml"
+    path.write_text(WORKFLOW)
+    workflow = load_workflow(path)
+    worker = worker_agent({"Write": 5.0})
+    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0) as rt:
+        handle = await rt.start(workflow)
+        async for event in handle.events():
+            if event.type == "approval_requested":
+                await handle.approve("Publish", by="me")
+        live = await handle.result()
+        assert live.status == "completed"
+        crashed_id = crashed(rt, live, after(live, "dispatched", "Write"))
+        # Its outputs check is the workflow's (and so is its coordinator, in a new runtime).
+        with pytest.raises(ResumeMismatchError, match="workflow_outputs.*YAML workflow"):
+            await rt.resume(crashed_id)
+    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0) as rt2:
+        rt2._runs.backend = rt._runs.backend
+        with pytest.raises(openintent.errors.UnknownAgentError, match="YAML workflow"):
+            await rt2.resume(crashed_id)
+    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0) as rt:
+        rt._runs.backend = rt2._runs.backend
+        resumed = await rt.start_resume(crashed_id, workflow)
+        async for event in resumed.events():
+            if event.type == "approval_requested":
+                await resumed.approve("Publish", by="me")
+        result = await resumed.result()
+    assert result.status == "completed"
+    assert states(result) == states(live)
+    assert [title for title, _, _ in worker.calls][-2:] == ["Write", "Publish"]
+
+
+async def test_events_keep_the_dates_of_the_process_that_logged_them():
+    from datetime import UTC, datetime, timedelta
+
+    worker = worker_agent({"B": 5.0})
+    first = datetime(2025, 1, 1, tzinfo=UTC)
+    async with Runtime(agents=[worker], clock=VirtualClock(start=first), seed=0) as rt:
+        live = await rt.run(chain())
+        cut = after(live, "dispatched", "B")
+        crashed_id = crashed(rt, live, cut)
+    later = datetime(2026, 6, 1, tzinfo=UTC)
+    async with Runtime(agents=[worker], clock=VirtualClock(start=later), seed=0) as other:
+        other._runs.backend = rt._runs.backend  # the same store, read by another process
+        resumed = await other.resume(crashed_id)
+    assert [event.at for event in resumed.events[:cut]] == [
+        event.at for event in live.events[:cut]]
+    marker = resumed.events[cut]
+    assert marker.type == "run_resumed" and marker.at == later
+    assert marker.data["timebase"] == later.timestamp()
+    assert resumed.events[-1].at == later + timedelta(seconds=resumed.events[-1].time)
+
+
+async def test_a_function_guardrail_is_taken_from_the_runtime_or_the_resume_is_refused():
+    seen: list[tuple[str, int]] = []
+
+    async def audit(ctx, call_next):
+        seen.append((ctx.title, ctx.attempt))
+        return await call_next(ctx)
+
+    worker = worker_agent()
+    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0,
+                       guardrails=[audit]) as rt:
+        live = await rt.run(chain())
+        crashed_id = crashed(rt, live, after(live, "dispatched", "B"))
+        seen.clear()
+        resumed = await rt.resume(crashed_id)
+    assert resumed.status == "completed"
+    assert ("B", 2) in seen and ("C", 1) in seen and ("A", 2) not in seen
+    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0) as bare:
+        bare._runs.backend = rt._runs.backend  # the same store, a runtime without audit
+        crashed_again = crashed(bare, live, after(live, "dispatched", "B"))
+        with pytest.raises(ResumeMismatchError, match="audit"):
+            await bare.resume(crashed_again)
+        seen.clear()
+        # New guardrails replace the log's: the run goes on without the audit.
+        without = await bare.resume(crashed_again, guardrails=[])
+    assert without.status == "completed" and seen == []
