@@ -659,3 +659,98 @@ async def test_a_function_guardrail_is_taken_from_the_runtime_or_the_resume_is_r
         # New guardrails replace the log's: the run goes on without the audit.
         without = await bare.resume(crashed_again, guardrails=[])
     assert without.status == "completed" and seen == []
+
+
+async def test_an_interrupted_last_attempt_goes_on_with_the_last_fallback_agent():
+    @Agent("first")
+    class First:
+        @on_assignment
+        async def work(self, intent):
+            raise RuntimeError("first is down")
+
+    second = worker_agent({"X": 5.0})
+    spec = PortfolioSpec("fallback", [IntentSpec(
+        "X", assign="first", retry=RetryPolicy(max_attempts=1, fallback=["worker"], **NO_DELAY))])
+    async with Runtime(agents=[First(), second], clock=VirtualClock(), seed=0) as rt:
+        live = await rt.run(spec)
+        crashed_id = crashed(rt, live, after(live, "dispatched", "X", nth=2))
+        second.calls.clear()
+        resumed = await rt.resume(crashed_id)
+    assert resumed.status == "completed"
+    assert [(title, attempt) for title, attempt, _ in second.calls] == [("X", 3)]
+    assert resumed.intents["X"].assigned_to == "worker"
+
+
+async def test_hooks_hear_the_events_since_the_resume_and_guardrails_do_not_act_twice():
+    from openintent.agents import on_event
+    from openintent.guardrails import Guardrail
+
+    openintent.register_event_type("seen_done")
+    heard: list[str] = []
+
+    class Echoes(Guardrail):
+        type = "echoes"
+
+        def bind(self, run):
+            fresh = Echoes()
+            fresh.run = run
+            return fresh
+
+        def on_event(self, event):
+            if event.type == "completed":
+                self.run.emit("seen_done", event.intent_id, {})
+
+        def to_data(self):
+            return {"type": "echoes_unregistered"}
+
+    @Coordinator("lead")
+    class Lead:
+        @on_event("completed")
+        async def completed(self, event):
+            heard.append(event.title)
+
+    worker = worker_agent()
+    async with Runtime(agents=[worker, Lead], clock=VirtualClock(), seed=0,
+                       guardrails=[Echoes()]) as rt:
+        live = await rt.run(chain(), coordinator=Lead)
+        cut = after(live, "dispatched", "B")
+        crashed_id = crashed(rt, live, cut)
+        done_before = [event.title for event in live.events[:cut].of_type("completed")]
+        heard.clear()
+        resumed = await rt.resume(crashed_id)
+    assert resumed.status == "completed"
+    assert sorted(heard) == sorted(set("ABCD") - set(done_before))
+    echoed = [event.title for event in resumed.events.of_type("seen_done")]
+    assert sorted(echoed) == list("ABCD")  # once each: history's were not echoed again
+
+
+async def test_a_crash_at_any_point_resumes_to_what_the_run_would_have_reported():
+    @Agent("flaky")
+    class Flaky:
+        @on_assignment
+        async def work(self, intent):
+            await openintent.sleep(1)
+            if intent.attempt == 1:
+                raise RuntimeError("first attempts fail")
+            return {"done": intent.title}
+
+    worker = worker_agent({"D": 2.5})
+    spec = PortfolioSpec("mixed", [
+        *chain().intents,
+        IntentSpec("E", assign="flaky", depends_on=["A"],
+                   retry=RetryPolicy(max_attempts=2, initial_delay=0.5, jitter=False)),
+        IntentSpec("F", assign="worker", depends_on=["E", "D"]),
+    ])
+    async with Runtime(agents=[worker, Flaky()], clock=VirtualClock(), seed=0) as rt:
+        live = await rt.run(spec)
+        assert live.status == "completed"
+        planned = 1 + len(spec.intents)  # run_started and the created events: one batch
+        for cut in range(planned, len(live.events) + 1):
+            resumed = await rt.resume(crashed(rt, live, cut))
+            assert resumed.status == "completed", cut
+            assert states(resumed) == states(live), cut
+            seqs = [event.seq for event in resumed.events]
+            assert seqs == list(range(len(seqs))), cut
+            assert same_events(list(resumed.events)[:cut], list(live.events)[:cut]), cut
+            for title, item in resumed.intents.items():  # at most one more attempt each
+                assert item.attempts <= live.intents[title].attempts + 1, (cut, title)
