@@ -44,7 +44,7 @@ from ._plan_data import LoggedPlan, logged_plan, spec_diff
 from ._results import ResultsView
 from ._scheduler import Run
 from ._specs import PortfolioSpec
-from ._store import EventStore, RawEvent
+from ._store import EventStore, IntentRecord, RawEvent
 from ._workflow_port import RunnableWorkflow
 from .errors import (
     OpenIntentError,
@@ -146,10 +146,17 @@ def _rebuild(
     guardrails: Sequence[Any] | None,
 ) -> Resumption:
     where = f"run {portfolio_id} in {launcher.backend.url}"
-    try:
-        logged = logged_plan(log)
-    except ValueError as exc:
-        raise StoreError(f"{where} cannot be resumed: {exc}") from None
+    if not log or log[0][0] != EventType.RUN_STARTED:
+        raise StoreError(f"{where} cannot be resumed: its log does not start with "
+                         "run_started, so it holds no plan")
+    name = (log[0][3] or {}).get("name", "")
+    ended = _ended(log)
+    done = ended is not None and ended.get("status") in _ENDED_FOR_GOOD
+    if done and spec is None and coordinator is None:  # the common case, kept quick
+        assert ended is not None
+        store = _reopened(launcher, log, portfolio_id, name, IntentRecord)
+        return Resumption(launcher, store, holder, result=_ended_result(store, name, ended))
+    logged = logged_plan(log)
     planner = launcher.planner
     extra: tuple[Guardrail, ...] = ()
     if spec is not None and not isinstance(spec, PortfolioSpec):
@@ -170,14 +177,10 @@ def _rebuild(
     _check_same(where, logged, spec, chosen.id if coordinator is not None and chosen else None)
     new_guardrails = (None if guardrails is None
                       else tuple(build_guardrails(guardrails, "rt.resume(...)")))
-    store = EventStore(launcher.backend, portfolio_id, launcher.clock, logged.spec.name,
-                       record_type=Node, log=log)
-    store.source.since = len(log)
-    store.source.earlier = _earlier_walls(log, launcher.backend.timebase(portfolio_id))
-    store.replay()
-    ended = _ended(log)
-    if ended is not None and ended.get("status") in _ENDED_FOR_GOOD:
-        return Resumption(launcher, store, holder, result=_ended_result(store, logged, ended))
+    store = _reopened(launcher, log, portfolio_id, name, Node)
+    if done:
+        assert ended is not None
+        return Resumption(launcher, store, holder, result=_ended_result(store, name, ended))
     plan = planner.compile(logged.spec, chosen)
     plan = attrs.evolve(
         plan,
@@ -202,6 +205,23 @@ def _rebuild(
         store.logger.info("run resumed", reopened=len(resumed["reopened"]),
                           left=len(nodes) - settled)
     return Resumption(launcher, store, holder, run=run)
+
+
+def _reopened(
+    launcher: Launcher,
+    log: MutableSequence[RawEvent],
+    portfolio_id: str,
+    name: str,
+    record_type: type[IntentRecord],
+) -> EventStore:
+    """The store of a run over its log, with the log's events projected (records, spend,
+    decisions) and dated as they were."""
+    store = EventStore(launcher.backend, portfolio_id, launcher.clock, name,
+                       record_type=record_type, log=log)
+    store.source.since = len(log)
+    store.source.earlier = _earlier_walls(log, launcher.backend.timebase(portfolio_id))
+    store.replay()
+    return store
 
 
 def _check_same(
@@ -298,9 +318,7 @@ def _count_waiting(nodes: list[Node]) -> int:
     return settled
 
 
-def _ended_result(
-    store: EventStore, logged: LoggedPlan, ended: Mapping[str, Any]
-) -> RunResult:
+def _ended_result(store: EventStore, name: str, ended: Mapping[str, Any]) -> RunResult:
     """The result of a log that ended for good, as its run returned it."""
     breach = None
     for type_, _time, _intent, data in reversed(store.events):
@@ -310,7 +328,7 @@ def _ended_result(
     records = store.records
     return RunResult(
         portfolio_id=store.portfolio_id,
-        name=logged.spec.name,
+        name=name,
         status=RunStatus(ended.get("status", RunStatus.FAILED)),
         output=to_plain(ended.get("output")),
         intents=ResultsView(records, {record.title: intent_id
