@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, MutableSequence, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import attrs
@@ -263,9 +263,12 @@ def _earlier_walls(log: Sequence[RawEvent], first: float) -> Callable[[int, floa
         if type_ == EventType.RUN_RESUMED:
             starts.append(seq)
             bases.append((data or {})["timebase"])
+    # Clock time 0 of each stretch as a datetime, plus the time: as the live run dated it
+    # (see _clock.run_timebase) and as rt.load() dates it.
+    zeros = [datetime.fromtimestamp(base, UTC) for base in bases]
 
     def at(seq: int, time: float) -> datetime:
-        return datetime.fromtimestamp(bases[bisect_right(starts, seq) - 1] + time, UTC)
+        return zeros[bisect_right(starts, seq) - 1] + timedelta(seconds=time)
 
     return at
 

@@ -201,6 +201,8 @@ async def test_resuming_a_completed_or_failed_run_returns_its_result_and_runs_no
 
     assert Worker.calls == calls
     assert len(live.events._events) == length  # nothing written
+    loaded = await rt.load(live.portfolio_id)
+    assert again.to_dict() == loaded.to_dict()
     for result in (again, by_handle):
         assert result.status == live.status == ("failed" if fails else "completed")
         assert statuses(result) == statuses(live)
@@ -628,6 +630,7 @@ async def test_events_keep_the_dates_of_the_process_that_logged_them():
         resumed = await other.resume(crashed_id)
     assert [event.at for event in resumed.events[:cut]] == [
         event.at for event in live.events[:cut]]
+    assert list((await other.load(crashed_id)).events) == list(resumed.events)
     marker = resumed.events[cut]
     assert marker.type == "run_resumed" and marker.at == later
     assert marker.data["timebase"] == later.timestamp()
@@ -748,6 +751,8 @@ async def test_a_crash_at_any_point_resumes_to_what_the_run_would_have_reported(
         for cut in range(planned, len(live.events) + 1):
             resumed = await rt.resume(crashed(rt, live, cut))
             assert resumed.status == "completed", cut
+            loaded = await rt.load(resumed.portfolio_id)  # read back: the same run
+            assert loaded.to_dict() == resumed.to_dict(), cut
             assert states(resumed) == states(live), cut
             seqs = [event.seq for event in resumed.events]
             assert seqs == list(range(len(seqs))), cut
