@@ -759,3 +759,33 @@ async def test_a_crash_at_any_point_resumes_to_what_the_run_would_have_reported(
             assert same_events(list(resumed.events)[:cut], list(live.events)[:cut]), cut
             for title, item in resumed.intents.items():  # at most one more attempt each
                 assert item.attempts <= live.intents[title].attempts + 1, (cut, title)
+
+
+async def test_the_progress_view_follows_a_resumed_run_without_its_downtime():
+    from openintent._progress import Progress, event_line
+
+    worker = worker_agent({"B": 50.0})
+    clock = VirtualClock()
+    async with Runtime(agents=[worker], clock=clock, seed=0) as rt:
+        handle = await rt.start(chain())
+        async for event in handle.events():
+            if event.type == "dispatched" and event.title == "B":
+                break
+        await clock.sleep(10)
+        await handle.cancel()
+        stopped = await handle.result()
+        await clock.sleep(1000)  # stopped for a while
+        resumed = await rt.resume(stopped.portfolio_id)
+    progress = Progress()
+    lines = []
+    for event in resumed.events:
+        progress.add(event)
+        lines.append(event_line(event, progress))
+        if event.type == "run_resumed":
+            b = progress.intents[resumed.intents["B"].id]
+            assert b.status == "pending" and progress.status == "running"
+    assert progress.status == "completed"
+    ran = stopped.events[-1].time - stopped.events[0].time  # 11 s, then 50 + 1 more
+    assert progress.elapsed == pytest.approx(ran + 51.0)
+    assert f"run chain ({resumed.portfolio_id}) resumed (it was cancelled): 2 intent(s) " \
+           "reopened" in lines
