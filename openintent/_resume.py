@@ -35,11 +35,13 @@ from typing import Any, cast
 import attrs
 
 from ._data import to_plain
+from ._dispatch import BoundAgent
 from ._guardrail_core import Guardrail, build_guardrails
 from ._handle import RunHandle
 from ._launch import Launcher
 from ._logging import logging_configured
 from ._nodes import Node, wire
+from ._plan import Planner
 from ._plan_data import LoggedPlan, logged_plan, spec_diff
 from ._results import ResultsView
 from ._scheduler import Run
@@ -157,31 +159,14 @@ def _rebuild(
         store = _reopened(launcher, log, portfolio_id, name, IntentRecord)
         return Resumption(launcher, store, holder, result=_ended_result(store, name, ended))
     logged = logged_plan(log)
-    planner = launcher.planner
-    extra: tuple[Guardrail, ...] = ()
-    if spec is not None and not isinstance(spec, PortfolioSpec):
-        if not isinstance(spec, RunnableWorkflow):
-            raise SpecError(f"rt.resume() takes a PortfolioSpec or a WorkflowSpec as spec, got "
-                            f"{type(spec).__name__}")
-        spec, coordinator, extra = spec.bind_runtime(planner, coordinator)
-    try:
-        chosen = planner.coordinator(coordinator if coordinator is not None
-                                     else logged.coordinator)
-    except UnknownAgentError as exc:
-        if coordinator is not None:
-            raise
-        raise UnknownAgentError(
-            f"{where} was run by coordinator {logged.coordinator!r}, which this runtime does "
-            f"not know ({exc}); give the Runtime that coordinator, or pass it (or the YAML "
-            "workflow that declares it) to rt.resume()") from None
-    _check_same(where, logged, spec, chosen.id if coordinator is not None and chosen else None)
+    chosen, extra = _checked(launcher.planner, where, logged, spec, coordinator)
     new_guardrails = (None if guardrails is None
                       else tuple(build_guardrails(guardrails, "rt.resume(...)")))
     store = _reopened(launcher, log, portfolio_id, name, Node)
     if done:
         assert ended is not None
         return Resumption(launcher, store, holder, result=_ended_result(store, name, ended))
-    plan = planner.compile(logged.spec, chosen)
+    plan = launcher.planner.compile(logged.spec, chosen)
     plan = attrs.evolve(
         plan,
         guardrails=(new_guardrails if new_guardrails is not None
@@ -222,6 +207,36 @@ def _reopened(
     store.source.earlier = _earlier_walls(log, launcher.backend.timebase(portfolio_id))
     store.replay()
     return store
+
+
+def _checked(
+    planner: Planner,
+    where: str,
+    logged: LoggedPlan,
+    spec: PortfolioSpec | RunnableWorkflow | None,
+    coordinator: Any,
+) -> tuple[BoundAgent | None, tuple[Guardrail, ...]]:
+    """The coordinator to resume with (the given one, else the log's), and a YAML
+    workflow's own guardrails; :class:`ResumeMismatchError` when what was given is not
+    the run's own."""
+    extra: tuple[Guardrail, ...] = ()
+    if spec is not None and not isinstance(spec, PortfolioSpec):
+        if not isinstance(spec, RunnableWorkflow):
+            raise SpecError(f"rt.resume() takes a PortfolioSpec or a WorkflowSpec as spec, got "
+                            f"{type(spec).__name__}")
+        spec, coordinator, extra = spec.bind_runtime(planner, coordinator)
+    try:
+        chosen = planner.coordinator(coordinator if coordinator is not None
+                                     else logged.coordinator)
+    except UnknownAgentError as exc:
+        if coordinator is not None:
+            raise
+        raise UnknownAgentError(
+            f"{where} was run by coordinator {logged.coordinator!r}, which this runtime does "
+            f"not know ({exc}); give the Runtime that coordinator, or pass it (or the YAML "
+            "workflow that declares it) to rt.resume()") from None
+    _check_same(where, logged, spec, chosen.id if coordinator is not None and chosen else None)
+    return chosen, extra
 
 
 def _check_same(
