@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_right
-from collections.abc import Callable, Mapping, MutableSequence, Sequence
+from collections.abc import Mapping, MutableSequence, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -156,13 +156,13 @@ def _rebuild(
     done = ended is not None and ended.get("status") in _ENDED_FOR_GOOD
     if done and spec is None and coordinator is None:  # the common case, kept quick
         assert ended is not None
-        store = _reopened(launcher, log, portfolio_id, name, IntentRecord)
+        store = _reopened(launcher, log, portfolio_id, name, IntentRecord, going_on=False)
         return Resumption(launcher, store, holder, result=_ended_result(store, name, ended))
     logged = logged_plan(log)
     chosen, extra = _checked(launcher.planner, where, logged, spec, coordinator)
     new_guardrails = (None if guardrails is None
                       else tuple(build_guardrails(guardrails, "rt.resume(...)")))
-    store = _reopened(launcher, log, portfolio_id, name, Node)
+    store = _reopened(launcher, log, portfolio_id, name, Node, going_on=not done)
     if done:
         assert ended is not None
         return Resumption(launcher, store, holder, result=_ended_result(store, name, ended))
@@ -198,13 +198,27 @@ def _reopened(
     portfolio_id: str,
     name: str,
     record_type: type[IntentRecord],
+    *,
+    going_on: bool,
 ) -> EventStore:
     """The store of a run over its log, with the log's events projected (records, spend,
-    decisions) and dated as they were."""
+    decisions) and dated as they were: each stretch of the run by its own time base. A run
+    ``going_on`` (resumed) adds a stretch of this process; else the log's last stretch is
+    the run's current one (its ``run_finished`` ends the run's streams)."""
     store = EventStore(launcher.backend, portfolio_id, launcher.clock, name,
                        record_type=record_type, log=log)
-    store.source.since = len(log)
-    store.source.earlier = _earlier_walls(log, launcher.backend.timebase(portfolio_id))
+    starts, zeros = _stretches(log, launcher.backend.timebase(portfolio_id))
+
+    def earlier(seq: int, time: float) -> datetime:
+        return zeros[bisect_right(starts, seq) - 1] + timedelta(seconds=time)
+
+    source = store.source
+    source.earlier = earlier
+    if going_on:
+        source.since = len(log)
+    else:
+        source.since, zero = starts[-1], zeros[-1]
+        source.wall = lambda time: zero + timedelta(seconds=time)
     store.replay()
     return store
 
@@ -269,23 +283,17 @@ def _ended(log: Sequence[RawEvent]) -> Mapping[str, Any] | None:
     return None
 
 
-def _earlier_walls(log: Sequence[RawEvent], first: float) -> Callable[[int, float], datetime]:
-    """How the events already in ``log`` are dated: each stretch of the run by its own time
-    base (its process's POSIX time at clock time 0): ``first`` (the store's, from when the
-    run was created) until the first ``run_resumed``, then each one's ``timebase``."""
+def _stretches(log: Sequence[RawEvent], first: float) -> tuple[list[int], list[datetime]]:
+    """Where each stretch of a run's log starts (its ``run_started``, then each
+    ``run_resumed``), and the UTC time of its clock time 0 (from ``first``, the store's time
+    base of the run, then each ``run_resumed``'s ``timebase``): events are dated from it as
+    the live run dated them (see ``_clock.run_timebase``) and as ``rt.load()`` does."""
     starts, bases = [0], [first]
     for seq, (type_, _time, _intent, data) in enumerate(log):
         if type_ == EventType.RUN_RESUMED:
             starts.append(seq)
             bases.append((data or {})["timebase"])
-    # Clock time 0 of each stretch as a datetime, plus the time: as the live run dated it
-    # (see _clock.run_timebase) and as rt.load() dates it.
-    zeros = [datetime.fromtimestamp(base, UTC) for base in bases]
-
-    def at(seq: int, time: float) -> datetime:
-        return zeros[bisect_right(starts, seq) - 1] + timedelta(seconds=time)
-
-    return at
+    return starts, [datetime.fromtimestamp(base, UTC) for base in bases]
 
 
 def _logged_guardrails(

@@ -195,15 +195,17 @@ async def test_resuming_a_completed_or_failed_run_returns_its_result_and_runs_no
         length = len(live.events)
         calls = Worker.calls
         again = await rt.resume(live.portfolio_id)
-        async with anyio.create_task_group():
-            handle = await rt.start_resume(live.portfolio_id)
+        handle = await rt.start_resume(live.portfolio_id)
+        streamed = [event async for event in handle.events()]
         by_handle = await handle.result()
+        with_spec = await rt.resume(live.portfolio_id, chain())
 
     assert Worker.calls == calls
     assert len(live.events._events) == length  # nothing written
     loaded = await rt.load(live.portfolio_id)
     assert again.to_dict() == loaded.to_dict()
-    for result in (again, by_handle):
+    assert streamed == list(live.events)
+    for result in (again, by_handle, with_spec):
         assert result.status == live.status == ("failed" if fails else "completed")
         assert statuses(result) == statuses(live)
         assert list(result.events) == list(live.events)
