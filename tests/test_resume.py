@@ -30,6 +30,7 @@ from openintent.agents import (
     on_assignment,
 )
 from openintent.models import EventType, RetryPolicy, RunResult
+from openintent.testing import assert_replay_matches
 
 from _helpers import NO_DELAY, statuses
 
@@ -205,6 +206,7 @@ async def test_resuming_a_completed_or_failed_run_returns_its_result_and_runs_no
     loaded = await rt.load(live.portfolio_id)
     assert again.to_dict() == loaded.to_dict()
     assert streamed == list(live.events)
+    assert_replay_matches(again)
     for result in (again, by_handle, with_spec):
         assert result.status == live.status == ("failed" if fails else "completed")
         assert statuses(result) == statuses(live)
@@ -292,6 +294,7 @@ async def test_a_cancelled_run_resumes_its_cancelled_intents():
         resumed = await rt.resume(cancelled.portfolio_id)
     assert resumed.status == "completed"
     assert [(title, attempt) for title, attempt, _ in worker.calls] == [("B", 2), ("C", 1)]
+    assert_replay_matches(resumed)
     (marker,) = resumed.events.of_type("run_resumed")
     assert marker.data["from"] == "cancelled"
     assert set(marker.data["reopened"]) == {cancelled.intents["B"].id,
@@ -755,6 +758,7 @@ async def test_a_crash_at_any_point_resumes_to_what_the_run_would_have_reported(
             assert resumed.status == "completed", cut
             loaded = await rt.load(resumed.portfolio_id)  # read back: the same run
             assert loaded.to_dict() == resumed.to_dict(), cut
+            assert_replay_matches(resumed)  # the testing kit's own reading of the log
             assert states(resumed) == states(live), cut
             seqs = [event.seq for event in resumed.events]
             assert seqs == list(range(len(seqs))), cut
@@ -791,3 +795,21 @@ async def test_the_progress_view_follows_a_resumed_run_without_its_downtime():
     assert progress.elapsed == pytest.approx(ran + 51.0)
     assert f"run chain ({resumed.portfolio_id}) resumed (it was cancelled): 2 intent(s) " \
            "reopened" in lines
+
+
+async def test_the_replay_oracle_refuses_a_resume_that_reopens_a_finished_intent():
+    from openintent.testing._oracle import derive
+
+    worker = worker_agent()
+    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0) as rt:
+        live = await rt.run(chain())
+        resumed = await rt.resume(crashed(rt, live, after(live, "dispatched", "B")))
+    events = list(resumed.events)
+    (marker,) = [event for event in events if event.type == "run_resumed"]
+    assert derive(events).problems == []
+    forged = marker._replace(data={**marker.data, "reopened": [live.intents["A"].id]})
+    events[marker.seq] = forged
+    problems = derive(events).problems
+    assert problems[0] == (
+        f"event #{marker.seq} (run_resumed, intent None) reopens 'A', which was completed")
+    assert any("while 'B' was running (expected pending)" in line for line in problems)
