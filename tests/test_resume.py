@@ -323,7 +323,12 @@ async def test_a_run_timeout_keeps_its_deadline_and_the_downtime_does_not_count(
         assert finished.time == pytest.approx(resumed_at + 40.0)
         longer = await rt.resume(crashed_id,
                                  guardrails=[{"type": "timeout", "max_seconds": 200}])
-    assert longer.status == "completed"
+        assert longer.status == "completed"
+        # Resumed as it was, a run that used up its time halts at once, dispatching nothing.
+        length = len(live.events._events)
+        again = await rt.resume(live.portfolio_id)
+    assert again.status == "halted" and again.breach.guardrail == "timeout"
+    assert "dispatched" not in again.events.types()[length:]
 
 
 # ---------------------------------------------------------------------------- approvals
