@@ -754,9 +754,14 @@ async def test_a_crash_at_any_point_resumes_to_what_the_run_would_have_reported(
                    retry=RetryPolicy(max_attempts=2, initial_delay=0.5, jitter=False)),
         IntentSpec("F", assign="worker", depends_on=["E", "D"]),
     ])
-    async with Runtime(agents=[worker, Flaky()], clock=VirtualClock(), seed=0) as rt:
+    # C waits for an approval that its timeout grants (so every cut point is deterministic).
+    approval = {"type": "approval", "require_for": ["C"], "timeout_seconds": 5,
+                "on_timeout": "approve"}
+    async with Runtime(agents=[worker, Flaky()], clock=VirtualClock(), seed=0,
+                       guardrails=[approval]) as rt:
         live = await rt.run(spec)
         assert live.status == "completed"
+        assert live.events.of_type("approval_granted")
         planned = 1 + len(spec.intents)  # run_started and the created events: one batch
         for cut in range(planned, len(live.events) + 1):
             resumed = await rt.resume(crashed(rt, live, cut))
@@ -770,6 +775,9 @@ async def test_a_crash_at_any_point_resumes_to_what_the_run_would_have_reported(
             assert same_events(list(resumed.events)[:cut], list(live.events)[:cut]), cut
             for title, item in resumed.intents.items():  # at most one more attempt each
                 assert item.attempts <= live.intents[title].attempts + 1, (cut, title)
+            granted = live.events[:cut].of_type("approval_granted")
+            asked = resumed.events[cut:].of_type("approval_requested")
+            assert not (granted and asked), cut  # a granted approval is not asked again
 
 
 async def test_the_progress_view_follows_a_resumed_run_without_its_downtime():
