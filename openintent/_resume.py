@@ -347,9 +347,11 @@ def _count_waiting(nodes: list[Node]) -> int:
 def _ended_result(store: EventStore, name: str, ended: Mapping[str, Any]) -> RunResult:
     """The result of a log that ended for good, as its run returned it."""
     breach = None
-    for type_, _time, _intent, data in reversed(store.events):
+    for type_, _time, _intent, data in reversed(store.events):  # in the run's last stretch
         if type_ == EventType.GUARDRAIL_BREACH:
-            breach = Breach(**data)
+            breach = Breach(**to_plain(data))
+            break
+        if type_ == EventType.RUN_RESUMED:
             break
     records = store.records
     return RunResult(

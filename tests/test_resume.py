@@ -247,6 +247,9 @@ async def test_a_halted_run_resumed_with_a_raised_budget_continues_where_it_stop
         assert again.status == "halted" and worker.calls == []
         raised = {"type": "budget", "max_cost_usd": 100.0, "warn_at": 0.5}
         resumed = await rt.resume(halted.portfolio_id, guardrails=[raised])
+        ended = await rt.resume(halted.portfolio_id)  # completed now: its result again
+        assert ended.to_dict() == resumed.to_dict()
+        assert (await rt.load(halted.portfolio_id)).to_dict() == resumed.to_dict()
 
     assert [(title, attempt) for title, attempt, _ in worker.calls] == [("B", 2), ("C", 1)]
     assert resumed.status == "completed"
