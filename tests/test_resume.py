@@ -829,3 +829,17 @@ async def test_the_replay_oracle_refuses_a_resume_that_reopens_a_finished_intent
     assert problems[0] == (
         f"event #{marker.seq} (run_resumed, intent None) reopens 'A', which was completed")
     assert any("while 'B' was running (expected pending)" in line for line in problems)
+
+
+async def test_resume_works_without_async_with_but_not_on_a_closed_runtime():
+    worker = worker_agent()
+    rt = Runtime(agents=[worker], clock=VirtualClock(), seed=0)
+    live = await rt.run(chain())
+    resumed = await rt.resume(crashed(rt, live, after(live, "dispatched", "B")))
+    assert resumed.status == "completed"
+    with pytest.raises(openintent.OpenIntentError, match="needs|async with"):
+        await rt.start_resume(live.portfolio_id)
+    async with rt:
+        pass
+    with pytest.raises(openintent.OpenIntentError, match="closed"):
+        await rt.resume(live.portfolio_id)
