@@ -146,7 +146,10 @@ class Attempts:
                 agents = node.agents
                 agent_id = ",".join(agent.id for agent in agents)
             else:
-                agent_id = policy.agent_for(attempt, primary.id) or primary.id
+                # Past the policy's attempts (a resume re-dispatches an interrupted last
+                # attempt): the last agent of [assignee, *fallback] goes on.
+                agent_id = policy.agent_for(attempt, primary.id) or (
+                    policy.fallback[-1] if policy.fallback else primary.id)
                 agents = (primary if agent_id == primary.id else self._fallbacks[agent_id],)
             try:
                 if self._guardrails is not None:
