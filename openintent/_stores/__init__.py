@@ -28,7 +28,7 @@ import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ..errors import StoreError
-from ..models import Event
+from ..models import Event, EventType
 
 __all__ = ["CommitFailed", "EventBackend", "Journal", "RawEvent", "RunInfo", "open_backend"]
 
@@ -149,6 +149,15 @@ class EventBackend(Protocol):
     def close(self) -> None:
         """Close every subscriber's stream (their iterations end)."""
         ...
+
+
+def sitting_base(events: Sequence[RawEvent], timebase: float) -> float:
+    """The time base of a log's last sitting: ``timebase`` (the run's own), or the
+    ``timebase`` of its last ``run_resumed`` (a resume dates its events by its own clock)."""
+    for type_, _time, _intent_id, data in reversed(events):
+        if type_ == EventType.RUN_RESUMED:
+            return float((data or {}).get("timebase", timebase))
+    return timebase
 
 
 def open_backend(url: str) -> EventBackend:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import anyio
 
 from ..models import PACKED_FIELDS
-from . import CommitFailed
+from . import CommitFailed, sitting_base
 
 __all__ = ["JournalLog", "decode_batches", "encode_events"]
 
@@ -43,7 +43,8 @@ class Writer(Protocol):
 class JournalLog(list[RawEvent]):
     """One run's events (see the module docstring)."""
 
-    __slots__ = ("__weakref__", "run_id", "name", "parent", "timebase", "committed", "error",
+    __slots__ = ("__weakref__", "run_id", "name", "parent", "timebase", "sitting", "committed",
+                 "error",
                  "_writer", "_flushing", "_published", "_hold", "_wakeup")
 
     def __init__(self, run_id: str, name: str, parent: str | None, timebase: float,
@@ -53,6 +54,9 @@ class JournalLog(list[RawEvent]):
         self.name = name
         self.parent = parent
         self.timebase = timebase
+        #: The time base of the latest sitting: a resumed run's events after its last
+        #: ``run_resumed`` are dated by that event's own ``timebase`` (another process's clock).
+        self.sitting = sitting_base(self, timebase)
         #: How many of the events are on disk.
         self.committed = len(self)
         #: The failure that broke this log (then every wait raises it).

@@ -209,8 +209,9 @@ class SqliteBackend:
                 if type_ == EventType.RUN_FINISHED:
                     status = (data or {}).get("status", "failed")
                     conn.execute("UPDATE runs SET status = ?, ended = ? WHERE id = ?",
-                                 (status, log.timebase + time_, run_id))
-                else:  # run_resumed: going on again
+                                 (status, log.sitting + time_, run_id))
+                else:  # run_resumed: going on again, on another clock
+                    log.sitting = float((data or {}).get("timebase", log.sitting))
                     conn.execute("UPDATE runs SET status = 'running', ended = NULL "
                                  "WHERE id = ?", (run_id,))
         holder = self._leases.get(run_id)
