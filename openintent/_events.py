@@ -50,6 +50,7 @@ class EventType:
     APPROVAL_DENIED: Final = "approval_denied"
     LOOP_BLOCKED: Final = "loop_blocked"
     RUN_FINISHED: Final = "run_finished"
+    RUN_RESUMED: Final = "run_resumed"
 
     ALL: Final = frozenset(
         {
@@ -77,6 +78,7 @@ class EventType:
             "approval_denied",
             "loop_blocked",
             "run_finished",
+            "run_resumed",
         }
     )
 
@@ -121,26 +123,37 @@ class Event(NamedTuple):
 # untrack the event, which keeps collections cheap in runs of 100,000 intents. ``Event.data``
 # is always a dict for users.
 PACKED_FIELDS: dict[str, tuple[str, ...]] = {
-    EventType.CREATED: ("title", "depends_on", "assign", "initial_state"),
+    # ``spec``: the intent spec's other fields as JSON data, ``None`` when all are default
+    # (see openintent._plan_data.intent_data; a public event leaves a ``None`` spec out).
+    EventType.CREATED: ("title", "depends_on", "assign", "initial_state", "spec"),
     EventType.DISPATCHED: ("attempt", "agent"),
 }
 
 
 class EventSource:
     """What a log knows besides its stored tuples: its portfolio, its intents' titles, and its
-    run's time base (clock time -> UTC ``datetime``). One per log."""
+    run's time base (clock time -> UTC ``datetime``). One per log.
 
-    __slots__ = ("portfolio_id", "title_of", "wall")
+    A resumed run's log has stretches, each timed by the clock of the process that wrote it:
+    ``wall`` dates the events from ``since`` on (the ``run_resumed`` event's seq), and
+    ``earlier(seq, time)`` those before it.
+    """
+
+    __slots__ = ("portfolio_id", "title_of", "wall", "since", "earlier")
 
     def __init__(
         self,
         portfolio_id: str,
         title_of: Callable[[str], str | None],
         wall: Callable[[float], datetime],
+        since: int = 0,
+        earlier: Callable[[int, float], datetime] | None = None,
     ) -> None:
         self.portfolio_id = portfolio_id
         self.title_of = title_of
         self.wall = wall
+        self.since = since
+        self.earlier = earlier
 
 
 def public_event(raw: tuple[Any, ...], seq: int, source: EventSource) -> Event:
@@ -158,9 +171,12 @@ def public_event(raw: tuple[Any, ...], seq: int, source: EventSource) -> Event:
                 data["assign"] = list(data["assign"])
             if data["initial_state"] is None:
                 data["initial_state"] = {}
+            if data["spec"] is None:
+                del data["spec"]
     title = source.title_of(intent_id) if intent_id is not None else None
-    return Event(seq, type_, time_, source.portfolio_id, intent_id, read_only(data), title,
-                 source.wall(time_))
+    at = (source.wall(time_) if seq >= source.since or source.earlier is None
+          else source.earlier(seq, time_))
+    return Event(seq, type_, time_, source.portfolio_id, intent_id, read_only(data), title, at)
 
 
 class EventLog(Sequence[Event]):

@@ -68,6 +68,26 @@ class GuardrailRun(Protocol):
         """The id of the running portfolio."""
         ...
 
+    @property
+    def replaying(self) -> bool:
+        """True while a resumed run's guardrails hear, through ``on_event``, the events it
+        logged before it was resumed (to take up their counts: the spend, the approvals
+        granted). What a guardrail emits, halts or records meanwhile is dropped: it
+        happened then, and the log has it.
+
+        .. versionadded:: 0.2
+        """
+        ...
+
+    @property
+    def elapsed_before(self) -> float:
+        """Seconds the run ran before it was resumed, on the clocks of the processes that ran
+        it (0.0 for a run never resumed); the time it was stopped does not count.
+
+        .. versionadded:: 0.2
+        """
+        ...
+
     def emit(self, type: str, intent_id: str | None, data: Mapping[str, Any]) -> None:
         """Append an event of your own to the run's log: its type declared with
         ``register_event_type`` (or ``budget_warning``); the runtime's own lifecycle types
@@ -172,6 +192,16 @@ class Guardrail:
     def on_event(self, event: Event) -> None:
         """Called with every event of the run it guards."""
 
+    def to_data(self) -> dict[str, Any]:
+        """This guardrail's settings as JSON data, as a run's log keeps them: for a
+        registered type, the dict :func:`build_guardrails` builds it back from
+        (``{"type": "budget", "max_cost_usd": 5.0}``). Override it in your own guardrail
+        type; by default it only names itself: ``{"type": ..., "name": <class name>}``.
+
+        .. versionadded:: 0.2
+        """
+        return {"type": self.type, "name": type(self).__qualname__}
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{key}={value!r}" for key, value in vars(self).items()
                            if not key.startswith("_"))
@@ -260,6 +290,10 @@ class _FunctionGuardrail(Guardrail):
 
     async def __call__(self, ctx: DispatchContext, call_next: CallNext) -> Any:
         return await self.function(ctx, call_next)
+
+    def to_data(self) -> dict[str, Any]:
+        name = getattr(self.function, "__qualname__", type(self.function).__qualname__)
+        return {"type": self.type, "name": name}
 
 
 def _from_dict(item: Mapping[str, Any], place: str) -> Guardrail:

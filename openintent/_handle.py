@@ -18,10 +18,11 @@ from anyio.abc import TaskGroup
 from ._all_complete import fire_all_complete
 from ._results import ResultsView
 from ._scheduler import Run
+from ._store import EventStore
 from ._streams import follow_run
-from .errors import ApprovalError, OpenIntentError
+from .errors import ApprovalError, OpenIntentError, StoreError
 from .guardrails import ApprovalRequest
-from .models import Event, EventLog, RunResult, RunStatus
+from .models import Event, EventLog, EventType, RunResult, RunStatus
 
 __all__ = [
     "RunHandle",
@@ -47,10 +48,12 @@ class RunHandle:
     .. versionadded:: 0.1
     """
 
-    __slots__ = ("_run", "_drive", "_scope", "_done", "_result", "_error")
+    __slots__ = ("_run", "_store", "_name", "_drive", "_scope", "_done", "_result", "_error")
 
     def __init__(self, run: Run, drive: Callable[[], Awaitable[RunResult]]) -> None:
-        self._run = run
+        self._run: Run | None = run
+        self._store = run.store
+        self._name = run.spec.name
         self._drive = drive
         # Made now, entered when the run's task starts: a cancel() before then still counts.
         self._scope = anyio.CancelScope()
@@ -58,15 +61,32 @@ class RunHandle:
         self._result: RunResult | None = None
         self._error: Exception | None = None
 
+    @classmethod
+    def of_ended(
+        cls, store: EventStore, result: RunResult, drive: Callable[[], Awaitable[RunResult]]
+    ) -> RunHandle:
+        """The handle of a run whose log had ended for good (``rt.start_resume`` of a
+        completed run): ``drive`` returns its ``result``; nothing runs."""
+        handle = cls.__new__(cls)
+        handle._run = None
+        handle._store = store
+        handle._name = result.name
+        handle._drive = drive
+        handle._scope = anyio.CancelScope()
+        handle._done = anyio.Event()
+        handle._result = None
+        handle._error = None
+        return handle
+
     @property
     def portfolio_id(self) -> str:
         """The id of this run (``result.portfolio_id``, every event's ``portfolio_id``)."""
-        return self._run.store.portfolio_id
+        return self._store.portfolio_id
 
     @property
     def name(self) -> str:
         """The name of the portfolio this run runs."""
-        return self._run.spec.name
+        return self._name
 
     @property
     def status(self) -> RunStatus:
@@ -87,11 +107,11 @@ class RunHandle:
         Each call starts at the beginning of the log, so a consumer that starts late (even
         after the run ended) misses nothing; the iteration ends after ``run_finished``.
         """
-        return follow_run(self._run.store)
+        return follow_run(self._store)
 
     def pending_approvals(self) -> list[ApprovalRequest]:
         """This run's approval requests still waiting for a decision."""
-        return [] if self.done else pending_approvals([self._run])
+        return [] if self.done or self._run is None else pending_approvals([self._run])
 
     async def approve(self, intent: str, *, by: str, note: str = "") -> ApprovalRequest:
         """Approve this run's pending request for ``intent`` (an intent id, or a title): the
@@ -108,7 +128,7 @@ class RunHandle:
         return self._decide(intent, False, by, note)
 
     def _decide(self, intent: str, approve: bool, by: str, note: str) -> ApprovalRequest:
-        if self.done:
+        if self.done or self._run is None:
             raise ApprovalError(
                 f"run {self.portfolio_id} ({self.name!r}) has ended ({self.status}); nothing "
                 f"in it waits for approval, so {intent!r} cannot be decided"
@@ -141,9 +161,11 @@ class RunHandle:
             with self._scope:
                 self._result = await self._drive()
             if self._result is None:  # cancel() stopped it; the log already ends "cancelled"
+                assert self._run is not None  # (an ended run's drive never waits)
                 self._result = run_result(self._run, RunStatus.CANCELLED)
         except cancelled:  # the runtime's block was left with an error, or was cancelled
-            self._result = run_result(self._run, RunStatus.CANCELLED)
+            if self._run is not None:
+                self._result = run_result(self._run, RunStatus.CANCELLED)
             raise
         except Exception as exc:  # a fault of the runtime itself, already logged
             self._error = exc
@@ -194,11 +216,12 @@ class StartedRuns:
 
 
 async def drive_run(
-    run: Run, *, nested: bool, end: Callable[[Run, RunStatus], None]
+    run: Run, *, nested: bool, end: Callable[[Run, RunStatus, Any, str | None], None]
 ) -> RunResult:
     """Run a begun run (its ``run_started`` logged) to its end and return its result.
 
-    ``end(run, status)`` logs the end; it is called exactly once, whatever happens. A
+    ``end(run, status, output, error)`` logs the end; it is called exactly once, whatever
+    happens. A
     cancellation ends the run ``cancelled`` (every running handler cancelled, unfinished
     intents recorded as cancelled) and propagates: no result then.
     """
@@ -217,22 +240,57 @@ async def drive_run(
     except anyio.get_cancelled_exc_class():
         # Also when the cancel lands in @on_all_complete: the log always gets its end.
         run.cancel_unfinished()
-        end(run, RunStatus.CANCELLED)
+        end(run, RunStatus.CANCELLED, None, None)
+        await _ended_durably(store, failing=True)
         raise
-    except BaseException:
+    except BaseException as exc:
         # An error of the runtime itself (never a handler's): still end the log, so event
         # streams are not left waiting.
         run.cancel_unfinished()
-        end(run, RunStatus.FAILED)
+        end(run, RunStatus.FAILED, None, f"the runtime failed: {type(exc).__name__}: {exc}")
         store.logger.exception("run crashed", portfolio=spec.name)
+        await _ended_durably(store, failing=True)
+        failure = _store_failure(exc) if store.journal is not None else None
+        if failure is not None:
+            # The journal broke: say so plainly, not inside the task group's exception group.
+            raise failure from exc
         raise
     output, error = outcome["output"], outcome["error"]
     if error is not None and status == RunStatus.COMPLETED:
         status = RunStatus.FAILED
     if run.breach is not None:
         error = f"the {run.breach.guardrail} guardrail halted the run: {run.breach.reason}"
-    end(run, status)
+    end(run, status, output, error)
+    await _ended_durably(store)
     return run_result(run, status, output, error)
+
+
+def _store_failure(exc: BaseException) -> StoreError | None:
+    """The StoreError inside a task group's exception group (``None``: none, or ``exc`` is
+    one already)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = inner if isinstance(inner, StoreError) else _store_failure(inner)
+            if found is not None:
+                return found
+    return None
+
+
+async def _ended_durably(store: EventStore, *, failing: bool = False) -> None:
+    """With a durable store, wait until the whole log (its ``run_finished`` last) is
+    committed: a run's result is returned only then. Shielded: a cancelled run still waits
+    for its end to be on disk. ``failing``: the run is already raising; a failed commit is
+    logged, not raised over it."""
+    journal = store.journal
+    if journal is None:
+        return
+    with anyio.CancelScope(shield=True):
+        try:
+            await journal.wait_committed(len(store.events))
+        except StoreError as exc:
+            if not failing:
+                raise
+            store.logger.error("journal commit failed", error=str(exc))
 
 
 def run_result(
@@ -246,7 +304,8 @@ def run_result(
         status=status,
         output=output,
         intents=ResultsView(store.records, run.id_of_title),
-        events=EventLog(store.events, store.source),
+        # The log up to its run_finished: a later resume appends to the same log.
+        events=EventLog(store.events, store.source, range(len(store.events))),
         decisions=tuple(store.decisions),
         cost_usd=store.total_cost,
         error=error,
@@ -260,12 +319,20 @@ def run_result(
 
 def pending_approvals(runs: Iterable[Run]) -> list[ApprovalRequest]:
     """The approval requests of ``runs`` still waiting for a decision."""
-    return [
-        request
-        for run in runs
-        if run.guardrails is not None
-        for request in run.guardrails.pending_approvals()
-    ]
+    pending = []
+    for run in runs:
+        if run.guardrails is None:
+            continue
+        requests = run.guardrails.pending_approvals()
+        journal = run.store.journal
+        if journal is not None and requests:
+            # A durable store: a request is pending once its approval_requested is on disk.
+            events = run.store.events
+            unsaved = {raw[2] for raw in events[journal.committed:]
+                       if raw[0] == EventType.APPROVAL_REQUESTED}
+            requests = [request for request in requests if request.intent_id not in unsaved]
+        pending.extend(requests)
+    return pending
 
 
 def decide_approval(

@@ -21,15 +21,17 @@ from ._clock import Clock
 from ._dispatch import BoundAgent
 from ._guardrail_core import Guardrail
 from ._handle import drive_run
+from ._json_data import json_data
 from ._logging import logging_configured
 from ._nodes import Node, plant
-from ._plan import Planner, new_portfolio_id
+from ._plan import Plan, Planner, new_portfolio_id
+from ._plan_data import plan_data
 from ._ports import Stoppable
 from ._scheduler import Run
 from ._specs import PortfolioSpec
 from ._store import EventStore
 from ._stores import EventBackend
-from .errors import SpecError
+from .errors import DataError, SpecError
 from .models import Event, EventType, RunResult, RunStatus
 
 __all__ = ["Launcher"]
@@ -66,6 +68,11 @@ class Launcher:
         self._runtime_left = False  # then the last run to end closes the backend
 
     @property
+    def clock(self) -> Clock:
+        """The clock every timer of this runtime's runs goes through."""
+        return self._clock
+
+    @property
     def planner(self) -> Planner:
         """Checks specs against this runtime's agents (runs use it to add intents)."""
         return self._planner
@@ -87,40 +94,77 @@ class Launcher:
         if extra_guardrails:
             plan = attrs.evolve(plan, guardrails=plan.guardrails + extra_guardrails)
         # A sub-portfolio's events stay out of rt.events().
-        store = EventStore(self.backend, new_portfolio_id(), self._clock, spec.name,
-                           record_type=Node,
-                           publish=not nested,
-                           parent=parent.portfolio_id if parent is not None else None)
+        store = self._new_store(spec.name, nested, parent)
         store.append(
             EventType.RUN_STARTED,
             None,
             {"name": spec.name, "intents": len(spec.intents),
-             "coordinator": coordinator and coordinator.id},
+             "coordinator": coordinator and coordinator.id, "plan": plan_data(plan)},
         )
         nodes = plant(plan, store)
+        run = self.assemble(plan, store, nodes, nested=nested, on_event=on_event, parent=parent)
+        _info(store.logger, "run started", intents=len(nodes))
+        return run
+
+    def assemble(
+        self,
+        plan: Plan,
+        store: EventStore,
+        nodes: list[Node],
+        *,
+        nested: bool = False,
+        on_event: Callable[[Event], None] | None = None,
+        parent: Stoppable | None = None,
+        settled: int = 0,
+    ) -> Run:
+        """Build the :class:`Run` of ``plan`` over its log (``store``) and its wired
+        ``nodes``, and count it as going on. :meth:`begin` builds a new run with it; a resume
+        builds one from a log (``settled``: how many of its intents already ended)."""
         bus = EventBus(store)
         watch = None
         if self._blocking_threshold is not None:
             watch = BlockingWatch(self._blocking_threshold,
                                   lambda *event: bus.emit(*event), store.logger)
-        run = Run(plan, bus, nodes, self._clock, self._rng, self, parent=parent, watch=watch)
+        run = Run(plan, bus, nodes, self._clock, self._rng, self, parent=parent, watch=watch,
+                  settled=settled)
         if on_event is not None:
             bus.observe(on_event)
         self.active.append(run)
         if not nested:
             self.latest = store
-        _info(store.logger, "run started", intents=len(nodes))
         return run
+
+    def _new_store(self, name: str, nested: bool, parent: Stoppable | None) -> EventStore:
+        """The log of a new run, under an id the store does not hold yet."""
+        for tries_left in range(2, -1, -1):
+            try:
+                return EventStore(self.backend, new_portfolio_id(), self._clock, name,
+                                  record_type=Node, publish=not nested,
+                                  parent=parent.portfolio_id if parent is not None else None)
+            except ValueError:  # the store already holds a run of that id: draw another
+                if not tries_left:
+                    raise
+        raise AssertionError("unreachable")
 
     async def drive(self, run: Run, *, nested: bool) -> RunResult:
         """Run a begun run to its end and return its result (a cancellation propagates)."""
         return await drive_run(run, nested=nested, end=self._end)
 
-    def _end(self, run: Run, status: RunStatus) -> None:
-        """A run ended: log ``run_finished`` (once the run left the active ones)."""
+    def _end(self, run: Run, status: RunStatus, output: Any, error: str | None) -> None:
+        """A run ended: log ``run_finished`` (once the run left the active ones) with its
+        status, and its ``error`` and ``output`` unless ``None`` (the output only when it is
+        JSON data): a loaded run has them too."""
         self.active.remove(run)
         store = run.store
-        run.bus.emit(EventType.RUN_FINISHED, None, {"status": str(status)})
+        finished: dict[str, Any] = {"status": str(status)}
+        if error is not None:
+            finished["error"] = error
+        if output is not None:
+            try:
+                finished["output"] = json_data(output, "the run's output")
+            except DataError:
+                pass  # not JSON data: only the live result has it
+        run.bus.emit(EventType.RUN_FINISHED, None, finished)
         _info(store.logger, "run finished", status=str(status), cost_usd=store.total_cost)
         if self._runtime_left and not self.active:
             self.backend.close()  # the runtime was left while this run went on

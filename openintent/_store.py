@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableSequence, Sequence
 from contextvars import ContextVar
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import anyio
 import structlog
@@ -21,7 +21,7 @@ from ._clock import Clock, run_timebase
 from ._data import EMPTY, merged, read_only, to_plain
 from ._events import EventSource
 from ._logging import logging_configured
-from ._stores import EventBackend
+from ._stores import EventBackend, Journal
 from .models import (
     PACKED_FIELDS,
     Decision,
@@ -107,14 +107,16 @@ def _fields(event: RawEvent) -> tuple[Any, ...]:
     data: Any = event[_DATA]
     if type(data) is tuple:
         return data
-    return tuple(data[name] for name in PACKED_FIELDS[event[_TYPE]])  # a replayed Event
+    # A replayed Event's dict (a public ``created`` event leaves a ``None`` spec out).
+    return tuple(data.get(name) for name in PACKED_FIELDS[event[_TYPE]])
 
 
 def _created(
     records: Records, event: RawEvent, record_type: type[IntentRecord] = IntentRecord
 ) -> None:
     data = event[_DATA]
-    title, depends_on, assign, initial_state = data if type(data) is tuple else _fields(event)
+    title, depends_on, assign, initial_state, _spec = (
+        data if type(data) is tuple else _fields(event))
     intent_id = event[_INTENT] or ""
     if assign is not None and not isinstance(assign, str):  # several assignees: "a,b"
         assign = ",".join(assign)
@@ -197,6 +199,12 @@ def _approved(records: Records, event: RawEvent) -> None:
     records[event[_INTENT] or ""].status = IntentStatus.PENDING
 
 
+def _run_resumed(records: Records, event: RawEvent) -> None:
+    # The intents a resume reopens (interrupted, waiting for approval, cancelled) wait again.
+    for intent_id in (event[_DATA] or _NO_DATA).get("reopened", ()):
+        records[intent_id].status = IntentStatus.PENDING
+
+
 def _cost_recorded(records: Records, event: RawEvent) -> None:
     intent_id = event[_INTENT]
     if intent_id is not None:
@@ -217,6 +225,7 @@ _APPLY: dict[str, Callable[[Records, RawEvent], None]] = {
     EventType.HANDOFF: _handoff,
     EventType.APPROVAL_REQUESTED: _awaiting_approval,
     EventType.APPROVAL_GRANTED: _approved,
+    EventType.RUN_RESUMED: _run_resumed,
 }
 
 
@@ -232,7 +241,9 @@ class EventStore:
 
     It only appends: :meth:`append` one event, :meth:`append_batch` several at once.
     Creating one checks that ``clock`` can run on this event loop and fixes the run's UTC
-    time base (see :func:`~openintent._clock.run_timebase`).
+    time base (see :func:`~openintent._clock.run_timebase`). With ``log`` (a log the backend
+    already holds, to resume it) it appends to that log instead of starting one;
+    :meth:`replay` then projects the events already in it.
     """
 
     def __init__(
@@ -245,6 +256,7 @@ class EventStore:
         publish: bool = True,
         record_type: type[IntentRecord] = IntentRecord,
         parent: str | None = None,
+        log: MutableSequence[RawEvent] | None = None,
     ) -> None:
         self.portfolio_id = portfolio_id
         records: Records = {}
@@ -265,8 +277,12 @@ class EventStore:
         self.logger: Any = structlog.get_logger("openintent").bind(
             portfolio_id=portfolio_id, portfolio=name
         )
-        self.events = backend.create_run(portfolio_id, name, parent=parent,
-                                         timebase=self.source.wall(0.0).timestamp())
+        self.events = log if log is not None else backend.create_run(
+            portfolio_id, name, parent=parent, timebase=self.source.wall(0.0).timestamp())
+        #: The log as a Journal when the backend is durable: the run acts on an event only
+        #: once ``await journal.wait_committed(...)`` says it is on disk. ``None``: nothing
+        #: waits (memory://).
+        self.journal: Journal | None = None
         self.records = records
         self.total_cost = 0.0
         self._now = clock.now
@@ -275,6 +291,12 @@ class EventStore:
         self.subscribers: list[MemoryObjectSendStream[Event]] = (
             backend.subscribers if publish else []
         )
+        if backend.durable:
+            # A durable log publishes an event once it is committed, not as it is appended.
+            journal = self.journal = cast(Journal, self.events)
+            self.subscribers = []
+            journal.bind(self._publisher(backend) if publish else None,
+                         getattr(clock, "hold", None))
         # Watchers only watch (a trace, event captures, live readers): none of them appends,
         # so they hear every event as it is appended. The run's guardrails and hooks hear
         # events from the run's bus (openintent._bus), not from here.
@@ -322,6 +344,40 @@ class EventStore:
             self.decisions.append(Decision.from_event(public_event(event, seq, self.source)))
         if self.watchers or self.subscribers:
             self._tell(public_event(event, seq, self.source))
+
+    def _publisher(self, backend: EventBackend) -> Callable[[int, int], None]:
+        """What a durable log calls once events ``start:end`` are committed: send them to
+        the backend's subscribers (``rt.events()``)."""
+
+        def published(start: int, end: int) -> None:
+            subscribers = backend.subscribers
+            if not subscribers:
+                return
+            events, source = self.events, self.source
+            for seq in range(start, end):
+                event = public_event(events[seq], seq, source)
+                for stream in subscribers:
+                    try:
+                        stream.send_nowait(event)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        pass
+
+        return published
+
+    def replay(self) -> None:
+        """Project the events the log held when this store was made (a resumed run's
+        history): records, spend and decisions, as they were when each was appended; nobody
+        is told (they were, when it happened)."""
+        apply = self._apply
+        for seq, event in enumerate(self.events):
+            type, _time, _intent_id, data = event
+            handler = apply.get(type)
+            if handler is not None:
+                handler(self.records, event)
+            if type == EventType.COST_RECORDED:
+                self.total_cost += (data or _NO_DATA)["usd"]
+            elif type == EventType.DECISION:
+                self.decisions.append(Decision.from_event(public_event(event, seq, self.source)))
 
     def _trace(self, event: Event) -> None:
         self.logger.debug(event.type, intent_id=event.intent_id, seq=event.seq)

@@ -43,7 +43,7 @@ from ._guardrail_core import build_guardrails as build_guardrails
 from ._guardrail_core import names_field, number_field
 from ._guardrail_core import register_guardrail as register_guardrail
 from .errors import ApprovalError, GuardrailError, OutputCheckError
-from .models import EventType
+from .models import Event, EventType
 
 __all__ = [
     "ApprovalGuardrail",
@@ -68,27 +68,37 @@ __all__ = [
 class TimeoutGuardrail(Guardrail):
     """``{"type": "timeout", "max_seconds": 300}``: the whole run halts after ``max_seconds``
     on the runtime's clock, cancelling what still runs. (Per-intent limits:
-    ``IntentSpec(timeout=...)``.)"""
+    ``IntentSpec(timeout=...)``.)
+
+    A resumed run keeps its deadline: the time it ran before counts, the time it was stopped
+    (or its process dead) does not (see ``GuardrailRun.elapsed_before``)."""
 
     type = "timeout"
 
     def __init__(self, max_seconds: float) -> None:
         self.max_seconds = number_field("max_seconds", max_seconds, strict=True)
 
+    def to_data(self) -> dict[str, Any]:
+        return {"type": self.type, "max_seconds": self.max_seconds}
+
     def bind(self, run: GuardrailRun) -> TimeoutGuardrail:
         fresh = copy.copy(self)
         clock = run.clock
         started = clock.now()
+        before = run.elapsed_before  # a resumed run's time so far
 
         def expire() -> None:
             # The timer may fire late (a loaded loop, a handler that blocked it): report the
             # time that actually went by, on the run's clock.
-            elapsed = clock.now() - started
+            elapsed = before + clock.now() - started
             run.halt(Breach("timeout", f"the run exceeded {self.max_seconds:g} s "
                             f"({elapsed:g} s went by)",
                             limit=self.max_seconds, observed=elapsed))
 
-        run.start_timer(self.max_seconds, expire)
+        if before >= self.max_seconds:
+            expire()  # a resumed run with no time left: it stops before it dispatches
+        else:
+            run.start_timer(self.max_seconds - before, expire)
         return fresh
 
 
@@ -151,6 +161,16 @@ class ApprovalGuardrail(Guardrail):
         self._run: GuardrailRun | None = None
         self.requests: dict[str, ApprovalRequest] = {}
         self._timed_out: set[str] = set()  # intent ids the timeout decided
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type, "require_for": list(self.require_for)}
+        if self.approvers:
+            data["approvers"] = list(self.approvers)
+        if self.timeout_seconds is not None:
+            data["timeout_seconds"] = self.timeout_seconds
+        if self.on_timeout != "deny":
+            data["on_timeout"] = self.on_timeout
+        return data
 
     def bind(self, run: GuardrailRun) -> ApprovalGuardrail:
         fresh = copy.copy(self)
@@ -225,6 +245,20 @@ class ApprovalGuardrail(Guardrail):
         """The requests still waiting for a decision."""
         return [request for request in self.requests.values() if request.decision is None]
 
+    def on_event(self, event: Event) -> None:
+        # A resumed run: an approval granted before it stopped is not asked for again.
+        # (Requests still waiting then are asked again when their intent is dispatched.)
+        run = self._run
+        if run is None or not run.replaying or event.intent_id is None:
+            return
+        if event.type == EventType.APPROVAL_REQUESTED:
+            self.requests.pop(event.intent_id, None)  # asked again: the new request counts
+        elif event.type == EventType.APPROVAL_GRANTED:
+            data = event.data or {}
+            self.requests[event.intent_id] = ApprovalRequest(
+                event.intent_id, event.title or "", event.portfolio_id, event.time,
+                self.approvers, "approved", data.get("by"), data.get("note", ""))
+
 
 # ---------------------------------------------------------------------------- more built-ins
 
@@ -242,6 +276,12 @@ class RateLimitGuardrail(Guardrail):
         self.per_second = number_field("per_second", per_second, strict=True)
         self.per_agent = bool(per_agent)
         self._next_slot: dict[str, float] = {}
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type, "per_second": self.per_second}
+        if self.per_agent:
+            data["per_agent"] = True
+        return data
 
     def bind(self, run: GuardrailRun) -> RateLimitGuardrail:
         fresh = copy.copy(self)
@@ -271,6 +311,9 @@ class MaxConcurrencyGuardrail(Guardrail):
         self.limit = limit
         self._slots: anyio.Semaphore | None = None
 
+    def to_data(self) -> dict[str, Any]:
+        return {"type": self.type, "limit": self.limit}
+
     def bind(self, run: GuardrailRun) -> MaxConcurrencyGuardrail:
         fresh = copy.copy(self)
         fresh._slots = anyio.Semaphore(self.limit)
@@ -296,7 +339,14 @@ class RequireOutputGuardrail(Guardrail):
         if unknown:
             raise GuardrailError(f"unknown field(s) {sorted(unknown)}; valid: keys, for")
         only = options.get("for")
-        self.only = {name.casefold() for name in names_field("for", only)} if only else None
+        self.only_for = names_field("for", only) if only else ()
+        self.only = {name.casefold() for name in self.only_for} if only else None
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type, "keys": list(self.keys)}
+        if self.only_for:
+            data["for"] = list(self.only_for)
+        return data
 
     async def after_result(self, ctx: DispatchContext, result: Any) -> Any:
         if self.only is not None:

@@ -19,7 +19,8 @@ and nothing waits.
 
 from __future__ import annotations
 
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Callable, MutableSequence, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -27,9 +28,9 @@ import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ..errors import StoreError
-from ..models import Event
+from ..models import Event, EventType
 
-__all__ = ["EventBackend", "Journal", "RawEvent", "RunInfo", "open_backend"]
+__all__ = ["CommitFailed", "EventBackend", "Journal", "RawEvent", "RunInfo", "open_backend"]
 
 RawEvent = tuple[str, float, str | None, Any]
 
@@ -52,6 +53,11 @@ class RunInfo:
     parent: str | None = None
 
 
+class CommitFailed(StoreError):
+    """A commit of a durable log failed: its run cannot go on (nothing acts on an event that
+    is not committed). Every later wait on that log raises it again."""
+
+
 class Journal(Protocol):
     """What a durable backend's log has beyond a sequence of events (see the module
     docstring)."""
@@ -63,6 +69,19 @@ class Journal(Protocol):
         """Return once the first ``count`` events are committed (commits are batched: one
         commit takes every event appended so far). A failed commit raises
         :class:`~openintent.errors.StoreError`."""
+        ...
+
+    async def serve(self) -> None:
+        """Commit whatever is appended, soon after it is, until cancelled (the run runs it in
+        a task while it goes on, so events nobody waits for reach the disk too)."""
+        ...
+
+    def bind(self, published: Callable[[int, int], None] | None,
+             hold: Callable[[], AbstractContextManager[Any]] | None) -> None:
+        """The run's event store binds its log: ``published(start, end)`` is called once
+        events ``start:end`` are committed (it publishes them to the backend's subscribers);
+        ``hold()`` (the clock's, if it has one) is entered while a commit is in flight, so a
+        virtual clock does not jump while the writer works."""
         ...
 
 
@@ -105,6 +124,11 @@ class EventBackend(Protocol):
         """The runs it holds, oldest first."""
         ...
 
+    def timebase(self, run_id: str) -> float:
+        """The ``timebase`` the run was created with (``rt.load`` dates its events by it);
+        :class:`~openintent.errors.RunNotFoundError` for a run it does not hold."""
+        ...
+
     def acquire_run(self, run_id: str, holder: str) -> None:
         """Take the run's lease for ``holder`` (a resume holds it while it runs the run);
         :class:`~openintent.errors.RunInUseError` while another live holder has it."""
@@ -127,12 +151,27 @@ class EventBackend(Protocol):
         ...
 
 
-def open_backend(url: str) -> EventBackend:
-    """The backend for a ``Runtime(store=...)`` URL."""
-    if url != "memory://":
-        raise StoreError(
-            f"store {url!r} is not supported yet; only 'memory://' (the default) is"
-        )
-    from .memory import MemoryBackend
+def sitting_base(events: Sequence[RawEvent], timebase: float) -> float:
+    """The time base of a log's last sitting: ``timebase`` (the run's own), or the
+    ``timebase`` of its last ``run_resumed`` (a resume dates its events by its own clock)."""
+    for type_, _time, _intent_id, data in reversed(events):
+        if type_ == EventType.RUN_RESUMED:
+            return float((data or {}).get("timebase", timebase))
+    return timebase
 
-    return MemoryBackend()
+
+def open_backend(url: str) -> EventBackend:
+    """The backend for a ``Runtime(store=...)`` URL: ``memory://`` or ``sqlite:///path.db``
+    (relative) / ``sqlite:////abs/path.db``, optionally with ``?synchronous=full``."""
+    if url == "memory://":
+        from .memory import MemoryBackend
+
+        return MemoryBackend()
+    if isinstance(url, str) and url.startswith("sqlite:"):
+        from .sqlite import SqliteBackend
+
+        return SqliteBackend(url)
+    raise StoreError(
+        f"store {url!r} is not supported; use 'memory://' (the default) or "
+        "'sqlite:///path/to/runs.db'"
+    )
