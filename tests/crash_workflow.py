@@ -52,7 +52,7 @@ def worker_class(calls_file: str) -> type:
         @on_assignment
         async def work(self, intent):  # type: ignore[no-untyped-def]
             # A little real time per call, so a kill lands in the middle of things.
-            await anyio.sleep(random.uniform(0.0005, 0.004))
+            await anyio.sleep(random.uniform(0.001, 0.004))
             record_call(calls_file, f"{intent.id} {intent.attempt}\n")
             total = sum(state.get("total", 0) for state in intent.inputs.values())
             return {"total": total + 1}

@@ -21,7 +21,7 @@ import anyio.lowlevel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from openintent import Runtime
+from openintent import Runtime, sleep
 from openintent.agents import (
     Agent,
     Coordinator,
@@ -83,7 +83,7 @@ def build(plan: Plan) -> tuple[PortfolioSpec, list[Any], Any]:
         async def work(self, intent: Any) -> dict[str, Any]:
             node = int(intent.title[1:])
             if plan.sleeps[node]:
-                await anyio.sleep(plan.sleeps[node])
+                await sleep(plan.sleeps[node])  # on the run's (virtual) clock
             else:
                 await anyio.lowlevel.checkpoint()
             if plan.cost[node]:
@@ -155,7 +155,7 @@ def check_loaded_equals_live(plan: Plan, directory: Path) -> None:
     assert [event.at for event in loaded.events] == [event.at for event in live.events]
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(plans())
 def test_a_run_loaded_from_the_journal_equals_the_live_result(plan: Plan) -> None:
