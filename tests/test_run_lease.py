@@ -83,8 +83,8 @@ async def test_a_waiting_run_renews_its_lease_without_committing_anything(
         events = len([event async for event in _committed(handle)])
         _holder, first = lease_of(database, handle.portfolio_id)
         with anyio.fail_after(30):  # a bound for a stuck machine, not a measurement
-            while lease_of(database, handle.portfolio_id)[1] == first:
-                await anyio.sleep(0.05)
+            while lease_of(database, handle.portfolio_id)[1] == first:  # noqa: ASYNC110
+                await anyio.sleep(0.05)  # the file changes in another thread: poll it
         # Renewed while the run logged nothing new.
         assert len([event async for event in _committed(handle)]) == events
         await handle.approve("Deploy", by="alice")
