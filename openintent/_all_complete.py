@@ -28,6 +28,8 @@ async def fire_all_complete(run: Run) -> tuple[Any, str | None]:
     # Read-only views for the handler: the run's result keeps its own copies.
     results = ResultsView(store.records, run.id_of_title, views=True)
     portfolio = Portfolio(store.portfolio_id, spec.name, spec.description, spec.metadata, results)
+    if store.journal is not None:  # a durable store: every completion is on disk first
+        await store.journal.wait_committed(len(store.events))
     try:
         return await _fire(run, portfolio), None
     except Exception as exc:  # the work is done and kept; the run reports the failure

@@ -29,6 +29,7 @@ from ._notify import Notifications
 from ._ports import Outcomes
 from ._registry import HookKind
 from ._retrying import call_error, never_retried
+from ._stores._sqlite_journal import CommitFailed
 from ._views import Views
 from ._wiring import check_wired
 from .errors import Escalate, IntentTimeoutError
@@ -86,6 +87,9 @@ class Attempts:
         self._watch = watch
         self._plain = guardrails is None and self._limiter is None
         self._complete = outcomes.complete
+        # A durable store's log: a handler is called only once its dispatch (and so every
+        # completion it depends on) is committed. None (memory://): nothing waits.
+        self._journal = bus.store.journal
 
     async def run(self, node: Node) -> None:
         """Attempt an intent until it completes or fails for good."""
@@ -96,6 +100,8 @@ class Attempts:
             # The common case: the first attempt awaits the agent's handler right here.
             agent = node.agents[0]
             self._bus.emit(DISPATCHED, node.id, (1, agent.id))
+            if self._journal is not None:
+                await self._committed()
             intent = self._views.of(node, 1, agent.id)
             watch = self._watch
             try:
@@ -150,13 +156,22 @@ class Attempts:
                         await self._unless_halted()  # halted while waiting for a slot?
                         # packed data (attempt, agent): see models.PACKED_FIELDS
                         self._bus.emit(DISPATCHED, node.id, (attempt, agent_id))
+                        if self._journal is not None:
+                            await self._committed()
                         intent = self._views.of(node, attempt, agent_id)
                         result = await self._timed(node, agents, intent)
+            except CommitFailed:
+                raise  # the journal broke: a fault of the runtime, never the handler's
             except Exception as exc:
                 failure = exc
                 continue
             self._outcomes.complete(node, intent, result)
             return
+
+    async def _committed(self) -> None:
+        """Wait until every event logged so far is committed (a durable store only)."""
+        assert self._journal is not None
+        await self._journal.wait_committed(len(self._bus.store.events))
 
     async def _unless_halted(self) -> None:
         """Stop an attempt about to be dispatched in a halted run (as cancelled)."""
@@ -185,6 +200,8 @@ class Attempts:
                     await slots.enter_async_context(slot)
                 await self._unless_halted()  # halted while this attempt waited for a slot?
                 self._bus.emit(DISPATCHED, node.id, (attempt, label))
+                if self._journal is not None:
+                    await self._committed()
                 intent = self._views.of(node, attempt, agent_id)
                 views.append(intent)
                 return await self._timed(node, agents, intent)

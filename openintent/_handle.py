@@ -18,10 +18,11 @@ from anyio.abc import TaskGroup
 from ._all_complete import fire_all_complete
 from ._results import ResultsView
 from ._scheduler import Run
+from ._store import EventStore
 from ._streams import follow_run
-from .errors import ApprovalError, OpenIntentError
+from .errors import ApprovalError, OpenIntentError, StoreError
 from .guardrails import ApprovalRequest
-from .models import Event, EventLog, RunResult, RunStatus
+from .models import Event, EventLog, EventType, RunResult, RunStatus
 
 __all__ = [
     "RunHandle",
@@ -218,13 +219,19 @@ async def drive_run(
         # Also when the cancel lands in @on_all_complete: the log always gets its end.
         run.cancel_unfinished()
         end(run, RunStatus.CANCELLED)
+        await _ended_durably(store, failing=True)
         raise
-    except BaseException:
+    except BaseException as exc:
         # An error of the runtime itself (never a handler's): still end the log, so event
         # streams are not left waiting.
         run.cancel_unfinished()
         end(run, RunStatus.FAILED)
         store.logger.exception("run crashed", portfolio=spec.name)
+        await _ended_durably(store, failing=True)
+        failure = _store_failure(exc) if store.journal is not None else None
+        if failure is not None:
+            # The journal broke: say so plainly, not inside the task group's exception group.
+            raise failure from exc
         raise
     output, error = outcome["output"], outcome["error"]
     if error is not None and status == RunStatus.COMPLETED:
@@ -232,7 +239,36 @@ async def drive_run(
     if run.breach is not None:
         error = f"the {run.breach.guardrail} guardrail halted the run: {run.breach.reason}"
     end(run, status)
+    await _ended_durably(store)
     return run_result(run, status, output, error)
+
+
+def _store_failure(exc: BaseException) -> StoreError | None:
+    """The StoreError inside a task group's exception group (``None``: none, or ``exc`` is
+    one already)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = inner if isinstance(inner, StoreError) else _store_failure(inner)
+            if found is not None:
+                return found
+    return None
+
+
+async def _ended_durably(store: EventStore, *, failing: bool = False) -> None:
+    """With a durable store, wait until the whole log (its ``run_finished`` last) is
+    committed: a run's result is returned only then. Shielded: a cancelled run still waits
+    for its end to be on disk. ``failing``: the run is already raising; a failed commit is
+    logged, not raised over it."""
+    journal = store.journal
+    if journal is None:
+        return
+    with anyio.CancelScope(shield=True):
+        try:
+            await journal.wait_committed(len(store.events))
+        except StoreError as exc:
+            if not failing:
+                raise
+            store.logger.error("journal commit failed", error=str(exc))
 
 
 def run_result(
@@ -260,12 +296,20 @@ def run_result(
 
 def pending_approvals(runs: Iterable[Run]) -> list[ApprovalRequest]:
     """The approval requests of ``runs`` still waiting for a decision."""
-    return [
-        request
-        for run in runs
-        if run.guardrails is not None
-        for request in run.guardrails.pending_approvals()
-    ]
+    pending = []
+    for run in runs:
+        if run.guardrails is None:
+            continue
+        requests = run.guardrails.pending_approvals()
+        journal = run.store.journal
+        if journal is not None and requests:
+            # A durable store: a request is pending once its approval_requested is on disk.
+            events = run.store.events
+            unsaved = {raw[2] for raw in events[journal.committed:]
+                       if raw[0] == EventType.APPROVAL_REQUESTED}
+            requests = [request for request in requests if request.intent_id not in unsaved]
+        pending.extend(requests)
+    return pending
 
 
 def decide_approval(

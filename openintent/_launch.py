@@ -87,10 +87,7 @@ class Launcher:
         if extra_guardrails:
             plan = attrs.evolve(plan, guardrails=plan.guardrails + extra_guardrails)
         # A sub-portfolio's events stay out of rt.events().
-        store = EventStore(self.backend, new_portfolio_id(), self._clock, spec.name,
-                           record_type=Node,
-                           publish=not nested,
-                           parent=parent.portfolio_id if parent is not None else None)
+        store = self._new_store(spec.name, nested, parent)
         store.append(
             EventType.RUN_STARTED,
             None,
@@ -111,6 +108,18 @@ class Launcher:
             self.latest = store
         _info(store.logger, "run started", intents=len(nodes))
         return run
+
+    def _new_store(self, name: str, nested: bool, parent: Stoppable | None) -> EventStore:
+        """The log of a new run, under an id the store does not hold yet."""
+        for tries_left in range(2, -1, -1):
+            try:
+                return EventStore(self.backend, new_portfolio_id(), self._clock, name,
+                                  record_type=Node, publish=not nested,
+                                  parent=parent.portfolio_id if parent is not None else None)
+            except ValueError:  # the store already holds a run of that id: draw another
+                if not tries_left:
+                    raise
+        raise AssertionError("unreachable")
 
     async def drive(self, run: Run, *, nested: bool) -> RunResult:
         """Run a begun run to its end and return its result (a cancellation propagates)."""

@@ -176,6 +176,9 @@ class Notifications:
     async def call_safely(self, handler: Handler, *args: Any) -> None:
         """Call a lifecycle hook; a failure is logged and recorded, never fatal to the run."""
         run = self.run
+        journal = run.store.journal
+        if journal is not None:  # a durable store: the hook's event is on disk first
+            await journal.wait_committed(len(run.store.events))
         try:
             await call_handler(handler, *args, clock=run.clock)
         except Exception as exc:

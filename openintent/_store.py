@@ -11,7 +11,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import anyio
 import structlog
@@ -21,7 +21,7 @@ from ._clock import Clock, run_timebase
 from ._data import EMPTY, merged, read_only, to_plain
 from ._events import EventSource
 from ._logging import logging_configured
-from ._stores import EventBackend
+from ._stores import EventBackend, Journal
 from .models import (
     PACKED_FIELDS,
     Decision,
@@ -267,6 +267,10 @@ class EventStore:
         )
         self.events = backend.create_run(portfolio_id, name, parent=parent,
                                          timebase=self.source.wall(0.0).timestamp())
+        #: The log as a Journal when the backend is durable: the run acts on an event only
+        #: once ``await journal.wait_committed(...)`` says it is on disk. ``None``: nothing
+        #: waits (memory://).
+        self.journal: Journal | None = None
         self.records = records
         self.total_cost = 0.0
         self._now = clock.now
@@ -275,6 +279,12 @@ class EventStore:
         self.subscribers: list[MemoryObjectSendStream[Event]] = (
             backend.subscribers if publish else []
         )
+        if backend.durable:
+            # A durable log publishes an event once it is committed, not as it is appended.
+            journal = self.journal = cast(Journal, self.events)
+            self.subscribers = []
+            journal.bind(self._publisher(backend) if publish else None,
+                         getattr(clock, "hold", None))
         # Watchers only watch (a trace, event captures, live readers): none of them appends,
         # so they hear every event as it is appended. The run's guardrails and hooks hear
         # events from the run's bus (openintent._bus), not from here.
@@ -322,6 +332,25 @@ class EventStore:
             self.decisions.append(Decision.from_event(public_event(event, seq, self.source)))
         if self.watchers or self.subscribers:
             self._tell(public_event(event, seq, self.source))
+
+    def _publisher(self, backend: EventBackend) -> Callable[[int, int], None]:
+        """What a durable log calls once events ``start:end`` are committed: send them to
+        the backend's subscribers (``rt.events()``)."""
+
+        def published(start: int, end: int) -> None:
+            subscribers = backend.subscribers
+            if not subscribers:
+                return
+            events, source = self.events, self.source
+            for seq in range(start, end):
+                event = public_event(events[seq], seq, source)
+                for stream in subscribers:
+                    try:
+                        stream.send_nowait(event)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        pass
+
+        return published
 
     def _trace(self, event: Event) -> None:
         self.logger.debug(event.type, intent_id=event.intent_id, seq=event.seq)

@@ -55,6 +55,8 @@ class _RunFollower:
                 await wakeup.wait()
             finally:
                 store.watchers.remove(poke)
+        if store.journal is not None:  # a durable store: only committed events are seen
+            await store.journal.wait_committed(self._seq + 1)
         event = public_event(events[self._seq], self._seq, store.source)
         self._seq += 1
         if event.type == EventType.RUN_FINISHED:
@@ -71,8 +73,11 @@ def follow_runs(stores: Iterable[EventStore], backend: EventBackend) -> AsyncIte
     publishes, ending once every run seen starting has finished."""
     send, receive = anyio.create_memory_object_stream[Event](float("inf"))
     for store in stores:
-        for seq, raw in enumerate(store.events):
-            send.send_nowait(public_event(raw, seq, store.source))
+        events = store.events
+        # A durable log publishes events as they are committed: replay those committed so far.
+        until = len(events) if store.journal is None else store.journal.committed
+        for seq in range(until):
+            send.send_nowait(public_event(events[seq], seq, store.source))
     backend.subscribe(send)
     return _RunsFollower(backend, send, receive)
 

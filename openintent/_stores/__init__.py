@@ -19,7 +19,8 @@ and nothing waits.
 
 from __future__ import annotations
 
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Callable, MutableSequence, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -63,6 +64,14 @@ class Journal(Protocol):
         """Return once the first ``count`` events are committed (commits are batched: one
         commit takes every event appended so far). A failed commit raises
         :class:`~openintent.errors.StoreError`."""
+        ...
+
+    def bind(self, published: Callable[[int, int], None] | None,
+             hold: Callable[[], AbstractContextManager[Any]] | None) -> None:
+        """The run's event store binds its log: ``published(start, end)`` is called once
+        events ``start:end`` are committed (it publishes them to the backend's subscribers);
+        ``hold()`` (the clock's, if it has one) is entered while a commit is in flight, so a
+        virtual clock does not jump while the writer works."""
         ...
 
 
@@ -128,11 +137,17 @@ class EventBackend(Protocol):
 
 
 def open_backend(url: str) -> EventBackend:
-    """The backend for a ``Runtime(store=...)`` URL."""
-    if url != "memory://":
-        raise StoreError(
-            f"store {url!r} is not supported yet; only 'memory://' (the default) is"
-        )
-    from .memory import MemoryBackend
+    """The backend for a ``Runtime(store=...)`` URL: ``memory://`` or ``sqlite:///path.db``
+    (relative) / ``sqlite:////abs/path.db``, optionally with ``?synchronous=full``."""
+    if url == "memory://":
+        from .memory import MemoryBackend
 
-    return MemoryBackend()
+        return MemoryBackend()
+    if isinstance(url, str) and url.startswith("sqlite:"):
+        from .sqlite import SqliteBackend
+
+        return SqliteBackend(url)
+    raise StoreError(
+        f"store {url!r} is not supported; use 'memory://' (the default) or "
+        "'sqlite:///path/to/runs.db'"
+    )

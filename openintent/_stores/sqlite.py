@@ -1,0 +1,309 @@
+"""The SQLite journal (``sqlite:///path.db``): every run's events in a file, with the
+standard library's :mod:`sqlite3`.
+
+The file (see :mod:`._sqlite_file`) is checked before anything is written to it, runs in WAL
+mode, and holds two tables: ``runs`` (one row per run: name, parent, status, when it started
+and ended, its time base and its lease) and ``events`` (one row per event). A run's log is a
+:class:`~._sqlite_journal.JournalLog`; its commits run on one writer thread per backend (an
+``anyio.CapacityLimiter(1)``: one thread uses the writer connection at a time) in one
+transaction each. What a killed process leaves is everything committed; with
+``?synchronous=full`` a power loss loses nothing committed either.
+
+Run leases (``acquire_run``) keep two processes from continuing one run: the row names the
+holder, its process id and host, and when the lease expires (each commit renews it). A holder
+whose process is gone from this host loses the lease at once, any other once it expired.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import structlog
+from anyio.streams.memory import MemoryObjectSendStream
+
+from ..errors import RunInUseError, RunNotFoundError, StoreError
+from ..models import Event, EventType
+from . import RunInfo
+from ._sqlite_file import JournalFile, prepare
+from ._sqlite_journal import CommitFailed, JournalLog, RawEvent, decode_rows, encode_rows
+
+__all__ = ["SqliteBackend"]
+
+_ENDS = frozenset({EventType.RUN_FINISHED, "run_resumed"})
+
+
+class SqliteBackend:
+    """Runs' events in a SQLite file (see the module docstring)."""
+
+    durable = True
+    #: Seconds a run lease lasts without a commit renewing it.
+    lease_ttl = 60.0
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.file = file = JournalFile.parse(url)
+        prepare(file)
+        self.path = file.path
+        self.subscribers: list[MemoryObjectSendStream[Event]] = []
+        # Two connections: this one for what the event loop asks at once (a new run's row,
+        # reads, listings, leases), the writer's for commits on the writer thread.
+        self._conn = self._connect()
+        try:
+            self._writer = self._connect()
+        except StoreError:
+            self._conn.close()
+            raise
+        self._finalizer = weakref.finalize(self, _close_all, [self._conn, self._writer])
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._live: weakref.WeakValueDictionary[str, JournalLog] = weakref.WeakValueDictionary()
+        self._leases: dict[str, str] = {}  # run id -> holder, the leases this backend holds
+        self._lock = threading.Lock()  # the writer connection: a commit, or closing it
+        self._closed = False
+        self._host = socket.gethostname()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            return self.file.connect()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the journal {self.path} ({self.url}): {exc}") from exc
+
+    def _failed(self, what: str, exc: sqlite3.Error) -> StoreError:
+        return StoreError(f"the journal {self.path} ({self.url}) could not {what}: {exc}")
+
+    # ------------------------------------------------------------------ runs
+
+    def create_run(
+        self, run_id: str, name: str, *, parent: str | None = None, timebase: float = 0.0
+    ) -> JournalLog:
+        # One row, written at once on the event loop's thread: a run starts rarely, and the
+        # id must be known to be new before the run logs anything.
+        try:
+            self._conn.execute(
+                "INSERT INTO runs (id, name, parent, timebase) VALUES (?, ?, ?, ?)",
+                (run_id, name, parent, timebase))
+        except sqlite3.IntegrityError:
+            raise ValueError(f"run {run_id!r} ({name!r}) is already in the store "
+                             f"{self.url}") from None
+        except sqlite3.Error as exc:
+            raise self._failed(f"record the new run {run_id!r}", exc) from exc
+        log = JournalLog(run_id, name, parent, timebase, self)
+        self._live[run_id] = log
+        return log
+
+    def open_run(self, run_id: str) -> JournalLog:
+        live = self._live.get(run_id)
+        if live is not None:
+            return live
+        name, parent, timebase = self._row(run_id)
+        log = JournalLog(run_id, name, parent, timebase, self, self._events(run_id))
+        self._live[run_id] = log
+        return log
+
+    def read(self, run_id: str) -> Sequence[RawEvent]:
+        self._row(run_id)
+        return self._events(run_id)
+
+    def _row(self, run_id: str) -> tuple[str, str | None, float]:
+        try:
+            row = self._conn.execute("SELECT name, parent, timebase FROM runs WHERE id = ?",
+                                     (run_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._failed(f"read run {run_id!r}", exc) from exc
+        if row is None:
+            raise RunNotFoundError(
+                f"the store {self.url} holds no run {run_id!r}; rt.runs() lists the runs it "
+                "holds"
+            )
+        return row[0], row[1], row[2]
+
+    def _events(self, run_id: str) -> list[RawEvent]:
+        try:
+            rows = self._conn.execute(
+                "SELECT type, time, intent_id, data FROM events WHERE run_id = ? ORDER BY seq",
+                (run_id,)).fetchall()
+        except sqlite3.Error as exc:
+            raise self._failed(f"read the events of run {run_id!r}", exc) from exc
+        return decode_rows(rows)
+
+    def runs(self) -> list[RunInfo]:
+        try:
+            rows = self._conn.execute(
+                "SELECT id, name, status, started, ended, parent FROM runs ORDER BY rowid"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise self._failed("list its runs", exc) from exc
+        return [RunInfo(run_id, name, status, _utc(started), _utc(ended), parent)
+                for run_id, name, status, started, ended, parent in rows]
+
+    # ------------------------------------------------------------------ commits
+
+    async def commit(self, log: JournalLog, start: int, events: list[RawEvent]) -> None:
+        """Write ``events`` (``log``'s from ``start`` on) in one transaction on the writer
+        thread (the event loop goes on meanwhile)."""
+        limiter = self._limiter
+        if limiter is None:
+            limiter = self._limiter = anyio.CapacityLimiter(1)
+        await anyio.to_thread.run_sync(self._write, log, start, events, limiter=limiter)
+
+    def _write(self, log: JournalLog, start: int, events: list[RawEvent]) -> None:
+        """One commit (on the writer thread)."""
+        with self._lock:
+            if self._closed:
+                raise CommitFailed(f"the store {self.url} was closed before run {log.run_id} "
+                                   f"({log.name!r}) committed its last events")
+            self._commit(log, start, events)
+
+    def _commit(self, log: JournalLog, start: int, events: list[RawEvent]) -> None:
+        """Write ``events`` in one transaction of the writer connection (``_lock`` held)."""
+        conn = self._writer
+        rows = encode_rows(log.run_id, start, events)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self._update_run(conn, log, start, events)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise CommitFailed(
+                f"the journal {self.path} ({self.url}) could not commit events "
+                f"{start}-{start + len(events) - 1} of run {log.run_id} ({log.name!r}): {exc}; "
+                "the run stops here (nothing acts on an event that is not on disk)"
+            ) from exc
+
+    def _update_run(self, conn: sqlite3.Connection, log: JournalLog, start: int,
+                    events: list[RawEvent]) -> None:
+        """Keep the run's row up to date with the events of one commit."""
+        run_id = log.run_id
+        if start == 0 and events:
+            conn.execute("UPDATE runs SET started = ? WHERE id = ?",
+                         (log.timebase + events[0][1], run_id))
+        for type_, time_, _intent_id, data in events:
+            if type_ in _ENDS:
+                if type_ == EventType.RUN_FINISHED:
+                    status = (data or {}).get("status", "failed")
+                    conn.execute("UPDATE runs SET status = ?, ended = ? WHERE id = ?",
+                                 (status, log.timebase + time_, run_id))
+                else:  # run_resumed: going on again
+                    timebase = (data or {}).get("timebase", log.timebase)
+                    log.timebase = timebase
+                    conn.execute("UPDATE runs SET status = 'running', ended = NULL, "
+                                 "timebase = ? WHERE id = ?", (timebase, run_id))
+        holder = self._leases.get(run_id)
+        if holder is not None:  # a commit renews the lease of the run it commits
+            conn.execute("UPDATE runs SET lease_expires = ? WHERE id = ? AND lease_holder = ? "
+                         "AND lease_pid = ?",
+                         (time.time() + self.lease_ttl, run_id, holder, os.getpid()))
+
+    # ------------------------------------------------------------------ leases
+
+    def acquire_run(self, run_id: str, holder: str) -> None:
+        pid, host, now = os.getpid(), self._host, time.time()
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT lease_holder, lease_pid, lease_host, lease_expires FROM runs "
+                    "WHERE id = ?", (run_id,)).fetchone()
+                if row is None:
+                    raise RunNotFoundError(f"the store {self.url} holds no run {run_id!r}; "
+                                           "rt.runs() lists the runs it holds")
+                held, held_pid, held_host, expires = row
+                if held is not None and (held, held_pid, held_host) != (holder, pid, host):
+                    if expires > now and not (held_host == host and not _alive(held_pid)):
+                        until = datetime.fromtimestamp(expires, UTC).isoformat(
+                            timespec="seconds")
+                        raise RunInUseError(
+                            f"run {run_id!r} of the store {self.url} is in use by {held} "
+                            f"(pid {held_pid} on host {held_host}) until {until} unless it "
+                            "goes on; wait for that process to finish, or stop it"
+                        )
+                conn.execute(
+                    "UPDATE runs SET lease_holder = ?, lease_pid = ?, lease_host = ?, "
+                    "lease_expires = ? WHERE id = ?",
+                    (holder, pid, host, now + self.lease_ttl, run_id))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise self._failed(f"take the lease of run {run_id!r}", exc) from exc
+        self._leases[run_id] = holder
+
+    def release_run(self, run_id: str, holder: str) -> None:
+        try:
+            self._conn.execute(
+                "UPDATE runs SET lease_holder = NULL, lease_pid = NULL, lease_host = NULL, "
+                "lease_expires = NULL WHERE id = ? AND lease_holder = ? AND lease_pid = ? "
+                "AND lease_host = ?", (run_id, holder, os.getpid(), self._host))
+        except sqlite3.Error as exc:
+            raise self._failed(f"give back the lease of run {run_id!r}", exc) from exc
+        if self._leases.get(run_id) == holder:
+            del self._leases[run_id]
+
+    # ------------------------------------------------------------------ streams, closing
+
+    def subscribe(self, stream: MemoryObjectSendStream[Event]) -> None:
+        self.subscribers.append(stream)
+
+    def unsubscribe(self, stream: MemoryObjectSendStream[Event]) -> None:
+        if stream in self.subscribers:
+            self.subscribers.remove(stream)
+
+    def close(self) -> None:
+        """Close the subscribers' streams and the file's connections. Events appended but
+        not committed yet (a run that never waited for them) are written first."""
+        for stream in self.subscribers:
+            stream.close()
+        self.subscribers.clear()
+        with self._lock:
+            if self._closed:
+                return
+            for log in list(self._live.values()):
+                if log.error is None and log.committed < len(log):
+                    try:
+                        self._commit(log, log.committed, log[log.committed:])
+                        log.committed = len(log)
+                    except CommitFailed as exc:
+                        structlog.get_logger("openintent").error(
+                            "journal commit at close failed", error=str(exc))
+            self._closed = True
+            self._finalizer()
+
+    def __repr__(self) -> str:
+        return f"<SqliteBackend {self.url}>"
+
+
+def _close_all(connections: list[sqlite3.Connection]) -> None:
+    for conn in connections:
+        conn.close()
+
+
+def _alive(pid: Any) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists (someone else's), or this platform cannot tell
+    return True
+
+
+def _utc(posix: float | None) -> datetime | None:
+    return None if posix is None else datetime.fromtimestamp(posix, UTC)
