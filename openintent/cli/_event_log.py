@@ -26,6 +26,11 @@ POLL_SECONDS = 0.25
 _DATA_WIDTH = 200  # a line's data is cut here (--json has all of it)
 
 
+async def _poll_wait() -> None:
+    """Between two looks at the store (tests replace it to append events meanwhile)."""
+    await anyio.sleep(POLL_SECONDS)
+
+
 def event_text(event: Event) -> str:
     """One line: sequence number, seconds on the run's clock, type, intent title, data."""
     data = json.dumps(dict(event.data or {}), default=str, separators=(",", ":"))
@@ -68,7 +73,7 @@ async def _show(url: str, args: argparse.Namespace, streams: Streams) -> None:
         backend = open_backend(url)  # to see cheaply whether the log grew
         try:
             while not (events and events[-1].type == EventType.RUN_FINISHED):
-                await anyio.sleep(POLL_SECONDS)
+                await _poll_wait()
                 if len(backend.read(args.id)) <= printed:
                     continue
                 events = (await rt.load(args.id)).events

@@ -1,0 +1,228 @@
+"""`openintent resume STORE ID [FILE]`: a journaled run that stopped (an unanswered approval,
+a budget halt) continues where it stopped; what cannot be resumed exits 2 and says why."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from openintent._stores import open_backend
+from openintent.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+WORKFLOW = """\
+openintent: "1.0"
+info:
+  name: "Reviewed Content Pipeline"
+coordinator:
+  id: content-lead
+  strategy: sequential
+  guardrails:
+    - type: budget
+      max_cost_usd: 10.0
+    - type: approval
+      require_for: [edit]
+workflow:
+  write:
+    title: "Write Draft"
+    assign: writer
+  edit:
+    title: "Final Edit"
+    assign: editor
+    depends_on: [write]
+"""
+
+
+@pytest.fixture
+def workflow(tmp_path):
+    path = tmp_path / "content.yaml"
+    path.write_text(WORKFLOW)
+    return path
+
+
+@pytest.fixture
+def store(tmp_path):
+    return f"sqlite:///{tmp_path / 'runs.db'}"
+
+
+def run_id(err: str) -> str:
+    found = re.search(r"run (pf_\w+) \(.*\) is journaled in", err)
+    assert found, err
+    return found.group(1)
+
+
+@pytest.fixture
+def waiting(workflow, store, capsys):
+    """A simulated run cancelled because nobody could approve 'Final Edit': its id."""
+    assert main(["run", str(workflow), "--simulate", "--store", store]) == 1
+    err = capsys.readouterr().err
+    pid = run_id(err)
+    assert f"openintent resume {store} {pid} --approve-all" in err
+    return pid
+
+
+def events_of(store: str, pid: str) -> list:
+    async def read() -> list:
+        backend = open_backend(store)
+        try:
+            return list(backend.read(pid))
+        finally:
+            backend.close()
+
+    return anyio.run(read)
+
+
+def test_resume_approves_what_waited_and_completes_without_rerunning_the_rest(
+    waiting, store, capsys
+):
+    # No FILE, no --simulate: the journal says which workflow file and that it simulated.
+    assert main(["resume", store, waiting, "--approve-all", "--by", "ci", "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["portfolio_id"] == waiting
+    assert result["status"] == "completed"
+    assert result["intents"]["Write Draft"]["attempts"] == 1  # not run again
+    assert result["intents"]["Final Edit"]["status"] == "completed"
+    assert "content.yaml" in captured.err  # says where the workflow came from
+    types = [event[0] for event in events_of(store, waiting)]
+    assert "run_resumed" in types and types[-1] == "run_finished"
+
+
+def test_resume_prints_progress_and_status_like_run(waiting, store, capsys):
+    assert main(["resume", store, waiting, "--approve-all"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^Final Edit\s+completed", out, re.MULTILINE), out
+    assert out.rstrip().splitlines()[-1] == "status: completed"
+
+
+def test_resume_without_approvals_cancels_again_and_says_how_to_continue(
+    waiting, store, capsys
+):
+    assert main(["resume", store, waiting]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.rstrip().splitlines()[-1] == (
+        "status: cancelled (waiting for approval: 'Final Edit')")
+    assert f"openintent resume {store} {waiting} --approve-all" in captured.err
+
+
+def test_resuming_a_completed_run_reports_it_and_runs_nothing(workflow, store, capsys):
+    assert main(["run", str(workflow), "--simulate", "--store", store,
+                 "--approve-all"]) == 0
+    pid = run_id(capsys.readouterr().err)
+    before = events_of(store, pid)
+    assert main(["resume", store, pid]) == 0
+    assert capsys.readouterr().out.rstrip().splitlines()[-1] == "status: completed"
+    assert events_of(store, pid) == before
+
+
+def test_a_run_halted_by_its_budget_resumes_with_the_raised_budget_of_the_file(
+    tmp_path, store, capsys, monkeypatch
+):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "costly_agents.py").write_text(
+        "from openintent.testing import SimulatedAgent\n"
+        "AGENTS = [SimulatedAgent('writer', result={'draft': 'x'}, cost_usd=5.0,"
+        " register=False)]\n"
+    )
+    path = tmp_path / "budget.yaml"
+    path.write_text(WORKFLOW.replace("max_cost_usd: 10.0", "max_cost_usd: 1.0"))
+    assert main(["run", str(path), "--simulate", "--agents", "costly_agents:AGENTS",
+                 "--store", store, "--approve-all"]) == 1
+    captured = capsys.readouterr()
+    pid = run_id(captured.err)
+    assert captured.out.rstrip().splitlines()[-1].startswith("status: halted")
+    assert f"openintent resume {store} {pid}" in captured.err
+    path.write_text(WORKFLOW.replace("max_cost_usd: 10.0", "max_cost_usd: 100.0"))
+    assert main(["resume", store, pid, str(path), "--approve-all", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "completed"
+    assert result["intents"]["Write Draft"]["attempts"] == 1
+
+
+# ---------------------------------------------------------------- what cannot be resumed
+
+
+def test_resume_an_unknown_run_exits_2(waiting, store, capsys):
+    assert main(["resume", store, "pf_nope"]) == 2
+    err = capsys.readouterr().err
+    assert "pf_nope" in err and "runs.db" in err
+
+
+def test_resume_with_a_changed_workflow_exits_2_and_shows_the_difference(
+    waiting, workflow, store, tmp_path, capsys
+):
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(WORKFLOW + "  publish:\n    title: \"Publish\"\n    assign: editor\n"
+                       "    depends_on: [edit]\n")
+    assert main(["resume", store, waiting, str(changed), "--approve-all"]) == 2
+    err = capsys.readouterr().err
+    assert "Publish" in err and waiting in err
+    assert "run_resumed" not in [event[0] for event in events_of(store, waiting)]
+
+
+def test_resume_when_the_journaled_workflow_file_is_gone_asks_for_it(
+    waiting, workflow, store, capsys
+):
+    workflow.unlink()
+    assert main(["resume", store, waiting, "--approve-all"]) == 2
+    err = capsys.readouterr().err
+    assert "content.yaml" in err and f"openintent resume {store} {waiting} FILE" in err
+
+
+def test_resume_a_run_another_process_holds_exits_2(waiting, store, capsys):
+    backend = open_backend(store)
+    try:
+        backend.acquire_run(waiting, "another resume")  # this process is alive: it holds
+        assert main(["resume", store, waiting, "--approve-all"]) == 2
+    finally:
+        backend.release_run(waiting, "another resume")
+        backend.close()
+    assert "another resume" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- as real processes
+
+
+def command(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+        str(ROOT), os.environ.get("PYTHONPATH", "")]))}
+    return subprocess.run([sys.executable, "-m", "openintent", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_journaled_run_is_read_and_resumed_by_other_processes(tmp_path):
+    (tmp_path / "flow.yaml").write_text(WORKFLOW)
+    ran = command("run", "flow.yaml", "--simulate", "--store", "sqlite:///runs.db",
+                  cwd=tmp_path)
+    assert ran.returncode == 1, ran.stderr  # nobody could approve 'Final Edit'
+    pid = run_id(ran.stderr)
+
+    listed = command("runs", "list", "runs.db", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert re.search(rf"^{pid}\s+Reviewed Content Pipeline\s+cancelled\s", listed.stdout,
+                     re.MULTILINE), listed.stdout
+
+    shown = command("runs", "show", "runs.db", pid, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"^Write Draft\s+completed\s+1\s", shown.stdout, re.MULTILINE)
+    assert shown.stdout.rstrip().splitlines()[-1] == "status: cancelled"
+
+    events = command("runs", "events", "runs.db", pid, cwd=tmp_path)
+    assert events.returncode == 0, events.stderr
+    assert events.stdout.splitlines()[-1].split()[2] == "run_finished"
+
+    resumed = command("resume", "runs.db", pid, "--approve-all", "--by", "ci", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.rstrip().splitlines()[-1] == "status: completed"
+
+    listed = command("runs", "list", "runs.db", "--json", cwd=tmp_path)
+    assert [(run["portfolio_id"], run["status"]) for run in json.loads(listed.stdout)] == [
+        (pid, "completed")]
