@@ -104,6 +104,12 @@ class BudgetGuardrail(Guardrail):
         fresh._waiting = deque()
         return fresh
 
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type, "max_cost_usd": self.max_cost_usd}
+        if self.warn_at is not None:
+            data["warn_at"] = self.warn_at
+        return data
+
     @property
     def reserved(self) -> float:
         """The budget held by running attempts' estimates, in USD."""

@@ -121,7 +121,9 @@ class Event(NamedTuple):
 # untrack the event, which keeps collections cheap in runs of 100,000 intents. ``Event.data``
 # is always a dict for users.
 PACKED_FIELDS: dict[str, tuple[str, ...]] = {
-    EventType.CREATED: ("title", "depends_on", "assign", "initial_state"),
+    # ``spec``: the intent spec's other fields as JSON data, ``None`` when all are default
+    # (see openintent._plan_data.intent_data; a public event leaves a ``None`` spec out).
+    EventType.CREATED: ("title", "depends_on", "assign", "initial_state", "spec"),
     EventType.DISPATCHED: ("attempt", "agent"),
 }
 
@@ -158,6 +160,8 @@ def public_event(raw: tuple[Any, ...], seq: int, source: EventSource) -> Event:
                 data["assign"] = list(data["assign"])
             if data["initial_state"] is None:
                 data["initial_state"] = {}
+            if data["spec"] is None:
+                del data["spec"]
     title = source.title_of(intent_id) if intent_id is not None else None
     return Event(seq, type_, time_, source.portfolio_id, intent_id, read_only(data), title,
                  source.wall(time_))

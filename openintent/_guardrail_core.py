@@ -172,6 +172,16 @@ class Guardrail:
     def on_event(self, event: Event) -> None:
         """Called with every event of the run it guards."""
 
+    def to_data(self) -> dict[str, Any]:
+        """This guardrail's settings as JSON data, as a run's log keeps them: for a
+        registered type, the dict :func:`build_guardrails` builds it back from
+        (``{"type": "budget", "max_cost_usd": 5.0}``). Override it in your own guardrail
+        type; by default it only names itself: ``{"type": ..., "name": <class name>}``.
+
+        .. versionadded:: 0.2
+        """
+        return {"type": self.type, "name": type(self).__qualname__}
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{key}={value!r}" for key, value in vars(self).items()
                            if not key.startswith("_"))
@@ -260,6 +270,10 @@ class _FunctionGuardrail(Guardrail):
 
     async def __call__(self, ctx: DispatchContext, call_next: CallNext) -> Any:
         return await self.function(ctx, call_next)
+
+    def to_data(self) -> dict[str, Any]:
+        name = getattr(self.function, "__qualname__", type(self.function).__qualname__)
+        return {"type": self.type, "name": name}
 
 
 def _from_dict(item: Mapping[str, Any], place: str) -> Guardrail:

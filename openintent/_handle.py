@@ -195,11 +195,12 @@ class StartedRuns:
 
 
 async def drive_run(
-    run: Run, *, nested: bool, end: Callable[[Run, RunStatus], None]
+    run: Run, *, nested: bool, end: Callable[[Run, RunStatus, Any, str | None], None]
 ) -> RunResult:
     """Run a begun run (its ``run_started`` logged) to its end and return its result.
 
-    ``end(run, status)`` logs the end; it is called exactly once, whatever happens. A
+    ``end(run, status, output, error)`` logs the end; it is called exactly once, whatever
+    happens. A
     cancellation ends the run ``cancelled`` (every running handler cancelled, unfinished
     intents recorded as cancelled) and propagates: no result then.
     """
@@ -218,14 +219,14 @@ async def drive_run(
     except anyio.get_cancelled_exc_class():
         # Also when the cancel lands in @on_all_complete: the log always gets its end.
         run.cancel_unfinished()
-        end(run, RunStatus.CANCELLED)
+        end(run, RunStatus.CANCELLED, None, None)
         await _ended_durably(store, failing=True)
         raise
     except BaseException as exc:
         # An error of the runtime itself (never a handler's): still end the log, so event
         # streams are not left waiting.
         run.cancel_unfinished()
-        end(run, RunStatus.FAILED)
+        end(run, RunStatus.FAILED, None, f"the runtime failed: {type(exc).__name__}: {exc}")
         store.logger.exception("run crashed", portfolio=spec.name)
         await _ended_durably(store, failing=True)
         failure = _store_failure(exc) if store.journal is not None else None
@@ -238,7 +239,7 @@ async def drive_run(
         status = RunStatus.FAILED
     if run.breach is not None:
         error = f"the {run.breach.guardrail} guardrail halted the run: {run.breach.reason}"
-    end(run, status)
+    end(run, status, output, error)
     await _ended_durably(store)
     return run_result(run, status, output, error)
 

@@ -21,15 +21,17 @@ from ._clock import Clock
 from ._dispatch import BoundAgent
 from ._guardrail_core import Guardrail
 from ._handle import drive_run
+from ._json_data import json_data
 from ._logging import logging_configured
 from ._nodes import Node, plant
 from ._plan import Planner, new_portfolio_id
+from ._plan_data import plan_data
 from ._ports import Stoppable
 from ._scheduler import Run
 from ._specs import PortfolioSpec
 from ._store import EventStore
 from ._stores import EventBackend
-from .errors import SpecError
+from .errors import DataError, SpecError
 from .models import Event, EventType, RunResult, RunStatus
 
 __all__ = ["Launcher"]
@@ -92,7 +94,7 @@ class Launcher:
             EventType.RUN_STARTED,
             None,
             {"name": spec.name, "intents": len(spec.intents),
-             "coordinator": coordinator and coordinator.id},
+             "coordinator": coordinator and coordinator.id, "plan": plan_data(plan)},
         )
         nodes = plant(plan, store)
         bus = EventBus(store)
@@ -125,11 +127,21 @@ class Launcher:
         """Run a begun run to its end and return its result (a cancellation propagates)."""
         return await drive_run(run, nested=nested, end=self._end)
 
-    def _end(self, run: Run, status: RunStatus) -> None:
-        """A run ended: log ``run_finished`` (once the run left the active ones)."""
+    def _end(self, run: Run, status: RunStatus, output: Any, error: str | None) -> None:
+        """A run ended: log ``run_finished`` (once the run left the active ones) with its
+        status, and its ``error`` and ``output`` unless ``None`` (the output only when it is
+        JSON data): a loaded run has them too."""
         self.active.remove(run)
         store = run.store
-        run.bus.emit(EventType.RUN_FINISHED, None, {"status": str(status)})
+        finished: dict[str, Any] = {"status": str(status)}
+        if error is not None:
+            finished["error"] = error
+        if output is not None:
+            try:
+                finished["output"] = json_data(output, "the run's output")
+            except DataError:
+                pass  # not JSON data: only the live result has it
+        run.bus.emit(EventType.RUN_FINISHED, None, finished)
         _info(store.logger, "run finished", status=str(status), cost_usd=store.total_cost)
         if self._runtime_left and not self.active:
             self.backend.close()  # the runtime was left while this run went on

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from ._dispatch import BoundAgent
 from ._plan import IntentPlan, Plan, intent_id_prefix
+from ._plan_data import intent_data
 from ._specs import IntentSpec
 from ._store import EventStore, IntentRecord
 from .models import EventType, Intent, IntentStatus
@@ -73,7 +74,7 @@ def _log_created(store: EventStore, intent_id: str, spec: IntentSpec) -> Node:
         intent_id,
         # The spec's own checked copy, which nothing changes.
         (spec.title, spec.depends_on, spec.assign,
-         initial_state or None),
+         initial_state or None, intent_data(spec)),
     )
     return cast(Node, store.records[intent_id])  # the run's store makes Nodes
 
@@ -89,7 +90,7 @@ def plant(plan: Plan, store: EventStore) -> list[Node]:
     # spec's own checked copy of its initial state, which nothing changes.
     store.append_batch([
         (created, intent_id, (intent_spec.title, intent_spec.depends_on, intent_spec.assign,
-                              intent_spec.initial_state or None))
+                              intent_spec.initial_state or None, intent_data(intent_spec)))
         for intent_id, intent_spec in zip(ids, spec.intents, strict=True)
     ])
     records = store.records

@@ -107,14 +107,16 @@ def _fields(event: RawEvent) -> tuple[Any, ...]:
     data: Any = event[_DATA]
     if type(data) is tuple:
         return data
-    return tuple(data[name] for name in PACKED_FIELDS[event[_TYPE]])  # a replayed Event
+    # A replayed Event's dict (a public ``created`` event leaves a ``None`` spec out).
+    return tuple(data.get(name) for name in PACKED_FIELDS[event[_TYPE]])
 
 
 def _created(
     records: Records, event: RawEvent, record_type: type[IntentRecord] = IntentRecord
 ) -> None:
     data = event[_DATA]
-    title, depends_on, assign, initial_state = data if type(data) is tuple else _fields(event)
+    title, depends_on, assign, initial_state, _spec = (
+        data if type(data) is tuple else _fields(event))
     intent_id = event[_INTENT] or ""
     if assign is not None and not isinstance(assign, str):  # several assignees: "a,b"
         assign = ",".join(assign)

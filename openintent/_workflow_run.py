@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ._authoring_checks import coordinator_options
+from ._data import to_plain
 from ._guardrail_core import DispatchContext, Guardrail, build_guardrails
 from ._plan import Planner
 from ._registry import DEFINITION_ATTR, AgentDefinition, HookKind, current_registry
@@ -86,6 +87,9 @@ class OutputsGuardrail(Guardrail):
 
     def __init__(self, outputs: Mapping[str, Mapping[str, str]]) -> None:
         self.outputs = outputs  # step key -> output key -> type name
+
+    def to_data(self) -> dict[str, Any]:
+        return {"type": self.type, "outputs": to_plain(self.outputs)}
 
     async def after_result(self, ctx: DispatchContext, result: Any) -> Any:
         declared = self.outputs.get(ctx.key or "")

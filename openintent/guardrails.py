@@ -75,6 +75,9 @@ class TimeoutGuardrail(Guardrail):
     def __init__(self, max_seconds: float) -> None:
         self.max_seconds = number_field("max_seconds", max_seconds, strict=True)
 
+    def to_data(self) -> dict[str, Any]:
+        return {"type": self.type, "max_seconds": self.max_seconds}
+
     def bind(self, run: GuardrailRun) -> TimeoutGuardrail:
         fresh = copy.copy(self)
         clock = run.clock
@@ -151,6 +154,16 @@ class ApprovalGuardrail(Guardrail):
         self._run: GuardrailRun | None = None
         self.requests: dict[str, ApprovalRequest] = {}
         self._timed_out: set[str] = set()  # intent ids the timeout decided
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type, "require_for": list(self.require_for)}
+        if self.approvers:
+            data["approvers"] = list(self.approvers)
+        if self.timeout_seconds is not None:
+            data["timeout_seconds"] = self.timeout_seconds
+        if self.on_timeout != "deny":
+            data["on_timeout"] = self.on_timeout
+        return data
 
     def bind(self, run: GuardrailRun) -> ApprovalGuardrail:
         fresh = copy.copy(self)
@@ -243,6 +256,12 @@ class RateLimitGuardrail(Guardrail):
         self.per_agent = bool(per_agent)
         self._next_slot: dict[str, float] = {}
 
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type, "per_second": self.per_second}
+        if self.per_agent:
+            data["per_agent"] = True
+        return data
+
     def bind(self, run: GuardrailRun) -> RateLimitGuardrail:
         fresh = copy.copy(self)
         fresh._next_slot = {}
@@ -271,6 +290,9 @@ class MaxConcurrencyGuardrail(Guardrail):
         self.limit = limit
         self._slots: anyio.Semaphore | None = None
 
+    def to_data(self) -> dict[str, Any]:
+        return {"type": self.type, "limit": self.limit}
+
     def bind(self, run: GuardrailRun) -> MaxConcurrencyGuardrail:
         fresh = copy.copy(self)
         fresh._slots = anyio.Semaphore(self.limit)
@@ -296,7 +318,14 @@ class RequireOutputGuardrail(Guardrail):
         if unknown:
             raise GuardrailError(f"unknown field(s) {sorted(unknown)}; valid: keys, for")
         only = options.get("for")
-        self.only = {name.casefold() for name in names_field("for", only)} if only else None
+        self.only_for = names_field("for", only) if only else ()
+        self.only = {name.casefold() for name in self.only_for} if only else None
+
+    def to_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type, "keys": list(self.keys)}
+        if self.only_for:
+            data["for"] = list(self.only_for)
+        return data
 
     async def after_result(self, ctx: DispatchContext, result: Any) -> Any:
         if self.only is not None:

@@ -114,6 +114,11 @@ class EventBackend(Protocol):
         """The runs it holds, oldest first."""
         ...
 
+    def timebase(self, run_id: str) -> float:
+        """The ``timebase`` the run was created with (``rt.load`` dates its events by it);
+        :class:`~openintent.errors.RunNotFoundError` for a run it does not hold."""
+        ...
+
     def acquire_run(self, run_id: str, holder: str) -> None:
         """Take the run's lease for ``holder`` (a resume holds it while it runs the run);
         :class:`~openintent.errors.RunInUseError` while another live holder has it."""

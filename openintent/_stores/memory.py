@@ -73,6 +73,9 @@ class MemoryBackend:
                 "while its result or handle is held, in this process only)"
             ) from None
 
+    def timebase(self, run_id: str) -> float:
+        return self._log(run_id).timebase
+
     def runs(self) -> list[RunInfo]:
         infos = []
         for run_id in self._order:

@@ -10,7 +10,8 @@ What each event does to its intent (events not listed change no intent record):
 ============================  ===============================================================
 ``created``                   a new intent: ``pending``, ``state`` = ``initial_state``,
                               version 0, ``assigned_to`` = ``assign`` (a list joined by
-                              commas), no attempts, no error, no cost
+                              commas), no attempts, no error, no cost (its ``spec``, the
+                              plan as data, changes nothing in the record)
 ``dispatched``                ``running``; ``attempts`` = ``attempt``; ``assigned_to`` =
                               ``agent``
 ``state_patched``             ``state`` updated with ``patch`` (top-level keys); version + 1
