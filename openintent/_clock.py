@@ -79,10 +79,11 @@ def run_timebase(clock: Clock) -> Callable[[float], datetime]:
     wall: Callable[[float], datetime] | None = getattr(clock, "wall", None)
     if wall is not None:
         return wall
-    anchor_time = clock.now()
-    anchor = datetime.now(UTC)
+    # Clock time 0 as a UTC datetime, so ``at(t)`` is ``base + t`` exactly as a run read
+    # back from its store dates it (from ``base.timestamp()``, its ``timebase``).
+    base = datetime.now(UTC) - timedelta(seconds=clock.now())
 
     def at(time: float) -> datetime:
-        return anchor + timedelta(seconds=time - anchor_time)
+        return base + timedelta(seconds=time)
 
     return at

@@ -130,19 +130,35 @@ PACKED_FIELDS: dict[str, tuple[str, ...]] = {
 
 class EventSource:
     """What a log knows besides its stored tuples: its portfolio, its intents' titles, and its
-    run's time base (clock time -> UTC ``datetime``). One per log."""
+    run's time base (clock time -> UTC ``datetime``). One per log.
 
-    __slots__ = ("portfolio_id", "title_of", "wall")
+    A log written in several sittings (a run resumed in another process, on another clock)
+    has a time base per sitting: ``segments`` lists ``(first seq, wall)`` of each sitting
+    after the first, in order (``None``: one sitting, ``wall`` dates every event).
+    """
+
+    __slots__ = ("portfolio_id", "title_of", "wall", "segments")
 
     def __init__(
         self,
         portfolio_id: str,
         title_of: Callable[[str], str | None],
         wall: Callable[[float], datetime],
+        segments: Sequence[tuple[int, Callable[[float], datetime]]] | None = None,
     ) -> None:
         self.portfolio_id = portfolio_id
         self.title_of = title_of
         self.wall = wall
+        self.segments = segments or None
+
+    def wall_at(self, seq: int) -> Callable[[float], datetime]:
+        """The time base of the event at ``seq``."""
+        wall = self.wall
+        for first, later in self.segments or ():
+            if first > seq:
+                break
+            wall = later
+        return wall
 
 
 def public_event(raw: tuple[Any, ...], seq: int, source: EventSource) -> Event:
@@ -163,8 +179,9 @@ def public_event(raw: tuple[Any, ...], seq: int, source: EventSource) -> Event:
             if data["spec"] is None:
                 del data["spec"]
     title = source.title_of(intent_id) if intent_id is not None else None
+    wall = source.wall if source.segments is None else source.wall_at(seq)
     return Event(seq, type_, time_, source.portfolio_id, intent_id, read_only(data), title,
-                 source.wall(time_))
+                 wall(time_))
 
 
 class EventLog(Sequence[Event]):

@@ -25,10 +25,11 @@ from ._guardrail_core import Guardrail
 from ._handle import RunHandle, StartedRuns, decide_approval, not_open_error, pending_approvals
 from ._launch import Launcher
 from ._plan import Planner
+from ._readback import list_runs, load_run
 from ._registry import current_registry
 from ._scheduler import Run
 from ._specs import PortfolioSpec
-from ._stores import open_backend
+from ._stores import RunInfo, open_backend
 from ._streams import follow_run, follow_runs
 from ._workflow_port import RunnableWorkflow
 from .errors import AgentError, OpenIntentError, SpecError
@@ -186,6 +187,37 @@ class Runtime:
         """Deny the pending request of ``intent_id`` (or of an unambiguous title): it fails
         without running (``attempts == 0``) and its dependents are skipped."""
         return decide_approval(list(self._runs.active), intent_id, False, by, note)
+
+    # ------------------------------------------------------------------ reading back
+
+    def runs(self) -> list[RunInfo]:
+        """The top-level runs of this runtime's store, oldest first: each one's
+        ``portfolio_id``, ``name``, ``status`` (``running`` while its log has no end) and
+        when it started and ended. (A ``memory://`` store holds a run while its result or
+        handle is held; a sub-portfolio a coordinator ran is not listed: load it by id.)
+
+        .. versionadded:: 0.2
+        """
+        return list_runs(self._runs.backend)
+
+    async def load(self, portfolio_id: str) -> RunResult:
+        """Any run of this runtime's store, finished or not, as a
+        :class:`~openintent.models.RunResult` rebuilt from its event log.
+
+        For a finished run it equals what the live run returned: intents (status, state,
+        version, attempts, assignee, error, cost), decisions, ``cost_usd``, events (the same
+        ``seq``, ``type``, ``time``, ``at``, ``intent_id`` and ``data``), ``output`` (when it
+        was JSON data), ``error``, ``breach`` and ``status``. A run still going on (or whose
+        process died) loads with status ``running`` and what it has so far. A loaded run has
+        no exceptions: ``raise_for_status()`` raises without the handlers' exceptions as
+        causes. :class:`~openintent.RunNotFoundError` for an id the store does not hold.
+
+        >>> result = await rt.load(rt.runs()[-1].portfolio_id)
+
+        .. versionadded:: 0.2
+        """
+        await anyio.lowlevel.checkpoint()
+        return load_run(self._runs.backend, portfolio_id)
 
     # ------------------------------------------------------------------ observing
 
