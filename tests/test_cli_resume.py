@@ -217,7 +217,7 @@ def test_a_journaled_run_is_read_and_resumed_by_other_processes(tmp_path):
 
     events = command("runs", "events", "runs.db", pid, cwd=tmp_path)
     assert events.returncode == 0, events.stderr
-    assert events.stdout.splitlines()[-1].split()[2] == "run_finished"
+    assert events.stdout.splitlines()[-1].split()[3] == "run_finished"
 
     resumed = command("resume", "runs.db", pid, "--approve-all", "--by", "ci", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr

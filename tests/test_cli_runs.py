@@ -171,6 +171,7 @@ def test_runs_show_an_unknown_id_exits_2_and_says_where_it_looked(journaled, sto
     assert main(["runs", "show", store, "pf_nope"]) == 2
     err = capsys.readouterr().err
     assert "pf_nope" in err and "runs.db" in err
+    assert f"`openintent runs list {store}` lists them" in err
 
 
 # ---------------------------------------------------------------- runs events
@@ -179,8 +180,8 @@ def test_runs_show_an_unknown_id_exits_2_and_says_where_it_looked(journaled, sto
 def test_runs_events_prints_one_line_per_event(journaled, store, capsys):
     assert main(["runs", "events", store, journaled]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:3] == ["0", "0.000s", "run_started"]
-    assert lines[-1].split()[2] == "run_finished" and '"status":"completed"' in lines[-1]
+    assert re.match(r"\s+0  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}  run_started\s", lines[0])
+    assert lines[-1].split()[3] == "run_finished" and '"status":"completed"' in lines[-1]
     seqs = [int(line.split()[0]) for line in lines]
     assert seqs == list(range(len(lines)))
     assert any(re.search(r"\scompleted\s+Write Draft\s", line) for line in lines), lines
@@ -201,7 +202,7 @@ def test_follow_of_a_finished_run_prints_its_events_and_ends(journaled, store, c
 
     monkeypatch.setattr(event_log, "_poll_wait", never)
     assert main(["runs", "events", store, journaled, "--follow"]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].split()[2] == "run_finished"
+    assert capsys.readouterr().out.splitlines()[-1].split()[3] == "run_finished"
 
 
 def test_follow_prints_the_events_another_writer_appends_until_run_finished(
@@ -264,4 +265,4 @@ def test_ctrl_c_stops_following_with_exit_130(journaled, store, capsys, monkeypa
 
     monkeypatch.setattr(event_log, "_poll_wait", interrupt)
     assert main(["runs", "events", store, "pf_unfinished", "--follow"]) == 130
-    assert capsys.readouterr().out.splitlines()[0].split()[2] == "run_started"
+    assert capsys.readouterr().out.splitlines()[0].split()[3] == "run_started"

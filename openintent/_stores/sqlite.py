@@ -113,6 +113,9 @@ class SqliteBackend:
         self._row(run_id)
         return self._events(run_id)
 
+    def timebase(self, run_id: str) -> float:
+        return self._row(run_id)[2]
+
     def _row(self, run_id: str) -> tuple[str, str | None, float]:
         try:
             row = self._conn.execute("SELECT name, parent, timebase FROM runs WHERE id = ?",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
+from datetime import UTC
 from typing import TextIO
 
 import anyio
@@ -16,7 +17,7 @@ from ..errors import OpenIntentError
 from ..models import Event, EventType
 from ..runtime import Runtime
 from ._common import EXIT_INTERRUPTED, EXIT_OK, Streams, fail
-from ._store_url import existing_store
+from ._store_url import existing_store, explain
 
 __all__ = ["POLL_SECONDS", "event_text", "runs_events_command"]
 
@@ -32,12 +33,13 @@ async def _poll_wait() -> None:
 
 
 def event_text(event: Event) -> str:
-    """One line: sequence number, seconds on the run's clock, type, intent title, data."""
+    """One line: sequence number, when (UTC, to the millisecond), type, intent title, data."""
     data = json.dumps(dict(event.data or {}), default=str, separators=(",", ":"))
     if len(data) > _DATA_WIDTH:
         data = data[:_DATA_WIDTH - 1] + "…"
     title = one_line(event.title) if event.title else "-"
-    return f"{event.seq:>6}  {event.time:10.3f}s  {event.type:<20}  {title}  {data}".rstrip()
+    when = event.at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return f"{event.seq:>6}  {when}  {event.type:<20}  {title}  {data}".rstrip()
 
 
 def _print(events: Sequence[Event], out: TextIO, json_lines: bool) -> None:
@@ -56,7 +58,7 @@ def runs_events_command(args: argparse.Namespace, streams: Streams) -> int:
         url = existing_store(args.store)
         anyio.run(_show, url, args, streams, backend="asyncio")
     except OpenIntentError as exc:
-        return fail(streams, str(exc))
+        return fail(streams, explain(exc, args.store))
     except KeyboardInterrupt:
         streams.out.flush()
         return EXIT_INTERRUPTED

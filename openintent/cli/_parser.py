@@ -173,8 +173,8 @@ def _runs_parser(commands: Any) -> None:
     _logging_options(show)
     events = which.add_parser(
         "events", help="print one run's events",
-        description="Print a run's events, one a line: sequence number, seconds on the run's "
-        "clock, type, intent title, data.")
+        description="Print a run's events, one a line: sequence number, when (UTC), type, "
+        "intent title, data.")
     events.add_argument("store", metavar="STORE", help=_STORE_HELP)
     events.add_argument("id", metavar="ID", help="the run's portfolio id")
     events.add_argument("--follow", "-f", action="store_true",

@@ -25,7 +25,7 @@ from ._common import EXIT_INVALID, Streams, fail
 from ._loading import load
 from ._origin import ORIGIN_KEYS, CommandWorkflow
 from ._run import CommandRun, StartRun
-from ._store_url import existing_store
+from ._store_url import existing_store, explain
 
 __all__ = ["resume_command"]
 
@@ -36,7 +36,7 @@ def resume_command(args: argparse.Namespace, streams: Streams) -> int:
         url = existing_store(args.store)
         journaled = anyio.run(_journaled, url, args.id, backend="asyncio")
     except OpenIntentError as exc:
-        return fail(streams, str(exc))
+        return fail(streams, explain(exc, args.store))
     origin = journaled.metadata
     path = args.file or origin.get("workflow_file")
     workflow: WorkflowSpec | None = None

@@ -18,7 +18,7 @@ from ..models import RunResult
 from ..runtime import Runtime
 from ._common import EXIT_OK, Streams, fail, is_terminal
 from ._run import print_status
-from ._store_url import existing_store
+from ._store_url import existing_store, explain
 
 __all__ = ["load_run", "runs_list_command", "runs_show_command", "when"]
 
@@ -53,7 +53,7 @@ def runs_list_command(args: argparse.Namespace, streams: Streams) -> int:
         url = existing_store(args.store)
         runs = anyio.run(_list, url, backend="asyncio")
     except OpenIntentError as exc:
-        return fail(streams, str(exc))
+        return fail(streams, explain(exc, args.store))
     out = streams.out
     if args.json:
         rows = [{"portfolio_id": run.portfolio_id, "name": run.name, "status": run.status,
@@ -105,7 +105,7 @@ def runs_show_command(args: argparse.Namespace, streams: Streams) -> int:
         url = existing_store(args.store)
         result = anyio.run(load_run, url, args.id, backend="asyncio")
     except OpenIntentError as exc:
-        return fail(streams, str(exc))
+        return fail(streams, explain(exc, args.store))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str), file=streams.out,
               flush=True)

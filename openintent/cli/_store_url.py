@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..errors import StoreError
+from ..errors import OpenIntentError, RunNotFoundError, StoreError
 
-__all__ = ["is_durable", "existing_store", "sqlite_path", "store_url"]
+__all__ = ["explain", "existing_store", "is_durable", "sqlite_path", "store_url"]
 
 _SQLITE = "sqlite:///"
 
@@ -54,3 +54,10 @@ def existing_store(store: str) -> str:
             "path: runs are journaled there by `openintent run FILE --store sqlite:///PATH`"
         )
     return url
+
+
+def explain(exc: OpenIntentError, store: str) -> str:
+    """The message of a command's error: an unknown run id says how to list the store's."""
+    if isinstance(exc, RunNotFoundError):
+        return f"{exc}; `openintent runs list {store}` lists them"
+    return str(exc)
