@@ -266,3 +266,13 @@ def test_ctrl_c_stops_following_with_exit_130(journaled, store, capsys, monkeypa
     monkeypatch.setattr(event_log, "_poll_wait", interrupt)
     assert main(["runs", "events", store, "pf_unfinished", "--follow"]) == 130
     assert capsys.readouterr().out.splitlines()[0].split()[3] == "run_started"
+
+
+def test_runs_list_on_a_terminal_is_a_rich_table(journaled, store, capsys, monkeypatch):
+    pytest.importorskip("rich")
+    import openintent.cli._runs as runs
+
+    monkeypatch.setattr(runs, "is_terminal", lambda stream: True)
+    assert main(["runs", "list", store]) == 0
+    out = capsys.readouterr().out
+    assert "┃ id" in out and journaled in out and "completed" in out

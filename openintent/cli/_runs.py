@@ -89,7 +89,9 @@ def _rich_table(rows: list[list[str]], out: Any) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(*_HEADERS)
+    table = Table()
+    for header in _HEADERS:  # ids and times stay whole; a long name wraps
+        table.add_column(header, no_wrap=header != "name")
     styles = {"completed": "green", "failed": "bold red", "halted": "bold red",
               "cancelled": "magenta", "running": "blue"}
     for row in rows:  # Text, not markup: a run's name may hold [brackets]
