@@ -7,6 +7,10 @@ timeout); every attempt, retries too, takes one. An attempt whose estimate does 
 the spend and the reservations held waits, first come first in, without a concurrency slot,
 until a running attempt ends; one that can never fit (the spend plus its estimate is past the
 limit, and spend only grows) halts the run.
+
+A resumed run's spend carries over (it is the run's ``total_cost``, all of its log), and a
+warning already given is not given twice; resumed with a budget it has already spent past,
+it halts at its first dispatch.
 """
 
 from __future__ import annotations
@@ -116,6 +120,15 @@ class BudgetGuardrail(Guardrail):
         return math.fsum(reservation.held for reservation in self._held.values())
 
     async def before_dispatch(self, ctx: DispatchContext) -> None:
+        assert self._run is not None
+        spent = self._run.total_cost
+        if spent > self.max_cost_usd + _SLACK:
+            # Only a resumed run gets here (a live one halted when it went over): its spend
+            # carried over, and this budget is no larger than it.
+            self._run.halt(Breach(
+                "budget", f"spent ${spent:.2f} of a ${self.max_cost_usd:.2f} budget",
+                limit=self.max_cost_usd, observed=spent, intent_id=ctx.intent_id))
+            await anyio.lowlevel.checkpoint_if_cancelled()
         estimate = _estimate(ctx)
         if estimate > 0:
             ctx.reservations.append(_Reservation(self, ctx.intent_id, ctx.title, estimate))
@@ -191,7 +204,18 @@ class BudgetGuardrail(Guardrail):
     # ------------------------------------------------------------------ spend
 
     def on_event(self, event: Event) -> None:
-        if event.type != EventType.COST_RECORDED or self._run is None:
+        if self._run is None:
+            return
+        if self._run.replaying:
+            # A resumed run's history: the spend is the run's (``total_cost``); a warning
+            # this budget gave already is not given twice.
+            data = event.data or {}
+            if event.type == EventType.BUDGET_WARNING and (
+                    data.get("max_cost_usd") == self.max_cost_usd
+                    and data.get("warn_at") == self.warn_at):
+                self._warned = True
+            return
+        if event.type != EventType.COST_RECORDED:
             return
         usd = float((event.data or {}).get("usd", 0.0))
         holder = self._held.get(event.intent_id) if event.intent_id else None

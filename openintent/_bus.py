@@ -36,11 +36,12 @@ class EventBus:
 
     def observe(self, observer: Callable[[Event], None], *, from_start: bool = False) -> None:
         """Hand every event appended from now on to ``observer``; with ``from_start``, first
-        hand it every event logged so far."""
+        hand it every event logged so far (in a resumed run: since its ``run_resumed``)."""
         if from_start:
             store = self.store
-            for seq, raw in enumerate(list(store.events)):
-                observer(public_event(raw, seq, store.source))
+            events = store.events
+            for seq in range(store.source.since, len(events)):
+                observer(public_event(events[seq], seq, store.source))
         self._observers.append(observer)
         self.emit = self._emit_and_tell
 

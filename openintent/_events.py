@@ -50,6 +50,7 @@ class EventType:
     APPROVAL_DENIED: Final = "approval_denied"
     LOOP_BLOCKED: Final = "loop_blocked"
     RUN_FINISHED: Final = "run_finished"
+    RUN_RESUMED: Final = "run_resumed"
 
     ALL: Final = frozenset(
         {
@@ -77,6 +78,7 @@ class EventType:
             "approval_denied",
             "loop_blocked",
             "run_finished",
+            "run_resumed",
         }
     )
 
@@ -133,11 +135,13 @@ class EventSource:
     run's time base (clock time -> UTC ``datetime``). One per log.
 
     A log written in several sittings (a run resumed in another process, on another clock)
-    has a time base per sitting: ``segments`` lists ``(first seq, wall)`` of each sitting
-    after the first, in order (``None``: one sitting, ``wall`` dates every event).
+    has a time base per sitting. A loaded log (``rt.load``): ``segments`` lists ``(first
+    seq, wall)`` of each sitting after the first, in order (``None``: one sitting, ``wall``
+    dates every event). A resumed run's live log: ``wall`` dates the events from ``since``
+    on (the ``run_resumed`` event's seq), and ``earlier(seq, time)`` those before it.
     """
 
-    __slots__ = ("portfolio_id", "title_of", "wall", "segments")
+    __slots__ = ("portfolio_id", "title_of", "wall", "segments", "since", "earlier")
 
     def __init__(
         self,
@@ -145,11 +149,15 @@ class EventSource:
         title_of: Callable[[str], str | None],
         wall: Callable[[float], datetime],
         segments: Sequence[tuple[int, Callable[[float], datetime]]] | None = None,
+        since: int = 0,
+        earlier: Callable[[int, float], datetime] | None = None,
     ) -> None:
         self.portfolio_id = portfolio_id
         self.title_of = title_of
         self.wall = wall
         self.segments = segments or None
+        self.since = since
+        self.earlier = earlier
 
     def wall_at(self, seq: int) -> Callable[[float], datetime]:
         """The time base of the event at ``seq``."""
@@ -179,9 +187,12 @@ def public_event(raw: tuple[Any, ...], seq: int, source: EventSource) -> Event:
             if data["spec"] is None:
                 del data["spec"]
     title = source.title_of(intent_id) if intent_id is not None else None
-    wall = source.wall if source.segments is None else source.wall_at(seq)
-    return Event(seq, type_, time_, source.portfolio_id, intent_id, read_only(data), title,
-                 wall(time_))
+    if seq < source.since and source.earlier is not None:
+        at = source.earlier(seq, time_)
+    else:
+        wall = source.wall if source.segments is None else source.wall_at(seq)
+        at = wall(time_)
+    return Event(seq, type_, time_, source.portfolio_id, intent_id, read_only(data), title, at)
 
 
 class EventLog(Sequence[Event]):

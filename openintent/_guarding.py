@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from anyio.abc import TaskGroup
@@ -15,9 +15,9 @@ from ._ports import GuardedRun
 from ._registry import HookKind
 from .errors import ApprovalError, OpenIntentError
 from .guardrails import ApprovalGuardrail, ApprovalRequest, Breach, DispatchContext, Guardrail
-from .models import Event, EventType, Intent
+from .models import Event, EventType, Intent, public_event
 
-__all__ = ["GuardrailChain", "cancelled_reason", "is_denied"]
+__all__ = ["GuardrailChain", "cancelled_reason", "is_denied", "logged_run_time"]
 
 _HOOKS = {
     "on_approval_granted": HookKind.APPROVAL_GRANTED,
@@ -43,6 +43,9 @@ class GuardrailChain:
         self._templates = templates
         self.chain: list[Guardrail] = []
         self._tg: TaskGroup | None = None
+        #: True while the guardrails of a resumed run hear the events logged before it.
+        self.replaying = False
+        self._elapsed_before: float | None = None
 
     # ------------------------------------------------------------------ life cycle
 
@@ -51,7 +54,16 @@ class GuardrailChain:
         self._tg = tg
         self.chain = [template.bind(self) for template in self._templates]
         if any(type(guardrail).on_event is not Guardrail.on_event for guardrail in self.chain):
-            # Guardrails see every event of the run, those logged before they were bound too.
+            # Guardrails see every event of the run, those logged before they were bound too;
+            # a resumed run's history first, as a replay (see replaying).
+            store = self.run.store
+            if store.source.since:
+                self.replaying = True
+                try:
+                    for seq in range(store.source.since):
+                        self._on_event(public_event(store.events[seq], seq, store.source))
+                finally:
+                    self.replaying = False
             self.run.bus.observe(self._on_event, from_start=True)
 
     def _on_event(self, event: Event) -> None:
@@ -87,7 +99,16 @@ class GuardrailChain:
     def portfolio_id(self) -> str:
         return self.run.store.portfolio_id
 
+    @property
+    def elapsed_before(self) -> float:
+        if self._elapsed_before is None:
+            store = self.run.store
+            self._elapsed_before = logged_run_time(store.events, store.source.since)
+        return self._elapsed_before
+
     def emit(self, type: str, intent_id: str | None, data: Mapping[str, Any]) -> None:
+        if self.replaying:
+            return  # what a guardrail did then is in the log already
         # Its own (declared) types only: a forged lifecycle event would corrupt the run.
         where = f"a guardrail's emit({type!r})"
         if type in EventType.ALL and type != EventType.BUDGET_WARNING:
@@ -98,21 +119,27 @@ class GuardrailChain:
         self.run.bus.emit(type, intent_id, json_data(data, f"a guardrail's {type} event"))
 
     def set_status(self, intent_id: str, type: str, data: Mapping[str, Any]) -> None:
+        if self.replaying:
+            return
         if type not in _APPROVAL_STATUSES:
             raise OpenIntentError(f"a guardrail's set_status({type!r}): a guardrail changes an "
                                   f"intent's status only to {', '.join(_APPROVAL_STATUSES)}")
         self.run.bus.emit(type, intent_id, json_data(data, f"a guardrail's {type} event"))
 
     def halt(self, breach: Breach) -> None:
-        self.run.halt(breach)
+        if not self.replaying:
+            self.run.halt(breach)
 
     def record_decision(
         self, intent_id: str | None, decision: str, rationale: str, data: Mapping[str, Any]
     ) -> Any:
+        if self.replaying:
+            return None
         return self.run.record_decision(intent_id, decision, rationale, data)
 
     def notify_coordinator(self, hook: str, *args: Any) -> None:
-        self.run.notify_coordinator(_HOOKS[hook], *args)
+        if not self.replaying:
+            self.run.notify_coordinator(_HOOKS[hook], *args)
 
     def start_timer(self, seconds: float, callback: Callable[[], None]) -> None:
         assert self._tg is not None, "start_timer is for bind(), while the run starts"
@@ -143,6 +170,19 @@ class GuardrailChain:
         for guardrail in pending or holders:
             return guardrail.decide(intent_id, approve, by=by, note=note)
         return None
+
+
+def logged_run_time(events: Sequence[tuple[Any, ...]], end: int) -> float:
+    """How long a run ran in the stretches its first ``end`` events cover, on its clocks:
+    from each stretch's first event (``run_started``, ``run_resumed``) to its last. The time
+    between stretches (the run was stopped, or its process dead) is not counted."""
+    total = 0.0
+    first = 0
+    for seq in range(1, end + 1):
+        if seq == end or events[seq][0] == EventType.RUN_RESUMED:
+            total += events[seq - 1][1] - events[first][1]
+            first = seq
+    return total
 
 
 def _link(

@@ -68,6 +68,26 @@ class GuardrailRun(Protocol):
         """The id of the running portfolio."""
         ...
 
+    @property
+    def replaying(self) -> bool:
+        """True while a resumed run's guardrails hear, through ``on_event``, the events it
+        logged before it was resumed (to take up their counts: the spend, the approvals
+        granted). What a guardrail emits, halts or records meanwhile is dropped: it
+        happened then, and the log has it.
+
+        .. versionadded:: 0.2
+        """
+        ...
+
+    @property
+    def elapsed_before(self) -> float:
+        """Seconds the run ran before it was resumed, on the clocks of the processes that ran
+        it (0.0 for a run never resumed); the time it was stopped does not count.
+
+        .. versionadded:: 0.2
+        """
+        ...
+
     def emit(self, type: str, intent_id: str | None, data: Mapping[str, Any]) -> None:
         """Append an event of your own to the run's log: its type declared with
         ``register_event_type`` (or ``budget_warning``); the runtime's own lifecycle types

@@ -48,10 +48,12 @@ class RunHandle:
     .. versionadded:: 0.1
     """
 
-    __slots__ = ("_run", "_drive", "_scope", "_done", "_result", "_error")
+    __slots__ = ("_run", "_store", "_name", "_drive", "_scope", "_done", "_result", "_error")
 
     def __init__(self, run: Run, drive: Callable[[], Awaitable[RunResult]]) -> None:
-        self._run = run
+        self._run: Run | None = run
+        self._store = run.store
+        self._name = run.spec.name
         self._drive = drive
         # Made now, entered when the run's task starts: a cancel() before then still counts.
         self._scope = anyio.CancelScope()
@@ -59,15 +61,32 @@ class RunHandle:
         self._result: RunResult | None = None
         self._error: Exception | None = None
 
+    @classmethod
+    def of_ended(
+        cls, store: EventStore, result: RunResult, drive: Callable[[], Awaitable[RunResult]]
+    ) -> RunHandle:
+        """The handle of a run whose log had ended for good (``rt.start_resume`` of a
+        completed run): ``drive`` returns its ``result``; nothing runs."""
+        handle = cls.__new__(cls)
+        handle._run = None
+        handle._store = store
+        handle._name = result.name
+        handle._drive = drive
+        handle._scope = anyio.CancelScope()
+        handle._done = anyio.Event()
+        handle._result = None
+        handle._error = None
+        return handle
+
     @property
     def portfolio_id(self) -> str:
         """The id of this run (``result.portfolio_id``, every event's ``portfolio_id``)."""
-        return self._run.store.portfolio_id
+        return self._store.portfolio_id
 
     @property
     def name(self) -> str:
         """The name of the portfolio this run runs."""
-        return self._run.spec.name
+        return self._name
 
     @property
     def status(self) -> RunStatus:
@@ -88,11 +107,11 @@ class RunHandle:
         Each call starts at the beginning of the log, so a consumer that starts late (even
         after the run ended) misses nothing; the iteration ends after ``run_finished``.
         """
-        return follow_run(self._run.store)
+        return follow_run(self._store)
 
     def pending_approvals(self) -> list[ApprovalRequest]:
         """This run's approval requests still waiting for a decision."""
-        return [] if self.done else pending_approvals([self._run])
+        return [] if self.done or self._run is None else pending_approvals([self._run])
 
     async def approve(self, intent: str, *, by: str, note: str = "") -> ApprovalRequest:
         """Approve this run's pending request for ``intent`` (an intent id, or a title): the
@@ -109,7 +128,7 @@ class RunHandle:
         return self._decide(intent, False, by, note)
 
     def _decide(self, intent: str, approve: bool, by: str, note: str) -> ApprovalRequest:
-        if self.done:
+        if self.done or self._run is None:
             raise ApprovalError(
                 f"run {self.portfolio_id} ({self.name!r}) has ended ({self.status}); nothing "
                 f"in it waits for approval, so {intent!r} cannot be decided"
@@ -142,9 +161,11 @@ class RunHandle:
             with self._scope:
                 self._result = await self._drive()
             if self._result is None:  # cancel() stopped it; the log already ends "cancelled"
+                assert self._run is not None  # (an ended run's drive never waits)
                 self._result = run_result(self._run, RunStatus.CANCELLED)
         except cancelled:  # the runtime's block was left with an error, or was cancelled
-            self._result = run_result(self._run, RunStatus.CANCELLED)
+            if self._run is not None:
+                self._result = run_result(self._run, RunStatus.CANCELLED)
             raise
         except Exception as exc:  # a fault of the runtime itself, already logged
             self._error = exc
@@ -283,7 +304,8 @@ def run_result(
         status=status,
         output=output,
         intents=ResultsView(store.records, run.id_of_title),
-        events=EventLog(store.events, store.source),
+        # The log up to its run_finished: a later resume appends to the same log.
+        events=EventLog(store.events, store.source, range(len(store.events))),
         decisions=tuple(store.decisions),
         cost_usd=store.total_cost,
         error=error,

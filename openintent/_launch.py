@@ -24,7 +24,7 @@ from ._handle import drive_run
 from ._json_data import json_data
 from ._logging import logging_configured
 from ._nodes import Node, plant
-from ._plan import Planner, new_portfolio_id
+from ._plan import Plan, Planner, new_portfolio_id
 from ._plan_data import plan_data
 from ._ports import Stoppable
 from ._scheduler import Run
@@ -68,6 +68,11 @@ class Launcher:
         self._runtime_left = False  # then the last run to end closes the backend
 
     @property
+    def clock(self) -> Clock:
+        """The clock every timer of this runtime's runs goes through."""
+        return self._clock
+
+    @property
     def planner(self) -> Planner:
         """Checks specs against this runtime's agents (runs use it to add intents)."""
         return self._planner
@@ -97,18 +102,36 @@ class Launcher:
              "coordinator": coordinator and coordinator.id, "plan": plan_data(plan)},
         )
         nodes = plant(plan, store)
+        run = self.assemble(plan, store, nodes, nested=nested, on_event=on_event, parent=parent)
+        _info(store.logger, "run started", intents=len(nodes))
+        return run
+
+    def assemble(
+        self,
+        plan: Plan,
+        store: EventStore,
+        nodes: list[Node],
+        *,
+        nested: bool = False,
+        on_event: Callable[[Event], None] | None = None,
+        parent: Stoppable | None = None,
+        settled: int = 0,
+    ) -> Run:
+        """Build the :class:`Run` of ``plan`` over its log (``store``) and its wired
+        ``nodes``, and count it as going on. :meth:`begin` builds a new run with it; a resume
+        builds one from a log (``settled``: how many of its intents already ended)."""
         bus = EventBus(store)
         watch = None
         if self._blocking_threshold is not None:
             watch = BlockingWatch(self._blocking_threshold,
                                   lambda *event: bus.emit(*event), store.logger)
-        run = Run(plan, bus, nodes, self._clock, self._rng, self, parent=parent, watch=watch)
+        run = Run(plan, bus, nodes, self._clock, self._rng, self, parent=parent, watch=watch,
+                  settled=settled)
         if on_event is not None:
             bus.observe(on_event)
         self.active.append(run)
         if not nested:
             self.latest = store
-        _info(store.logger, "run started", intents=len(nodes))
         return run
 
     def _new_store(self, name: str, nested: bool, parent: Stoppable | None) -> EventStore:

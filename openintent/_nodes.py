@@ -19,7 +19,7 @@ from ._specs import IntentSpec
 from ._store import EventStore, IntentRecord
 from .models import EventType, Intent, IntentStatus
 
-__all__ = ["Node", "direct_handler", "graft", "plant"]
+__all__ = ["Node", "direct_handler", "graft", "plant", "wire"]
 
 
 class Node(IntentRecord):
@@ -81,9 +81,8 @@ def _log_created(store: EventStore, intent_id: str, spec: IntentSpec) -> Node:
 
 def plant(plan: Plan, store: EventStore) -> list[Node]:
     """Log the plan's intents (one ``created`` event each) and build their nodes, wired."""
-    spec, coordinator = plan.spec, plan.coordinator
+    spec = plan.spec
     prefix = intent_id_prefix(store.portfolio_id)
-    assignees = plan.assignees
     created = EventType.CREATED
     ids = [f"{prefix}{index}" for index in range(len(spec.intents))]  # made once, used twice
     # One batch of ``created`` events (packed data: see models.PACKED_FIELDS), each with the
@@ -94,13 +93,22 @@ def plant(plan: Plan, store: EventStore) -> list[Node]:
         for intent_id, intent_spec in zip(ids, spec.intents, strict=True)
     ])
     records = store.records
-    nodes: list[Node] = []
+    return wire(plan, [cast(Node, records[intent_id]) for intent_id in ids])
+
+
+def wire(plan: Plan, nodes: list[Node]) -> list[Node]:
+    """Place each node of the plan's intents (``nodes[i]`` is ``plan.spec.intents[i]``'s, as
+    its store made it) and wire the graph: each node's ``dependents``; returns ``nodes``.
+
+    A resumed run wires the nodes it rebuilt from its log with this too (see
+    :mod:`openintent._resume`)."""
+    spec, coordinator = plan.spec, plan.coordinator
+    assignees = plan.assignees
     index_of: dict[str, int] = {}
     for index, intent_spec in enumerate(spec.intents):
-        node = cast(Node, records[ids[index]])  # the run's store makes Nodes
         agents = assignees[index]
-        nodes.append(node.place(intent_spec, index, agents,
-                                direct_handler(agents, intent_spec, coordinator)))
+        nodes[index].place(intent_spec, index, agents,
+                           direct_handler(agents, intent_spec, coordinator))
         index_of[intent_spec.title] = index
     children: dict[int, list[int]] = {}
     for index, node in enumerate(nodes):

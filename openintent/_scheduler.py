@@ -81,6 +81,7 @@ class Run:
         *,
         parent: Stoppable | None = None,
         watch: BlockingWatch | None = None,
+        settled: int = 0,
     ) -> None:
         self.spec = plan.spec
         self.coordinator = plan.coordinator
@@ -100,7 +101,7 @@ class Run:
         self._background: TaskGroup | None = None
         self._background_scopes: list[anyio.CancelScope] = []
         self._work_scope: anyio.CancelScope | None = None
-        self._settled = 0  # intents that reached a terminal status
+        self._settled = settled  # intents that reached a terminal status (resumed: so far)
         self._total = len(nodes)
         self._done = anyio.Event()
         self.guardrails = GuardrailChain(self, list(plan.guardrails)) if plan.guardrails else None
@@ -140,8 +141,9 @@ class Run:
                     self._work_scope = work.cancel_scope
                     if self.guardrails is not None:
                         self.guardrails.start(tg)
-                    for node in list(self.nodes):
-                        if node.waiting == 0 and self.breach is None:
+                    for node in list(self.nodes):  # (a resumed run's: the pending ones)
+                        if node.waiting == 0 and self.breach is None and (
+                                node.status is IntentStatus.PENDING):
                             self._make_ready(node)
                     await self._until_settled()
                     self._stop_workers()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableSequence, Sequence
 from contextvars import ContextVar
 from typing import Any, Final, cast
 
@@ -199,6 +199,12 @@ def _approved(records: Records, event: RawEvent) -> None:
     records[event[_INTENT] or ""].status = IntentStatus.PENDING
 
 
+def _run_resumed(records: Records, event: RawEvent) -> None:
+    # The intents a resume reopens (interrupted, waiting for approval, cancelled) wait again.
+    for intent_id in (event[_DATA] or _NO_DATA).get("reopened", ()):
+        records[intent_id].status = IntentStatus.PENDING
+
+
 def _cost_recorded(records: Records, event: RawEvent) -> None:
     intent_id = event[_INTENT]
     if intent_id is not None:
@@ -219,6 +225,7 @@ _APPLY: dict[str, Callable[[Records, RawEvent], None]] = {
     EventType.HANDOFF: _handoff,
     EventType.APPROVAL_REQUESTED: _awaiting_approval,
     EventType.APPROVAL_GRANTED: _approved,
+    EventType.RUN_RESUMED: _run_resumed,
 }
 
 
@@ -234,7 +241,9 @@ class EventStore:
 
     It only appends: :meth:`append` one event, :meth:`append_batch` several at once.
     Creating one checks that ``clock`` can run on this event loop and fixes the run's UTC
-    time base (see :func:`~openintent._clock.run_timebase`).
+    time base (see :func:`~openintent._clock.run_timebase`). With ``log`` (a log the backend
+    already holds, to resume it) it appends to that log instead of starting one;
+    :meth:`replay` then projects the events already in it.
     """
 
     def __init__(
@@ -247,6 +256,7 @@ class EventStore:
         publish: bool = True,
         record_type: type[IntentRecord] = IntentRecord,
         parent: str | None = None,
+        log: MutableSequence[RawEvent] | None = None,
     ) -> None:
         self.portfolio_id = portfolio_id
         records: Records = {}
@@ -267,8 +277,8 @@ class EventStore:
         self.logger: Any = structlog.get_logger("openintent").bind(
             portfolio_id=portfolio_id, portfolio=name
         )
-        self.events = backend.create_run(portfolio_id, name, parent=parent,
-                                         timebase=self.source.wall(0.0).timestamp())
+        self.events = log if log is not None else backend.create_run(
+            portfolio_id, name, parent=parent, timebase=self.source.wall(0.0).timestamp())
         #: The log as a Journal when the backend is durable: the run acts on an event only
         #: once ``await journal.wait_committed(...)`` says it is on disk. ``None``: nothing
         #: waits (memory://).
@@ -353,6 +363,21 @@ class EventStore:
                         pass
 
         return published
+
+    def replay(self) -> None:
+        """Project the events the log held when this store was made (a resumed run's
+        history): records, spend and decisions, as they were when each was appended; nobody
+        is told (they were, when it happened)."""
+        apply = self._apply
+        for seq, event in enumerate(self.events):
+            type, _time, _intent_id, data = event
+            handler = apply.get(type)
+            if handler is not None:
+                handler(self.records, event)
+            if type == EventType.COST_RECORDED:
+                self.total_cost += (data or _NO_DATA)["usd"]
+            elif type == EventType.DECISION:
+                self.decisions.append(Decision.from_event(public_event(event, seq, self.source)))
 
     def _trace(self, event: Event) -> None:
         self.logger.debug(event.type, intent_id=event.intent_id, seq=event.seq)

@@ -59,7 +59,8 @@ class _RunFollower:
             await store.journal.wait_committed(self._seq + 1)
         event = public_event(events[self._seq], self._seq, store.source)
         self._seq += 1
-        if event.type == EventType.RUN_FINISHED:
+        # A resumed run's log may hold the end of an earlier stretch: only its last one ends.
+        if event.type == EventType.RUN_FINISHED and event.seq >= store.source.since:
             self._done = True
         return event
 
@@ -70,13 +71,14 @@ class _RunFollower:
 
 def follow_runs(stores: Iterable[EventStore], backend: EventBackend) -> AsyncIterator[Event]:
     """The events of the runs of ``stores`` so far, then live every event ``backend``
-    publishes, ending once every run seen starting has finished."""
+    publishes, ending once every run seen starting (or resuming) has finished. A resumed
+    run's events so far are those since its ``run_resumed``."""
     send, receive = anyio.create_memory_object_stream[Event](float("inf"))
     for store in stores:
         events = store.events
         # A durable log publishes events as they are committed: replay those committed so far.
         until = len(events) if store.journal is None else store.journal.committed
-        for seq in range(until):
+        for seq in range(store.source.since, until):
             send.send_nowait(public_event(events[seq], seq, store.source))
     backend.subscribe(send)
     return _RunsFollower(backend, send, receive)
@@ -111,7 +113,7 @@ class _RunsFollower:
         except (anyio.EndOfStream, anyio.ClosedResourceError):  # the runtime closed
             self._close()
             raise StopAsyncIteration from None
-        if event.type == EventType.RUN_STARTED:
+        if event.type in (EventType.RUN_STARTED, EventType.RUN_RESUMED):
             self._running.add(event.portfolio_id)
         elif event.type == EventType.RUN_FINISHED:
             self._running.discard(event.portfolio_id)

@@ -43,7 +43,7 @@ from ._guardrail_core import build_guardrails as build_guardrails
 from ._guardrail_core import names_field, number_field
 from ._guardrail_core import register_guardrail as register_guardrail
 from .errors import ApprovalError, GuardrailError, OutputCheckError
-from .models import EventType
+from .models import Event, EventType
 
 __all__ = [
     "ApprovalGuardrail",
@@ -68,7 +68,10 @@ __all__ = [
 class TimeoutGuardrail(Guardrail):
     """``{"type": "timeout", "max_seconds": 300}``: the whole run halts after ``max_seconds``
     on the runtime's clock, cancelling what still runs. (Per-intent limits:
-    ``IntentSpec(timeout=...)``.)"""
+    ``IntentSpec(timeout=...)``.)
+
+    A resumed run keeps its deadline: the time it ran before counts, the time it was stopped
+    (or its process dead) does not (see ``GuardrailRun.elapsed_before``)."""
 
     type = "timeout"
 
@@ -82,16 +85,17 @@ class TimeoutGuardrail(Guardrail):
         fresh = copy.copy(self)
         clock = run.clock
         started = clock.now()
+        before = run.elapsed_before  # a resumed run's time so far
 
         def expire() -> None:
             # The timer may fire late (a loaded loop, a handler that blocked it): report the
             # time that actually went by, on the run's clock.
-            elapsed = clock.now() - started
+            elapsed = before + clock.now() - started
             run.halt(Breach("timeout", f"the run exceeded {self.max_seconds:g} s "
                             f"({elapsed:g} s went by)",
                             limit=self.max_seconds, observed=elapsed))
 
-        run.start_timer(self.max_seconds, expire)
+        run.start_timer(max(0.0, self.max_seconds - before), expire)
         return fresh
 
 
@@ -237,6 +241,20 @@ class ApprovalGuardrail(Guardrail):
     def pending(self) -> list[ApprovalRequest]:
         """The requests still waiting for a decision."""
         return [request for request in self.requests.values() if request.decision is None]
+
+    def on_event(self, event: Event) -> None:
+        # A resumed run: an approval granted before it stopped is not asked for again.
+        # (Requests still waiting then are asked again when their intent is dispatched.)
+        run = self._run
+        if run is None or not run.replaying or event.intent_id is None:
+            return
+        if event.type == EventType.APPROVAL_REQUESTED:
+            self.requests.pop(event.intent_id, None)  # asked again: the new request counts
+        elif event.type == EventType.APPROVAL_GRANTED:
+            data = event.data or {}
+            self.requests[event.intent_id] = ApprovalRequest(
+                event.intent_id, event.title or "", event.portfolio_id, event.time,
+                self.approvers, "approved", data.get("by"), data.get("note", ""))
 
 
 # ---------------------------------------------------------------------------- more built-ins

@@ -27,6 +27,7 @@ from ._launch import Launcher
 from ._plan import Planner
 from ._readback import list_runs, load_run
 from ._registry import current_registry
+from ._resume import Resumption, open_resumption
 from ._scheduler import Run
 from ._specs import PortfolioSpec
 from ._stores import RunInfo, open_backend
@@ -167,6 +168,78 @@ class Runtime:
             )
         return self._runs.begin(spec, self._runs.planner.coordinator(coordinator),
                                 nested=False, extra_guardrails=extra)
+
+    # ------------------------------------------------------------------ resuming
+
+    async def resume(
+        self,
+        portfolio_id: str,
+        spec: PortfolioSpec | RunnableWorkflow | None = None,
+        *,
+        coordinator: Any = None,
+        guardrails: Sequence[Any] | None = None,
+    ) -> RunResult:
+        """Continue the run ``portfolio_id`` of this runtime's store from its log, with this
+        runtime's agents, and return its result (the whole log is its ``events``).
+
+        Completed intents are not run again; intents that were in flight when the log ended
+        (a crash, a halt, a cancel) are dispatched again with the next attempt number, even
+        past ``max_attempts``; approvals still pending are asked again; attempts, spend,
+        budget warnings, approvals granted, decisions and the run's time (a run timeout's
+        deadline: the time the run was stopped does not count) carry over; the ``seq`` of its
+        events goes on. A run that completed or failed is not run again: its result comes
+        back and nothing is written. A halted or cancelled run continues where it stopped;
+        ``guardrails`` (as ``Runtime(guardrails=...)`` takes them) replace the run's own,
+        e.g. a raised budget. ``spec`` and ``coordinator`` are optional (the log has the
+        plan); given, they must be the ones the run was journaled with.
+
+        Raises :class:`~openintent.errors.RunNotFoundError` for an id the store does not hold,
+        :class:`~openintent.errors.ResumeMismatchError` (with the differences, nothing
+        written) for another spec or coordinator, :class:`~openintent.errors.RunInUseError`
+        while the run is going on or being resumed by someone else (the run's lease).
+
+        >>> result = await rt.resume(halted.portfolio_id, guardrails=[{"type": "budget",
+        ...                                                           "max_cost_usd": 20}])
+
+        .. versionadded:: 0.2
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        resumption = self._resumption("rt.resume()", portfolio_id, spec, coordinator, guardrails)
+        return await resumption.drive()
+
+    async def start_resume(
+        self,
+        portfolio_id: str,
+        spec: PortfolioSpec | RunnableWorkflow | None = None,
+        *,
+        coordinator: Any = None,
+        guardrails: Sequence[Any] | None = None,
+    ) -> RunHandle:
+        """:meth:`resume` in the runtime's task group: the run's :class:`~openintent.RunHandle`
+        at once (as :meth:`start`; needs ``async with Runtime(...) as rt:``). The errors of
+        :meth:`resume` raise from here, and nothing runs then.
+
+        .. versionadded:: 0.2
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        if self._started is None and not self._closed:
+            raise not_open_error("rt.start_resume()")
+        resumption = self._resumption("rt.start_resume()", portfolio_id, spec, coordinator,
+                                      guardrails)
+        assert self._started is not None
+        handle = resumption.handle()
+        self._started.start(handle)
+        return handle
+
+    def _resumption(
+        self, call: str, portfolio_id: str, spec: PortfolioSpec | RunnableWorkflow | None,
+        coordinator: Any, guardrails: Sequence[Any] | None,
+    ) -> Resumption:
+        if self._closed:
+            raise OpenIntentError(
+                f"this Runtime is closed, so {call} cannot run: create a new Runtime"
+            )
+        return open_resumption(self._runs, portfolio_id, spec, coordinator, guardrails)
 
     # ------------------------------------------------------------------ approvals
 

@@ -144,7 +144,8 @@ def test_a_run_halted_by_its_budget_resumes_with_the_raised_budget_of_the_file(
     assert main(["resume", store, pid, str(path), "--approve-all", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["status"] == "completed"
-    assert result["intents"]["Write Draft"]["attempts"] == 1
+    assert result["cost_usd"] == 10.0  # the halted attempt's spend carried over, and one more
+    assert [event["type"] for event in result["events"]].count("run_resumed") == 1
 
 
 # ---------------------------------------------------------------- what cannot be resumed

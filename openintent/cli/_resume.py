@@ -17,7 +17,7 @@ from .._handle import RunHandle
 from .._registry import current_registry
 from .._workflow_run import step_guardrails, with_simulated_agents
 from ..errors import OpenIntentError
-from ..models import EventType
+from ..models import EventType, RunResult, RunStatus
 from ..runtime import Runtime
 from ..workflow import WorkflowSpec
 from ._agents import import_agents
@@ -25,6 +25,7 @@ from ._common import EXIT_INVALID, Streams, fail
 from ._loading import load
 from ._origin import ORIGIN_KEYS, CommandWorkflow
 from ._run import CommandRun, StartRun
+from ._runs import report_ended
 from ._store_url import existing_store, explain
 
 __all__ = ["resume_command"]
@@ -37,6 +38,12 @@ def resume_command(args: argparse.Namespace, streams: Streams) -> int:
         journaled = anyio.run(_journaled, url, args.id, backend="asyncio")
     except OpenIntentError as exc:
         return fail(streams, explain(exc, args.store))
+    ended = journaled.result
+    if ended.status in (RunStatus.COMPLETED, RunStatus.FAILED):
+        # Over for good: resuming it would run nothing, so it is only reported.
+        print(f"openintent: run {args.id} has {ended.status}; nothing to resume",
+              file=streams.err, flush=True)
+        return report_ended(ended, args.json, streams)
     origin = journaled.metadata
     path = args.file or origin.get("workflow_file")
     workflow: WorkflowSpec | None = None
@@ -97,6 +104,7 @@ class _Journaled:
 
     metadata: Mapping[str, Any]
     guardrails: list[Any]
+    result: RunResult
 
 
 async def _journaled(url: str, portfolio_id: str) -> _Journaled:
@@ -112,7 +120,7 @@ async def _journaled(url: str, portfolio_id: str) -> _Journaled:
             guardrails = list(plan.get("guardrails") or ())
         elif event.type == "run_resumed" and "guardrails" in data:
             guardrails = list(data["guardrails"])
-    return _Journaled(metadata, to_plain(guardrails))
+    return _Journaled(metadata, to_plain(guardrails), result)
 
 
 def _new_guardrails(

@@ -14,13 +14,15 @@ from .._progress import one_line
 from .._stores import RunInfo
 from ..console import print_summary, rich_available
 from ..errors import OpenIntentError
-from ..models import RunResult
+from ..models import RunResult, RunStatus
 from ..runtime import Runtime
-from ._common import EXIT_OK, Streams, fail, is_terminal
+from ._common import EXIT_FAILED, EXIT_OK, Streams, fail, is_terminal
 from ._run import print_status
 from ._store_url import existing_store, explain
 
-__all__ = ["load_run", "runs_list_command", "runs_show_command", "when"]
+__all__ = [
+    "load_run", "report_ended", "runs_list_command", "runs_show_command", "when",
+]
 
 _HEADERS = ["id", "name", "status", "started (UTC)", "ended (UTC)"]
 
@@ -108,11 +110,20 @@ def runs_show_command(args: argparse.Namespace, streams: Streams) -> int:
         result = anyio.run(load_run, url, args.id, backend="asyncio")
     except OpenIntentError as exc:
         return fail(streams, explain(exc, args.store))
-    if args.json:
+    report_ended(result, args.json, streams)
+    return EXIT_OK
+
+
+def report_ended(result: RunResult, as_json: bool, streams: Streams) -> int:
+    """Print a run read back from its journal as the end of ``openintent run`` prints it
+    (``as_json``: ``result.to_dict()``, the status on stderr); return ``run``'s exit status
+    for it."""
+    if as_json:
         print(json.dumps(result.to_dict(), indent=2, default=str), file=streams.out,
               flush=True)
-        return EXIT_OK
-    print_summary(result, file=streams.out)
-    print_status(result, streams.out)
+        print_status(result, streams.err)
+    else:
+        print_summary(result, file=streams.out)
+        print_status(result, streams.out)
     streams.out.flush()
-    return EXIT_OK
+    return EXIT_OK if result.status == RunStatus.COMPLETED else EXIT_FAILED

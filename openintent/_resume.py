@@ -1,0 +1,307 @@
+"""Resuming a run from its log (``rt.resume``, ``rt.start_resume``).
+
+Everything a resume needs is in the run's log: the plan as data (:mod:`._plan_data`), and the
+events, which the store projects back into the intents' records. :func:`open_resumption`
+rebuilds the run from them and continues it with the runtime's agents:
+
+* intents that completed, failed or were skipped stay so (nothing runs twice);
+* intents that were dispatched but never finished (the process died, or the run was halted
+  or cancelled), intents waiting for approval and cancelled ones are *reopened*: the
+  ``run_resumed`` event sets them back to ``pending`` and they are dispatched again, with the
+  next attempt number (even past ``max_attempts``: the interrupted attempt never ended);
+* what the log counts carries over: attempts (so retries), spend and budget warnings,
+  approvals granted, decisions (their ids go on), the run's time (a run timeout's deadline;
+  the time the run was stopped does not count);
+* the events go on in the same log, with contiguous ``seq``.
+
+A log that ended ``completed`` or ``failed`` is not run again: its result comes back and
+nothing is written. A coordinator's sub-portfolio (``execute``) interrupted mid-way is not
+resumed on its own: its coordinator's intent was interrupted with it, and its new attempt runs
+a new sub-portfolio (the old one stays in the store, unfinished). Intents a coordinator added
+with ``add_intent`` are in the log and are rebuilt like the others.
+
+While a resume runs the run, it holds the run's lease in the store (``acquire_run``): a second
+resume of the same run at once gets :class:`~openintent.errors.RunInUseError`.
+"""
+
+from __future__ import annotations
+
+import os
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, MutableSequence, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import attrs
+
+from ._data import to_plain
+from ._guardrail_core import Guardrail, build_guardrails
+from ._handle import RunHandle
+from ._launch import Launcher
+from ._logging import logging_configured
+from ._nodes import Node, wire
+from ._plan_data import LoggedPlan, logged_plan, spec_diff
+from ._results import ResultsView
+from ._scheduler import Run
+from ._specs import PortfolioSpec
+from ._store import EventStore, RawEvent
+from ._workflow_port import RunnableWorkflow
+from .errors import OpenIntentError, ResumeMismatchError, RunInUseError, SpecError, StoreError
+from .guardrails import Breach
+from .models import EventLog, EventType, IntentStatus, RunResult, RunStatus
+
+__all__ = ["Resumption", "open_resumption"]
+
+#: What a resume sets back to ``pending``: work that was going on, or stopped, when the log
+#: ended.
+_REOPENED = (IntentStatus.RUNNING, IntentStatus.AWAITING_APPROVAL, IntentStatus.CANCELLED)
+#: How a log may end and still be resumed (a crash leaves no end: "running").
+_ENDED_FOR_GOOD = (RunStatus.COMPLETED, RunStatus.FAILED)
+
+
+@attrs.define
+class Resumption:
+    """A run opened for resuming: the :class:`Run` to drive on, or (``result``) the result
+    of a log that had ended for good; and the run's lease, held until :meth:`drive` ends."""
+
+    launcher: Launcher
+    store: EventStore
+    holder: str
+    run: Run | None = None
+    result: RunResult | None = None
+
+    async def drive(self) -> RunResult:
+        """Run the resumed run to its end (or return the ended log's result), then give the
+        lease back, whatever happens."""
+        try:
+            if self.run is None:
+                assert self.result is not None
+                return self.result
+            return await self.launcher.drive(self.run, nested=False)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Give the run's lease back."""
+        self.launcher.backend.release_run(self.store.portfolio_id, self.holder)
+
+    def handle(self) -> RunHandle:
+        """A :class:`RunHandle` that drives this resumption (``rt.start_resume``)."""
+        if self.run is None:
+            assert self.result is not None
+            return RunHandle.of_ended(self.store, self.result, self.drive)
+        return RunHandle(self.run, self.drive)
+
+
+def open_resumption(
+    launcher: Launcher,
+    portfolio_id: str,
+    spec: PortfolioSpec | RunnableWorkflow | None,
+    coordinator: Any,
+    guardrails: Sequence[Any] | None,
+) -> Resumption:
+    """Check a resume, take the run's lease and rebuild the run from its log (see the module
+    docstring). Nothing is written before every check passed; the only write is the
+    ``run_resumed`` event (none for a log that ended for good)."""
+    if not isinstance(portfolio_id, str):
+        raise OpenIntentError(
+            f"rt.resume() takes the portfolio id of a run (a str, result.portfolio_id), got "
+            f"{portfolio_id!r}")
+    backend = launcher.backend
+    log = backend.open_run(portfolio_id)  # RunNotFoundError for an unknown id
+    for run in launcher.active:
+        if run.portfolio_id == portfolio_id:
+            raise RunInUseError(
+                f"run {portfolio_id} ({run.name!r}) is going on in this runtime; wait for it "
+                "to end (await handle.result()) before resuming it")
+    info = next((info for info in backend.runs() if info.portfolio_id == portfolio_id), None)
+    if info is not None and info.parent is not None:
+        raise OpenIntentError(
+            f"run {portfolio_id} in {backend.url} is a sub-portfolio of run {info.parent} (a "
+            f"coordinator's execute()); resume run {info.parent}: its coordinator runs a new "
+            "sub-portfolio")
+    holder = f"rt.resume() {os.urandom(4).hex()} (pid {os.getpid()})"
+    backend.acquire_run(portfolio_id, holder)
+    try:
+        return _rebuild(launcher, log, portfolio_id, holder, spec, coordinator, guardrails)
+    except BaseException:
+        backend.release_run(portfolio_id, holder)
+        raise
+
+
+def _rebuild(
+    launcher: Launcher,
+    log: MutableSequence[RawEvent],
+    portfolio_id: str,
+    holder: str,
+    spec: PortfolioSpec | RunnableWorkflow | None,
+    coordinator: Any,
+    guardrails: Sequence[Any] | None,
+) -> Resumption:
+    where = f"run {portfolio_id} in {launcher.backend.url}"
+    try:
+        logged = logged_plan(log)
+    except ValueError as exc:
+        raise StoreError(f"{where} cannot be resumed: {exc}") from None
+    planner = launcher.planner
+    extra: tuple[Guardrail, ...] = ()
+    if spec is not None and not isinstance(spec, PortfolioSpec):
+        if not isinstance(spec, RunnableWorkflow):
+            raise SpecError(f"rt.resume() takes a PortfolioSpec or a WorkflowSpec as spec, got "
+                            f"{type(spec).__name__}")
+        spec, coordinator, extra = spec.bind_runtime(planner, coordinator)
+    chosen = planner.coordinator(coordinator if coordinator is not None
+                                 else logged.coordinator)
+    _check_same(where, logged, spec, chosen.id if coordinator is not None and chosen else None)
+    new_guardrails = (None if guardrails is None
+                      else tuple(build_guardrails(guardrails, "rt.resume(...)")))
+    store = EventStore(launcher.backend, portfolio_id, launcher.clock, logged.spec.name,
+                       record_type=Node, log=log)
+    store.source.since = len(log)
+    store.source.earlier = _earlier_walls(log, launcher.backend.timebase(portfolio_id))
+    store.replay()
+    ended = _ended(log)
+    if ended is not None and ended.get("status") in _ENDED_FOR_GOOD:
+        return Resumption(launcher, store, holder, result=_ended_result(store, logged, ended))
+    plan = planner.compile(logged.spec, chosen)
+    plan = attrs.evolve(
+        plan,
+        guardrails=(new_guardrails if new_guardrails is not None
+                    else _logged_guardrails(where, log, logged, plan.guardrails + extra)),
+        max_concurrency=logged.max_concurrency, sequential=logged.sequential,
+    )
+    records = store.records
+    ids = [raw[2] or "" for raw in log if raw[0] == EventType.CREATED]
+    nodes = wire(plan, [cast(Node, records[intent_id]) for intent_id in ids])
+    resumed: dict[str, Any] = {
+        "from": ended.get("status", "failed") if ended is not None else "running",
+        "reopened": [node.id for node in nodes if node.status in _REOPENED],
+        "timebase": store.source.wall(0.0).timestamp(),
+    }
+    if new_guardrails is not None:
+        resumed["guardrails"] = [guardrail.to_data() for guardrail in new_guardrails]
+    store.append(EventType.RUN_RESUMED, None, resumed)
+    settled = _count_waiting(nodes)
+    run = launcher.assemble(plan, store, nodes, settled=settled)
+    if logging_configured():  # (as the launcher's info lines: see _launch._info)
+        store.logger.info("run resumed", reopened=len(resumed["reopened"]),
+                          left=len(nodes) - settled)
+    return Resumption(launcher, store, holder, run=run)
+
+
+def _check_same(
+    where: str, logged: LoggedPlan, spec: PortfolioSpec | None, coordinator: str | None
+) -> None:
+    """Refuse a spec or coordinator other than the log's (:class:`ResumeMismatchError`)."""
+    lines: list[str] = []
+    if coordinator is not None and coordinator != logged.coordinator:
+        lines.append(f"coordinator {logged.coordinator!r} -> {coordinator!r}")
+    if spec is not None:
+        # The spec the run was given: intents added during the run are the log's own.
+        given = attrs.evolve(logged.spec, intents=logged.spec.intents[:logged.planned])
+        lines.extend(spec_diff(given, spec))
+    if lines:
+        raise ResumeMismatchError(
+            f"{where} was journaled with another plan than the one given to rt.resume(); "
+            "nothing was run or written. Resume it with its own spec (or none: the log's is "
+            "used), or start a new run with rt.run(). What differs (journaled -> given):\n  "
+            + "\n  ".join(lines))
+
+
+def _ended(log: Sequence[RawEvent]) -> Mapping[str, Any] | None:
+    """The ``run_finished`` data the log's last stretch ended with, or ``None`` when it has
+    none (the process running it died)."""
+    for type_, _time, _intent, data in reversed(log):
+        if type_ == EventType.RUN_FINISHED:
+            return cast(Mapping[str, Any], data or {})
+        if type_ == EventType.RUN_RESUMED:
+            return None
+    return None
+
+
+def _earlier_walls(log: Sequence[RawEvent], first: float) -> Callable[[int, float], datetime]:
+    """How the events already in ``log`` are dated: each stretch of the run by its own time
+    base (its process's POSIX time at clock time 0): ``first`` (the store's, from when the
+    run was created) until the first ``run_resumed``, then each one's ``timebase``."""
+    starts, bases = [0], [first]
+    for seq, (type_, _time, _intent, data) in enumerate(log):
+        if type_ == EventType.RUN_RESUMED:
+            starts.append(seq)
+            bases.append((data or {})["timebase"])
+
+    def at(seq: int, time: float) -> datetime:
+        return datetime.fromtimestamp(bases[bisect_right(starts, seq) - 1] + time, UTC)
+
+    return at
+
+
+def _logged_guardrails(
+    where: str,
+    log: Sequence[RawEvent],
+    logged: LoggedPlan,
+    live: tuple[Guardrail, ...],
+) -> tuple[Guardrail, ...]:
+    """The guardrails the log names (``run_started``'s, or the last resume's new ones):
+    each the runtime's or the coordinator's guardrail of the same settings when there is
+    one (a function or a custom guardrail keeps its code), else built from its data."""
+    wanted: Sequence[Mapping[str, Any]] = logged.guardrails
+    for type_, _time, _intent, data in log:
+        if type_ == EventType.RUN_RESUMED and "guardrails" in (data or {}):
+            wanted = data["guardrails"]
+    spare = list(live)
+    chosen: list[Guardrail] = []
+    for item in wanted:
+        item = to_plain(item)
+        match = next((guardrail for guardrail in spare if guardrail.to_data() == item), None)
+        if match is not None:
+            spare.remove(match)
+            chosen.append(match)
+            continue
+        try:
+            chosen.extend(build_guardrails([item], f"{where}: its log's"))
+        except SpecError as exc:
+            raise ResumeMismatchError(
+                f"{where} ran with the guardrail {item}, which cannot be rebuilt from its "
+                f"data ({exc}) and which this runtime does not have; nothing was run or "
+                "written. Give the Runtime (or the coordinator) that guardrail again, or pass "
+                "rt.resume(..., guardrails=[...]) to run on with other ones") from None
+    return tuple(chosen)
+
+
+def _count_waiting(nodes: list[Node]) -> int:
+    """Set how many dependencies each open node still waits for; return how many intents
+    already ended."""
+    by_title = {node.spec.title: node for node in nodes}
+    settled = 0
+    for node in nodes:
+        if node.status.is_terminal:
+            settled += 1
+        else:
+            node.waiting = sum(by_title[title].status is not IntentStatus.COMPLETED
+                               for title in node.spec.depends_on)
+    return settled
+
+
+def _ended_result(
+    store: EventStore, logged: LoggedPlan, ended: Mapping[str, Any]
+) -> RunResult:
+    """The result of a log that ended for good, as its run returned it."""
+    breach = None
+    for type_, _time, _intent, data in reversed(store.events):
+        if type_ == EventType.GUARDRAIL_BREACH:
+            breach = Breach(**data)
+            break
+    records = store.records
+    return RunResult(
+        portfolio_id=store.portfolio_id,
+        name=logged.spec.name,
+        status=RunStatus(ended.get("status", RunStatus.FAILED)),
+        output=to_plain(ended.get("output")),
+        intents=ResultsView(records, {record.title: intent_id
+                                      for intent_id, record in records.items()}),
+        events=EventLog(store.events, store.source, range(len(store.events))),
+        decisions=tuple(store.decisions),
+        cost_usd=store.total_cost,
+        error=ended.get("error"),
+        breach=breach,
+    )
