@@ -2,6 +2,7 @@
 
     python benchmarks/scheduler.py            # all workloads
     python benchmarks/scheduler.py --quick    # smaller graphs, for a smoke run
+    python benchmarks/scheduler.py --store sqlite   # also journaled to a SQLite file
 
 Workloads (no-op async agents):
   chain     10,000 intents, each depending on the one before
@@ -11,6 +12,12 @@ Workloads (no-op async agents):
 The baseline is the smallest correct asyncio scheduler: a dependency counter per node that
 creates a task when the counter reaches zero. Targets: ours / raw <= 3 on every workload,
 <= 2 KiB peak memory per intent, and 10x the intents costs <= 11x the time.
+
+With ``--store sqlite`` every workload also runs journaled (``sqlite:///`` in a temporary
+directory, a new file per run) and the journaled cost per intent is printed beside the
+in-memory one (target: <= 1.5x); then a finished run of the largest workload is loaded back
+from its file (``backend.read`` + the projection every live run uses; target: <= 2 s), and
+as a whole ``RunResult`` with ``rt.load``.
 """
 
 from __future__ import annotations
@@ -18,9 +25,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import logging
+import os
 import random
 import statistics
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -115,10 +125,60 @@ def portfolio(graph: Graph) -> PortfolioSpec:
     )
 
 
-async def openintent_run(spec: PortfolioSpec) -> None:
-    async with Runtime(agents=[Noop], seed=1) as rt:
+async def openintent_run(spec: PortfolioSpec, store: str = "memory://") -> str:
+    async with Runtime(agents=[Noop], seed=1, store=store) as rt:
         result = await rt.run(spec)
     assert result.status == "completed", result.status
+    return result.portfolio_id
+
+
+class Journals:
+    """A new journal file for each journaled run, in one temporary directory."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="openintent-bench-")
+        self._numbers = itertools.count()
+
+    def next_url(self) -> str:
+        return f"sqlite:///{os.path.join(self._dir.name, f'run{next(self._numbers)}.db')}"
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+
+async def rt_load(url: str, portfolio_id: str) -> float:
+    """Seconds ``await rt.load(portfolio_id)`` takes in a new runtime on the file."""
+    async with Runtime(agents=[Noop], store=url) as rt:
+        gc.collect()
+        start = time.perf_counter()
+        result = await rt.load(portfolio_id)
+        seconds = time.perf_counter() - start
+    assert result.status == "completed", result.status
+    return seconds
+
+
+def load_back(url: str, portfolio_id: str) -> tuple[float, int]:
+    """Seconds to read a finished run back from its file and rebuild its records, and how
+    many events it has."""
+    from openintent._store import _APPLY, IntentRecord
+    from openintent._stores import open_backend
+
+    backend = open_backend(url)
+    try:
+        gc.collect()
+        start = time.perf_counter()
+        events = backend.read(portfolio_id)
+        records: dict[str, IntentRecord] = {}
+        apply = _APPLY
+        for event in events:
+            handler = apply.get(event[0])
+            if handler is not None:
+                handler(records, event)
+        seconds = time.perf_counter() - start
+    finally:
+        backend.close()
+    assert all(record.status == "completed" for record in records.values())
+    return seconds, len(events)
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -152,7 +212,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10x smaller graphs")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-memory", action="store_true", help="skip tracemalloc runs")
+    parser.add_argument("--store", choices=["memory", "sqlite"], default="memory",
+                        help="sqlite: also run every workload journaled to a SQLite file")
     args = parser.parse_args()
+    journals = Journals() if args.store == "sqlite" else None
+    try:
+        measure(args, journals)
+    finally:
+        if journals is not None:
+            journals.close()
+
+
+def measure(args: argparse.Namespace, journals: Journals | None) -> None:
     scale = 10 if args.quick else 1
     # Graphs are built right before their workload and dropped after it, so every workload
     # runs on a heap holding only its own input (the garbage collector's work depends on it).
@@ -165,7 +236,12 @@ def main() -> None:
     # Warm up both contestants (imports, first-call caches) before anything is measured.
     asyncio.run(raw_asyncio(chain(100)))
     asyncio.run(openintent_run(portfolio(chain(100))))
-    print(f"{'workload':<12}{'intents':>9}{'raw µs':>9}{'ours µs':>9}{'ratio':>7}{'KiB/int':>9}")
+    if journals is not None:
+        asyncio.run(openintent_run(portfolio(chain(100)), journals.next_url()))
+    journaled_header = f"{'sqlite µs':>10}{'x mem':>7}" if journals is not None else ""
+    print(f"{'workload':<12}{'intents':>9}{'raw µs':>9}{'ours µs':>9}{'ratio':>7}{'KiB/int':>9}"
+          f"{journaled_header}")
+    journal_ratios: dict[str, float] = {}
     per_intent: dict[str, float] = {}
     raw_per_intent: dict[str, float] = {}
     ratios = []
@@ -181,7 +257,14 @@ def main() -> None:
         per_intent[name] = ours
         raw_per_intent[name] = raw
         ratios.append(ours / raw)
-        print(f"{name:<12}{n:>9}{raw:>9.2f}{ours:>9.2f}{ours / raw:>7.2f}{memory}")
+        journaled = ""
+        if journals is not None:
+            sqlite = timed(lambda spec=spec: openintent_run(spec, journals.next_url()),
+                           args.repeat) / n * 1e6
+            journal_ratios[name] = sqlite / ours
+            journaled = f"{sqlite:>10.2f}{sqlite / ours:>7.2f}"
+        print(f"{name:<12}{n:>9}{raw:>9.2f}{ours:>9.2f}{ours / raw:>7.2f}{memory:>9}"
+              f"{journaled}")
         del graph, spec
     growth = per_intent["layered"] * 10 / per_intent["layered/10"]
     raw_growth = raw_per_intent["layered"] * 10 / raw_per_intent["layered/10"]
@@ -191,6 +274,17 @@ def main() -> None:
         f"raw asyncio: {raw_growth:.2f}x)"
     )
     print(f"median ratio: {statistics.median(ratios):.2f}")
+    if journals is not None:
+        worst = max(journal_ratios, key=journal_ratios.__getitem__)
+        print(f"journaled / in-memory per intent: worst {journal_ratios[worst]:.2f} ({worst}), "
+              f"median {statistics.median(journal_ratios.values()):.2f} (target <= 1.5)")
+        size = 100_000 // (10 if args.quick else 1)
+        url = journals.next_url()
+        portfolio_id = asyncio.run(openintent_run(portfolio(layered(size)), url))
+        seconds, events = load_back(url, portfolio_id)
+        print(f"loading back a finished {size:,}-intent run ({events:,} events): "
+              f"{seconds:.2f} s (target <= 2 s); as a RunResult with rt.load: "
+              f"{asyncio.run(rt_load(url, portfolio_id)):.2f} s")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from ._notify import Notifications
 from ._ports import Outcomes
 from ._registry import HookKind
 from ._retrying import call_error, never_retried
-from ._stores._sqlite_journal import CommitFailed
+from ._stores import CommitFailed
 from ._views import Views
 from ._wiring import check_wired
 from .errors import Escalate, IntentTimeoutError
@@ -146,7 +146,10 @@ class Attempts:
                 agents = node.agents
                 agent_id = ",".join(agent.id for agent in agents)
             else:
-                agent_id = policy.agent_for(attempt, primary.id) or primary.id
+                # Past the policy's attempts (a resume re-dispatches an interrupted last
+                # attempt): the last agent of [assignee, *fallback] goes on.
+                agent_id = policy.agent_for(attempt, primary.id) or (
+                    policy.fallback[-1] if policy.fallback else primary.id)
                 agents = (primary if agent_id == primary.id else self._fallbacks[agent_id],)
             try:
                 if self._guardrails is not None:

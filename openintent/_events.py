@@ -134,39 +134,26 @@ class EventSource:
     """What a log knows besides its stored tuples: its portfolio, its intents' titles, and its
     run's time base (clock time -> UTC ``datetime``). One per log.
 
-    A log written in several sittings (a run resumed in another process, on another clock)
-    has a time base per sitting. A loaded log (``rt.load``): ``segments`` lists ``(first
-    seq, wall)`` of each sitting after the first, in order (``None``: one sitting, ``wall``
-    dates every event). A resumed run's live log: ``wall`` dates the events from ``since``
-    on (the ``run_resumed`` event's seq), and ``earlier(seq, time)`` those before it.
+    A resumed run's log has stretches, each timed by the clock of the process that wrote it:
+    ``wall`` dates the events from ``since`` on (the ``run_resumed`` event's seq), and
+    ``earlier(seq, time)`` those before it.
     """
 
-    __slots__ = ("portfolio_id", "title_of", "wall", "segments", "since", "earlier")
+    __slots__ = ("portfolio_id", "title_of", "wall", "since", "earlier")
 
     def __init__(
         self,
         portfolio_id: str,
         title_of: Callable[[str], str | None],
         wall: Callable[[float], datetime],
-        segments: Sequence[tuple[int, Callable[[float], datetime]]] | None = None,
         since: int = 0,
         earlier: Callable[[int, float], datetime] | None = None,
     ) -> None:
         self.portfolio_id = portfolio_id
         self.title_of = title_of
         self.wall = wall
-        self.segments = segments or None
         self.since = since
         self.earlier = earlier
-
-    def wall_at(self, seq: int) -> Callable[[float], datetime]:
-        """The time base of the event at ``seq``."""
-        wall = self.wall
-        for first, later in self.segments or ():
-            if first > seq:
-                break
-            wall = later
-        return wall
 
 
 def public_event(raw: tuple[Any, ...], seq: int, source: EventSource) -> Event:
@@ -187,11 +174,8 @@ def public_event(raw: tuple[Any, ...], seq: int, source: EventSource) -> Event:
             if data["spec"] is None:
                 del data["spec"]
     title = source.title_of(intent_id) if intent_id is not None else None
-    if seq < source.since and source.earlier is not None:
-        at = source.earlier(seq, time_)
-    else:
-        wall = source.wall if source.segments is None else source.wall_at(seq)
-        at = wall(time_)
+    at = (source.wall(time_) if seq >= source.since or source.earlier is None
+          else source.earlier(seq, time_))
     return Event(seq, type_, time_, source.portfolio_id, intent_id, read_only(data), title, at)
 
 

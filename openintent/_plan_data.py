@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from ._data import to_plain
+from ._data import EMPTY, to_plain
 from ._plan import Plan
 from ._specs import IntentSpec, PortfolioSpec
 from ._stores import RawEvent
@@ -54,14 +54,15 @@ def intent_data(spec: IntentSpec) -> dict[str, Any] | None:
     ``retry`` is the policy's non-default fields (``{}`` for ``RetryPolicy()``; left out for
     the default, no retry); exception classes in its filters become ``{"class": name}``.
     """
-    if not (spec.description or spec.constraints or spec.timeout is not None
+    constraints = spec.constraints
+    if not (spec.description or constraints is not EMPTY or spec.timeout is not None
             or spec.retry is not _NO_RETRY or spec.tags or spec.key is not None or spec.inputs):
         return None  # the common case, kept cheap: plant() calls this for every intent
     data: dict[str, Any] = {}
     if spec.description:
         data["description"] = spec.description
-    if spec.constraints:
-        data["constraints"] = to_plain(spec.constraints)
+    if not (isinstance(constraints, Mapping) and not constraints):  # {} is the default
+        data["constraints"] = to_plain(constraints)
     if spec.timeout is not None:
         data["timeout"] = spec.timeout
     if spec.retry != _NO_RETRY:

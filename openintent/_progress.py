@@ -73,7 +73,7 @@ class Progress:
 
     def add(self, event: Any) -> None:
         """Take one more event into account."""
-        self.now = event.time
+        previous, self.now = self.now, event.time
         data = event.data or {}
         kind = event.type
         if kind == "run_started":
@@ -82,6 +82,13 @@ class Progress:
             self.portfolio_id = event.portfolio_id
         elif kind == "run_finished":
             self.status = str(data.get("status", "finished"))
+        elif kind == "run_resumed":  # the run goes on: its time too, without the downtime
+            if self.start is not None:
+                self.start = event.time - (previous - self.start)
+            self.status = "running"
+            for intent_id in data.get("reopened", ()):
+                if intent_id in self.intents:
+                    self.intents[intent_id].status = "pending"
         if event.intent_id is None:
             return
         item = self.intents.get(event.intent_id)
@@ -181,6 +188,10 @@ def event_line(event: Any, progress: Progress) -> str | None:
         took = f" for {seconds:.2f}s" if isinstance(seconds, int | float) else ""
         return f"blocked    {title}: {data.get('handler', 'a handler')} blocked the event " \
                f"loop{took}"
+    if kind == "run_resumed":
+        reopened = len(data.get("reopened", ()))
+        return f"run {progress.name} ({event.portfolio_id}) resumed (it was " \
+               f"{data.get('from', '?')}): {reopened} intent(s) reopened"
     if kind == "run_finished":
         return f"run {data.get('status', 'finished')} after {progress.elapsed:.2f}s, " \
                f"cost {money(progress.cost_usd)}"

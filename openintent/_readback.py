@@ -12,6 +12,7 @@ of the last ``run_finished``, the breach of the last ``guardrail_breach``. Only 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,9 +28,6 @@ from .models import Decision, EventLog, EventType, RunResult, RunStatus, public_
 
 __all__ = ["list_runs", "load_run"]
 
-# Appended by ``rt.resume`` (see openintent._resume): the log goes on in a new sitting with
-# its own time base; a run_finished before it no longer ends the run.
-_RUN_RESUMED = "run_resumed"
 _NO_DATA: Mapping[str, Any] = {}
 
 
@@ -55,7 +53,8 @@ def load_run(backend: EventBackend, portfolio_id: str) -> RunResult:
     ids_by_title: dict[str, str] = {}
     total_cost = 0.0
     decision_events: list[int] = []
-    segments: list[tuple[int, Callable[[float], datetime]]] = []
+    # Each sitting of the run (a resume starts one) dates its events by its own time base.
+    starts, bases = [0], [timebase]
     ending: dict[str, Any] = {}  # what the run's last sitting says about its end
     for seq, event in enumerate(events):
         type_, _time, intent_id, data = event
@@ -72,10 +71,12 @@ def load_run(backend: EventBackend, portfolio_id: str) -> RunResult:
             ending["finished"] = data or _NO_DATA
         elif type_ == EventType.GUARDRAIL_BREACH:
             ending["breach"] = data or _NO_DATA
-        elif type_ == _RUN_RESUMED:
-            ending.clear()
-            segments.append((seq, _wall((data or _NO_DATA).get("timebase", timebase))))
-    source = EventSource(portfolio_id, _title_of(records), _wall(timebase), segments)
+        elif type_ == EventType.RUN_RESUMED:
+            ending.clear()  # a run_finished before it no longer ends the run
+            starts.append(seq)
+            bases.append((data or _NO_DATA).get("timebase", bases[-1]))
+    source = EventSource(portfolio_id, _title_of(records), _wall(bases[-1]), since=starts[-1],
+                         earlier=_earlier(starts, bases) if len(starts) > 1 else None)
     started: Mapping[str, Any] = (events[0][3] or _NO_DATA) if events else _NO_DATA
     finished: Mapping[str, Any] | None = ending.get("finished")
     breach: Mapping[str, Any] | None = ending.get("breach")
@@ -101,6 +102,16 @@ def _wall(timebase: float) -> Callable[[float], datetime]:
 
     def at(time: float) -> datetime:
         return base + timedelta(seconds=time)
+
+    return at
+
+
+def _earlier(starts: list[int], bases: list[float]) -> Callable[[int, float], datetime]:
+    """How the events of the sittings before the last are dated (``EventSource.earlier``)."""
+    walls = [_wall(base) for base in bases]
+
+    def at(seq: int, time: float) -> datetime:
+        return walls[bisect_right(starts, seq) - 1](time)
 
     return at
 

@@ -28,25 +28,34 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_right
-from collections.abc import Callable, Mapping, MutableSequence, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, MutableSequence, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import attrs
 
 from ._data import to_plain
+from ._dispatch import BoundAgent
 from ._guardrail_core import Guardrail, build_guardrails
 from ._handle import RunHandle
 from ._launch import Launcher
 from ._logging import logging_configured
 from ._nodes import Node, wire
+from ._plan import Planner
 from ._plan_data import LoggedPlan, logged_plan, spec_diff
 from ._results import ResultsView
 from ._scheduler import Run
 from ._specs import PortfolioSpec
-from ._store import EventStore, RawEvent
+from ._store import EventStore, IntentRecord, RawEvent
 from ._workflow_port import RunnableWorkflow
-from .errors import OpenIntentError, ResumeMismatchError, RunInUseError, SpecError, StoreError
+from .errors import (
+    OpenIntentError,
+    ResumeMismatchError,
+    RunInUseError,
+    SpecError,
+    StoreError,
+    UnknownAgentError,
+)
 from .guardrails import Breach
 from .models import EventLog, EventType, IntentStatus, RunResult, RunStatus
 
@@ -139,31 +148,25 @@ def _rebuild(
     guardrails: Sequence[Any] | None,
 ) -> Resumption:
     where = f"run {portfolio_id} in {launcher.backend.url}"
-    try:
-        logged = logged_plan(log)
-    except ValueError as exc:
-        raise StoreError(f"{where} cannot be resumed: {exc}") from None
-    planner = launcher.planner
-    extra: tuple[Guardrail, ...] = ()
-    if spec is not None and not isinstance(spec, PortfolioSpec):
-        if not isinstance(spec, RunnableWorkflow):
-            raise SpecError(f"rt.resume() takes a PortfolioSpec or a WorkflowSpec as spec, got "
-                            f"{type(spec).__name__}")
-        spec, coordinator, extra = spec.bind_runtime(planner, coordinator)
-    chosen = planner.coordinator(coordinator if coordinator is not None
-                                 else logged.coordinator)
-    _check_same(where, logged, spec, chosen.id if coordinator is not None and chosen else None)
+    if not log or log[0][0] != EventType.RUN_STARTED:
+        raise StoreError(f"{where} cannot be resumed: its log does not start with "
+                         "run_started, so it holds no plan")
+    name = (log[0][3] or {}).get("name", "")
+    ended = _ended(log)
+    done = ended is not None and ended.get("status") in _ENDED_FOR_GOOD
+    if done and spec is None and coordinator is None:  # the common case, kept quick
+        assert ended is not None
+        store = _reopened(launcher, log, portfolio_id, name, IntentRecord, going_on=False)
+        return Resumption(launcher, store, holder, result=_ended_result(store, name, ended))
+    logged = logged_plan(log)
+    chosen, extra = _checked(launcher.planner, where, logged, spec, coordinator)
     new_guardrails = (None if guardrails is None
                       else tuple(build_guardrails(guardrails, "rt.resume(...)")))
-    store = EventStore(launcher.backend, portfolio_id, launcher.clock, logged.spec.name,
-                       record_type=Node, log=log)
-    store.source.since = len(log)
-    store.source.earlier = _earlier_walls(log, launcher.backend.timebase(portfolio_id))
-    store.replay()
-    ended = _ended(log)
-    if ended is not None and ended.get("status") in _ENDED_FOR_GOOD:
-        return Resumption(launcher, store, holder, result=_ended_result(store, logged, ended))
-    plan = planner.compile(logged.spec, chosen)
+    store = _reopened(launcher, log, portfolio_id, name, Node, going_on=not done)
+    if done:
+        assert ended is not None
+        return Resumption(launcher, store, holder, result=_ended_result(store, name, ended))
+    plan = launcher.planner.compile(logged.spec, chosen)
     plan = attrs.evolve(
         plan,
         guardrails=(new_guardrails if new_guardrails is not None
@@ -187,6 +190,67 @@ def _rebuild(
         store.logger.info("run resumed", reopened=len(resumed["reopened"]),
                           left=len(nodes) - settled)
     return Resumption(launcher, store, holder, run=run)
+
+
+def _reopened(
+    launcher: Launcher,
+    log: MutableSequence[RawEvent],
+    portfolio_id: str,
+    name: str,
+    record_type: type[IntentRecord],
+    *,
+    going_on: bool,
+) -> EventStore:
+    """The store of a run over its log, with the log's events projected (records, spend,
+    decisions) and dated as they were: each stretch of the run by its own time base. A run
+    ``going_on`` (resumed) adds a stretch of this process; else the log's last stretch is
+    the run's current one (its ``run_finished`` ends the run's streams)."""
+    store = EventStore(launcher.backend, portfolio_id, launcher.clock, name,
+                       record_type=record_type, log=log)
+    starts, zeros = _stretches(log, launcher.backend.timebase(portfolio_id))
+
+    def earlier(seq: int, time: float) -> datetime:
+        return zeros[bisect_right(starts, seq) - 1] + timedelta(seconds=time)
+
+    source = store.source
+    source.earlier = earlier
+    if going_on:
+        source.since = len(log)
+    else:
+        source.since, zero = starts[-1], zeros[-1]
+        source.wall = lambda time: zero + timedelta(seconds=time)
+    store.replay()
+    return store
+
+
+def _checked(
+    planner: Planner,
+    where: str,
+    logged: LoggedPlan,
+    spec: PortfolioSpec | RunnableWorkflow | None,
+    coordinator: Any,
+) -> tuple[BoundAgent | None, tuple[Guardrail, ...]]:
+    """The coordinator to resume with (the given one, else the log's), and a YAML
+    workflow's own guardrails; :class:`ResumeMismatchError` when what was given is not
+    the run's own."""
+    extra: tuple[Guardrail, ...] = ()
+    if spec is not None and not isinstance(spec, PortfolioSpec):
+        if not isinstance(spec, RunnableWorkflow):
+            raise SpecError(f"rt.resume() takes a PortfolioSpec or a WorkflowSpec as spec, got "
+                            f"{type(spec).__name__}")
+        spec, coordinator, extra = spec.bind_runtime(planner, coordinator)
+    try:
+        chosen = planner.coordinator(coordinator if coordinator is not None
+                                     else logged.coordinator)
+    except UnknownAgentError as exc:
+        if coordinator is not None:
+            raise
+        raise UnknownAgentError(
+            f"{where} was run by coordinator {logged.coordinator!r}, which this runtime does "
+            f"not know ({exc}); give the Runtime that coordinator, or pass it (or the YAML "
+            "workflow that declares it) to rt.resume()") from None
+    _check_same(where, logged, spec, chosen.id if coordinator is not None and chosen else None)
+    return chosen, extra
 
 
 def _check_same(
@@ -219,20 +283,17 @@ def _ended(log: Sequence[RawEvent]) -> Mapping[str, Any] | None:
     return None
 
 
-def _earlier_walls(log: Sequence[RawEvent], first: float) -> Callable[[int, float], datetime]:
-    """How the events already in ``log`` are dated: each stretch of the run by its own time
-    base (its process's POSIX time at clock time 0): ``first`` (the store's, from when the
-    run was created) until the first ``run_resumed``, then each one's ``timebase``."""
+def _stretches(log: Sequence[RawEvent], first: float) -> tuple[list[int], list[datetime]]:
+    """Where each stretch of a run's log starts (its ``run_started``, then each
+    ``run_resumed``), and the UTC time of its clock time 0 (from ``first``, the store's time
+    base of the run, then each ``run_resumed``'s ``timebase``): events are dated from it as
+    the live run dated them (see ``_clock.run_timebase``) and as ``rt.load()`` does."""
     starts, bases = [0], [first]
     for seq, (type_, _time, _intent, data) in enumerate(log):
         if type_ == EventType.RUN_RESUMED:
             starts.append(seq)
             bases.append((data or {})["timebase"])
-
-    def at(seq: int, time: float) -> datetime:
-        return datetime.fromtimestamp(bases[bisect_right(starts, seq) - 1] + time, UTC)
-
-    return at
+    return starts, [datetime.fromtimestamp(base, UTC) for base in bases]
 
 
 def _logged_guardrails(
@@ -263,7 +324,8 @@ def _logged_guardrails(
             raise ResumeMismatchError(
                 f"{where} ran with the guardrail {item}, which cannot be rebuilt from its "
                 f"data ({exc}) and which this runtime does not have; nothing was run or "
-                "written. Give the Runtime (or the coordinator) that guardrail again, or pass "
+                "written. Give the Runtime (or the coordinator) that guardrail again, pass "
+                "rt.resume() the YAML workflow that declares it, or pass "
                 "rt.resume(..., guardrails=[...]) to run on with other ones") from None
     return tuple(chosen)
 
@@ -282,19 +344,19 @@ def _count_waiting(nodes: list[Node]) -> int:
     return settled
 
 
-def _ended_result(
-    store: EventStore, logged: LoggedPlan, ended: Mapping[str, Any]
-) -> RunResult:
+def _ended_result(store: EventStore, name: str, ended: Mapping[str, Any]) -> RunResult:
     """The result of a log that ended for good, as its run returned it."""
     breach = None
-    for type_, _time, _intent, data in reversed(store.events):
+    for type_, _time, _intent, data in reversed(store.events):  # in the run's last stretch
         if type_ == EventType.GUARDRAIL_BREACH:
-            breach = Breach(**data)
+            breach = Breach(**to_plain(data))
+            break
+        if type_ == EventType.RUN_RESUMED:
             break
     records = store.records
     return RunResult(
         portfolio_id=store.portfolio_id,
-        name=logged.spec.name,
+        name=name,
         status=RunStatus(ended.get("status", RunStatus.FAILED)),
         output=to_plain(ended.get("output")),
         intents=ResultsView(records, {record.title: intent_id

@@ -132,6 +132,9 @@ class Run:
                 # Outer group: notifications, the virtual clock's driver, guardrail timers.
                 self._background = tg
                 tg.start_soon(self.hooks.serve)
+                journal = self.store.journal
+                if journal is not None:  # a durable store: commit what is logged, as it is
+                    self.start_background(journal.serve)
                 drive = getattr(self.clock, "drive", None)
                 if drive is not None:  # a virtual clock jumps time while the run is idle
                     self.start_background(lambda: drive(self._deadlocked))

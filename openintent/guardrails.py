@@ -95,7 +95,10 @@ class TimeoutGuardrail(Guardrail):
                             f"({elapsed:g} s went by)",
                             limit=self.max_seconds, observed=elapsed))
 
-        run.start_timer(max(0.0, self.max_seconds - before), expire)
+        if before >= self.max_seconds:
+            expire()  # a resumed run with no time left: it stops before it dispatches
+        else:
+            run.start_timer(self.max_seconds - before, expire)
         return fresh
 
 

@@ -64,6 +64,18 @@ def test_the_approval_example_in_the_guide_passes_as_a_test_suite(tmp_path):
     assert "2 passed" in done.stdout
 
 
+def test_the_read_back_example_in_the_guide_passes_as_a_test_suite(tmp_path):
+    example = block(TESTING, "python", "rt.load(live.portfolio_id)")
+    (tmp_path / "test_read_back.py").write_text(example)
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n"
+        "filterwarnings = error\n"
+    )
+    done = pytest_in(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout
+
+
 @pytest.mark.parametrize("plugin", ["pytest-asyncio", "anyio"])
 def test_the_pytest_setup_in_the_guide_passes_first_time_without_warnings(tmp_path, plugin):
     module = block(TESTING, "python", '"""tests/test_pipeline.py"""')

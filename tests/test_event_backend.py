@@ -81,10 +81,10 @@ async def test_subscribers_are_closed_with_the_backend() -> None:
     receive.close()
 
 
-def test_only_the_memory_backend_exists_yet() -> None:
+def test_an_unknown_store_url_is_refused_naming_the_ones_there_are() -> None:
     assert isinstance(open_backend("memory://"), MemoryBackend)
-    with pytest.raises(OpenIntentError, match="only 'memory://'"):
-        open_backend("sqlite:///runs.db")
+    with pytest.raises(OpenIntentError, match="use 'memory://'.*'sqlite:///"):
+        open_backend("postgres://db/runs")
 
 
 @pytest.mark.anyio

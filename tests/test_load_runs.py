@@ -6,7 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from openintent import RunNotFoundError, Runtime, VirtualClock
 from openintent._stores.memory import MemoryBackend
@@ -20,12 +23,13 @@ from openintent.agents import (
     on_escalation,
 )
 from openintent.models import RunResult
-from openintent.testing import SimulatedAgent
+from openintent.testing import SimulatedAgent, isolated_registry
+from openintent.testing.strategies import FaultPlan, fault_plans, portfolios
 from openintent.workflow import WorkflowSpec
 
 from _helpers import NO_DELAY, portfolio
 
-pytestmark = pytest.mark.asyncio
+AGENTS = ["ag-a", "ag-b", "ag-c"]
 
 SEED = Path(__file__).resolve().parent.parent / "examples" / "reviewed_content.yaml"
 
@@ -50,6 +54,7 @@ async def run_and_load(spec: Any, *agents: Any, coordinator: Any = None,
     return live, loaded
 
 
+@pytest.mark.asyncio
 async def test_a_completed_run_with_decisions_and_escalations_loads_as_it_ran() -> None:
     junior = SimulatedAgent("junior", escalate="too hard", register=False)
     senior = SimulatedAgent("senior", result={"by": "senior"}, delay=7, cost_usd=0.25,
@@ -77,6 +82,7 @@ async def test_a_completed_run_with_decisions_and_escalations_loads_as_it_ran() 
     assert not loaded._errors  # a loaded run has no exceptions
 
 
+@pytest.mark.asyncio
 async def test_a_failed_run_with_retries_and_skipped_dependents_loads_as_it_ran() -> None:
     flaky = SimulatedAgent("flaky", fail_times=5, delay=1, register=False)
     fine = SimulatedAgent("fine", result={"ok": True}, register=False)
@@ -93,6 +99,7 @@ async def test_a_failed_run_with_retries_and_skipped_dependents_loads_as_it_ran(
         loaded.raise_for_status()
 
 
+@pytest.mark.asyncio
 async def test_a_run_halted_by_its_budget_loads_with_its_breach() -> None:
     spender = SimulatedAgent("spender", cost_usd=3.0, delay=1, register=False)
     spec = portfolio(*[IntentSpec(f"I{n}", assign="spender") for n in range(4)])
@@ -102,6 +109,7 @@ async def test_a_run_halted_by_its_budget_loads_with_its_breach() -> None:
     assert_loads_as_live(loaded, live)
 
 
+@pytest.mark.asyncio
 async def test_a_cancelled_run_loads_cancelled() -> None:
     slow = SimulatedAgent("slow", delay=100, register=False)
     async with Runtime(agents=[slow], clock=VirtualClock(), seed=0) as rt:
@@ -115,6 +123,7 @@ async def test_a_cancelled_run_loads_cancelled() -> None:
     assert_loads_as_live(loaded, live)
 
 
+@pytest.mark.asyncio
 async def test_a_run_with_a_denied_approval_loads_as_it_ran() -> None:
     worker = SimulatedAgent("w", register=False)
     spec = portfolio(IntentSpec("Deploy", assign="w"),
@@ -131,6 +140,7 @@ async def test_a_run_with_a_denied_approval_loads_as_it_ran() -> None:
     assert_loads_as_live(loaded, live)
 
 
+@pytest.mark.asyncio
 async def test_a_yaml_workflow_run_loads_as_it_ran() -> None:
     agents = [SimulatedAgent("writer", result={"draft": "..."}, cost_usd=1.5, register=False),
               SimulatedAgent("reviewer-a", result={"approved": True}, register=False),
@@ -142,6 +152,7 @@ async def test_a_yaml_workflow_run_loads_as_it_ran() -> None:
     assert_loads_as_live(loaded, live)
 
 
+@pytest.mark.asyncio
 async def test_a_run_on_the_real_clock_loads_with_the_same_times() -> None:
     worker = SimulatedAgent("w", result={"x": 1}, register=False)
     spec = portfolio(IntentSpec("A", assign="w"), IntentSpec("B", assign="w",
@@ -153,6 +164,7 @@ async def test_a_run_on_the_real_clock_loads_with_the_same_times() -> None:
     assert_loads_as_live(loaded, live)
 
 
+@pytest.mark.asyncio
 async def test_a_run_still_going_on_loads_as_running_with_what_it_has_so_far() -> None:
     quick = SimulatedAgent("quick", result={"q": 1}, register=False)
     slow = SimulatedAgent("slow", delay=100, register=False)
@@ -170,6 +182,7 @@ async def test_a_run_still_going_on_loads_as_running_with_what_it_has_so_far() -
     assert live.status == "completed" and len(live.events) > len(loaded.events)
 
 
+@pytest.mark.asyncio
 async def test_runs_lists_the_top_level_runs_of_the_store_oldest_first() -> None:
     worker = SimulatedAgent("w", register=False)
     child = PortfolioSpec("child", [IntentSpec("C1", assign="w")])
@@ -201,6 +214,7 @@ async def test_runs_lists_the_top_level_runs_of_the_store_oldest_first() -> None
     assert sub.name == "child" and sub.status == "completed" and list(sub.intents) == ["C1"]
 
 
+@pytest.mark.asyncio
 async def test_a_run_output_that_is_not_json_data_loads_as_none() -> None:
     worker = SimulatedAgent("w", register=False)
 
@@ -217,6 +231,7 @@ async def test_a_run_output_that_is_not_json_data_loads_as_none() -> None:
     assert loaded.intents == live.intents and list(loaded.events) == list(live.events)
 
 
+@pytest.mark.asyncio
 async def test_loading_an_unknown_run_is_a_run_not_found_error_saying_what_to_do() -> None:
     async with Runtime(agents=[], clock=VirtualClock()) as rt:
         with pytest.raises(RunNotFoundError, match=r"memory:// holds no run 'pf_nope'.*rt\.runs"):
@@ -225,6 +240,7 @@ async def test_loading_an_unknown_run_is_a_run_not_found_error_saying_what_to_do
             await rt.load("pf_nope")
 
 
+@pytest.mark.asyncio
 async def test_a_resumed_log_dates_each_sitting_by_its_own_time_base_and_ends_at_its_end() -> None:
     # A log written in two sittings: halted, then resumed in a process whose clock started
     # an hour later, and finished.
@@ -249,3 +265,22 @@ async def test_a_resumed_log_dates_each_sitting_by_its_own_time_base_and_ends_at
     finished = await runtime.load("pf_0123456789abcdef")
     assert (finished.status, finished.output) == ("completed", {"ok": True})
     assert finished.events[-1].at.isoformat() == "2026-01-01T01:00:04+00:00"
+
+
+@settings(max_examples=40, deadline=None)
+@given(spec=st.one_of(
+    portfolios(agents=AGENTS, multi_assignee=True, retry={"max_attempts": 2}, timeout=60),
+    portfolios(agents=AGENTS, retry={"max_attempts": 2, "fallback": ["ag-c"]}, timeout=60)),
+       plan=fault_plans(AGENTS))
+def test_every_generated_run_loads_as_it_ran(spec: PortfolioSpec, plan: FaultPlan) -> None:
+    async def main() -> tuple[RunResult, RunResult]:
+        with isolated_registry():
+            agents = plan.agents(AGENTS, delay=5, cost_usd=0.5)
+            clock = VirtualClock()
+            with clock.timeout(1e6):  # a regression that hangs fails instead
+                return await run_and_load(
+                    spec, *agents, clock=clock,
+                    guardrails=[{"type": "budget", "max_cost_usd": 50, "warn_at": 0.5}])
+
+    live, loaded = anyio.run(main)
+    assert_loads_as_live(loaded, live)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,8 +30,11 @@ from openintent.guardrails import (
 )
 from openintent.models import RetryPolicy
 from openintent.testing import SimulatedAgent
+from openintent.workflow import WorkflowSpec
 
 from _helpers import portfolio
+
+SEED = Path(__file__).resolve().parent.parent / "examples" / "reviewed_content.yaml"
 
 names = st.text("abcxyz", min_size=1, max_size=4)
 json_leaves = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), names,
@@ -73,7 +77,8 @@ def intent_specs(draw: st.DrawFn) -> IntentSpec:
         assign=assign,
         depends_on=depends_on,
         constraints=draw(st.one_of(st.just({}), st.dictionaries(names, json_values,
-                                                                 max_size=3))),
+                                                                 max_size=3),
+                                   st.lists(json_values, max_size=2), st.just(0))),
         initial_state=draw(st.dictionaries(names, json_values, max_size=3)),
         timeout=draw(st.one_of(st.none(), positive)),
         retry=draw(retry_policies()),
@@ -228,3 +233,27 @@ def test_spec_diff_notices_a_new_order() -> None:
     a, b = IntentSpec("A", assign="w"), IntentSpec("B", assign="w")
     assert spec_diff(portfolio(a, b), portfolio(b, a)) == [
         "intent order ['A', 'B'] -> ['B', 'A']"]
+
+
+@pytest.mark.asyncio
+async def test_a_yaml_workflow_run_logs_the_plan_of_its_workflow() -> None:
+    workflow = WorkflowSpec.from_string(SEED.read_text(), "wf.yaml")
+    agents = [SimulatedAgent(agent_id, register=False)
+              for agent_id in ("writer", "reviewer-a", "reviewer-b", "editor")]
+    async with Runtime(agents=agents, clock=VirtualClock(), seed=0) as rt:
+        result = await rt.run(workflow)
+    logged = logged_plan(result.events._events)
+    assert logged.spec == workflow.to_portfolio_spec()
+    assert logged.spec.intents[0].constraints == ["Formal tone", "Under 1000 words"]
+    assert (logged.coordinator, logged.sequential, logged.max_concurrency) == (
+        "content-lead", True, 1)
+    assert logged.guardrails == ({"type": "budget", "max_cost_usd": 10.0},
+                                 {"type": "timeout", "max_seconds": 600.0})
+
+
+def test_a_workflow_outputs_check_says_its_declared_outputs() -> None:
+    from openintent._workflow_run import OutputsGuardrail
+
+    check = OutputsGuardrail({"write": {"draft": "string"}})
+    assert check.to_data() == {"type": "workflow_outputs",
+                               "outputs": {"write": {"draft": "string"}}}

@@ -30,6 +30,7 @@ from openintent.agents import (
     on_assignment,
 )
 from openintent.models import EventType, RetryPolicy, RunResult
+from openintent.testing import assert_replay_matches
 
 from _helpers import NO_DELAY, statuses
 
@@ -195,13 +196,18 @@ async def test_resuming_a_completed_or_failed_run_returns_its_result_and_runs_no
         length = len(live.events)
         calls = Worker.calls
         again = await rt.resume(live.portfolio_id)
-        async with anyio.create_task_group():
-            handle = await rt.start_resume(live.portfolio_id)
+        handle = await rt.start_resume(live.portfolio_id)
+        streamed = [event async for event in handle.events()]
         by_handle = await handle.result()
+        with_spec = await rt.resume(live.portfolio_id, chain())
 
     assert Worker.calls == calls
     assert len(live.events._events) == length  # nothing written
-    for result in (again, by_handle):
+    loaded = await rt.load(live.portfolio_id)
+    assert again.to_dict() == loaded.to_dict()
+    assert streamed == list(live.events)
+    assert_replay_matches(again)
+    for result in (again, by_handle, with_spec):
         assert result.status == live.status == ("failed" if fails else "completed")
         assert statuses(result) == statuses(live)
         assert list(result.events) == list(live.events)
@@ -241,6 +247,9 @@ async def test_a_halted_run_resumed_with_a_raised_budget_continues_where_it_stop
         assert again.status == "halted" and worker.calls == []
         raised = {"type": "budget", "max_cost_usd": 100.0, "warn_at": 0.5}
         resumed = await rt.resume(halted.portfolio_id, guardrails=[raised])
+        ended = await rt.resume(halted.portfolio_id)  # completed now: its result again
+        assert ended.to_dict() == resumed.to_dict()
+        assert (await rt.load(halted.portfolio_id)).to_dict() == resumed.to_dict()
 
     assert [(title, attempt) for title, attempt, _ in worker.calls] == [("B", 2), ("C", 1)]
     assert resumed.status == "completed"
@@ -288,6 +297,7 @@ async def test_a_cancelled_run_resumes_its_cancelled_intents():
         resumed = await rt.resume(cancelled.portfolio_id)
     assert resumed.status == "completed"
     assert [(title, attempt) for title, attempt, _ in worker.calls] == [("B", 2), ("C", 1)]
+    assert_replay_matches(resumed)
     (marker,) = resumed.events.of_type("run_resumed")
     assert marker.data["from"] == "cancelled"
     assert set(marker.data["reopened"]) == {cancelled.intents["B"].id,
@@ -316,7 +326,12 @@ async def test_a_run_timeout_keeps_its_deadline_and_the_downtime_does_not_count(
         assert finished.time == pytest.approx(resumed_at + 40.0)
         longer = await rt.resume(crashed_id,
                                  guardrails=[{"type": "timeout", "max_seconds": 200}])
-    assert longer.status == "completed"
+        assert longer.status == "completed"
+        # Resumed as it was, a run that used up its time halts at once, dispatching nothing.
+        length = len(live.events._events)
+        again = await rt.resume(live.portfolio_id)
+    assert again.status == "halted" and again.breach.guardrail == "timeout"
+    assert "dispatched" not in again.events.types()[length:]
 
 
 # ---------------------------------------------------------------------------- approvals
@@ -555,3 +570,276 @@ async def test_streams_of_a_resumed_run_end_with_its_own_run_finished():
 async def test_run_resumed_is_a_known_event_type():
     assert EventType.RUN_RESUMED == "run_resumed"
     assert "run_resumed" in EventType.ALL
+
+
+WORKFLOW = """\
+openintent: "1.0"
+info:
+  name: "Resumable"
+coordinator:
+  id: yaml-lead
+  guardrails:
+    - type: budget
+      max_cost_usd: 10.0
+workflow:
+  write:
+    title: "Write"
+    assign: worker
+    outputs: {done: string}
+  publish:
+    title: "Publish"
+    assign: worker
+    depends_on: [write]
+    requires_approval: true
+"""
+
+
+async def test_a_yaml_workflow_run_resumes_with_its_workflow_given(tmp_path):
+    from openintent.workflow import load_workflow
+
+    path = tmp_path / "resumable.yaml"
+    path.write_text(WORKFLOW)
+    workflow = load_workflow(path)
+    worker = worker_agent({"Write": 5.0})
+    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0) as rt:
+        handle = await rt.start(workflow)
+        async for event in handle.events():
+            if event.type == "approval_requested":
+                await handle.approve("Publish", by="me")
+        live = await handle.result()
+        assert live.status == "completed"
+        crashed_id = crashed(rt, live, after(live, "dispatched", "Write"))
+        # Its outputs check is the workflow's (and so is its coordinator, in a new runtime).
+        with pytest.raises(ResumeMismatchError, match="workflow_outputs.*YAML workflow"):
+            await rt.resume(crashed_id)
+    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0) as rt2:
+        rt2._runs.backend = rt._runs.backend
+        with pytest.raises(openintent.errors.UnknownAgentError, match="YAML workflow"):
+            await rt2.resume(crashed_id)
+    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0) as rt:
+        rt._runs.backend = rt2._runs.backend
+        resumed = await rt.start_resume(crashed_id, workflow)
+        async for event in resumed.events():
+            if event.type == "approval_requested":
+                await resumed.approve("Publish", by="me")
+        result = await resumed.result()
+    assert result.status == "completed"
+    assert states(result) == states(live)
+    assert [title for title, _, _ in worker.calls][-2:] == ["Write", "Publish"]
+
+
+async def test_events_keep_the_dates_of_the_process_that_logged_them():
+    from datetime import UTC, datetime, timedelta
+
+    worker = worker_agent({"B": 5.0})
+    first = datetime(2025, 1, 1, tzinfo=UTC)
+    async with Runtime(agents=[worker], clock=VirtualClock(start=first), seed=0) as rt:
+        live = await rt.run(chain())
+        cut = after(live, "dispatched", "B")
+        crashed_id = crashed(rt, live, cut)
+    later = datetime(2026, 6, 1, tzinfo=UTC)
+    async with Runtime(agents=[worker], clock=VirtualClock(start=later), seed=0) as other:
+        other._runs.backend = rt._runs.backend  # the same store, read by another process
+        resumed = await other.resume(crashed_id)
+    assert [event.at for event in resumed.events[:cut]] == [
+        event.at for event in live.events[:cut]]
+    assert list((await other.load(crashed_id)).events) == list(resumed.events)
+    marker = resumed.events[cut]
+    assert marker.type == "run_resumed" and marker.at == later
+    assert marker.data["timebase"] == later.timestamp()
+    assert resumed.events[-1].at == later + timedelta(seconds=resumed.events[-1].time)
+
+
+async def test_a_function_guardrail_is_taken_from_the_runtime_or_the_resume_is_refused():
+    seen: list[tuple[str, int]] = []
+
+    async def audit(ctx, call_next):
+        seen.append((ctx.title, ctx.attempt))
+        return await call_next(ctx)
+
+    worker = worker_agent()
+    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0,
+                       guardrails=[audit]) as rt:
+        live = await rt.run(chain())
+        crashed_id = crashed(rt, live, after(live, "dispatched", "B"))
+        seen.clear()
+        resumed = await rt.resume(crashed_id)
+    assert resumed.status == "completed"
+    assert ("B", 2) in seen and ("C", 1) in seen and ("A", 2) not in seen
+    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0) as bare:
+        bare._runs.backend = rt._runs.backend  # the same store, a runtime without audit
+        crashed_again = crashed(bare, live, after(live, "dispatched", "B"))
+        with pytest.raises(ResumeMismatchError, match="audit"):
+            await bare.resume(crashed_again)
+        seen.clear()
+        # New guardrails replace the log's: the run goes on without the audit.
+        without = await bare.resume(crashed_again, guardrails=[])
+    assert without.status == "completed" and seen == []
+
+
+async def test_an_interrupted_last_attempt_goes_on_with_the_last_fallback_agent():
+    @Agent("first")
+    class First:
+        @on_assignment
+        async def work(self, intent):
+            raise RuntimeError("first is down")
+
+    second = worker_agent({"X": 5.0})
+    spec = PortfolioSpec("fallback", [IntentSpec(
+        "X", assign="first", retry=RetryPolicy(max_attempts=1, fallback=["worker"], **NO_DELAY))])
+    async with Runtime(agents=[First(), second], clock=VirtualClock(), seed=0) as rt:
+        live = await rt.run(spec)
+        crashed_id = crashed(rt, live, after(live, "dispatched", "X", nth=2))
+        second.calls.clear()
+        resumed = await rt.resume(crashed_id)
+    assert resumed.status == "completed"
+    assert [(title, attempt) for title, attempt, _ in second.calls] == [("X", 3)]
+    assert resumed.intents["X"].assigned_to == "worker"
+
+
+async def test_hooks_hear_the_events_since_the_resume_and_guardrails_do_not_act_twice():
+    from openintent.agents import on_event
+    from openintent.guardrails import Guardrail
+
+    openintent.register_event_type("seen_done")
+    heard: list[str] = []
+
+    class Echoes(Guardrail):
+        type = "echoes"
+
+        def bind(self, run):
+            fresh = Echoes()
+            fresh.run = run
+            return fresh
+
+        def on_event(self, event):
+            if event.type == "completed":
+                self.run.emit("seen_done", event.intent_id, {})
+
+        def to_data(self):
+            return {"type": "echoes_unregistered"}
+
+    @Coordinator("lead")
+    class Lead:
+        @on_event("completed")
+        async def completed(self, event):
+            heard.append(event.title)
+
+    worker = worker_agent()
+    async with Runtime(agents=[worker, Lead], clock=VirtualClock(), seed=0,
+                       guardrails=[Echoes()]) as rt:
+        live = await rt.run(chain(), coordinator=Lead)
+        cut = after(live, "dispatched", "B")
+        crashed_id = crashed(rt, live, cut)
+        done_before = [event.title for event in live.events[:cut].of_type("completed")]
+        heard.clear()
+        resumed = await rt.resume(crashed_id)
+    assert resumed.status == "completed"
+    assert sorted(heard) == sorted(set("ABCD") - set(done_before))
+    echoed = [event.title for event in resumed.events.of_type("seen_done")]
+    assert sorted(echoed) == list("ABCD")  # once each: history's were not echoed again
+
+
+async def test_a_crash_at_any_point_resumes_to_what_the_run_would_have_reported():
+    @Agent("flaky")
+    class Flaky:
+        @on_assignment
+        async def work(self, intent):
+            await openintent.sleep(1)
+            if intent.attempt == 1:
+                raise RuntimeError("first attempts fail")
+            return {"done": intent.title}
+
+    worker = worker_agent({"D": 2.5})
+    spec = PortfolioSpec("mixed", [
+        *chain().intents,
+        IntentSpec("E", assign="flaky", depends_on=["A"],
+                   retry=RetryPolicy(max_attempts=2, initial_delay=0.5, jitter=False)),
+        IntentSpec("F", assign="worker", depends_on=["E", "D"]),
+    ])
+    # C waits for an approval that its timeout grants (so every cut point is deterministic).
+    approval = {"type": "approval", "require_for": ["C"], "timeout_seconds": 5,
+                "on_timeout": "approve"}
+    async with Runtime(agents=[worker, Flaky()], clock=VirtualClock(), seed=0,
+                       guardrails=[approval]) as rt:
+        live = await rt.run(spec)
+        assert live.status == "completed"
+        assert live.events.of_type("approval_granted")
+        planned = 1 + len(spec.intents)  # run_started and the created events: one batch
+        for cut in range(planned, len(live.events) + 1):
+            resumed = await rt.resume(crashed(rt, live, cut))
+            assert resumed.status == "completed", cut
+            loaded = await rt.load(resumed.portfolio_id)  # read back: the same run
+            assert loaded.to_dict() == resumed.to_dict(), cut
+            assert_replay_matches(resumed)  # the testing kit's own reading of the log
+            assert states(resumed) == states(live), cut
+            seqs = [event.seq for event in resumed.events]
+            assert seqs == list(range(len(seqs))), cut
+            assert same_events(list(resumed.events)[:cut], list(live.events)[:cut]), cut
+            for title, item in resumed.intents.items():  # at most one more attempt each
+                assert item.attempts <= live.intents[title].attempts + 1, (cut, title)
+            granted = live.events[:cut].of_type("approval_granted")
+            asked = resumed.events[cut:].of_type("approval_requested")
+            assert not (granted and asked), cut  # a granted approval is not asked again
+
+
+async def test_the_progress_view_follows_a_resumed_run_without_its_downtime():
+    from openintent._progress import Progress, event_line
+
+    worker = worker_agent({"B": 50.0})
+    clock = VirtualClock()
+    async with Runtime(agents=[worker], clock=clock, seed=0) as rt:
+        handle = await rt.start(chain())
+        async for event in handle.events():
+            if event.type == "dispatched" and event.title == "B":
+                break
+        await clock.sleep(10)
+        await handle.cancel()
+        stopped = await handle.result()
+        await clock.sleep(1000)  # stopped for a while
+        resumed = await rt.resume(stopped.portfolio_id)
+    progress = Progress()
+    lines = []
+    for event in resumed.events:
+        progress.add(event)
+        lines.append(event_line(event, progress))
+        if event.type == "run_resumed":
+            b = progress.intents[resumed.intents["B"].id]
+            assert b.status == "pending" and progress.status == "running"
+    assert progress.status == "completed"
+    ran = stopped.events[-1].time - stopped.events[0].time  # 11 s, then 50 + 1 more
+    assert progress.elapsed == pytest.approx(ran + 51.0)
+    assert f"run chain ({resumed.portfolio_id}) resumed (it was cancelled): 2 intent(s) " \
+           "reopened" in lines
+
+
+async def test_the_replay_oracle_refuses_a_resume_that_reopens_a_finished_intent():
+    from openintent.testing._oracle import derive
+
+    worker = worker_agent()
+    async with Runtime(agents=[worker], clock=VirtualClock(), seed=0) as rt:
+        live = await rt.run(chain())
+        resumed = await rt.resume(crashed(rt, live, after(live, "dispatched", "B")))
+    events = list(resumed.events)
+    (marker,) = [event for event in events if event.type == "run_resumed"]
+    assert derive(events).problems == []
+    forged = marker._replace(data={**marker.data, "reopened": [live.intents["A"].id]})
+    events[marker.seq] = forged
+    problems = derive(events).problems
+    assert problems[0] == (
+        f"event #{marker.seq} (run_resumed, intent None) reopens 'A', which was completed")
+    assert any("while 'B' was running (expected pending)" in line for line in problems)
+
+
+async def test_resume_works_without_async_with_but_not_on_a_closed_runtime():
+    worker = worker_agent()
+    rt = Runtime(agents=[worker], clock=VirtualClock(), seed=0)
+    live = await rt.run(chain())
+    resumed = await rt.resume(crashed(rt, live, after(live, "dispatched", "B")))
+    assert resumed.status == "completed"
+    with pytest.raises(openintent.OpenIntentError, match="needs|async with"):
+        await rt.start_resume(live.portfolio_id)
+    async with rt:
+        pass
+    with pytest.raises(openintent.OpenIntentError, match="closed"):
+        await rt.resume(live.portfolio_id)

@@ -139,3 +139,32 @@ async def test_a_run_handle_cancels_on_trio() -> None:
     assert result.status == "cancelled"
     assert finalized == ["H"]
     assert result.events.for_intent("H").types()[-1] == "cancelled"
+
+
+async def test_a_cancelled_run_resumes_on_trio() -> None:
+    started = anyio.Event()
+
+    @Agent("trio-resumer")
+    class Worker:
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, Any]:
+            if intent.title == "Slow" and intent.attempt == 1:
+                started.set()
+                await anyio.sleep(60)  # cancelled with the run
+            return {"attempt": intent.attempt}
+
+    spec = PortfolioSpec("trio-resume", [
+        IntentSpec("Fast", assign="trio-resumer"),
+        IntentSpec("Slow", assign="trio-resumer", depends_on=["Fast"]),
+    ])
+    with anyio.fail_after(BOUND):
+        async with Runtime(agents=[Worker()]) as rt:
+            handle = await rt.start(spec)
+            await started.wait()
+            await handle.cancel()
+            stopped = await handle.result()
+            resumed = await rt.resume(stopped.portfolio_id)
+    assert stopped.status == "cancelled"
+    assert resumed.status == "completed"
+    assert dict(resumed.intents["Slow"].state) == {"attempt": 2}
+    assert resumed.events.types().count("run_resumed") == 1

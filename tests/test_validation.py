@@ -156,9 +156,9 @@ async def test_unknown_guardrail_types_and_bad_fields_are_refused_before_running
         Runtime(guardrails=["budget"])
 
 
-async def test_only_the_memory_store_is_supported():
+async def test_an_unknown_store_is_refused():
     with pytest.raises(OpenIntentError, match="memory://"):
-        Runtime(store="sqlite:///x.db")
+        Runtime(store="redis://localhost/0")
 
 
 async def test_a_refused_spec_logs_nothing_so_event_streams_see_only_real_runs():

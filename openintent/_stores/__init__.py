@@ -28,9 +28,9 @@ import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ..errors import StoreError
-from ..models import Event
+from ..models import Event, EventType
 
-__all__ = ["EventBackend", "Journal", "RawEvent", "RunInfo", "open_backend"]
+__all__ = ["CommitFailed", "EventBackend", "Journal", "RawEvent", "RunInfo", "open_backend"]
 
 RawEvent = tuple[str, float, str | None, Any]
 
@@ -53,6 +53,11 @@ class RunInfo:
     parent: str | None = None
 
 
+class CommitFailed(StoreError):
+    """A commit of a durable log failed: its run cannot go on (nothing acts on an event that
+    is not committed). Every later wait on that log raises it again."""
+
+
 class Journal(Protocol):
     """What a durable backend's log has beyond a sequence of events (see the module
     docstring)."""
@@ -64,6 +69,11 @@ class Journal(Protocol):
         """Return once the first ``count`` events are committed (commits are batched: one
         commit takes every event appended so far). A failed commit raises
         :class:`~openintent.errors.StoreError`."""
+        ...
+
+    async def serve(self) -> None:
+        """Commit whatever is appended, soon after it is, until cancelled (the run runs it in
+        a task while it goes on, so events nobody waits for reach the disk too)."""
         ...
 
     def bind(self, published: Callable[[int, int], None] | None,
@@ -139,6 +149,15 @@ class EventBackend(Protocol):
     def close(self) -> None:
         """Close every subscriber's stream (their iterations end)."""
         ...
+
+
+def sitting_base(events: Sequence[RawEvent], timebase: float) -> float:
+    """The time base of a log's last sitting: ``timebase`` (the run's own), or the
+    ``timebase`` of its last ``run_resumed`` (a resume dates its events by its own clock)."""
+    for type_, _time, _intent_id, data in reversed(events):
+        if type_ == EventType.RUN_RESUMED:
+            return float((data or {}).get("timebase", timebase))
+    return timebase
 
 
 def open_backend(url: str) -> EventBackend:

@@ -27,15 +27,22 @@ __all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "JournalFile", "pre
 APPLICATION_ID = 0x4F496E74
 
 # Each step takes the file from the version before it to its own (version 1: the runs and their
-# events; version 2: run leases). A new file runs them all, in one transaction.
+# events; version 2: run leases). A new file runs them all, in one transaction. Events are
+# read back only in order and whole runs at a time, so they are stored a commit per row (the
+# ``events`` view shows one row per event).
 MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
     (1, (
         "CREATE TABLE runs (id TEXT PRIMARY KEY, name TEXT NOT NULL, parent TEXT, "
         "status TEXT NOT NULL DEFAULT 'running', timebase REAL NOT NULL, started REAL, "
         "ended REAL)",
-        "CREATE TABLE events (run_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, "
-        "time REAL NOT NULL, intent_id TEXT, data TEXT, PRIMARY KEY (run_id, seq)) "
-        "WITHOUT ROWID",
+        # One row per commit: its events as one JSON array of [type, time, intent_id, data]
+        # (a row per event costs ~5 µs to insert, a batch ~0.8 µs per event).
+        "CREATE TABLE batches (run_id TEXT NOT NULL, first_seq INTEGER NOT NULL, "
+        "events TEXT NOT NULL, PRIMARY KEY (run_id, first_seq)) WITHOUT ROWID",
+        # One row per event, for reading the file with SQL (sqlite3 runs.db, a DB browser).
+        "CREATE VIEW events AS SELECT b.run_id AS run_id, b.first_seq + e.key AS seq, "
+        "e.value ->> 0 AS type, e.value ->> 1 AS time, e.value ->> 2 AS intent_id, "
+        "NULLIF(e.value -> 3, 'null') AS data FROM batches AS b, json_each(b.events) AS e",
     )),
     (2, (
         "ALTER TABLE runs ADD COLUMN lease_holder TEXT",

@@ -18,24 +18,18 @@ from typing import Any, Protocol
 
 import anyio
 
-from ..errors import StoreError
 from ..models import PACKED_FIELDS
+from . import CommitFailed, sitting_base
 
-__all__ = ["CommitFailed", "JournalLog", "decode_rows", "encode_rows"]
+__all__ = ["JournalLog", "decode_batches", "encode_events"]
 
 RawEvent = tuple[str, float, str | None, Any]
-Row = tuple[str, int, str, float, str | None, str | None]
 
 # Compact JSON; data is already checked JSON data (finite numbers, str keys).
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
                            check_circular=False).encode
 _decode = json.JSONDecoder().decode
 _PACKED = frozenset(PACKED_FIELDS)
-
-
-class CommitFailed(StoreError):
-    """A commit of the journal failed: the run cannot go on (nothing acts on an event that is
-    not on disk). Every later wait on that log raises it again."""
 
 
 class Writer(Protocol):
@@ -49,8 +43,9 @@ class Writer(Protocol):
 class JournalLog(list[RawEvent]):
     """One run's events (see the module docstring)."""
 
-    __slots__ = ("__weakref__", "run_id", "name", "parent", "timebase", "committed", "error",
-                 "_writer", "_flushing", "_published", "_hold")
+    __slots__ = ("__weakref__", "run_id", "name", "parent", "timebase", "sitting", "committed",
+                 "error",
+                 "_writer", "_flushing", "_published", "_hold", "_wakeup")
 
     def __init__(self, run_id: str, name: str, parent: str | None, timebase: float,
                  writer: Writer, events: Iterable[RawEvent] = ()) -> None:
@@ -59,6 +54,9 @@ class JournalLog(list[RawEvent]):
         self.name = name
         self.parent = parent
         self.timebase = timebase
+        #: The time base of the latest sitting: a resumed run's events after its last
+        #: ``run_resumed`` are dated by that event's own ``timebase`` (another process's clock).
+        self.sitting = sitting_base(self, timebase)
         #: How many of the events are on disk.
         self.committed = len(self)
         #: The failure that broke this log (then every wait raises it).
@@ -67,6 +65,35 @@ class JournalLog(list[RawEvent]):
         self._flushing: anyio.Event | None = None
         self._published: Callable[[int, int], None] | None = None
         self._hold: Callable[[], AbstractContextManager[Any]] | None = None
+        self._wakeup: anyio.Event | None = None  # serve() waits for an append
+
+    def append(self, event: RawEvent) -> None:
+        """Append one event (it is committed by the next flush)."""
+        list.append(self, event)
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set()
+
+    def extend(self, events: Iterable[RawEvent]) -> None:
+        """Append a batch of events (all of them: a list cannot take part of one)."""
+        list.extend(self, events)
+        wakeup = self._wakeup
+        if wakeup is not None:
+            self._wakeup = None
+            wakeup.set()
+
+    async def serve(self) -> None:
+        """Commit what is appended, soon after it is (the run runs this in a task while it
+        goes on): events nobody waits for yet (an approval request, a long handler's state
+        patches) reach the disk too. Everything appended while one commit runs goes in the
+        next. Returns only by cancellation, or with :class:`CommitFailed`."""
+        while True:
+            if self.committed < len(self):
+                await self.wait_committed(len(self))
+            else:
+                wakeup = self._wakeup = anyio.Event()
+                await wakeup.wait()
 
     def bind(self, published: Callable[[int, int], None] | None,
              hold: Callable[[], AbstractContextManager[Any]] | None) -> None:
@@ -79,6 +106,7 @@ class JournalLog(list[RawEvent]):
     async def wait_committed(self, count: int) -> None:
         """Return once the first ``count`` events are committed (see the module docstring);
         :class:`CommitFailed` when a commit failed."""
+        count = min(count, len(self))  # nothing to wait for beyond what was appended
         while self.committed < count:
             if self.error is not None:
                 raise self.error
@@ -111,28 +139,22 @@ class JournalLog(list[RawEvent]):
             self._published(start, end)
 
 
-def encode_rows(run_id: str, start: int, events: list[RawEvent]) -> list[Row]:
-    """The ``events`` table rows of ``events`` (the log's from ``start`` on): data as JSON,
-    packed tuples as JSON lists."""
-    encode = _encode
-    return [
-        (run_id, seq, type_, time, intent_id, None if data is None else encode(data))
-        for seq, (type_, time, intent_id, data) in enumerate(events, start)
-    ]
+def encode_events(events: list[RawEvent]) -> str:
+    """The ``events`` column of one commit's row: a JSON array of ``[type, time, intent_id,
+    data]`` (packed tuples as arrays)."""
+    return _encode(events)
 
 
-def decode_rows(rows: Iterable[tuple[str, float, str | None, str | None]]) -> list[RawEvent]:
-    """Events as the live log holds them, from ``(type, time, intent_id, data)`` rows: packed
-    data (see ``models.PACKED_FIELDS``) as tuples, other data as plain dicts and lists."""
+def decode_batches(rows: Iterable[tuple[str]]) -> list[RawEvent]:
+    """Events as the live log holds them, from batch rows in order: packed data (see
+    ``models.PACKED_FIELDS``) as tuples, other data as plain dicts and lists."""
     decode = _decode
     packed = _PACKED
     events: list[RawEvent] = []
     append = events.append
-    for type_, time, intent_id, text in rows:
-        if text is None:
-            append((type_, time, intent_id, None))
-        elif type_ in packed:
-            append((type_, time, intent_id, tuple(decode(text))))
-        else:
-            append((type_, time, intent_id, decode(text)))
+    for (text,) in rows:
+        for type_, time, intent_id, data in decode(text):
+            if data is not None and type_ in packed:
+                data = tuple(data)
+            append((type_, time, intent_id, data))
     return events

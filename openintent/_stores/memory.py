@@ -17,7 +17,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ..errors import RunInUseError, RunNotFoundError
 from ..models import Event
-from . import RunInfo
+from . import RunInfo, sitting_base
 
 __all__ = ["MemoryBackend"]
 
@@ -116,7 +116,7 @@ def _info(run_id: str, events: _RunList) -> RunInfo:
         last = events[-1]
         if last[0] == "run_finished":
             status = (last[3] or {}).get("status", "failed")
-            ended_at = _utc(events.timebase + last[1])
+            ended_at = _utc(sitting_base(events, events.timebase) + last[1])
     return RunInfo(run_id, events.name, status, started_at, ended_at, events.parent)
 
 

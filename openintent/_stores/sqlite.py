@@ -3,7 +3,8 @@ standard library's :mod:`sqlite3`.
 
 The file (see :mod:`._sqlite_file`) is checked before anything is written to it, runs in WAL
 mode, and holds two tables: ``runs`` (one row per run: name, parent, status, when it started
-and ended, its time base and its lease) and ``events`` (one row per event). A run's log is a
+and ended, its time base and its lease) and ``batches`` (the events of one commit per row;
+the ``events`` view shows a row per event). A run's log is a
 :class:`~._sqlite_journal.JournalLog`; its commits run on one writer thread per backend (an
 ``anyio.CapacityLimiter(1)``: one thread uses the writer connection at a time) in one
 transaction each. What a killed process leaves is everything committed; with
@@ -33,9 +34,9 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ..errors import RunInUseError, RunNotFoundError, StoreError
 from ..models import Event, EventType
-from . import RunInfo
+from . import CommitFailed, RunInfo
 from ._sqlite_file import JournalFile, prepare
-from ._sqlite_journal import CommitFailed, JournalLog, RawEvent, decode_rows, encode_rows
+from ._sqlite_journal import JournalLog, RawEvent, decode_batches, encode_events
 
 __all__ = ["SqliteBackend"]
 
@@ -110,6 +111,8 @@ class SqliteBackend:
         return log
 
     def read(self, run_id: str) -> Sequence[RawEvent]:
+        """The committed events of a run, from the file (events a live run appended but has
+        not committed yet are not on disk)."""
         self._row(run_id)
         return self._events(run_id)
 
@@ -132,11 +135,11 @@ class SqliteBackend:
     def _events(self, run_id: str) -> list[RawEvent]:
         try:
             rows = self._conn.execute(
-                "SELECT type, time, intent_id, data FROM events WHERE run_id = ? ORDER BY seq",
+                "SELECT events FROM batches WHERE run_id = ? ORDER BY first_seq",
                 (run_id,)).fetchall()
         except sqlite3.Error as exc:
             raise self._failed(f"read the events of run {run_id!r}", exc) from exc
-        return decode_rows(rows)
+        return decode_batches(rows)
 
     def runs(self) -> list[RunInfo]:
         try:
@@ -156,24 +159,32 @@ class SqliteBackend:
         limiter = self._limiter
         if limiter is None:
             limiter = self._limiter = anyio.CapacityLimiter(1)
-        await anyio.to_thread.run_sync(self._write, log, start, events, limiter=limiter)
+        # Encoded here, on the loop's thread: the writer thread then takes the GIL back once,
+        # after SQLite's work, rather than fight the busy loop for it while encoding.
+        text = encode_events(events)
+        await anyio.to_thread.run_sync(self._write, log, start, events, text, limiter=limiter)
 
-    def _write(self, log: JournalLog, start: int, events: list[RawEvent]) -> None:
+    def _write(self, log: JournalLog, start: int, events: list[RawEvent], text: str) -> None:
         """One commit (on the writer thread)."""
         with self._lock:
             if self._closed:
                 raise CommitFailed(f"the store {self.url} was closed before run {log.run_id} "
                                    f"({log.name!r}) committed its last events")
-            self._commit(log, start, events)
+            self._commit(log, start, events, text)
 
-    def _commit(self, log: JournalLog, start: int, events: list[RawEvent]) -> None:
+    def _commit(self, log: JournalLog, start: int, events: list[RawEvent], text: str) -> None:
         """Write ``events`` in one transaction of the writer connection (``_lock`` held)."""
         conn = self._writer
-        rows = encode_rows(log.run_id, start, events)
+        row = (log.run_id, start, text)
         try:
+            if start and log.run_id not in self._leases and not any(
+                    event[0] in _ENDS for event in events):
+                # The common case: one statement, its own transaction (one call into SQLite).
+                conn.execute("INSERT INTO batches VALUES (?, ?, ?)", row)
+                return
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", rows)
+                conn.execute("INSERT INTO batches VALUES (?, ?, ?)", row)
                 self._update_run(conn, log, start, events)
                 conn.execute("COMMIT")
             except BaseException:
@@ -198,12 +209,11 @@ class SqliteBackend:
                 if type_ == EventType.RUN_FINISHED:
                     status = (data or {}).get("status", "failed")
                     conn.execute("UPDATE runs SET status = ?, ended = ? WHERE id = ?",
-                                 (status, log.timebase + time_, run_id))
-                else:  # run_resumed: going on again
-                    timebase = (data or {}).get("timebase", log.timebase)
-                    log.timebase = timebase
-                    conn.execute("UPDATE runs SET status = 'running', ended = NULL, "
-                                 "timebase = ? WHERE id = ?", (timebase, run_id))
+                                 (status, log.sitting + time_, run_id))
+                else:  # run_resumed: going on again, on another clock
+                    log.sitting = float((data or {}).get("timebase", log.sitting))
+                    conn.execute("UPDATE runs SET status = 'running', ended = NULL "
+                                 "WHERE id = ?", (run_id,))
         holder = self._leases.get(run_id)
         if holder is not None:  # a commit renews the lease of the run it commits
             conn.execute("UPDATE runs SET lease_expires = ? WHERE id = ? AND lease_holder = ? "
@@ -278,7 +288,8 @@ class SqliteBackend:
             for log in list(self._live.values()):
                 if log.error is None and log.committed < len(log):
                     try:
-                        self._commit(log, log.committed, log[log.committed:])
+                        events = log[log.committed:]
+                        self._commit(log, log.committed, events, encode_events(events))
                         log.committed = len(log)
                     except CommitFailed as exc:
                         structlog.get_logger("openintent").error(
@@ -299,6 +310,8 @@ def _alive(pid: Any) -> bool:
     """Whether process ``pid`` exists on this host."""
     if not isinstance(pid, int) or pid <= 0:
         return False
+    if os.name == "nt":  # os.kill(pid, 0) would end it there: assume alive (the TTL decides)
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -27,6 +27,8 @@ What each event does to its intent (events not listed change no intent record):
 ``skipped`` / ``cancelled``   that status
 ``handoff``                   ``assigned_to`` = ``to`` (not for one assignee's part, ``for``)
 ``cost_recorded``             ``cost_usd`` + ``usd`` (when it names an intent)
+``run_resumed``               each of ``reopened`` (it was running, awaiting approval or
+                              cancelled) ``pending`` again; the run has not ended
 ============================  ===============================================================
 
 Beyond the fold, the log must be a possible life of each intent: its first event is
@@ -111,6 +113,9 @@ class Derivation:
         if kind == "run_finished":
             self.finished_status = data.get("status")
             return
+        if kind == "run_resumed":
+            self._resumed(event, data)
+            return
         if kind == "decision_recorded":
             self.decision_ids.append(data.get("id", ""))
             return
@@ -136,6 +141,18 @@ class Derivation:
         if status in _TERMINAL and kind != "cost_recorded":  # spend may be reported late
             self._problem(event, f"changes {intent.fields['title']!r}, already {status}")
         rule(self, event, intent, data)
+
+    def _resumed(self, event: Event, data: Mapping[str, Any]) -> None:
+        self.finished_status = None  # an earlier end no longer ends the run
+        for intent_id in data.get("reopened", ()):
+            intent = self.intents.get(intent_id)
+            if intent is None:
+                self._problem(event, f"reopens {intent_id}, which no `created` event introduced")
+                continue
+            status = intent.fields["status"]
+            if status not in (_RUNNING, _AWAITING, "cancelled"):
+                self._problem(event, f"reopens {intent.fields['title']!r}, which was {status}")
+            intent.fields["status"] = _PENDING
 
     def _problem(self, event: Event, what: str) -> None:
         self.problems.append(f"event #{event.seq} ({event.type}, intent {event.intent_id}) {what}")
