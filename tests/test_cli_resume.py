@@ -227,3 +227,95 @@ def test_a_journaled_run_is_read_and_resumed_by_other_processes(tmp_path):
     listed = command("runs", "list", "runs.db", "--json", cwd=tmp_path)
     assert [(run["portfolio_id"], run["status"]) for run in json.loads(listed.stdout)] == [
         (pid, "completed")]
+
+
+TWO_STEPS = """\
+openintent: "1.0"
+info:
+  name: "Two Steps"
+workflow:
+  write:
+    title: "Write Draft"
+    assign: writer
+  edit:
+    title: "Final Edit"
+    assign: editor
+    depends_on: [write]
+"""
+
+HANGING_AGENTS = """\
+from pathlib import Path
+
+import anyio
+
+from openintent.agents import Agent, on_assignment
+
+HERE = Path(__file__).parent
+
+
+@Agent("writer")
+class Writer:
+    @on_assignment
+    async def work(self, intent):
+        return {"draft": "x"}
+
+
+@Agent("editor")
+class HangingEditor:
+    @on_assignment
+    async def work(self, intent):
+        (HERE / "editing").write_text("yes")
+        await anyio.sleep(600)
+"""
+
+QUICK_AGENTS = """\
+from openintent.testing import SimulatedAgent
+
+AGENTS = [SimulatedAgent(name, result={"done": True}, register=False)
+          for name in ("writer", "editor")]
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_a_run_whose_process_was_killed_is_resumed_from_the_journal(tmp_path, capsys,
+                                                                    monkeypatch):
+    import signal
+    import time
+
+    (tmp_path / "flow.yaml").write_text(TWO_STEPS)
+    (tmp_path / "hanging_agents.py").write_text(HANGING_AGENTS)
+    (tmp_path / "quick_agents.py").write_text(QUICK_AGENTS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+        str(ROOT), os.environ.get("PYTHONPATH", "")]))}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "openintent", "run", "flow.yaml", "--agents", "hanging_agents",
+         "--store", "runs.db"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120  # generous: the machine is shared
+        while not (tmp_path / "editing").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the editor never started"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    pid = run_id(err)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["runs", "list", "runs.db", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["status"] == "running"  # no end in its log
+    try:
+        assert main(["resume", "runs.db", pid, "--agents", "quick_agents:AGENTS",
+                     "--json"]) == 0
+    finally:
+        sys.modules.pop("quick_agents", None)
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "completed"
+    assert result["intents"]["Write Draft"]["attempts"] == 1  # its completion was journaled
+    assert result["intents"]["Final Edit"]["attempts"] == 2  # in flight at the kill: again
+    assert result["intents"]["Final Edit"]["state"] == {"done": True}
