@@ -276,3 +276,20 @@ def test_runs_list_on_a_terminal_is_a_rich_table(journaled, store, capsys, monke
     assert main(["runs", "list", store]) == 0
     out = capsys.readouterr().out
     assert "┃ id" in out and journaled in out and "completed" in out
+
+
+@pytest.mark.parametrize("command", [["runs", "list"], ["runs", "show"], ["resume"]])
+def test_a_store_the_runtime_does_not_know_exits_2(capsys, command):
+    ids = [] if command == ["runs", "list"] else ["pf_x"]
+    assert main([*command, "postgresql://db/runs", *ids]) == 2
+    assert "'postgresql://db/runs' is not supported" in capsys.readouterr().err
+
+
+def test_run_into_a_file_that_is_not_a_journal_exits_2_and_leaves_it(workflow, tmp_path,
+                                                                      capsys):
+    other = tmp_path / "notes.db"
+    other.write_bytes(b"my notes" * 100)
+    assert main(["run", workflow, "--simulate", "--store", str(other)]) == 2
+    captured = capsys.readouterr()
+    assert "notes.db" in captured.err and "status:" not in captured.out
+    assert other.read_bytes() == b"my notes" * 100
