@@ -92,6 +92,7 @@ def test_resume_approves_what_waited_and_completes_without_rerunning_the_rest(
     assert result["intents"]["Write Draft"]["attempts"] == 1  # not run again
     assert result["intents"]["Final Edit"]["status"] == "completed"
     assert "content.yaml" in captured.err  # says where the workflow came from
+    assert "guardrails" not in captured.err  # the same as the run's: nothing to say
     types = [event[0] for event in events_of(store, waiting)]
     assert "run_resumed" in types and types[-1] == "run_finished"
 
@@ -142,7 +143,9 @@ def test_a_run_halted_by_its_budget_resumes_with_the_raised_budget_of_the_file(
     assert f"openintent resume {store} {pid}" in captured.err
     path.write_text(WORKFLOW.replace("max_cost_usd: 10.0", "max_cost_usd: 100.0"))
     assert main(["resume", store, pid, str(path), "--approve-all", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert "differ from the run's" in captured.err and "100.0" in captured.err
+    result = json.loads(captured.out)
     assert result["status"] == "completed"
     assert result["cost_usd"] == 10.0  # the halted attempt's spend carried over, and one more
     assert [event["type"] for event in result["events"]].count("run_resumed") == 1
