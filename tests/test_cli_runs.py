@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
+from pathlib import Path
 
 import anyio
 import pytest
@@ -293,3 +296,76 @@ def test_run_into_a_file_that_is_not_a_journal_exits_2_and_leaves_it(workflow, t
     captured = capsys.readouterr()
     assert "notes.db" in captured.err and "status:" not in captured.out
     assert other.read_bytes() == b"my notes" * 100
+
+
+GATED_AGENT = """\
+from pathlib import Path
+
+import anyio
+
+from openintent.agents import Agent, on_assignment
+
+HERE = Path(__file__).parent
+
+
+@Agent("writer")
+class GatedWriter:
+    @on_assignment
+    async def work(self, intent):
+        while not (HERE / "go").exists():  # the test says when
+            await anyio.sleep(0.02)
+        return {"draft": "x"}
+"""
+
+ONE_STEP = """\
+openintent: "1.0"
+info:
+  name: "Gated"
+workflow:
+  write:
+    title: "Write Draft"
+    assign: writer
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="select() on pipes is POSIX")
+def test_follow_in_another_process_prints_events_as_the_run_appends_them(tmp_path):
+    import select
+    import subprocess
+    import time
+
+    (tmp_path / "flow.yaml").write_text(ONE_STEP)
+    (tmp_path / "gated_agents.py").write_text(GATED_AGENT)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+        str(root), os.environ.get("PYTHONPATH", "")]))}
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "openintent", *args], cwd=tmp_path,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+
+    run = start("run", "flow.yaml", "--agents", "gated_agents", "--store", "runs.db")
+    follower = None
+    try:
+        pid = run_id(run.stderr.readline())
+        follower = start("runs", "events", "runs.db", pid, "--follow")
+        seen, deadline = "", time.monotonic() + 120  # generous: the machine is shared
+        while "dispatched" not in seen:  # it printed the run so far, and waits for more
+            assert follower.poll() is None, follower.communicate()
+            assert time.monotonic() < deadline, seen
+            if select.select([follower.stdout], [], [], 0.1)[0]:  # unbuffered: os.read
+                seen += os.read(follower.stdout.fileno(), 65536).decode()
+        (tmp_path / "go").write_text("yes")
+        out, err = follower.communicate(timeout=120)
+        assert follower.returncode == 0, err
+        run.communicate(timeout=120)  # (closes its pipes)
+        assert run.returncode == 0
+    finally:
+        for process in (run, follower):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.communicate()
+    lines = (seen + out).splitlines()
+    assert [line.split()[3] for line in lines] == [
+        "run_started", "created", "ready", "dispatched", "completed", "run_finished"]
