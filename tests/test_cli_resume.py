@@ -322,3 +322,36 @@ def test_a_run_whose_process_was_killed_is_resumed_from_the_journal(tmp_path, ca
     assert result["intents"]["Write Draft"]["attempts"] == 1  # its completion was journaled
     assert result["intents"]["Final Edit"]["attempts"] == 2  # in flight at the kill: again
     assert result["intents"]["Final Edit"]["state"] == {"done": True}
+
+
+def test_a_run_started_from_python_resumes_with_the_agents_given(tmp_path, store, capsys,
+                                                                 monkeypatch):
+    from openintent import Runtime
+    from openintent.agents import IntentSpec, PortfolioSpec
+    from openintent.testing import SimulatedAgent
+
+    spec = PortfolioSpec(name="From Python", intents=[IntentSpec(title="Only", assign="w")])
+
+    async def cancelled_run() -> str:
+        agent = SimulatedAgent("w", result={"ok": True}, register=False)
+        async with Runtime([agent], store=store) as rt:
+            handle = await rt.start(spec)
+            await handle.cancel()
+            return (await handle.result()).portfolio_id
+
+    pid = anyio.run(cancelled_run)
+    assert main(["resume", store, pid, "--simulate"]) == 2  # no workflow file to simulate
+    assert "--simulate needs the run's workflow file" in capsys.readouterr().err
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "python_run_agents.py").write_text(
+        "from openintent.testing import SimulatedAgent\n"
+        "AGENTS = [SimulatedAgent('w', result={'ok': True}, register=False)]\n")
+    try:
+        assert main(["resume", store, pid, "--agents", "python_run_agents:AGENTS",
+                     "--json"]) == 0
+    finally:
+        sys.modules.pop("python_run_agents", None)
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "completed" and result["intents"]["Only"]["state"] == {
+        "ok": True}

@@ -45,18 +45,9 @@ def resume_command(args: argparse.Namespace, streams: Streams) -> int:
               file=streams.err, flush=True)
         return report_ended(ended, args.json, streams)
     origin = journaled.metadata
-    path = args.file or origin.get("workflow_file")
-    workflow: WorkflowSpec | None = None
-    if path is not None:
-        if args.file is None:
-            print(f"openintent: run {args.id} was started from {path}; resuming with it",
-                  file=streams.err, flush=True)
-        workflow = load(str(path), streams)
-        if workflow is None:
-            if args.file is None:
-                fail(streams, f"cannot rebuild run {args.id} from its workflow file; give the "
-                     f"file: openintent resume {args.store} {args.id} FILE")
-            return EXIT_INVALID
+    found, workflow = _workflow(args, origin, streams)
+    if not found:
+        return EXIT_INVALID
     simulate = bool(args.simulate or origin.get("simulate"))
     if args.simulate and workflow is None:
         return fail(streams, f"--simulate needs the run's workflow file, and run {args.id} "
@@ -95,6 +86,24 @@ def resume_command(args: argparse.Namespace, streams: Streams) -> int:
         return runtime, start
 
     return CommandRun(args, streams, args.store, prepare).execute()
+
+
+def _workflow(
+    args: argparse.Namespace, origin: Mapping[str, Any], streams: Streams
+) -> tuple[bool, WorkflowSpec | None]:
+    """The run's workflow: FILE, else the file the run was started from, else none (a run
+    started from Python code); ``(False, None)`` once a problem is printed."""
+    path = args.file or origin.get("workflow_file")
+    if path is None:
+        return True, None
+    if args.file is None:
+        print(f"openintent: run {args.id} was started from {path}; resuming with it",
+              file=streams.err, flush=True)
+    workflow = load(str(path), streams)
+    if workflow is None and args.file is None:
+        fail(streams, f"cannot rebuild run {args.id} from its workflow file; give the file: "
+             f"openintent resume {args.store} {args.id} FILE")
+    return workflow is not None, workflow
 
 
 @attrs.frozen
