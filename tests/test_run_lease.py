@@ -20,11 +20,14 @@ pytestmark = pytest.mark.asyncio
 APPROVAL = {"type": "approval", "require_for": ["Deploy"], "approvers": ["alice"]}
 
 
-@Agent("worker")
-class Worker:
-    @on_assignment
-    async def work(self, intent: Any) -> dict[str, Any]:
-        return {"done": intent.title}
+def Worker() -> Any:  # noqa: N802 - made per test: decorating registers the id
+    @Agent("worker")
+    class Worker:
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, Any]:
+            return {"done": intent.title}
+
+    return Worker()
 
 
 def release() -> PortfolioSpec:
