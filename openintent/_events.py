@@ -51,6 +51,7 @@ class EventType:
     LOOP_BLOCKED: Final = "loop_blocked"
     RUN_FINISHED: Final = "run_finished"
     RUN_RESUMED: Final = "run_resumed"
+    INTENT_COPIED: Final = "intent_copied"
 
     ALL: Final = frozenset(
         {
@@ -79,6 +80,7 @@ class EventType:
             "loop_blocked",
             "run_finished",
             "run_resumed",
+            "intent_copied",
         }
     )
 

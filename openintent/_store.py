@@ -205,6 +205,18 @@ def _run_resumed(records: Records, event: RawEvent) -> None:
         records[intent_id].status = IntentStatus.PENDING
 
 
+def _intent_copied(records: Records, event: RawEvent) -> None:
+    # A fork's copy of an intent another run completed: its final record, cost aside.
+    record = records[event[_INTENT] or ""]
+    data: Mapping[str, Any] = event[_DATA] or _NO_DATA
+    record.state = read_only(data.get("state") or EMPTY)
+    record.version = data.get("version", 0)
+    record.attempts = data.get("attempts", 0)
+    record.assigned_to = data.get("assigned_to")
+    record.status = IntentStatus.COMPLETED
+    record.error = record.error_type = None
+
+
 def _cost_recorded(records: Records, event: RawEvent) -> None:
     intent_id = event[_INTENT]
     if intent_id is not None:
@@ -226,6 +238,7 @@ _APPLY: dict[str, Callable[[Records, RawEvent], None]] = {
     EventType.APPROVAL_REQUESTED: _awaiting_approval,
     EventType.APPROVAL_GRANTED: _approved,
     EventType.RUN_RESUMED: _run_resumed,
+    EventType.INTENT_COPIED: _intent_copied,
 }
 
 
