@@ -25,7 +25,7 @@ writes to).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import attrs
 
@@ -33,7 +33,7 @@ from ._data import to_plain
 from ._guardrail_core import build_guardrails
 from ._launch import Launcher, release_lease
 from ._logging import logging_configured
-from ._nodes import Node, plant
+from ._nodes import plant
 from ._plan_data import logged_plan, spec_diff
 from ._registry import suggest
 from ._resume import Resumption, bind_given, count_waiting, logged_guardrails
@@ -193,4 +193,4 @@ def _copied(
                 "it; nothing was run or written. Name them in rerun too (they and their "
                 "descendants then run again), or leave them as they were. What differs "
                 "(journaled -> given):\n  " + "\n  ".join(lines))
-    return cast(dict[str, Any], copied)
+    return copied

@@ -21,9 +21,9 @@ import anyio.lowlevel
 from ._blocking import DEFAULT_BLOCKING_THRESHOLD, check_blocking_threshold
 from ._clock import Clock, RealClock
 from ._dispatch import AgentTable
+from ._fork import open_fork
 from ._guardrail_core import Guardrail
 from ._handle import RunHandle, StartedRuns, decide_approval, not_open_error, pending_approvals
-from ._fork import open_fork
 from ._launch import Launcher
 from ._plan import Planner
 from ._readback import list_runs, load_run
