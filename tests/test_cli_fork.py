@@ -87,6 +87,9 @@ def test_fork_reruns_the_named_step_and_keeps_the_others(source, store, capsys):
     copied = [event for event in events if event[0] == "intent_copied"]
     assert [dispatched[event[2]] for event in copied] == ["Research"]
     assert events_of(store, source) == before  # the source run is left as it was
+    assert main(["runs", "show", store, fork]) == 0
+    shown = capsys.readouterr().out
+    assert "Research" in shown and "status: completed" in shown
 
     # The fork is an ordinary journaled run: listed, and forked again.
     assert main(["runs", "list", store, "--json"]) == 0

@@ -25,9 +25,9 @@ from openintent import (
     SpecError,
     VirtualClock,
 )
-from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
+from openintent.agents import Agent, Coordinator, IntentSpec, PortfolioSpec, on_assignment
 from openintent.models import EventType, IntentStatus, RunResult
-from openintent.testing import assert_replay_matches
+from openintent.testing import SimulatedAgent, assert_replay_matches
 
 pytestmark = pytest.mark.asyncio
 
@@ -306,3 +306,46 @@ async def test_what_cannot_be_forked_is_refused_and_nothing_is_written():
         with pytest.raises(RunInUseError, match="going on in this runtime"):
             await rt.fork(handle.portfolio_id, rerun=["B"])
         await handle.result()
+
+
+# ---------------------------------------------------------------------------- coordinators
+
+
+async def test_the_fork_keeps_the_sources_coordinator_guardrails_and_added_intents():
+    worker = SimulatedAgent("w", result=lambda intent: {"t": intent.title}, delay=1,
+                            register=False)
+
+    @Coordinator("planner")
+    class Planner:
+        @on_assignment
+        async def plan(self, intent: Any) -> dict[str, Any]:
+            await openintent.sleep(5)
+            await self.add_intent(IntentSpec("C", assign="w", depends_on=["A", "B"]))
+            await self.add_intent(IntentSpec("D", assign="w"))
+            return {"planned": True}
+
+    spec = PortfolioSpec("planned", [
+        IntentSpec("A", assign="w"), IntentSpec("Plan"),
+        IntentSpec("B", assign="w", depends_on=["Plan"])])
+    budget = [{"type": "budget", "max_cost_usd": 5.0}]
+    async with Runtime(agents=[worker, Planner], clock=VirtualClock(),
+                       guardrails=budget) as rt:
+        source = await rt.run(spec, coordinator=Planner)
+        worker.calls.clear()
+        # The log's plan: the intents the coordinator added are in it (C downstream of A).
+        fork = await rt.fork(source.portfolio_id, rerun=["A"])
+        assert sorted(worker.titles) == ["A", "C"]
+        assert list(fork.intents) == ["A", "Plan", "B", "C", "D"]
+        started, before = fork.events[0].data, source.events[0].data
+        assert started["coordinator"] == "planner"
+        assert started["plan"]["guardrails"] == before["plan"]["guardrails"]
+        check_agrees(fork, await rt.load(fork.portfolio_id))
+
+        # Re-running the intent that adds them: fork from the spec the source was given,
+        # so the coordinator adds them again.
+        worker.calls.clear()
+        again = await rt.fork(source.portfolio_id, rerun=["Plan"], spec=spec)
+        assert again.status == "completed"
+        assert sorted(worker.titles) == ["B", "C", "D"]
+        assert titles_of(again, EventType.INTENT_COPIED) == ["A"]
+        check_agrees(again, await rt.load(again.portfolio_id))

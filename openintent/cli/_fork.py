@@ -36,7 +36,7 @@ def fork_command(args: argparse.Namespace, streams: Streams) -> int:
     workflow: WorkflowSpec | None = None
     if path is not None:
         if args.file is None:
-            print(f"openintent: run {args.id} was started from {path}; forking it with it",
+            print(f"openintent: run {args.id} was started from {path}; the fork runs that workflow",
                   file=streams.err, flush=True)
         workflow = load(str(path), streams)
         if workflow is None:
