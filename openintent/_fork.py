@@ -11,7 +11,8 @@ run goes on over it as a resumed run does (:func:`~openintent._resume.count_wait
   holds its plan: a fork resumes and loads like any run);
 * one ``intent_copied`` per *copied* intent: it is ``completed`` with the source's final
   ``state``, ``version``, ``attempts`` and ``assigned_to`` (its data; ``from``: the source
-  intent's id) and is never dispatched;
+  intent's id; ``effects``: the side effects it completed, when it has any) and is never
+  dispatched, so its effects never run again;
 * every other intent runs from its spec: those named in ``rerun``, their descendants, and
   the intents that did not complete in the source run (failed, skipped, cancelled, or not
   finished when its log ended) with theirs.
@@ -99,6 +100,7 @@ def open_fork(
             plan, guardrails=logged_guardrails(where, log, logged, plan.guardrails + extra),
             max_concurrency=logged.max_concurrency, sequential=logged.sequential)
     source = _records(log)
+    effects = _completed_effects(log)
     copied = _copied(where, plan_spec, titles, source, logged.spec, given is not None)
     store, holder = launcher.open_log(plan, call, started={"forked_from": source_id,
                                                            "rerun": titles})
@@ -108,10 +110,12 @@ def open_fork(
         for node in nodes:
             record = copied.get(node.spec.title)
             if record is not None:
-                rows.append((EventType.INTENT_COPIED, node.id, {
-                    "from": record.id, "state": to_plain(record.state),
-                    "version": record.version, "attempts": record.attempts,
-                    "assigned_to": record.assigned_to}))
+                data = {"from": record.id, "state": to_plain(record.state),
+                        "version": record.version, "attempts": record.attempts,
+                        "assigned_to": record.assigned_to}
+                if record.id in effects:
+                    data["effects"] = list(effects[record.id].values())
+                rows.append((EventType.INTENT_COPIED, node.id, data))
         if rows:
             store.append_batch(rows)
         run = launcher.assemble(plan, store, nodes, settled=count_waiting(nodes))
@@ -147,6 +151,31 @@ def _records(log: Sequence[RawEvent]) -> dict[str, Any]:
         if handler is not None:
             handler(records, event)
     return {record.title: record for record in records.values()}
+
+
+def _completed_effects(log: Sequence[RawEvent]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The side effects (``self.effect``) each intent of the source completed, by intent id
+    and name, in the order they completed: ``{"name", "value"}`` (``checked``, ``resolved``
+    when so).
+    A fork copies them with their intent (``intent_copied``'s ``effects``): a copied intent
+    is never dispatched, so they never run again."""
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for type_, _time, intent_id, data in log:
+        if not type_.startswith("effect_") or intent_id is None:
+            continue
+        data = data or {}
+        effects = found.setdefault(intent_id, {})
+        name = data.get("name", "")
+        if type_ == "effect_completed" or (
+                type_ == "effect_resolved" and data.get("happened", True) is not False):
+            effects[name] = {"name": name, "value": to_plain(data.get("value"))}
+            if data.get("checked"):
+                effects[name]["checked"] = True
+            if type_ == "effect_resolved":
+                effects[name]["resolved"] = True
+        elif name in effects:  # started again (it had failed), failed, or did not happen
+            del effects[name]
+    return {intent_id: effects for intent_id, effects in found.items() if effects}
 
 
 def _copied(

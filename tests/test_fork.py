@@ -349,3 +349,43 @@ async def test_the_fork_keeps_the_sources_coordinator_guardrails_and_added_inten
         assert sorted(worker.titles) == ["B", "C", "D"]
         assert titles_of(again, EventType.INTENT_COPIED) == ["A"]
         check_agrees(again, await rt.load(again.portfolio_id))
+
+
+# ---------------------------------------------------------------------------- side effects
+
+
+async def test_the_side_effects_a_copied_intent_completed_go_with_it():
+    worker = worker_agent()
+    async with Runtime(agents=[worker], clock=VirtualClock()) as rt:
+        live = await rt.run(steps())
+        # The source's log as a run with side effects (self.effect) journals them: A charged
+        # a card, sent an email on its second try, and left an audit call in doubt.
+        a = live.intents["A"].id
+        done = next(event.seq for event in live.events
+                    if event.type == "completed" and event.intent_id == a)
+        raw = list(live.events._events)
+        time = raw[done][1]
+        raw[done:done] = [
+            ("effect_started", time, a, {"name": "charge", "attempt": 1}),
+            ("effect_completed", time, a, {"name": "charge", "value": {"id": "ch_1"}}),
+            ("effect_started", time, a, {"name": "email", "attempt": 1}),
+            ("effect_failed", time, a, {"name": "email", "error": "x", "error_type": "E"}),
+            ("effect_started", time, a, {"name": "email", "attempt": 1}),
+            ("effect_completed", time, a, {"name": "email", "value": None, "checked": True}),
+            ("effect_started", time, a, {"name": "audit", "attempt": 1}),
+        ]
+        backend = rt._runs.backend
+        source = openintent._plan.new_portfolio_id()
+        log = backend.create_run(source, live.name, timebase=backend.timebase(live.portfolio_id))
+        log.extend(raw)
+        _KEEP.append(log)
+        worker.calls.clear()
+        fork = await rt.fork(source, rerun=["B"])
+
+    assert "A" not in worker.calls  # so its effects did not run again
+    copied = {event.title: event.data for event in fork.events
+              if event.type == EventType.INTENT_COPIED}
+    assert copied["A"]["effects"] == [{"name": "charge", "value": {"id": "ch_1"}},
+                                      {"name": "email", "value": None, "checked": True}]
+    assert "effects" not in copied["D"]  # none: nothing to say
+    assert_replay_matches(fork)
