@@ -97,7 +97,8 @@ def open_fork(
         plan = attrs.evolve(plan, guardrails=plan.guardrails + extra)
     else:  # the source run's own, as a resume takes them
         plan = attrs.evolve(
-            plan, guardrails=logged_guardrails(where, log, logged, plan.guardrails + extra),
+            plan, guardrails=logged_guardrails(where, log, logged, plan.guardrails + extra,
+                                                call),
             max_concurrency=logged.max_concurrency, sequential=logged.sequential)
     source = _records(log)
     effects = _completed_effects(log)

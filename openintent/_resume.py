@@ -318,6 +318,7 @@ def logged_guardrails(
     log: Sequence[RawEvent],
     logged: LoggedPlan,
     live: tuple[Guardrail, ...],
+    call: str = "rt.resume()",
 ) -> tuple[Guardrail, ...]:
     """The guardrails the log names (``run_started``'s, or the last resume's new ones):
     each the runtime's or the coordinator's guardrail of the same settings when there is
@@ -341,9 +342,9 @@ def logged_guardrails(
             raise ResumeMismatchError(
                 f"{where} ran with the guardrail {item}, which cannot be rebuilt from its "
                 f"data ({exc}) and which this runtime does not have; nothing was run or "
-                "written. Give the Runtime (or the coordinator) that guardrail again, pass "
-                "rt.resume() the YAML workflow that declares it, or pass "
-                "rt.resume(..., guardrails=[...]) to run on with other ones") from None
+                f"written. Give the Runtime (or the coordinator) that guardrail again, pass "
+                f"{call} the YAML workflow that declares it, or pass "
+                f"{call[:-1]}..., guardrails=[...]) to run on with other ones") from None
     return tuple(chosen)
 
 
