@@ -389,3 +389,31 @@ async def test_the_side_effects_a_copied_intent_completed_go_with_it():
                                       {"name": "email", "value": None, "checked": True}]
     assert "effects" not in copied["D"]  # none: nothing to say
     assert_replay_matches(fork)
+
+
+# ---------------------------------------------------------------------------- approvals
+
+
+async def test_a_rerun_intent_asks_for_approval_again_a_copied_one_does_not():
+    approval = {"type": "approval", "require_for": ["A", "C"], "approvers": ["alice"]}
+    worker = worker_agent()
+    async with Runtime(agents=[worker], clock=VirtualClock(), guardrails=[approval]) as rt:
+        handle = await rt.start(steps())
+        async for event in handle.events():
+            if event.type == "approval_requested":
+                await handle.approve(event.intent_id or "", by="alice")
+        source = await handle.result()
+        assert titles_of(source, "approval_requested") == ["A", "C"]
+
+        forked = await rt.start_fork(source.portfolio_id, rerun=["B"])
+        async for event in forked.events():
+            if event.type == "approval_requested":
+                await forked.approve(event.intent_id or "", by="alice")
+        fork = await forked.result()
+    assert fork.status == "completed"
+    assert titles_of(fork, "approval_requested") == ["C"]  # A was copied: not asked again
+    assert len(source.decisions) == 2
+    # Only the fork's own decision (C's approval): the source's are not copied.
+    assert [(decision.portfolio_id, decision.intent_id) for decision in fork.decisions] == [
+        (fork.portfolio_id, fork.intents["C"].id)]
+    assert_replay_matches(fork)
