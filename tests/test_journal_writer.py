@@ -4,6 +4,7 @@ cancelled while its commit is in flight neither loses nor repeats that commit.""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from openintent import Runtime
+from openintent import Runtime, VirtualClock, sleep
 from openintent._stores.sqlite import SqliteBackend
 from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
 
@@ -101,3 +102,57 @@ async def test_a_cancelled_waiter_neither_loses_nor_repeats_the_commit(
     finally:
         go_on.set()
         backend.close()
+
+
+def fan_spec(width: int, assign: str) -> PortfolioSpec:
+    return PortfolioSpec("fan", [
+        IntentSpec("root", assign=assign),
+        *(IntentSpec(f"leaf {index}", assign=assign, depends_on=["root"])
+          for index in range(width)),
+    ])
+
+
+async def test_intents_ready_at_once_are_dispatched_with_one_commit(tmp_path: Path) -> None:
+    @Agent("fan-worker")
+    class Worker:
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, Any]:
+            return {}
+
+    with anyio.fail_after(BOUND):
+        async with Runtime(agents=[Worker], store=store_url(tmp_path)) as rt:
+            result = await rt.run(fan_spec(30, "fan-worker"))
+    assert result.status == "completed"
+    with sqlite3.connect(tmp_path / "runs.db") as conn:
+        counts = [count for (count,) in conn.execute(
+            "SELECT (SELECT count(*) FROM json_each(b.events) AS e "
+            "WHERE e.value ->> 0 = 'dispatched') FROM batches AS b ORDER BY b.first_seq")]
+    conn.close()
+    # The root's dispatch, then the 30 leaves' in one commit (not one wait each).
+    assert [count for count in counts if count] == [1, 30]
+
+
+async def test_a_journaled_fan_out_still_runs_suspending_handlers_at_once(
+        tmp_path: Path, anyio_backend: str) -> None:
+    if anyio_backend == "trio":
+        pytest.skip("the virtual clock watches asyncio's event loop")
+    running: list[int] = []
+    most: list[int] = [0]
+
+    @Agent("sleepy-worker")
+    class Worker:
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, Any]:
+            running.append(1)
+            most[0] = max(most[0], len(running))
+            await sleep(10)
+            running.pop()
+            return {}
+
+    clock = VirtualClock()
+    with anyio.fail_after(BOUND):
+        async with Runtime(agents=[Worker], store=store_url(tmp_path), clock=clock) as rt:
+            result = await rt.run(fan_spec(20, "sleepy-worker"))
+    assert result.status == "completed"
+    assert most[0] == 20  # every leaf's handler was running at once
+    assert clock.now() == pytest.approx(20.0)  # the root's 10 s, then the leaves' 10 s

@@ -77,7 +77,7 @@ class JournalLog(list[RawEvent]):
         """Append one event (it is committed by the next flush)."""
         list.append(self, event)
         wakeup = self._wakeup
-        if wakeup is not None:
+        if wakeup is not None and self._flushing is None:  # (else: once that flush is done)
             self._wakeup = None
             wakeup.set()
 
@@ -85,7 +85,7 @@ class JournalLog(list[RawEvent]):
         """Append a batch of events (all of them: a list cannot take part of one)."""
         list.extend(self, events)
         wakeup = self._wakeup
-        if wakeup is not None:
+        if wakeup is not None and self._flushing is None:  # (else: once that flush is done)
             self._wakeup = None
             wakeup.set()
 
@@ -95,9 +95,9 @@ class JournalLog(list[RawEvent]):
         patches) reach the disk too. Everything appended while one commit runs goes in the
         next. Returns only by cancellation, or with :class:`CommitFailed`."""
         while True:
-            if self.committed < len(self):
+            if self.committed < len(self) and self._flushing is None:
                 await self.wait_committed(len(self))
-            else:
+            else:  # all committed, or a flush is in flight: woken once it is done
                 wakeup = self._wakeup = anyio.Event()
                 await wakeup.wait()
 
@@ -151,6 +151,10 @@ class JournalLog(list[RawEvent]):
                         self.error.__cause__ = exc
             finally:
                 done.set()
+                wakeup = self._wakeup
+                if wakeup is not None and (exc is not None or self.committed < len(self)):
+                    self._wakeup = None  # serve(): commit what came meanwhile, or fail
+                    wakeup.set()
 
         try:
             self._writer.submit(self, start, self[start:end], finished)

@@ -11,6 +11,7 @@ waits for it), which matters when a run waits for a commit before each step.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from collections.abc import Callable
@@ -26,13 +27,15 @@ Wake = Callable[..., Any]
 
 def waker() -> Wake:
     """How another thread schedules a callback on the running event loop (asyncio or trio)."""
+    try:
+        return asyncio.get_running_loop().call_soon_threadsafe
+    except RuntimeError:  # no asyncio loop in this thread
+        pass
     if sniffio.current_async_library() == "trio":
         import trio
 
         return trio.lowlevel.current_trio_token().run_sync_soon
-    import asyncio
-
-    return asyncio.get_running_loop().call_soon_threadsafe
+    raise RuntimeError("a journal commit was asked for outside asyncio and trio")
 
 
 class WriterThread:
