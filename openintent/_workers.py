@@ -4,6 +4,11 @@ A worker takes the next ready intent; a new worker is started only when ready wo
 and no worker is idle or about to start. A handler that never suspends therefore costs no
 task at all, and every handler that does suspend lets another worker pick up the next ready
 intent, so concurrency grows exactly as far as the work allows.
+
+In a durable store's run every dispatch waits for its commit: there a worker logs the first
+dispatches of every ready intent it can take, waits once for the commit holding them all, and
+then runs them like any others (a worker waiting for a commit is one task, not one per
+intent).
 """
 
 from __future__ import annotations
