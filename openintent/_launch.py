@@ -9,10 +9,12 @@ running a coordinator's sub-portfolio). The public facade is :class:`openintent.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import attrs
 
 from ._blocking import BlockingWatch
@@ -31,7 +33,7 @@ from ._scheduler import Run
 from ._specs import PortfolioSpec
 from ._store import EventStore
 from ._stores import EventBackend
-from .errors import DataError, SpecError
+from .errors import DataError, SpecError, StoreError
 from .models import Event, EventType, RunResult, RunStatus
 
 __all__ = ["Launcher"]
@@ -45,6 +47,19 @@ def _info(log: Any, message: str, **fields: Any) -> None:
     """
     if logging_configured():
         log.info(message, **fields)
+
+
+def lease_holder(call: str) -> str:
+    """A name for a run's lease holder: the call, a random tag and this process's id."""
+    return f"{call} {os.urandom(4).hex()} (pid {os.getpid()})"
+
+
+def release_lease(backend: EventBackend, run_id: str, holder: str, log: Any) -> None:
+    """Give a run's lease back; a failure is logged (the lease then expires by itself)."""
+    try:
+        backend.release_run(run_id, holder)
+    except StoreError as exc:
+        log.error("giving back the run's lease failed", error=str(exc))
 
 
 class Launcher:
@@ -66,6 +81,8 @@ class Launcher:
         self.active: list[Run] = []  # the runs going on now, nested ones included
         self.latest: EventStore | None = None  # the log of the latest top-level run
         self._runtime_left = False  # then the last run to end closes the backend
+        # Who holds the lease of each top-level run going on with a durable store.
+        self._holders: dict[Run, str] = {}
 
     @property
     def clock(self) -> Clock:
@@ -95,6 +112,11 @@ class Launcher:
             plan = attrs.evolve(plan, guardrails=plan.guardrails + extra_guardrails)
         # A sub-portfolio's events stay out of rt.events().
         store = self._new_store(spec.name, nested, parent)
+        holder = None
+        if not nested and self.backend.durable:
+            # Another process must not resume a run going on here: it holds the run's lease.
+            holder = lease_holder("rt.run()")
+            self.backend.acquire_run(store.portfolio_id, holder)
         store.append(
             EventType.RUN_STARTED,
             None,
@@ -103,8 +125,27 @@ class Launcher:
         )
         nodes = plant(plan, store)
         run = self.assemble(plan, store, nodes, nested=nested, on_event=on_event, parent=parent)
+        if holder is not None:
+            self.hold(run, holder)
         _info(store.logger, "run started", intents=len(nodes))
         return run
+
+    def hold(self, run: Run, holder: str) -> None:
+        """``holder`` holds ``run``'s lease in the store: renew it while the run goes on, give
+        it back when :meth:`drive` ends."""
+        self._holders[run] = holder
+        run.keep_lease = lambda: self._keep_lease(run.portfolio_id, holder)
+
+    async def _keep_lease(self, run_id: str, holder: str) -> None:
+        """Renew a run's lease well before it expires (commits renew it too), so a run that
+        waits long (for an approval, say) keeps it. On real time whatever the run's clock:
+        a lease is between processes."""
+        period = float(getattr(self.backend, "lease_ttl", 60.0)) / 3
+        while True:
+            # A cancel scope's deadline, not a sleep: a virtual clock still jumps meanwhile.
+            with anyio.move_on_after(period):
+                await anyio.Event().wait()
+            self.backend.acquire_run(run_id, holder)  # the holder again: renewed
 
     def assemble(
         self,
@@ -147,8 +188,14 @@ class Launcher:
         raise AssertionError("unreachable")
 
     async def drive(self, run: Run, *, nested: bool) -> RunResult:
-        """Run a begun run to its end and return its result (a cancellation propagates)."""
-        return await drive_run(run, nested=nested, end=self._end)
+        """Run a begun run to its end and return its result (a cancellation propagates);
+        then give its lease back (its end is committed by then)."""
+        try:
+            return await drive_run(run, nested=nested, end=self._end)
+        finally:
+            holder = self._holders.pop(run, None)
+            if holder is not None:
+                release_lease(self.backend, run.portfolio_id, holder, run.store.logger)
 
     def _end(self, run: Run, status: RunStatus, output: Any, error: str | None) -> None:
         """A run ended: log ``run_finished`` (once the run left the active ones) with its

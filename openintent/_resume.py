@@ -26,7 +26,6 @@ resume of the same run at once gets :class:`~openintent.errors.RunInUseError`.
 
 from __future__ import annotations
 
-import os
 from bisect import bisect_right
 from collections.abc import Mapping, MutableSequence, Sequence
 from datetime import UTC, datetime, timedelta
@@ -38,7 +37,7 @@ from ._data import to_plain
 from ._dispatch import BoundAgent
 from ._guardrail_core import Guardrail, build_guardrails
 from ._handle import RunHandle
-from ._launch import Launcher
+from ._launch import Launcher, lease_holder, release_lease
 from ._logging import logging_configured
 from ._nodes import Node, wire
 from ._plan import Planner
@@ -80,19 +79,18 @@ class Resumption:
     result: RunResult | None = None
 
     async def drive(self) -> RunResult:
-        """Run the resumed run to its end (or return the ended log's result), then give the
-        lease back, whatever happens."""
-        try:
-            if self.run is None:
-                assert self.result is not None
-                return self.result
-            return await self.launcher.drive(self.run, nested=False)
-        finally:
+        """Run the resumed run to its end (or return the ended log's result); the lease is
+        given back then, whatever happens (by the launcher, for a run it drives)."""
+        if self.run is None:
+            assert self.result is not None
             self.release()
+            return self.result
+        return await self.launcher.drive(self.run, nested=False)
 
     def release(self) -> None:
         """Give the run's lease back."""
-        self.launcher.backend.release_run(self.store.portfolio_id, self.holder)
+        release_lease(self.launcher.backend, self.store.portfolio_id, self.holder,
+                      self.store.logger)
 
     def handle(self) -> RunHandle:
         """A :class:`RunHandle` that drives this resumption (``rt.start_resume``)."""
@@ -117,7 +115,6 @@ def open_resumption(
             f"rt.resume() takes the portfolio id of a run (a str, result.portfolio_id), got "
             f"{portfolio_id!r}")
     backend = launcher.backend
-    log = backend.open_run(portfolio_id)  # RunNotFoundError for an unknown id
     for run in launcher.active:
         if run.portfolio_id == portfolio_id:
             raise RunInUseError(
@@ -129,9 +126,12 @@ def open_resumption(
             f"run {portfolio_id} in {backend.url} is a sub-portfolio of run {info.parent} (a "
             f"coordinator's execute()); resume run {info.parent}: its coordinator runs a new "
             "sub-portfolio")
-    holder = f"rt.resume() {os.urandom(4).hex()} (pid {os.getpid()})"
+    holder = lease_holder("rt.resume()")
+    # The lease first, then the log: a process that held the run until now has committed
+    # all it will (RunNotFoundError for an unknown id).
     backend.acquire_run(portfolio_id, holder)
     try:
+        log = backend.open_run(portfolio_id)
         return _rebuild(launcher, log, portfolio_id, holder, spec, coordinator, guardrails)
     except BaseException:
         backend.release_run(portfolio_id, holder)
@@ -186,6 +186,7 @@ def _rebuild(
     store.append(EventType.RUN_RESUMED, None, resumed)
     settled = _count_waiting(nodes)
     run = launcher.assemble(plan, store, nodes, settled=settled)
+    launcher.hold(run, holder)  # renewed while it goes on, given back when it ends
     if logging_configured():  # (as the launcher's info lines: see _launch._info)
         store.logger.info("run resumed", reopened=len(resumed["reopened"]),
                           left=len(nodes) - settled)

@@ -84,6 +84,8 @@ class Run:
         settled: int = 0,
     ) -> None:
         self.spec = plan.spec
+        #: Renews the run's lease in a durable store while the run goes on (the launcher's).
+        self.keep_lease: Callable[[], Awaitable[None]] | None = None
         self.coordinator = plan.coordinator
         self.agents = list(plan.agents)
         store = self.store = bus.store
@@ -137,6 +139,8 @@ class Run:
                 journal = self.store.journal
                 if journal is not None:  # a durable store: commit what is logged, as it is
                     self.start_background(journal.serve)
+                if self.keep_lease is not None:  # renew the run's lease in the store
+                    self.start_background(self.keep_lease)
                 drive = getattr(self.clock, "drive", None)
                 if drive is not None:  # a virtual clock jumps time while the run is idle
                     self.start_background(lambda: drive(self._deadlocked))

@@ -33,6 +33,7 @@ __all__ = [
     "portfolio_spec",
     "simulated_agents",
     "simulated_value",
+    "step_guardrails",
     "with_simulated_agents",
 ]
 
@@ -152,15 +153,21 @@ def bind_workflow(
                 "and no @on_assignment handler); add assign: agent-id to the step, or agents: "
                 "[...] to the coordinator"
             ))
+    return spec, coordinator, step_guardrails(spec.name, phases)
+
+
+def step_guardrails(name: str, phases: Sequence[PhaseConfig]) -> tuple[Guardrail, ...]:
+    """The guardrails of a workflow's steps, whichever coordinator runs it: an approval for
+    the steps with ``requires_approval``, the check of declared ``outputs``."""
     rails: list[Guardrail] = []
     approvals = [phase.name for phase in phases if phase.requires_approval]
     if approvals:
         rails += build_guardrails([{"type": "approval", "require_for": approvals}],
-                                  f"workflow {spec.name!r}")
+                                  f"workflow {name!r}")
     outputs = {phase.name: phase.outputs for phase in phases if phase.outputs}
     if outputs:
         rails.append(OutputsGuardrail(outputs))
-    return spec, coordinator, tuple(rails)
+    return tuple(rails)
 
 
 def simulated_value(type_name: str, step: str, key: str) -> Any:

@@ -6,6 +6,11 @@ Installed as the ``openintent`` console script (``pip install "openintent[cli]"`
     openintent validate workflow.yaml
     openintent graph workflow.yaml --format dot
     openintent run workflow.yaml --simulate
+    openintent run workflow.yaml --store sqlite:///runs.db
+    openintent runs list runs.db
+    openintent runs show runs.db ID
+    openintent runs events runs.db ID --follow
+    openintent resume runs.db ID --approve-all
 
 :func:`main` takes the arguments as a list and returns the exit status, so tests call it
 directly: 0 completed (or valid), 1 failed or halted, 2 invalid input, 130 interrupted.
@@ -21,13 +26,24 @@ import sys
 from .. import __version__
 from ._commands import graph_command, validate_command
 from ._common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, Streams, fail
+from ._event_log import runs_events_command
 from ._logs import command_logging
 from ._parser import build_parser, later_command
+from ._resume import resume_command
 from ._run import run_command
+from ._runs import runs_list_command, runs_show_command
 
 __all__ = ["main"]
 
-_COMMANDS = {"validate": validate_command, "graph": graph_command, "run": run_command}
+_COMMANDS = {
+    "validate": validate_command,
+    "graph": graph_command,
+    "run": run_command,
+    "resume": resume_command,
+    "runs list": runs_list_command,
+    "runs show": runs_show_command,
+    "runs events": runs_events_command,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,15 +65,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(streams.err)
         return EXIT_INVALID
-    purpose = later_command(args.command)
+    name = args.command
+    if name == "runs":
+        if args.runs_command is None:
+            print("usage: openintent runs {list,show,events,fork} ...\nopenintent runs: error: "
+                  "name a command: list, show or events (openintent runs --help)",
+                  file=streams.err, flush=True)
+            return EXIT_INVALID
+        name = f"runs {args.runs_command}"
+    purpose = later_command(name)
     if purpose is not None:
         return fail(
             streams,
-            f"`openintent {args.command}` ({purpose}) is not available yet: it needs a durable "
-            "store (sqlite://), which comes in a later release. Runs are in memory for now: "
-            "`openintent run FILE` runs one from start to end",
+            f"`openintent {name}` ({purpose}) is not available yet; it comes in a later "
+            "release. Journaled runs can be listed, shown, followed and resumed: "
+            "`openintent runs list|show|events STORE`, `openintent resume STORE ID`",
         )
-    command = _COMMANDS[args.command]
+    command = _COMMANDS[name]
     try:
         with command_logging(json_lines=getattr(args, "log_json", False),
                              verbose=getattr(args, "verbose", False)):

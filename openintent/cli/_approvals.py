@@ -24,8 +24,9 @@ class ApprovalPolicy:
 
     ``approve_all``: every request is granted by ``by``. Otherwise ``ask`` (given on a
     terminal) reads each answer from the terminal; with neither, the first request cancels the
-    run, after saying what waits and how to approve it: with no durable store yet, no other
-    process could approve it, so waiting would hang forever.
+    run, after saying what waits and how to approve it: no other process could approve it, so
+    waiting would hang forever. ``resume`` is the command that continues a journaled run
+    (``openintent resume STORE ID``): the message suggests it with ``--approve-all``.
     """
 
     def __init__(
@@ -36,12 +37,14 @@ class ApprovalPolicy:
         by: str,
         ask: Callable[[str], str] | None,
         err: TextIO,
+        resume: str | None = None,
     ) -> None:
         self.handle = handle
         self.approve_all = approve_all
         self.by = by
         self.ask = ask
         self.err = err
+        self.resume = resume
         self.unanswered: list[str] = []  # titles of requests the run was cancelled over
 
     async def __call__(self, request: ApprovalRequest) -> None:
@@ -59,10 +62,12 @@ class ApprovalPolicy:
                 await self._decide(request, approve, "asked on the terminal")
         else:
             self.unanswered.append(title)
+            again = (f"Continue it with `{self.resume} --approve-all`" if self.resume
+                     else "Re-run with --approve-all")
             print(
                 f"openintent: {title!r} ({request.intent_id}) waits for approval, and there is "
-                "no terminal to ask on; cancelling the run. Re-run with --approve-all (approves "
-                "as --by NAME, default your login name), or on a terminal to be asked.",
+                f"no terminal to ask on; cancelling the run. {again} (approves as --by NAME, "
+                "default your login name), or on a terminal to be asked.",
                 file=self.err,
                 flush=True,
             )

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import getpass
+from typing import Any
 
 __all__ = ["build_parser", "default_approver"]
 
 _LATER = {
-    "resume": "continue an interrupted run from a durable store",
-    "runs": "list, show, inspect and fork the runs of a durable store",
+    "runs fork": "start a new run from a journaled run's events up to a point",
     "approve": "decide a pending approval of a run in a durable store",
     "worker": "serve the runs of a durable store with this process's agents",
 }
@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser of ``openintent`` and its commands."""
     parser = argparse.ArgumentParser(
         prog="openintent",
-        description="Validate, draw and run openintent YAML workflows.",
+        description="Validate, draw and run openintent YAML workflows; journal runs in a "
+        "durable store (--store sqlite:///runs.db), read them back and resume them.",
         epilog="Exit status: 0 completed (or valid), 1 failed or halted, 2 invalid input, "
         "130 interrupted (Ctrl-C).",
     )
@@ -57,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run a workflow",
-        description="Run a YAML workflow in this process and print how it went.",
+        description="Run a YAML workflow in this process and print how it went. With a "
+        "durable store (--store sqlite:///runs.db) every event is journaled first; the run's "
+        "id is printed at the start, and a run that stops before its end (Ctrl-C, a denied or "
+        "unanswered approval, a halt) can be continued with `openintent resume STORE ID`.",
     )
     run.add_argument("file", metavar="FILE", help="a YAML workflow file")
     run.add_argument(
@@ -90,16 +94,95 @@ def build_parser() -> argparse.ArgumentParser:
         "--store",
         default="memory://",
         metavar="URL",
-        help="where the run's events go (only memory://, the default, for now)",
+        help="where the run's events go: memory:// (the default: kept in this process "
+        "only) or sqlite:///PATH (a journal file; sqlite:////abs/path.db for an absolute path)",
     )
     _logging_options(run)
+    _resume_parser(commands)
+    _runs_parser(commands)
 
     for name, purpose in _LATER.items():
-        later = commands.add_parser(
-            name, help=f"(not available yet) {purpose}", add_help=False, prefix_chars="\0"
-        )
-        later.add_argument("rest", nargs=argparse.REMAINDER)
+        if " " not in name:
+            _later(commands, name, purpose)
     return parser
+
+
+def _later(commands: Any, name: str, purpose: str) -> None:
+    later = commands.add_parser(
+        name, help=f"(not available yet) {purpose}", add_help=False, prefix_chars="\0"
+    )
+    later.add_argument("rest", nargs=argparse.REMAINDER)
+
+
+_STORE_HELP = "a store URL (sqlite:///runs.db) or the path of a SQLite journal file"
+
+
+def _resume_parser(commands: Any) -> None:
+    resume = commands.add_parser(
+        "resume",
+        help="continue a journaled run",
+        description="Continue a run journaled in STORE, in this process, with the progress, "
+        "approvals and report of `openintent run`. Completed intents are not run again; those "
+        "in flight, waiting for approval or cancelled run again. The workflow (its coordinator "
+        "block, guardrails and agent ids) comes from FILE, else from the file the run was "
+        "started from; --simulate and --agents, when not given, are those of the run. A run "
+        "that completed or failed is reported and nothing runs.",
+    )
+    resume.add_argument("store", metavar="STORE", help=_STORE_HELP)
+    resume.add_argument("id", metavar="ID", help="the run's portfolio id (openintent runs list)")
+    resume.add_argument("file", metavar="FILE", nargs="?", default=None,
+                        help="the run's YAML workflow (default: the file it was started from)")
+    resume.add_argument("--simulate", action="store_true",
+                        help="give every agent id a simulated agent (default: as the run did)")
+    resume.add_argument(
+        "--agents", action="append", default=[], metavar="MODULE[:ATTR]",
+        help="the agents to continue with, as for `openintent run` (default: the run's)",
+    )
+    resume.add_argument("--json", action="store_true",
+                        help="print the run's result as JSON on stdout")
+    resume.add_argument("--approve-all", action="store_true",
+                        help="grant every approval the run asks for")
+    resume.add_argument("--by", default=None, metavar="NAME",
+                        help="who approves (default: your login name)")
+    _logging_options(resume)
+
+
+def _runs_parser(commands: Any) -> None:
+    runs = commands.add_parser(
+        "runs",
+        help="list, show and read the events of journaled runs",
+        description="Read the runs a durable store journaled, finished or not, from any "
+        "process.",
+    )
+    which = runs.add_subparsers(dest="runs_command", metavar="COMMAND")
+    listing = which.add_parser(
+        "list", help="list the store's runs",
+        description="List the runs of STORE, oldest first: id, name, status (running: not "
+        "finished, or its process died), when it started and ended (UTC).")
+    listing.add_argument("store", metavar="STORE", help=_STORE_HELP)
+    listing.add_argument("--json", action="store_true", help="print a JSON list")
+    _logging_options(listing)
+    show = which.add_parser(
+        "show", help="show one run's intents, decisions and status",
+        description="Print a run as `openintent run` ends: its intents (status, attempts, "
+        "duration, cost, agent), its decisions and its status.")
+    show.add_argument("store", metavar="STORE", help=_STORE_HELP)
+    show.add_argument("id", metavar="ID", help="the run's portfolio id")
+    show.add_argument("--json", action="store_true",
+                      help="print the whole result (intents, events, decisions) as JSON")
+    _logging_options(show)
+    events = which.add_parser(
+        "events", help="print one run's events",
+        description="Print a run's events, one a line: sequence number, when (UTC), type, "
+        "intent title, data.")
+    events.add_argument("store", metavar="STORE", help=_STORE_HELP)
+    events.add_argument("id", metavar="ID", help="the run's portfolio id")
+    events.add_argument("--follow", "-f", action="store_true",
+                        help="keep printing the events another process appends, until the run "
+                        "finishes (Ctrl-C stops)")
+    events.add_argument("--json", action="store_true", help="one JSON object a line")
+    _logging_options(events)
+    _later(which, "fork", _LATER["runs fork"])
 
 
 def _logging_options(parser: argparse.ArgumentParser) -> None:
@@ -112,5 +195,5 @@ def _logging_options(parser: argparse.ArgumentParser) -> None:
 
 
 def later_command(name: str) -> str | None:
-    """The purpose of a command that needs a durable store (not available yet)."""
+    """The purpose of a command not available yet (``runs fork``, ``approve``, ...)."""
     return _LATER.get(name)

@@ -1,4 +1,6 @@
-"""``openintent run FILE``: run a workflow in this process, show how it goes, report."""
+"""``openintent run FILE``: run a workflow in this process, show how it goes, report.
+
+:class:`CommandRun` is what ``openintent resume`` shares with it."""
 
 from __future__ import annotations
 
@@ -7,8 +9,8 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Callable
-from typing import Any, TextIO
+from collections.abc import Awaitable, Callable
+from typing import TextIO
 
 import anyio
 
@@ -18,26 +20,22 @@ from ..console import follow
 from ..errors import OpenIntentError
 from ..models import RunResult, RunStatus
 from ..runtime import Runtime
-from ..workflow import WorkflowSpec
 from ._agents import import_agents
 from ._approvals import ApprovalPolicy, answer_approvals
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, Streams, fail
 from ._loading import load
+from ._origin import CommandWorkflow, origin_metadata
 from ._parser import default_approver
+from ._store_url import is_durable, store_url
 
-__all__ = ["run_command"]
+__all__ = ["CommandRun", "StartRun", "print_status", "run_command"]
 
-SUPPORTED_STORES = ("memory://",)
+StartRun = Callable[[Runtime], Awaitable[RunHandle]]
+"""Starts the command's run in the open runtime (``rt.start`` or ``rt.start_resume``)."""
 
 
 def run_command(args: argparse.Namespace, streams: Streams) -> int:
     """Run ``args.file`` and return the exit status."""
-    if args.store not in SUPPORTED_STORES:
-        return fail(
-            streams,
-            f"--store {args.store}: only memory:// is available yet (durable sqlite:// and "
-            "postgresql:// stores come in a later release); leave --store out to run in memory",
-        )
     workflow = load(args.file, streams)
     if workflow is None:
         return EXIT_INVALID
@@ -45,57 +43,81 @@ def run_command(args: argparse.Namespace, streams: Streams) -> int:
         agents = import_agents(args.agents)
     except OpenIntentError as exc:
         return fail(streams, str(exc))
-    run = _CommandRun(args, streams, workflow, agents)
-    try:
-        return anyio.run(run.main, backend="asyncio")
-    except KeyboardInterrupt:  # before the signal handler was in place, or after the run
-        status = run.result.status if run.result is not None else RunStatus.CANCELLED
-        print(f"status: {status} (interrupted)", file=streams.out, flush=True)
-        return EXIT_INTERRUPTED
+    url = store_url(args.store)
+    runnable = CommandWorkflow(workflow, origin_metadata(workflow, args.simulate, args.agents)
+                               if is_durable(url) else {})
+
+    def prepare() -> tuple[Runtime, StartRun]:
+        chosen, coordinator = agents, None
+        if args.simulate:
+            chosen, coordinator = with_simulated_agents(
+                workflow.phases, workflow.coordinator, agents)
+        runtime = Runtime(agents=chosen, seed=args.seed, store=url)
+
+        async def start(rt: Runtime) -> RunHandle:
+            return await rt.start(runnable, coordinator=coordinator)
+
+        return runtime, start
+
+    return CommandRun(args, streams, args.store, prepare).execute()
 
 
-class _CommandRun:
-    """One ``openintent run``: its options, and whether Ctrl-C stopped it."""
+class CommandRun:
+    """One run of a command (``openintent run``, ``openintent resume``): its options, live
+    progress, approvals, report, and whether Ctrl-C stopped it.
+
+    ``prepare()`` makes the runtime and says how to start the run in it; ``store`` is the
+    STORE argument as given (for the ``openintent resume`` hint).
+    """
 
     def __init__(
         self,
         args: argparse.Namespace,
         streams: Streams,
-        workflow: WorkflowSpec,
-        agents: list[Any] | None,
+        store: str,
+        prepare: Callable[[], tuple[Runtime, StartRun]],
     ) -> None:
         self.args = args
         self.streams = streams
-        self.workflow = workflow
-        self.agents = agents
+        self.store = store
+        self.durable = is_durable(store_url(store))
+        self.prepare = prepare
         self.interrupted = False
         self.unanswered: list[str] = []  # approvals nobody could decide
+        self.portfolio_id: str | None = None  # once started
         self.result: RunResult | None = None  # once the run has ended
+
+    def execute(self) -> int:
+        """Run it in a new event loop; return the exit status."""
+        try:
+            return anyio.run(self.main, backend="asyncio")
+        except KeyboardInterrupt:  # before the signal handler was in place, or after the run
+            status = self.result.status if self.result is not None else RunStatus.CANCELLED
+            print(f"status: {status} (interrupted)", file=self.streams.out, flush=True)
+            self._resume_hint(status)
+            return EXIT_INTERRUPTED
 
     async def main(self) -> int:
         streams = self.streams
         try:
-            runtime, spec, coordinator = self._prepare()
+            runtime, start = self.prepare()
         except OpenIntentError as exc:
             return fail(streams, str(exc))
         async with runtime as rt:
             try:
-                handle = await rt.start(spec, coordinator=coordinator)
+                handle = await start(rt)
             except OpenIntentError as exc:
                 return fail(streams, str(exc))
+            self.portfolio_id = handle.portfolio_id
+            if self.durable:
+                print(f"openintent: run {handle.portfolio_id} ({handle.name!r}) is journaled "
+                      f"in {self.store}", file=streams.err, flush=True)
             self.result = await self._follow(handle)
         return self._report(self.result)
 
-    def _prepare(self) -> tuple[Runtime, WorkflowSpec, Any]:
-        """The runtime and the coordinator to run the workflow with, as ``wf.arun`` picks
-        them: ``--simulate`` adds a simulated agent for every agent id not given with
-        ``--agents MODULE:ATTR``, and a registered coordinator of the workflow's id governs."""
-        workflow = self.workflow
-        agents, coordinator = self.agents, None
-        if self.args.simulate:
-            agents, coordinator = with_simulated_agents(
-                workflow.phases, workflow.coordinator, self.agents)
-        return Runtime(agents=agents, seed=self.args.seed), workflow, coordinator
+    def resume_command(self) -> str:
+        """The command that continues this run."""
+        return f"openintent resume {self.store} {self.portfolio_id}"
 
     async def _follow(self, handle: RunHandle) -> RunResult:
         streams, args = self.streams, self.args
@@ -105,6 +127,7 @@ class _CommandRun:
             by=args.by or default_approver(),
             ask=_terminal_prompt(streams) if streams.interactive else None,
             err=streams.err,
+            resume=self.resume_command() if self.durable else None,
         )
         async with anyio.create_task_group() as watchers:
             watchers.start_soon(self._watch_interrupts, handle)
@@ -126,7 +149,7 @@ class _CommandRun:
             signals = stack.enter_context(anyio.open_signal_receiver(signal.SIGINT))
         except (NotImplementedError, ValueError, RuntimeError):
             # No signal handlers here (Windows, or not the main thread): Ctrl-C raises
-            # KeyboardInterrupt instead, which run_command turns into exit 130.
+            # KeyboardInterrupt instead, which execute() turns into exit 130.
             return
         with stack:
             async for _ in signals:
@@ -152,9 +175,20 @@ class _CommandRun:
         else:
             print_status(result, streams.out, reason)
         streams.out.flush()
+        self._resume_hint(result.status)
         if self.interrupted:
             return EXIT_INTERRUPTED
         return EXIT_OK if result.status == RunStatus.COMPLETED else EXIT_FAILED
+
+    def _resume_hint(self, status: str) -> None:
+        """How to continue a journaled run that stopped before its end (a failed run is
+        over: resuming it runs nothing)."""
+        if not self.durable or self.portfolio_id is None or status in (
+                RunStatus.COMPLETED, RunStatus.FAILED):
+            return
+        approve = " --approve-all" if self.unanswered else ""
+        print(f"openintent: run {self.portfolio_id} is {status}; continue it with: "
+              f"{self.resume_command()}{approve}", file=self.streams.err, flush=True)
 
 
 def _terminal_prompt(streams: Streams) -> Callable[[str], str]:

@@ -1,0 +1,51 @@
+"""Where a journaled run came from: the workflow file and options of ``openintent run``,
+kept in the run's spec metadata (and so in the plan data of its log), which
+``openintent resume`` reads back to rebuild the run's agents and coordinator."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .._guardrail_core import Guardrail
+from .._plan import Planner
+from .._specs import PortfolioSpec
+from ..workflow import WorkflowSpec
+
+__all__ = ["ORIGIN_KEYS", "CommandWorkflow", "origin_metadata"]
+
+#: The metadata keys the command adds to a run's spec: the workflow file's absolute path,
+#: whether its agents were simulated, and the ``--agents`` references.
+ORIGIN_KEYS = ("workflow_file", "simulate", "agents")
+
+
+def origin_metadata(
+    workflow: WorkflowSpec, simulate: bool, agents: Sequence[str]
+) -> dict[str, Any]:
+    """The metadata saying how ``openintent run`` ran ``workflow``."""
+    data: dict[str, Any] = {"simulate": simulate}
+    if workflow.source_path is not None:
+        data["workflow_file"] = str(Path(workflow.source_path).resolve())
+    if agents:
+        data["agents"] = list(agents)
+    return data
+
+
+@attrs.frozen
+class CommandWorkflow:
+    """A YAML workflow run by the command: the workflow's own spec, coordinator and
+    guardrails (``rt.run(wf)`` takes it like the workflow itself), with ``metadata`` added to
+    the spec's metadata."""
+
+    workflow: WorkflowSpec
+    metadata: Mapping[str, Any]
+
+    def bind_runtime(
+        self, planner: Planner, coordinator: Any
+    ) -> tuple[PortfolioSpec, Any, tuple[Guardrail, ...]]:
+        spec, coordinator, rails = self.workflow.bind_runtime(planner, coordinator)
+        spec = attrs.evolve(spec, metadata={**spec.metadata, **self.metadata})
+        return spec, coordinator, rails
