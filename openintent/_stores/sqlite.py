@@ -5,13 +5,14 @@ The file (see :mod:`._sqlite_file`) is checked before anything is written to it,
 mode, and holds two tables: ``runs`` (one row per run: name, parent, status, when it started
 and ended, its time base and its lease) and ``batches`` (the events of one commit per row;
 the ``events`` view shows a row per event). A run's log is a
-:class:`~._sqlite_journal.JournalLog`; its commits run on one writer thread per backend (an
-``anyio.CapacityLimiter(1)``: one thread uses the writer connection at a time) in one
-transaction each. What a killed process leaves is everything committed; with
+:class:`~._sqlite_journal.JournalLog`; its commits run on one long-lived writer thread per backend
+(:mod:`._writer_thread`; started by the first commit, stopped and joined by ``close()``), in
+one transaction each. What a killed process leaves is everything committed; with
 ``?synchronous=full`` a power loss loses nothing committed either.
 
 Run leases (``acquire_run``) keep two processes from continuing one run: the row names the
-holder, its process id and host, and when the lease expires (each commit renews it). A holder
+holder, its process id and host, and when the lease expires (the run renews it while it goes
+on: ``Launcher.hold``). A holder
 whose process is gone from this host loses the lease at once, any other once it expired.
 """
 
@@ -23,12 +24,10 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio
-import anyio.to_thread
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
@@ -37,6 +36,7 @@ from ..models import Event, EventType
 from . import CommitFailed, RunInfo
 from ._sqlite_file import JournalFile, prepare
 from ._sqlite_journal import JournalLog, RawEvent, decode_batches, encode_events
+from ._writer_thread import WriterThread, waker
 
 __all__ = ["SqliteBackend"]
 
@@ -47,7 +47,7 @@ class SqliteBackend:
     """Runs' events in a SQLite file (see the module docstring)."""
 
     durable = True
-    #: Seconds a run lease lasts without a commit renewing it.
+    #: Seconds a run lease lasts unless renewed (a run going on renews it every third of it).
     lease_ttl = 60.0
 
     def __init__(self, url: str) -> None:
@@ -64,10 +64,12 @@ class SqliteBackend:
         except StoreError:
             self._conn.close()
             raise
-        self._finalizer = weakref.finalize(self, _close_all, [self._conn, self._writer])
-        self._limiter: anyio.CapacityLimiter | None = None
+        # Commits run on one long-lived thread, in the order they are submitted.
+        self._thread = WriterThread(f"openintent journal writer {self.path}")
+        self._closing = False
+        self._finalizer = weakref.finalize(self, _close_all, [self._conn, self._writer],
+                                           self._thread)
         self._live: weakref.WeakValueDictionary[str, JournalLog] = weakref.WeakValueDictionary()
-        self._leases: dict[str, str] = {}  # run id -> holder, the leases this backend holds
         self._lock = threading.Lock()  # the writer connection: a commit, or closing it
         self._closed = False
         self._host = socket.gethostname()
@@ -153,16 +155,31 @@ class SqliteBackend:
 
     # ------------------------------------------------------------------ commits
 
-    async def commit(self, log: JournalLog, start: int, events: list[RawEvent]) -> None:
+    def submit(self, log: JournalLog, start: int, events: list[RawEvent],
+               done: Callable[[BaseException | None], None]) -> None:
         """Write ``events`` (``log``'s from ``start`` on) in one transaction on the writer
-        thread (the event loop goes on meanwhile)."""
-        limiter = self._limiter
-        if limiter is None:
-            limiter = self._limiter = anyio.CapacityLimiter(1)
+        thread, then call ``done(error)`` on the event loop that asked (which goes on
+        meanwhile). Runs after every commit submitted before it."""
+        if self._closing:
+            raise CommitFailed(f"the store {self.url} was closed before run {log.run_id} "
+                               f"({log.name!r}) committed its last events")
         # Encoded here, on the loop's thread: the writer thread then takes the GIL back once,
         # after SQLite's work, rather than fight the busy loop for it while encoding.
         text = encode_events(events)
-        await anyio.to_thread.run_sync(self._write, log, start, events, text, limiter=limiter)
+        wake = waker()
+
+        def work() -> None:  # on the writer thread
+            error: BaseException | None = None
+            try:
+                self._write(log, start, events, text)
+            except BaseException as exc:
+                error = exc
+            try:
+                wake(done, error)
+            except RuntimeError:
+                pass  # the event loop is gone: nobody waits for this commit any more
+
+        self._thread.submit(work)
 
     def _write(self, log: JournalLog, start: int, events: list[RawEvent], text: str) -> None:
         """One commit (on the writer thread)."""
@@ -171,14 +188,14 @@ class SqliteBackend:
                 raise CommitFailed(f"the store {self.url} was closed before run {log.run_id} "
                                    f"({log.name!r}) committed its last events")
             self._commit(log, start, events, text)
+            log.written = start + len(events)
 
     def _commit(self, log: JournalLog, start: int, events: list[RawEvent], text: str) -> None:
         """Write ``events`` in one transaction of the writer connection (``_lock`` held)."""
         conn = self._writer
         row = (log.run_id, start, text)
         try:
-            if start and log.run_id not in self._leases and not any(
-                    event[0] in _ENDS for event in events):
+            if start and not any(event[0] in _ENDS for event in events):
                 # The common case: one statement, its own transaction (one call into SQLite).
                 conn.execute("INSERT INTO batches VALUES (?, ?, ?)", row)
                 return
@@ -214,11 +231,6 @@ class SqliteBackend:
                     log.sitting = float((data or {}).get("timebase", log.sitting))
                     conn.execute("UPDATE runs SET status = 'running', ended = NULL "
                                  "WHERE id = ?", (run_id,))
-        holder = self._leases.get(run_id)
-        if holder is not None:  # a commit renews the lease of the run it commits
-            conn.execute("UPDATE runs SET lease_expires = ? WHERE id = ? AND lease_holder = ? "
-                         "AND lease_pid = ?",
-                         (time.time() + self.lease_ttl, run_id, holder, os.getpid()))
 
     # ------------------------------------------------------------------ leases
 
@@ -254,7 +266,6 @@ class SqliteBackend:
                 raise
         except sqlite3.Error as exc:
             raise self._failed(f"take the lease of run {run_id!r}", exc) from exc
-        self._leases[run_id] = holder
 
     def release_run(self, run_id: str, holder: str) -> None:
         try:
@@ -264,8 +275,6 @@ class SqliteBackend:
                 "AND lease_host = ?", (run_id, holder, os.getpid(), self._host))
         except sqlite3.Error as exc:
             raise self._failed(f"give back the lease of run {run_id!r}", exc) from exc
-        if self._leases.get(run_id) == holder:
-            del self._leases[run_id]
 
     # ------------------------------------------------------------------ streams, closing
 
@@ -282,15 +291,19 @@ class SqliteBackend:
         for stream in self.subscribers:
             stream.close()
         self.subscribers.clear()
+        # Commits already submitted complete first (their waiters are woken as usual).
+        self._closing = True
+        self._thread.stop()
         with self._lock:
             if self._closed:
                 return
             for log in list(self._live.values()):
-                if log.error is None and log.committed < len(log):
+                start = max(log.committed, log.written)
+                if log.error is None and start < len(log):
                     try:
-                        events = log[log.committed:]
-                        self._commit(log, log.committed, events, encode_events(events))
-                        log.committed = len(log)
+                        events = log[start:]
+                        self._commit(log, start, events, encode_events(events))
+                        log.committed = log.written = len(log)
                     except CommitFailed as exc:
                         structlog.get_logger("openintent").error(
                             "journal commit at close failed", error=str(exc))
@@ -301,7 +314,8 @@ class SqliteBackend:
         return f"<SqliteBackend {self.url}>"
 
 
-def _close_all(connections: list[sqlite3.Connection]) -> None:
+def _close_all(connections: list[sqlite3.Connection], thread: WriterThread) -> None:
+    thread.stop(join=False)  # idle: a commit in its queue would hold the backend
     for conn in connections:
         conn.close()
 
