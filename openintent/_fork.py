@@ -156,27 +156,33 @@ def _records(log: Sequence[RawEvent]) -> dict[str, Any]:
 
 def _completed_effects(log: Sequence[RawEvent]) -> dict[str, dict[str, dict[str, Any]]]:
     """The side effects (``self.effect``) each intent of the source completed, by intent id
-    and name, in the order they completed: ``{"name", "value"}`` (``checked``, ``resolved``
-    when so).
-    A fork copies them with their intent (``intent_copied``'s ``effects``): a copied intent
-    is never dispatched, so they never run again."""
+    and name, in the order they first started: ``{"name", "value", "attempts"}`` (how many
+    times it was started; ``checked``, ``resolved`` when so). A fork copies them with their
+    intent (``intent_copied``'s ``effects``): a copied intent is never dispatched, so they
+    never run again."""
     found: dict[str, dict[str, dict[str, Any]]] = {}
     for type_, _time, intent_id, data in log:
         if not type_.startswith("effect_") or intent_id is None:
             continue
         data = data or {}
-        effects = found.setdefault(intent_id, {})
         name = data.get("name", "")
+        effect = found.setdefault(intent_id, {}).setdefault(
+            name, {"name": name, "value": None, "attempts": 0})
+        if type_ == "effect_started":
+            effect["attempts"] += 1
+        effect.pop("done", None)
         if type_ == "effect_completed" or (
                 type_ == "effect_resolved" and data.get("happened", True) is not False):
-            effects[name] = {"name": name, "value": to_plain(data.get("value"))}
+            effect.update(value=to_plain(data.get("value")), done=True)
+            effect.pop("checked", None)
             if data.get("checked"):
-                effects[name]["checked"] = True
+                effect["checked"] = True
             if type_ == "effect_resolved":
-                effects[name]["resolved"] = True
-        elif name in effects:  # started again (it had failed), failed, or did not happen
-            del effects[name]
-    return {intent_id: effects for intent_id, effects in found.items() if effects}
+                effect["resolved"] = True
+    return {intent_id: {name: {key: value for key, value in effect.items() if key != "done"}
+                        for name, effect in effects.items() if effect.get("done")}
+            for intent_id, effects in found.items()
+            if any(effect.get("done") for effect in effects.values())}
 
 
 def _copied(

@@ -385,8 +385,9 @@ async def test_the_side_effects_a_copied_intent_completed_go_with_it():
     assert "A" not in worker.calls  # so its effects did not run again
     copied = {event.title: event.data for event in fork.events
               if event.type == EventType.INTENT_COPIED}
-    assert copied["A"]["effects"] == [{"name": "charge", "value": {"id": "ch_1"}},
-                                      {"name": "email", "value": None, "checked": True}]
+    assert copied["A"]["effects"] == [
+        {"name": "charge", "value": {"id": "ch_1"}, "attempts": 1},
+        {"name": "email", "value": None, "attempts": 2, "checked": True}]  # audit: in doubt
     assert "effects" not in copied["D"]  # none: nothing to say
     assert_replay_matches(fork)
 
