@@ -200,8 +200,8 @@ class Effects:
 def _is_async(fn: Callable[..., Any]) -> bool:
     if inspect.iscoroutinefunction(fn):
         return True
-    call = getattr(type(fn), "__call__", None)  # an object with an async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
+    # an object with an async __call__
+    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
 
 
 async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],

@@ -261,7 +261,7 @@ def _cost_recorded(run: Derivation, event: Event, intent: _Intent,
 
 
 def _effect(run: Derivation, event: Event, intent: _Intent, data: Mapping[str, Any],
-            *expected: str) -> dict[str, Any]:
+            *expected: str | None) -> dict[str, Any]:
     """The effect an ``effect_*`` event names (made at its first start); a problem when it
     is not in one of the ``expected`` statuses."""
     name = data.get("name", "")
