@@ -55,6 +55,12 @@ async def resolve_effect(
             raise RunInUseError(f"{call}: run {portfolio_id} is going on in this runtime; "
                                 "wait for it to end before settling one of its effects")
     backend = launcher.backend
+    info = next((info for info in backend.runs() if info.portfolio_id == portfolio_id), None)
+    if info is not None and info.parent is not None:
+        raise OpenIntentError(
+            f"{call}: run {portfolio_id} is a sub-portfolio of run {info.parent} (a "
+            "coordinator's execute()), which is not resumed on its own; its coordinator's "
+            "intent runs a new sub-portfolio")
     holder = lease_holder("rt.resolve_effect()")
     backend.acquire_run(portfolio_id, holder)  # RunNotFoundError for an unknown id
     try:

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 import openintent
+import openintent._store
 from openintent import (
     EffectInDoubtError,
     OpenIntentError,
@@ -588,3 +590,52 @@ async def test_resolve_effect_on_a_sqlite_journal_from_a_fresh_runtime(tmp_path:
     assert loaded.intents == resumed.intents
     assert [event.seq for event in loaded.events] == list(range(len(loaded.events)))
     assert_replay_matches(loaded)
+
+
+# ------------------------------------------------------------------ the replay oracle
+
+
+async def test_the_replay_oracle_reads_effects_on_its_own(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    result = await run(order(), payer(Outside(), fail_attempt=1), shipper())
+    assert_replay_matches(result)
+    doctored = dict(result.intents)
+    doctored["Pay"] = attrs.evolve(doctored["Pay"], effects=())
+    with pytest.raises(AssertionError, match="intent 'Pay' effects: the events say"):
+        assert_replay_matches(attrs.evolve(result, intents=doctored))
+    # A completed effect started again is an impossible log, even when the result agrees.
+    events = list(result.events)
+    started = next(e for e in events if e.type == "effect_started")
+    retry = next(e for e in events if e.type == "dispatched" and e.data["attempt"] == 2)
+    again = started._replace(data={"name": "charge-card", "attempt": 2})
+    at = events.index(retry) + 1
+    repeated = [*events[:at], again, *events[at:]]
+    with pytest.raises(AssertionError, match="while effect 'charge-card' of 'Pay' was "
+                                             "completed"):
+        assert_replay_matches(attrs.evolve(result, events=repeated))
+    # A projection that drops completions: the live records disagree with the oracle.
+    monkeypatch.setitem(openintent._store._APPLY, "effect_completed",
+                        lambda records, event: None)
+    broken = await run(order(), payer(Outside(), fail_attempt=1), shipper())
+    with pytest.raises(AssertionError, match="intent 'Pay' effects"):
+        assert_replay_matches(broken)
+
+
+async def test_resolve_effect_refuses_a_sub_portfolio() -> None:
+    outside = Outside()
+    outside.hang_first = True
+
+    @Coordinator("boss")
+    class Boss:
+        @on_assignment
+        async def route(self, intent: Any) -> dict[str, Any]:
+            sub = await self.execute(PortfolioSpec("sub", [
+                IntentSpec("Pay", assign="payer", retry=RETRY, timeout=10)]))
+            return {"sub": sub.portfolio_id, "status": str(sub.status)}
+
+    async with Runtime(agents=[payer(outside)], clock=VirtualClock()) as rt:
+        result = await rt.run(PortfolioSpec("top", [IntentSpec("X")]), coordinator=Boss)
+        state = result.intents["X"].state
+        assert state["status"] == "failed"
+        with pytest.raises(OpenIntentError, match="sub-portfolio"):
+            await rt.resolve_effect(state["sub"], "Pay", "charge-card", value=1)
