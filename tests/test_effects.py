@@ -639,3 +639,28 @@ async def test_resolve_effect_refuses_a_sub_portfolio() -> None:
         assert state["status"] == "failed"
         with pytest.raises(OpenIntentError, match="sub-portfolio"):
             await rt.resolve_effect(state["sub"], "Pay", "charge-card", value=1)
+
+
+async def test_a_run_stopped_inside_an_effect_resumes_in_doubt_until_settled(
+    tmp_path: Path,
+) -> None:
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    outside = Outside()
+    outside.hang_first = True
+    async with Runtime(agents=[payer(outside), shipper()], clock=VirtualClock(),
+                       store=store) as rt:
+        handle = await rt.start(order())
+        await outside.started.wait()
+        await handle.cancel()  # as a crash would, inside the charge
+        run_id = handle.portfolio_id
+    async with Runtime(agents=[payer(outside), shipper()], clock=VirtualClock(),
+                       store=store) as rt:
+        failed = await rt.resume(run_id)
+        assert failed.intents["Pay"].error_type == "EffectInDoubtError"
+        assert (await rt.resume(run_id)).status == "failed"  # over for good, until settled
+        await rt.resolve_effect(run_id, "Pay", "charge-card", happened=False)
+        resumed = await rt.resume(run_id)
+    assert resumed.status == "completed"
+    assert len(outside.calls) == 2
+    assert resumed.intents["Invoice"].state["shipped"] == "ch_2"
+    assert_replay_matches(resumed)
