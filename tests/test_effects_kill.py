@@ -163,5 +163,5 @@ def test_killed_effects_happen_exactly_once(tmp_path: Path, check: bool) -> None
 def test_many_kills_of_effects_at_seeded_points(tmp_path: Path, check: bool) -> None:
     in_doubt = sum(
         crash_and_resume(tmp_path / str(case), random.Random(case), 1 + case % 4, check)
-        for case in range(6, 26))
-    assert in_doubt >= 4, "too few kills caught an effect in doubt"
+        for case in range(6, 16))
+    assert in_doubt >= 3, f"only {in_doubt} effects were caught in doubt"
