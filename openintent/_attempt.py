@@ -91,17 +91,34 @@ class Attempts:
         # completion it depends on) is committed. None (memory://): nothing waits.
         self._journal = bus.store.journal
 
-    async def run(self, node: Node) -> None:
-        """Attempt an intent until it completes or fails for good."""
+    @property
+    def batches_dispatches(self) -> bool:
+        """Whether first dispatches may be logged in a batch that waits for one commit
+        (:meth:`dispatch_first`): a durable store, and no guardrail or cap between them."""
+        return self._journal is not None and self._plain
+
+    def dispatch_first(self, node: Node) -> bool:
+        """Log the first dispatch of an intent of the common case (see :meth:`run`) without
+        waiting for its commit; the caller waits for it (:meth:`committed`), then calls
+        ``run(node, dispatched=True)``. ``False``: not that case, nothing logged."""
+        if node.direct is None or node.attempts:
+            return False
+        self._bus.emit(DISPATCHED, node.id, (1, node.agents[0].id))
+        return True
+
+    async def run(self, node: Node, dispatched: bool = False) -> None:
+        """Attempt an intent until it completes or fails for good (``dispatched``: its first
+        dispatch is logged and committed already, see :meth:`dispatch_first`)."""
         failure: Exception | None = None
         intent: Intent | None = None
         direct = node.direct
-        if direct is not None and self._plain and not node.attempts:
+        if direct is not None and self._plain and (dispatched or not node.attempts):
             # The common case: the first attempt awaits the agent's handler right here.
             agent = node.agents[0]
-            self._bus.emit(DISPATCHED, node.id, (1, agent.id))
-            if self._journal is not None:
-                await self._committed()
+            if not dispatched:
+                self._bus.emit(DISPATCHED, node.id, (1, agent.id))
+                if self._journal is not None:
+                    await self.committed()
             intent = self._views.of(node, 1, agent.id)
             watch = self._watch
             try:
@@ -160,7 +177,7 @@ class Attempts:
                         # packed data (attempt, agent): see models.PACKED_FIELDS
                         self._bus.emit(DISPATCHED, node.id, (attempt, agent_id))
                         if self._journal is not None:
-                            await self._committed()
+                            await self.committed()
                         intent = self._views.of(node, attempt, agent_id)
                         result = await self._timed(node, agents, intent)
             except CommitFailed:
@@ -171,7 +188,7 @@ class Attempts:
             self._outcomes.complete(node, intent, result)
             return
 
-    async def _committed(self) -> None:
+    async def committed(self) -> None:
         """Wait until every event logged so far is committed (a durable store only)."""
         assert self._journal is not None
         await self._journal.wait_committed(len(self._bus.store.events))
@@ -204,7 +221,7 @@ class Attempts:
                 await self._unless_halted()  # halted while this attempt waited for a slot?
                 self._bus.emit(DISPATCHED, node.id, (attempt, label))
                 if self._journal is not None:
-                    await self._committed()
+                    await self.committed()
                 intent = self._views.of(node, attempt, agent_id)
                 views.append(intent)
                 return await self._timed(node, agents, intent)

@@ -116,7 +116,9 @@ class Run:
             self.guardrails, self.coordination, self.hooks,
             None if plan.sequential else plan.max_concurrency, watch,
         )
-        self.workers = WorkerPool(self, self.attempts.run, sequential=plan.sequential)
+        self.workers = WorkerPool(self, self.attempts.run, sequential=plan.sequential,
+                                  batch=self.attempts if self.attempts.batches_dispatches
+                                  else None)
 
     # ------------------------------------------------------------------ the run
 

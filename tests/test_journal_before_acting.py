@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -51,22 +51,22 @@ class HeldCommits:
     """Holds every commit of every SqliteBackend until :meth:`release` lets it through."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.pending: list[tuple[list[str], anyio.Event]] = []
+        self.pending: list[tuple[list[str], Callable[[], None]]] = []
         self.arrived = anyio.Event()
         self.holding = True
-        real = SqliteBackend.commit
+        real = SqliteBackend.submit
         held = self
 
-        async def commit(backend: SqliteBackend, log: Any, start: int, events: list[Any]
-                         ) -> None:
+        def submit(backend: SqliteBackend, log: Any, start: int, events: list[Any],
+                   done: Any) -> None:
             if held.holding:
-                release = anyio.Event()
-                held.pending.append(([event[0] for event in events], release))
+                held.pending.append(([event[0] for event in events],
+                                     lambda: real(backend, log, start, events, done)))
                 held.arrived.set()
-                await release.wait()
-            await real(backend, log, start, events)
+                return
+            real(backend, log, start, events, done)
 
-        monkeypatch.setattr(SqliteBackend, "commit", commit)
+        monkeypatch.setattr(SqliteBackend, "submit", submit)
 
     async def next(self) -> list[str]:
         """The types of the events of the next commit waiting (it stays held)."""
@@ -79,7 +79,7 @@ class HeldCommits:
 
     def release(self) -> None:
         _types, release = self.pending.pop(0)
-        release.set()
+        release()
 
     def let_all_through(self) -> None:
         """Stop holding (a failed test must not leave a run waiting for its commit)."""

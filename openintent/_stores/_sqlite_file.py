@@ -40,9 +40,12 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
         "CREATE TABLE batches (run_id TEXT NOT NULL, first_seq INTEGER NOT NULL, "
         "events TEXT NOT NULL, PRIMARY KEY (run_id, first_seq)) WITHOUT ROWID",
         # One row per event, for reading the file with SQL (sqlite3 runs.db, a DB browser).
+        # json_extract rather than ->> (SQLite 3.38+): the view must parse on older SQLite.
         "CREATE VIEW events AS SELECT b.run_id AS run_id, b.first_seq + e.key AS seq, "
-        "e.value ->> 0 AS type, e.value ->> 1 AS time, e.value ->> 2 AS intent_id, "
-        "NULLIF(e.value -> 3, 'null') AS data FROM batches AS b, json_each(b.events) AS e",
+        "json_extract(e.value, '$[0]') AS type, json_extract(e.value, '$[1]') AS time, "
+        "json_extract(e.value, '$[2]') AS intent_id, "
+        "NULLIF(json_quote(json_extract(e.value, '$[3]')), 'null') AS data "
+        "FROM batches AS b, json_each(b.events) AS e",
     )),
     (2, (
         "ALTER TABLE runs ADD COLUMN lease_holder TEXT",

@@ -5,9 +5,9 @@ The file (see :mod:`._sqlite_file`) is checked before anything is written to it,
 mode, and holds two tables: ``runs`` (one row per run: name, parent, status, when it started
 and ended, its time base and its lease) and ``batches`` (the events of one commit per row;
 the ``events`` view shows a row per event). A run's log is a
-:class:`~._sqlite_journal.JournalLog`; its commits run on one writer thread per backend (an
-``anyio.CapacityLimiter(1)``: one thread uses the writer connection at a time) in one
-transaction each. What a killed process leaves is everything committed; with
+:class:`~._sqlite_journal.JournalLog`; its commits run on one long-lived writer thread per backend
+(:mod:`._writer_thread`; started by the first commit, stopped and joined by ``close()``), in
+one transaction each. What a killed process leaves is everything committed; with
 ``?synchronous=full`` a power loss loses nothing committed either.
 
 Run leases (``acquire_run``) keep two processes from continuing one run: the row names the
@@ -23,12 +23,10 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio
-import anyio.to_thread
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
@@ -37,6 +35,7 @@ from ..models import Event, EventType
 from . import CommitFailed, RunInfo
 from ._sqlite_file import JournalFile, prepare
 from ._sqlite_journal import JournalLog, RawEvent, decode_batches, encode_events
+from ._writer_thread import WriterThread, waker
 
 __all__ = ["SqliteBackend"]
 
@@ -65,8 +64,11 @@ class SqliteBackend:
         except StoreError:
             self._conn.close()
             raise
-        self._finalizer = weakref.finalize(self, _close_all, [self._conn, self._writer])
-        self._limiter: anyio.CapacityLimiter | None = None
+        # Commits run on one long-lived thread, in the order they are submitted.
+        self._thread = WriterThread(f"openintent journal writer {self.path}")
+        self._closing = False
+        self._finalizer = weakref.finalize(self, _close_all, [self._conn, self._writer],
+                                           self._thread)
         self._live: weakref.WeakValueDictionary[str, JournalLog] = weakref.WeakValueDictionary()
         self._leases: dict[str, str] = {}  # run id -> holder, the leases this backend holds
         self._lock = threading.Lock()  # the writer connection: a commit, or closing it
@@ -154,16 +156,31 @@ class SqliteBackend:
 
     # ------------------------------------------------------------------ commits
 
-    async def commit(self, log: JournalLog, start: int, events: list[RawEvent]) -> None:
+    def submit(self, log: JournalLog, start: int, events: list[RawEvent],
+               done: Callable[[BaseException | None], None]) -> None:
         """Write ``events`` (``log``'s from ``start`` on) in one transaction on the writer
-        thread (the event loop goes on meanwhile)."""
-        limiter = self._limiter
-        if limiter is None:
-            limiter = self._limiter = anyio.CapacityLimiter(1)
+        thread, then call ``done(error)`` on the event loop that asked (which goes on
+        meanwhile). Runs after every commit submitted before it."""
+        if self._closing:
+            raise CommitFailed(f"the store {self.url} was closed before run {log.run_id} "
+                               f"({log.name!r}) committed its last events")
         # Encoded here, on the loop's thread: the writer thread then takes the GIL back once,
         # after SQLite's work, rather than fight the busy loop for it while encoding.
         text = encode_events(events)
-        await anyio.to_thread.run_sync(self._write, log, start, events, text, limiter=limiter)
+        wake = waker()
+
+        def work() -> None:  # on the writer thread
+            error: BaseException | None = None
+            try:
+                self._write(log, start, events, text)
+            except BaseException as exc:
+                error = exc
+            try:
+                wake(done, error)
+            except RuntimeError:
+                pass  # the event loop is gone: nobody waits for this commit any more
+
+        self._thread.submit(work)
 
     def _write(self, log: JournalLog, start: int, events: list[RawEvent], text: str) -> None:
         """One commit (on the writer thread)."""
@@ -172,6 +189,7 @@ class SqliteBackend:
                 raise CommitFailed(f"the store {self.url} was closed before run {log.run_id} "
                                    f"({log.name!r}) committed its last events")
             self._commit(log, start, events, text)
+            log.written = start + len(events)
 
     def _commit(self, log: JournalLog, start: int, events: list[RawEvent], text: str) -> None:
         """Write ``events`` in one transaction of the writer connection (``_lock`` held)."""
@@ -283,15 +301,19 @@ class SqliteBackend:
         for stream in self.subscribers:
             stream.close()
         self.subscribers.clear()
+        # Commits already submitted complete first (their waiters are woken as usual).
+        self._closing = True
+        self._thread.stop()
         with self._lock:
             if self._closed:
                 return
             for log in list(self._live.values()):
-                if log.error is None and log.committed < len(log):
+                start = max(log.committed, log.written)
+                if log.error is None and start < len(log):
                     try:
-                        events = log[log.committed:]
-                        self._commit(log, log.committed, events, encode_events(events))
-                        log.committed = len(log)
+                        events = log[start:]
+                        self._commit(log, start, events, encode_events(events))
+                        log.committed = log.written = len(log)
                     except CommitFailed as exc:
                         structlog.get_logger("openintent").error(
                             "journal commit at close failed", error=str(exc))
@@ -302,7 +324,8 @@ class SqliteBackend:
         return f"<SqliteBackend {self.url}>"
 
 
-def _close_all(connections: list[sqlite3.Connection]) -> None:
+def _close_all(connections: list[sqlite3.Connection], thread: WriterThread) -> None:
+    thread.stop(join=False)  # idle: a commit in its queue would hold the backend
     for conn in connections:
         conn.close()
 
