@@ -664,3 +664,22 @@ async def test_a_run_stopped_inside_an_effect_resumes_in_doubt_until_settled(
     assert len(outside.calls) == 2
     assert resumed.intents["Invoice"].state["shipped"] == "ch_2"
     assert_replay_matches(resumed)
+
+
+async def test_the_progress_view_shows_a_settled_effect_reopening_its_intents() -> None:
+    from openintent._progress import Progress, event_line
+
+    outside = Outside()
+    async with Runtime(agents=[payer(outside), shipper()], clock=VirtualClock()) as rt:
+        failed = await in_doubt_run(rt, outside)
+        await rt.resolve_effect(failed.portfolio_id, "Pay", "charge-card", happened=False)
+        loaded = await rt.load(failed.portfolio_id)
+    progress = Progress()
+    lines = []
+    for event in loaded.events:
+        progress.add(event)
+        lines.append(event_line(event, progress))
+    assert progress.status == "running"
+    assert [progress.intents[loaded.intents[t].id].status for t in ("Pay", "Ship")] == [
+        "pending", "pending"]
+    assert lines[-1] == "settled    Pay: effect 'charge-card' did not happen"
