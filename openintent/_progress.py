@@ -86,8 +86,8 @@ class Progress:
             if self.start is not None:
                 self.start = event.time - (previous - self.start)
             self.status = "running"
-        elif kind == "effect_resolved" and data.get("reopened"):
-            self.status = "running"  # a settled effect reopened the run, for a resume
+        elif kind == "effect_resolved":
+            self.status = "running"  # a settled effect opened the run again, for a resume
         if kind in ("run_resumed", "effect_resolved"):
             for intent_id in data.get("reopened", ()):
                 if intent_id in self.intents:
