@@ -271,6 +271,9 @@ class Runtime:
         .. versionadded:: 0.3
         """
         await anyio.lowlevel.checkpoint_if_cancelled()
+        if self._closed:
+            raise OpenIntentError("this Runtime is closed, so rt.resolve_effect() cannot "
+                                  "reach its store: create a new Runtime")
         return await resolve_effect(self._runs, portfolio_id, intent, name, value, happened)
 
     # ------------------------------------------------------------------ approvals

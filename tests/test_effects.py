@@ -490,6 +490,8 @@ async def test_resolve_effect_refuses_what_it_cannot_settle() -> None:
         with pytest.raises(RunInUseError, match="going on"):
             await rt.resolve_effect(handle.portfolio_id, "Pay", "charge-card", value=1)
         await handle.cancel()
+    with pytest.raises(OpenIntentError, match="closed"):
+        await rt.resolve_effect(run_id, "Pay", "charge-card", value=1)
 
 
 # ------------------------------------------------------------------ the journal
