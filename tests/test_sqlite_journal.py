@@ -9,7 +9,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
@@ -343,14 +342,3 @@ def test_an_expired_lease_of_another_host_is_taken_over(backend: SqliteBackend) 
     with pytest.raises(RunNotFoundError):
         backend.acquire_run("pf_x", "here")
 
-
-def test_a_commit_renews_the_lease_of_its_run(backend: SqliteBackend) -> None:
-    log = backend.create_run("pf_1", "first")
-    log.append(("run_started", 0.0, None, None))
-    commit(backend, log)
-    backend.acquire_run("pf_1", "resume")
-    backend._conn.execute("UPDATE runs SET lease_expires = 1")  # about to run out
-    log.append(("ready", 1.0, "in_1_0", None))
-    commit(backend, log)
-    expires = backend._conn.execute("SELECT lease_expires FROM runs").fetchone()[0]
-    assert expires > time.time() + backend.lease_ttl / 2

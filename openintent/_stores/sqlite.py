@@ -11,7 +11,8 @@ one transaction each. What a killed process leaves is everything committed; with
 ``?synchronous=full`` a power loss loses nothing committed either.
 
 Run leases (``acquire_run``) keep two processes from continuing one run: the row names the
-holder, its process id and host, and when the lease expires (each commit renews it). A holder
+holder, its process id and host, and when the lease expires (the run renews it while it goes
+on: ``Launcher.hold``). A holder
 whose process is gone from this host loses the lease at once, any other once it expired.
 """
 
@@ -47,7 +48,7 @@ class SqliteBackend:
     """Runs' events in a SQLite file (see the module docstring)."""
 
     durable = True
-    #: Seconds a run lease lasts without a commit renewing it.
+    #: Seconds a run lease lasts unless renewed (a run going on renews it every third of it).
     lease_ttl = 60.0
 
     def __init__(self, url: str) -> None:
@@ -70,7 +71,6 @@ class SqliteBackend:
         self._finalizer = weakref.finalize(self, _close_all, [self._conn, self._writer],
                                            self._thread)
         self._live: weakref.WeakValueDictionary[str, JournalLog] = weakref.WeakValueDictionary()
-        self._leases: dict[str, str] = {}  # run id -> holder, the leases this backend holds
         self._lock = threading.Lock()  # the writer connection: a commit, or closing it
         self._closed = False
         self._host = socket.gethostname()
@@ -196,8 +196,7 @@ class SqliteBackend:
         conn = self._writer
         row = (log.run_id, start, text)
         try:
-            if start and log.run_id not in self._leases and not any(
-                    event[0] in _ENDS for event in events):
+            if start and not any(event[0] in _ENDS for event in events):
                 # The common case: one statement, its own transaction (one call into SQLite).
                 conn.execute("INSERT INTO batches VALUES (?, ?, ?)", row)
                 return
@@ -233,11 +232,6 @@ class SqliteBackend:
                     log.sitting = float((data or {}).get("timebase", log.sitting))
                     conn.execute("UPDATE runs SET status = 'running', ended = NULL "
                                  "WHERE id = ?", (run_id,))
-        holder = self._leases.get(run_id)
-        if holder is not None:  # a commit renews the lease of the run it commits
-            conn.execute("UPDATE runs SET lease_expires = ? WHERE id = ? AND lease_holder = ? "
-                         "AND lease_pid = ?",
-                         (time.time() + self.lease_ttl, run_id, holder, os.getpid()))
 
     # ------------------------------------------------------------------ leases
 
@@ -273,7 +267,6 @@ class SqliteBackend:
                 raise
         except sqlite3.Error as exc:
             raise self._failed(f"take the lease of run {run_id!r}", exc) from exc
-        self._leases[run_id] = holder
 
     def release_run(self, run_id: str, holder: str) -> None:
         try:
@@ -283,8 +276,6 @@ class SqliteBackend:
                 "AND lease_host = ?", (run_id, holder, os.getpid(), self._host))
         except sqlite3.Error as exc:
             raise self._failed(f"give back the lease of run {run_id!r}", exc) from exc
-        if self._leases.get(run_id) == holder:
-            del self._leases[run_id]
 
     # ------------------------------------------------------------------ streams, closing
 
