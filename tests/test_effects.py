@@ -685,3 +685,29 @@ async def test_the_progress_view_shows_a_settled_effect_reopening_its_intents() 
     assert [progress.intents[loaded.intents[t].id].status for t in ("Pay", "Ship")] == [
         "pending", "pending"]
     assert lines[-1] == "settled    Pay: effect 'charge-card' did not happen"
+
+
+async def test_an_effect_stopped_before_its_call_is_journaled_as_not_called(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from openintent._effects import Effects
+    from openintent._stores import CommitFailed
+    from openintent.testing import capture_events
+
+    async def broken(self: Effects) -> None:
+        raise CommitFailed("the journal could not commit: the disk is full")
+
+    monkeypatch.setattr(Effects, "_committed", broken)
+    outside = Outside()
+    with capture_events() as events, pytest.raises(BaseException) as raised:
+        await run(order(), payer(outside), shipper())
+    errors = [raised.value]
+    while isinstance(errors[-1], BaseExceptionGroup):  # the run's task groups
+        errors.append(errors[-1].exceptions[0])
+    assert isinstance(errors[-1], openintent.StoreError)
+    assert outside.calls == []
+    assert [(e.type, e.to_dict()["data"]) for e in events if e.type.startswith("effect_")] == [
+        ("effect_started", {"name": "charge-card", "attempt": 1}),
+        ("effect_failed", {"name": "charge-card", "error": "stopped before it was called",
+                           "error_type": "NotCalled"}),
+    ]
