@@ -711,3 +711,22 @@ async def test_an_effect_stopped_before_its_call_is_journaled_as_not_called(
         ("effect_failed", {"name": "charge-card", "error": "stopped before it was called",
                            "error_type": "NotCalled"}),
     ]
+
+
+async def test_an_effect_of_a_stopped_run_may_be_settled_before_the_resume() -> None:
+    outside = Outside()
+    outside.hang_first = True
+    async with Runtime(agents=[payer(outside), shipper()], clock=VirtualClock()) as rt:
+        handle = await rt.start(order())
+        await outside.started.wait()
+        await handle.cancel()
+        stopped = await handle.result()
+        assert stopped.intents["Pay"].status == "cancelled"
+        await rt.resolve_effect(stopped.portfolio_id, "Pay", "charge-card",
+                                value={"charge": "ch_known"})
+        resolved = (await rt.load(stopped.portfolio_id)).events.of_type("effect_resolved")
+        assert "reopened" not in resolved[0].data  # the resume reopens a cancelled intent
+        resumed = await rt.resume(stopped.portfolio_id)
+    assert resumed.status == "completed" and len(outside.calls) == 1
+    assert resumed.intents["Invoice"].state["shipped"] == "ch_known"
+    assert_replay_matches(resumed)
