@@ -91,8 +91,8 @@ class AgentMethods:
         says a person must decide: ``await rt.resolve_effect(...)``, then ``rt.resume``.
 
         ``fn`` and ``check`` may be ``async def`` (awaited here; a cancellation interrupts
-        ``fn``, leaving it in doubt) or plain functions, which run in a worker thread and
-        always run to their end, so how they ended is journaled. ``name`` is unique per
+        ``fn``, leaving it in doubt) or plain functions, which run in a worker thread; a
+        plain ``fn`` always runs to its end, so how it ended is journaled. ``name`` is unique per
         intent; a value that is not JSON data raises
         :class:`~openintent.errors.DataError` and leaves the effect in doubt (it ran).
 
