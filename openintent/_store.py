@@ -19,6 +19,8 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ._clock import Clock, run_timebase
 from ._data import EMPTY, merged, read_only, to_plain
+from ._effect_log import EFFECT_APPLY
+from ._effect_records import EffectState, effect_results
 from ._events import EventSource
 from ._logging import logging_configured
 from ._stores import EventBackend, Journal
@@ -54,6 +56,7 @@ class IntentRecord:
         "error",
         "error_type",
         "cost_usd",
+        "effects",
     )
 
     def __init__(self, id: str, title: str, state: dict[str, Any], depends_on: tuple[str, ...],
@@ -69,6 +72,8 @@ class IntentRecord:
         self.error: str | None = None
         self.error_type: str | None = None
         self.cost_usd = 0.0
+        #: Its side effects by name (``self.effect``), or ``None`` before the first one.
+        self.effects: dict[str, EffectState] | None = None
 
     def to_result(self, *, view: bool = False) -> IntentResult:
         """A frozen copy for a :class:`~openintent.models.RunResult`; its state is a deep copy,
@@ -86,6 +91,8 @@ class IntentRecord:
             error=self.error,
             error_type=self.error_type,
             cost_usd=self.cost_usd,
+            effects=() if self.effects is None else effect_results(
+                self.effects, self.status is IntentStatus.RUNNING, self.attempts, view=view),
         )
 
 
@@ -226,6 +233,7 @@ _APPLY: dict[str, Callable[[Records, RawEvent], None]] = {
     EventType.APPROVAL_REQUESTED: _awaiting_approval,
     EventType.APPROVAL_GRANTED: _approved,
     EventType.RUN_RESUMED: _run_resumed,
+    **EFFECT_APPLY,
 }
 
 
