@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from openintent import EffectInDoubtError, IntentStatus
+from openintent import IntentStatus
 from openintent.agents import Agent, Coordinator, IntentSpec, PortfolioSpec, on_assignment
 from openintent.testing import CrashReport, CrashSafetyError, explore_crashes
 
@@ -134,5 +134,55 @@ async def test_points_outside_the_run_are_refused(tmp_path: Path) -> None:
                               points=[10_000])
 
 
-def test_effect_in_doubt_error_is_importable() -> None:
-    assert issubclass(EffectInDoubtError, Exception)
+# ------------------------------------------------------------------ the library's own examples
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def example(name: str) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"explored_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_seed_etl_pipeline_is_crash_safe_at_every_point(tmp_path: Path) -> None:
+    etl = example("etl")
+    report = await explore_crashes(etl.workflow, agents=[etl.Extractor, etl.Transformer,
+                                                         etl.Loader],
+                                   coordinator=etl.ETLCoordinator, store_dir=tmp_path)
+    report.raise_for_failures()
+    assert report.points == tuple(range(1, report.commits + 1))
+
+
+async def test_the_seed_delegation_example_is_crash_safe_at_every_point(tmp_path: Path) -> None:
+    delegation = example("delegation")
+    report = await explore_crashes(
+        delegation.workflow, agents=[delegation.DevA, delegation.DevB, delegation.QA],
+        coordinator=delegation.ProjectCoordinator, store_dir=tmp_path)
+    report.raise_for_failures()
+
+
+async def test_the_seed_quorum_review_is_crash_safe_at_every_point(tmp_path: Path) -> None:
+    review = example("review")
+    report = await explore_crashes(review.workflow, agents=review.reviewers(),
+                                   coordinator=review.ReviewCoordinator, store_dir=tmp_path)
+    report.raise_for_failures()
+
+
+async def test_the_seed_yaml_workflow_is_crash_safe_at_every_point(tmp_path: Path) -> None:
+    from openintent.testing import SimulatedAgent
+    from openintent.workflow import WorkflowSpec
+
+    workflow = WorkflowSpec.from_string((EXAMPLES / "reviewed_content.yaml").read_text(),
+                                        "reviewed_content.yaml")
+    agents = [SimulatedAgent("writer", result={"draft": "..."}, cost_usd=1.5, register=False),
+              SimulatedAgent("reviewer-a", result={"approved": True}, register=False),
+              SimulatedAgent("reviewer-b", result={"approved": True}, register=False),
+              SimulatedAgent("editor", result={"final": True}, register=False)]
+    report = await explore_crashes(workflow, agents=agents, store_dir=tmp_path)
+    report.raise_for_failures()
+    assert report.commits >= 4

@@ -167,9 +167,7 @@ async def explore_crashes(
     >>> report = await explore_crashes(spec, agents=[Extractor, Loader], store_dir=tmp_path)
     >>> report.raise_for_failures()
     """
-    directory = Path(store_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    files = _Files(directory)
+    files = _Files(Path(store_dir))
     with _quiet():
         baseline, baseline_backend, _ = await _run(spec, agents, coordinator, files.next(), None)
     commits = baseline_backend.commits
@@ -188,6 +186,7 @@ class _Files:
     """A fresh journal file for each run of one exploration."""
 
     def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
         self._directory = directory
         self._number = 0
 
@@ -277,7 +276,8 @@ async def _explore(
     try:
         async with Runtime(agents=list(agents), store=url, clock=VirtualClock(),
                            seed=0) as rt:
-            resumed = await rt.resume(portfolio_id, coordinator=coordinator)
+            # The spec too: a YAML workflow's coordinator block is rebuilt from it.
+            resumed = await rt.resume(portfolio_id, spec, coordinator=coordinator)
     finally:
         effect_calls.reset(recording)
     return _check(point, baseline, journal, resumed, crashed_calls, calls)
@@ -346,13 +346,18 @@ def _check(
     return failures, doubts
 
 
+def _effect(event: Event) -> tuple[str, str]:
+    """The (intent id, effect name) an ``effect_*`` event is about."""
+    return event.intent_id or "", str((event.data or {}).get("name", ""))
+
+
 def _doubtful(error: str, events: list[Event], intent_id: str) -> list[str]:
     """The effects of an intent that failed in doubt (started, never finished)."""
     state: dict[str, str] = {}
     for event in events:
         if event.intent_id == intent_id and event.type.startswith("effect_"):
-            state[event.data.get("name", "")] = event.type
-    names = [name for name, last in state.items() if last == "effect_started"]
+            state[_effect(event)[1]] = event.type
+    names = [name for name, last in state.items() if last == EventType.EFFECT_STARTED]
     return names or [error]
 
 
@@ -363,11 +368,13 @@ def _effect_failures(
     crashed_calls: list[tuple[str, str, str]],
     resumed_calls: list[tuple[str, str, str]],
     title_of: dict[str, str],
-    around: Any,
+    around: Callable[[int], tuple[Event, ...]],
 ) -> list[CrashFailure]:
+    """A completed effect ran again after its completion was journaled; a completed effect's
+    function ran other than once (plus once per failed call the log shows)."""
     failures: list[CrashFailure] = []
-    acknowledged = {(event.intent_id, event.data.get("name"))
-                    for event in journal if event.type == "effect_completed"}
+    acknowledged = {_effect(event) for event in journal
+                    if event.type == EventType.EFFECT_COMPLETED}
     for _pid, intent_id, name in resumed_calls:
         if (intent_id, name) in acknowledged:
             failures.append(CrashFailure(
@@ -375,17 +382,19 @@ def _effect_failures(
                 "journaled", title_of.get(intent_id)))
     calls = Counter((intent_id, name) for _pid, intent_id, name in
                     (*crashed_calls, *resumed_calls))
-    failed = Counter((event.intent_id, event.data.get("name"))
-                     for event in events if event.type == "effect_failed")
+    # Failed calls (``NotCalled``: stopped before the function was called, not a call).
+    failed = Counter(_effect(event) for event in events
+                     if event.type == EventType.EFFECT_FAILED
+                     and (event.data or {}).get("error_type") != "NotCalled")
     for event in events:
-        if event.type != "effect_completed":
+        if event.type != EventType.EFFECT_COMPLETED:
             continue
-        key = (event.intent_id, event.data.get("name"))
-        expected = failed[key] + (0 if event.data.get("checked") else 1)
-        if calls[key] > failed[key] + 1 or (not event.data.get("checked")
-                                             and calls[key] < expected):
+        key = _effect(event)
+        checked = bool((event.data or {}).get("checked"))
+        # A check that confirmed the effect stands for its one call (made before the crash).
+        if calls[key] > failed[key] + 1 or (not checked and calls[key] < failed[key] + 1):
             failures.append(CrashFailure(
                 point, "effects", f"effect {key[1]!r} completed, and its function was called "
                 f"{calls[key]} time(s) with {failed[key]} failed call(s) journaled",
-                title_of.get(key[0] or ""), around(event.seq)))
+                title_of.get(key[0]), around(event.seq)))
     return failures
