@@ -342,6 +342,14 @@ class EventStore:
             self._applied(events[seq], seq)
 
     def _applied(self, event: RawEvent, seq: int) -> None:
+        """Project an event just appended, then tell watchers and subscribers."""
+        self._project(event, seq)
+        if self.watchers or self.subscribers:
+            self._tell(public_event(event, seq, self.source))
+
+    def _project(self, event: RawEvent, seq: int) -> None:
+        """Apply an event to the records, the spend and the decisions (``append`` does the
+        same inline: it is the hot path)."""
         type, _time, _intent_id, data = event
         handler = self._apply.get(type)
         if handler is not None:
@@ -350,8 +358,6 @@ class EventStore:
             self.total_cost += (data or _NO_DATA)["usd"]
         elif type == EventType.DECISION:
             self.decisions.append(Decision.from_event(public_event(event, seq, self.source)))
-        if self.watchers or self.subscribers:
-            self._tell(public_event(event, seq, self.source))
 
     def _publisher(self, backend: EventBackend) -> Callable[[int, int], None]:
         """What a durable log calls once events ``start:end`` are committed: send them to
@@ -376,16 +382,8 @@ class EventStore:
         """Project the events the log held when this store was made (a resumed run's
         history): records, spend and decisions, as they were when each was appended; nobody
         is told (they were, when it happened)."""
-        apply = self._apply
         for seq, event in enumerate(self.events):
-            type, _time, _intent_id, data = event
-            handler = apply.get(type)
-            if handler is not None:
-                handler(self.records, event)
-            if type == EventType.COST_RECORDED:
-                self.total_cost += (data or _NO_DATA)["usd"]
-            elif type == EventType.DECISION:
-                self.decisions.append(Decision.from_event(public_event(event, seq, self.source)))
+            self._project(event, seq)
 
     def _trace(self, event: Event) -> None:
         self.logger.debug(event.type, intent_id=event.intent_id, seq=event.seq)
