@@ -26,6 +26,7 @@ from .errors import DataError as DataError
 from .errors import DelegationError as DelegationError
 from .errors import DependencyCycleError as DependencyCycleError
 from .errors import DuplicateIntentError as DuplicateIntentError
+from .errors import EffectInDoubtError as EffectInDoubtError
 from .errors import Escalate as Escalate
 from .errors import EscalationError as EscalationError
 from .errors import GuardrailError as GuardrailError
@@ -56,6 +57,7 @@ from .guardrails import Breach as Breach
 from .guardrails import Guardrail as Guardrail
 from .guardrails import register_guardrail as register_guardrail
 from .models import Decision as Decision
+from .models import EffectRecord as EffectRecord
 from .models import Event as Event
 from .models import EventLog as EventLog
 from .models import EventType as EventType
@@ -85,6 +87,8 @@ __all__ = [
     "DelegationError",
     "DependencyCycleError",
     "DuplicateIntentError",
+    "EffectInDoubtError",
+    "EffectRecord",
     "Escalate",
     "EscalationError",
     "Event",

@@ -7,7 +7,7 @@ runtime. Public as ``openintent.agents.AgentMethods`` / ``CoordinatorMethods``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from ._context import current_run
@@ -62,6 +62,47 @@ class AgentMethods:
         """
         run = current_run("record_event")
         await run.record_event(self.__openintent_id__, intent, event_type, data)
+
+    async def effect(
+        self,
+        intent: Intent,
+        name: str,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        check: Callable[..., Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Call ``fn(*args, **kwargs)`` as the side effect ``name`` of ``intent``, once, and
+        return its value (JSON data; a plain copy each time).
+
+        The journal records ``effect_started`` before ``fn`` is called and ``effect()``
+        returns once ``effect_completed`` (the value) is on disk. An effect whose value is
+        recorded is never called again: a retry of the intent, a resumed run, or a second
+        call with the same name (in this attempt or a later one) gets the recorded value
+        back. If ``fn`` raises, ``effect_failed`` is journaled and the exception reaches you;
+        the next call runs ``fn`` again.
+
+        One that started and never finished (the process died inside ``fn``, a timeout cut
+        an ``async`` ``fn`` short) is *in doubt* on its next call: ``check(*args, **kwargs)``
+        asks the outside world (return the value if it happened, ``None`` if not: then
+        ``fn`` runs). Without ``check``, or if it raises, the intent fails with
+        :class:`~openintent.errors.EffectInDoubtError` (never retried) and a decision record
+        says a person must decide: ``await rt.resolve_effect(...)``, then ``rt.resume``.
+
+        ``fn`` and ``check`` may be ``async def`` (awaited here; a cancellation interrupts
+        ``fn``, leaving it in doubt) or plain functions, which run in a worker thread; a
+        plain ``fn`` always runs to its end, so how it ended is journaled. ``name`` is unique per
+        intent; a value that is not JSON data raises
+        :class:`~openintent.errors.DataError` and leaves the effect in doubt (it ran).
+
+        >>> receipt = await self.effect(intent, "charge-card", payments.charge, order.id,
+        ...                             amount=42, check=payments.find_charge)
+
+        .. versionadded:: 0.3
+        """
+        run = current_run("effect")
+        return await run.effect(intent, name, fn, args, kwargs, check)
 
     async def escalate(self, intent: Intent, reason: str) -> NoReturn:
         """Hand ``intent`` to the coordinator; same as ``raise Escalate(reason)``."""

@@ -127,6 +127,8 @@ class Attempts:
                 if result is not None and (result or type(result) is not dict):
                     # copied in, so the log keeps its own (an empty dict: no-op)
                     result = json_state(result, agent.assignment_name)
+            except CommitFailed:
+                raise  # the journal broke (a wait in the handler: an effect's commit)
             except Exception as exc:
                 failure = exc
                 if type(exc) is TypeError:  # the handler may not take (intent) at all

@@ -8,7 +8,7 @@ run inherit it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, Protocol
 
@@ -41,6 +41,16 @@ class RunContext(Protocol):
     async def record_event(
         self, agent_id: str, intent: Intent | None, event_type: str, data: Mapping[str, Any]
     ) -> None: ...
+
+    async def effect(
+        self,
+        intent: Intent,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        check: Callable[..., Any] | None,
+    ) -> Any: ...
 
     async def delegate(self, coordinator_id: str, intent: Intent, to: str) -> Any: ...
 

@@ -51,6 +51,10 @@ class EventType:
     LOOP_BLOCKED: Final = "loop_blocked"
     RUN_FINISHED: Final = "run_finished"
     RUN_RESUMED: Final = "run_resumed"
+    EFFECT_STARTED: Final = "effect_started"
+    EFFECT_COMPLETED: Final = "effect_completed"
+    EFFECT_FAILED: Final = "effect_failed"
+    EFFECT_RESOLVED: Final = "effect_resolved"
     INTENT_COPIED: Final = "intent_copied"
 
     ALL: Final = frozenset(
@@ -80,6 +84,10 @@ class EventType:
             "loop_blocked",
             "run_finished",
             "run_resumed",
+            "effect_started",
+            "effect_completed",
+            "effect_failed",
+            "effect_resolved",
             "intent_copied",
         }
     )

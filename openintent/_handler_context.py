@@ -1,17 +1,18 @@
 """What a handler reaches while a run is going: the methods behind ``self.patch_state``,
-``self.record_cost``, ``self.delegate``, ``self.record_decision``, ``self.add_intent`` and
-``self.execute`` (see :mod:`openintent._context`)."""
+``self.record_cost``, ``self.effect``, ``self.delegate``, ``self.record_decision``,
+``self.add_intent`` and ``self.execute`` (see :mod:`openintent._context`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
 
 from ._bus import EventBus
 from ._clock import Clock
-from ._coordination import CoordinatorSession
+from ._coordination import RUNTIME, CoordinatorSession
+from ._effects import Effects
 from ._event_types import is_event_type, unknown_event_type
 from ._json_data import json_data
 from ._notify import Notifications
@@ -40,6 +41,7 @@ class HandlerContext:
         self._clock = clock
         self._coordination = coordination
         self._hooks = hooks
+        self._effects: Effects | None = None  # made at the run's first effect
 
     @property
     def clock(self) -> Clock:
@@ -126,6 +128,28 @@ class HandlerContext:
         if intent_id is not None:
             self._record_of(intent_id)
         self._bus.emit(event_type, intent_id, {**json_data(data, where), "agent": agent_id})
+
+    async def effect(
+        self,
+        intent: Intent,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        check: Callable[..., Any] | None,
+    ) -> Any:
+        """A named side effect of ``intent``, run once (see :mod:`openintent._effects`)."""
+        effects = self._effects
+        if effects is None:
+            coordination = self._coordination
+
+            def decide(intent_id: str, decision: str, rationale: str,
+                       data: Mapping[str, Any]) -> Any:
+                return coordination.record_decision(RUNTIME, intent_id, decision, rationale,
+                                                    data)
+
+            effects = self._effects = Effects(self._bus, self._clock, decide)
+        return await effects.run(intent, name, fn, args, kwargs, check)
 
     async def delegate(self, coordinator_id: str, intent: Intent, to: str) -> Any:
         return await self._coordination.delegate(coordinator_id, intent, to)

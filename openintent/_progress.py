@@ -86,6 +86,9 @@ class Progress:
             if self.start is not None:
                 self.start = event.time - (previous - self.start)
             self.status = "running"
+        elif kind == "effect_resolved":
+            self.status = "running"  # a settled effect opened the run again, for a resume
+        if kind in ("run_resumed", "effect_resolved"):
             for intent_id in data.get("reopened", ()):
                 if intent_id in self.intents:
                     self.intents[intent_id].status = "pending"
@@ -177,6 +180,9 @@ def event_line(event: Any, progress: Progress) -> str | None:
         return f"FAILED     {title}: {_error(data)}{_cost(progress)}"
     if kind in _SIMPLE_LINES:
         return _SIMPLE_LINES[kind].format(title=title, **_defaults(data))
+    if kind == "effect_resolved":
+        how = "did not happen" if data.get("happened", True) is False else "happened"
+        return f"settled    {title}: effect {data.get('name')!r} {how}"
     if kind == "approval_requested":
         return f"waiting    {title}: needs approval ({len(progress.waiting)} waiting)"
     if kind == "budget_warning":

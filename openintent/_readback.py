@@ -75,6 +75,8 @@ def load_run(backend: EventBackend, portfolio_id: str) -> RunResult:
             ending.clear()  # a run_finished before it no longer ends the run
             starts.append(seq)
             bases.append((data or _NO_DATA).get("timebase", bases[-1]))
+        elif type_ == EventType.EFFECT_RESOLVED:
+            ending.clear()  # an effect settled: the run is open again for rt.resume
     source = EventSource(portfolio_id, _title_of(records), _wall(bases[-1]), since=starts[-1],
                          earlier=_earlier(starts, bases) if len(starts) > 1 else None)
     started: Mapping[str, Any] = (events[0][3] or _NO_DATA) if events else _NO_DATA

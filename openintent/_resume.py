@@ -15,10 +15,12 @@ rebuilds the run from them and continues it with the runtime's agents:
 * the events go on in the same log, with contiguous ``seq``.
 
 A log that ended ``completed`` or ``failed`` is not run again: its result comes back and
-nothing is written. A coordinator's sub-portfolio (``execute``) interrupted mid-way is not
-resumed on its own: its coordinator's intent was interrupted with it, and its new attempt runs
-a new sub-portfolio (the old one stays in the store, unfinished). Intents a coordinator added
-with ``add_intent`` are in the log and are rebuilt like the others.
+nothing is written (unless ``rt.resolve_effect`` settled an effect in doubt since: the
+``effect_resolved`` event reopened its intent, which then runs again). A coordinator's
+sub-portfolio (``execute``) interrupted mid-way is not resumed on its own: its coordinator's
+intent was interrupted with it, and its new attempt runs a new sub-portfolio (the old one
+stays in the store, unfinished). Intents a coordinator added with ``add_intent`` are in the
+log and are rebuilt like the others.
 
 While a resume runs the run, it holds the run's lease in the store (``acquire_run``): a second
 resume of the same run at once gets :class:`~openintent.errors.RunInUseError`.
@@ -153,7 +155,8 @@ def _rebuild(
                          "run_started, so it holds no plan")
     name = (log[0][3] or {}).get("name", "")
     ended = _ended(log)
-    done = ended is not None and ended.get("status") in _ENDED_FOR_GOOD
+    done = (ended is not None and ended.get("status") in _ENDED_FOR_GOOD
+            and not _settled_since_end(log))
     if done and spec is None and coordinator is None:  # the common case, kept quick
         assert ended is not None
         store = _reopened(launcher, log, portfolio_id, name, IntentRecord, going_on=False)
@@ -298,6 +301,17 @@ def _ended(log: Sequence[RawEvent]) -> Mapping[str, Any] | None:
         if type_ == EventType.RUN_RESUMED:
             return None
     return None
+
+
+def _settled_since_end(log: Sequence[RawEvent]) -> bool:
+    """Whether an effect in doubt was settled (``rt.resolve_effect``) after the log's last
+    end: its intent was reopened, so a run that had ended for good goes on."""
+    for type_, _time, _intent, _data in reversed(log):
+        if type_ == EventType.EFFECT_RESOLVED:
+            return True
+        if type_ in (EventType.RUN_FINISHED, EventType.RUN_RESUMED):
+            return False
+    return False
 
 
 def _stretches(log: Sequence[RawEvent], first: float) -> tuple[list[int], list[datetime]]:

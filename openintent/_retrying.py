@@ -16,6 +16,7 @@ from .errors import (
     AgentError,
     ApprovalError,
     DataError,
+    EffectInDoubtError,
     EscalationError,
     SpecError,
     UnresolvableInputError,
@@ -41,11 +42,13 @@ def never_retried(exc: BaseException) -> bool:
     An escalation nobody resolved (it would only escalate again), a denied approval, data
     that is not JSON data (:class:`DataError`, a non-dict result included), and a handler
     that cannot be called with the arguments its decorator passes (:class:`AgentError`), and
-    a wired input its dependency's final state lacks (:class:`UnresolvableInputError`).
+    a wired input its dependency's final state lacks (:class:`UnresolvableInputError`),
+    and a side effect in doubt (:class:`EffectInDoubtError`: a person must decide).
     """
     if isinstance(exc, ApprovalError):
         return exc.denied
-    return isinstance(exc, EscalationError | DataError | AgentError | UnresolvableInputError)
+    return isinstance(exc, EscalationError | DataError | AgentError | UnresolvableInputError
+                      | EffectInDoubtError)
 
 
 def exception_filter(value: object, field: str) -> ExceptionFilter:

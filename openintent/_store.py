@@ -19,6 +19,8 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ._clock import Clock, run_timebase
 from ._data import EMPTY, merged, read_only, to_plain
+from ._effect_log import EFFECT_APPLY, copied_effects
+from ._effect_records import EffectState, effect_results
 from ._events import EventSource
 from ._logging import logging_configured
 from ._stores import EventBackend, Journal
@@ -54,6 +56,7 @@ class IntentRecord:
         "error",
         "error_type",
         "cost_usd",
+        "effects",
     )
 
     def __init__(self, id: str, title: str, state: dict[str, Any], depends_on: tuple[str, ...],
@@ -69,6 +72,8 @@ class IntentRecord:
         self.error: str | None = None
         self.error_type: str | None = None
         self.cost_usd = 0.0
+        #: Its side effects by name (``self.effect``), or ``None`` before the first one.
+        self.effects: dict[str, EffectState] | None = None
 
     def to_result(self, *, view: bool = False) -> IntentResult:
         """A frozen copy for a :class:`~openintent.models.RunResult`; its state is a deep copy,
@@ -86,6 +91,8 @@ class IntentRecord:
             error=self.error,
             error_type=self.error_type,
             cost_usd=self.cost_usd,
+            effects=() if self.effects is None else effect_results(
+                self.effects, self.status is IntentStatus.RUNNING, self.attempts, view=view),
         )
 
 
@@ -215,6 +222,7 @@ def _intent_copied(records: Records, event: RawEvent) -> None:
     record.assigned_to = data.get("assigned_to")
     record.status = IntentStatus.COMPLETED
     record.error = record.error_type = None
+    record.effects = copied_effects(data.get("effects"))  # all completed: never run again
 
 
 def _cost_recorded(records: Records, event: RawEvent) -> None:
@@ -239,6 +247,7 @@ _APPLY: dict[str, Callable[[Records, RawEvent], None]] = {
     EventType.APPROVAL_GRANTED: _approved,
     EventType.RUN_RESUMED: _run_resumed,
     EventType.INTENT_COPIED: _intent_copied,
+    **EFFECT_APPLY,
 }
 
 
@@ -347,6 +356,14 @@ class EventStore:
             self._applied(events[seq], seq)
 
     def _applied(self, event: RawEvent, seq: int) -> None:
+        """Project an event just appended, then tell watchers and subscribers."""
+        self._project(event, seq)
+        if self.watchers or self.subscribers:
+            self._tell(public_event(event, seq, self.source))
+
+    def _project(self, event: RawEvent, seq: int) -> None:
+        """Apply an event to the records, the spend and the decisions (``append`` does the
+        same inline: it is the hot path)."""
         type, _time, _intent_id, data = event
         handler = self._apply.get(type)
         if handler is not None:
@@ -355,8 +372,6 @@ class EventStore:
             self.total_cost += (data or _NO_DATA)["usd"]
         elif type == EventType.DECISION:
             self.decisions.append(Decision.from_event(public_event(event, seq, self.source)))
-        if self.watchers or self.subscribers:
-            self._tell(public_event(event, seq, self.source))
 
     def _publisher(self, backend: EventBackend) -> Callable[[int, int], None]:
         """What a durable log calls once events ``start:end`` are committed: send them to
@@ -381,16 +396,8 @@ class EventStore:
         """Project the events the log held when this store was made (a resumed run's
         history): records, spend and decisions, as they were when each was appended; nobody
         is told (they were, when it happened)."""
-        apply = self._apply
         for seq, event in enumerate(self.events):
-            type, _time, _intent_id, data = event
-            handler = apply.get(type)
-            if handler is not None:
-                handler(self.records, event)
-            if type == EventType.COST_RECORDED:
-                self.total_cost += (data or _NO_DATA)["usd"]
-            elif type == EventType.DECISION:
-                self.decisions.append(Decision.from_event(public_event(event, seq, self.source)))
+            self._project(event, seq)
 
     def _trace(self, event: Event) -> None:
         self.logger.debug(event.type, intent_id=event.intent_id, seq=event.seq)

@@ -16,6 +16,7 @@ __all__ = [
     "DelegationError",
     "DependencyCycleError",
     "DuplicateIntentError",
+    "EffectInDoubtError",
     "Escalate",
     "EscalationError",
     "GuardrailError",
@@ -145,6 +146,27 @@ class EscalationError(OpenIntentError):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class EffectInDoubtError(OpenIntentError):
+    """A named side effect (``self.effect``) started and never finished, so whether it
+    happened is unknown (its process died inside it, or a timeout cut it short), and no
+    ``check`` could tell. The intent fails with it and is never retried: a person must find
+    out, then settle it with ``await rt.resolve_effect(portfolio_id, intent, name,
+    value=...)`` (or ``happened=False``) and ``rt.resume`` the run.
+
+    ``effect`` is the effect's name; ``intent_id``, ``title`` and ``portfolio_id`` say where.
+
+    .. versionadded:: 0.3
+    """
+
+    def __init__(self, message: str, *, effect: str, intent_id: str, title: str,
+                 portfolio_id: str) -> None:
+        super().__init__(message)
+        self.effect = effect
+        self.intent_id = intent_id
+        self.title = title
+        self.portfolio_id = portfolio_id
 
 
 class IntentFailedError(OpenIntentError):

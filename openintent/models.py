@@ -17,6 +17,7 @@ from ._data import EMPTY
 from ._data import FrozenDict as FrozenDict
 from ._data import FrozenList as FrozenList
 from ._data import to_plain as to_plain
+from ._effect_records import EffectRecord as EffectRecord
 from ._events import PACKED_FIELDS as PACKED_FIELDS
 from ._events import Event as Event
 from ._events import EventLog as EventLog
@@ -34,6 +35,7 @@ from .errors import (
 
 __all__ = [
     "Decision",
+    "EffectRecord",
     "Event",
     "EventLog",
     "EventType",
@@ -234,6 +236,7 @@ class IntentResult:
 
     ``state`` is the intent's own copy: changing it never touches the log. (The intents
     ``@on_all_complete`` sees in its :class:`Portfolio` hold read-only views instead.)
+    ``effects`` are its named side effects (``self.effect``), in the order they first started.
     """
 
     id: str
@@ -247,6 +250,7 @@ class IntentResult:
     error: str | None = None
     error_type: str | None = None
     cost_usd: float = 0.0
+    effects: tuple[EffectRecord, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of this record (state values must be JSON-serialisable)."""
@@ -262,6 +266,7 @@ class IntentResult:
             "error": self.error,
             "error_type": self.error_type,
             "cost_usd": self.cost_usd,
+            "effects": [effect.to_dict() for effect in self.effects],
         }
 
 

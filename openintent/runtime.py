@@ -28,6 +28,7 @@ from ._launch import Launcher
 from ._plan import Planner
 from ._readback import list_runs, load_run
 from ._registry import current_registry
+from ._resolve import UNSET, resolve_effect
 from ._resume import Resumption, open_resumption
 from ._scheduler import Run
 from ._specs import PortfolioSpec
@@ -36,7 +37,7 @@ from ._streams import follow_run, follow_runs
 from ._workflow_port import RunnableWorkflow
 from .errors import AgentError, OpenIntentError, SpecError
 from .guardrails import ApprovalRequest, build_guardrails
-from .models import Event, RunResult
+from .models import EffectRecord, Event, RunResult
 
 __all__ = ["Runtime"]
 
@@ -262,7 +263,8 @@ class Runtime:
         left as it is. In the fork (its ``run_started`` data names ``forked_from`` and
         ``rerun``), each intent not downstream of ``rerun`` that the source completed is
         *copied*: an ``intent_copied`` event makes it ``completed`` with the source's final
-        state, version, attempts and agent, and it is never dispatched. Every other intent
+        state, version, attempts, agent and completed side effects (``self.effect``: they
+        never run again), and it is never dispatched. Every other intent
         runs from its spec, with a first attempt: the named ones, their descendants, and the
         intents the source did not complete (failed, skipped, cancelled, unfinished) with
         theirs. The fork's ``cost_usd`` (and a copied intent's) counts only what the fork
@@ -279,7 +281,7 @@ class Runtime:
 
         >>> fixed = await rt.fork(result.portfolio_id, rerun=["Review"])
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.3
         """
         await anyio.lowlevel.checkpoint_if_cancelled()
         forked = self._fork("rt.fork()", portfolio_id, rerun, spec, coordinator, guardrails)
@@ -299,7 +301,7 @@ class Runtime:
         Runtime(...) as rt:``). The errors of :meth:`fork` raise from here, and nothing runs
         then.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.3
         """
         await anyio.lowlevel.checkpoint_if_cancelled()
         if self._started is None and not self._closed:
@@ -321,6 +323,40 @@ class Runtime:
                 f"this Runtime is closed, so {call} cannot run: create a new Runtime"
             )
         return open_fork(self._runs, portfolio_id, rerun, spec, coordinator, guardrails, call)
+
+    async def resolve_effect(
+        self,
+        portfolio_id: str,
+        intent: str,
+        name: str,
+        *,
+        value: Any = UNSET,
+        happened: bool | None = None,
+    ) -> EffectRecord:
+        """Settle a side effect in doubt (``self.effect``: it started and never finished, so
+        its intent failed with :class:`~openintent.errors.EffectInDoubtError`) once you
+        found out what became of it: ``value=...`` (it happened and returned that, JSON
+        data: the effect returns it from now on, never called again) or ``happened=False``
+        (it did not: it is called again). ``intent`` is the intent's title or id.
+
+        Holding the run's lease, one ``effect_resolved`` event is appended to the run's
+        log; an intent that failed in doubt is reopened with the dependents its failure
+        skipped, so the next :meth:`resume` dispatches it again. Returns the effect's
+        record. Raises :class:`~openintent.RunNotFoundError` for an unknown run,
+        :class:`~openintent.errors.RunInUseError` while the run goes on, and
+        :class:`~openintent.OpenIntentError` for an unknown intent or effect, or one that is
+        not in doubt.
+
+        >>> await rt.resolve_effect(run_id, "Pay", "charge-card", value={"charge": "ch_1"})
+        >>> result = await rt.resume(run_id)
+
+        .. versionadded:: 0.3
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        if self._closed:
+            raise OpenIntentError("this Runtime is closed, so rt.resolve_effect() cannot "
+                                  "reach its store: create a new Runtime")
+        return await resolve_effect(self._runs, portfolio_id, intent, name, value, happened)
 
     # ------------------------------------------------------------------ approvals
 

@@ -94,3 +94,15 @@ def test_the_pytest_setup_in_the_guide_passes_first_time_without_warnings(tmp_pa
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().splitlines()[-1].startswith("2 passed in")  # asyncio only
     assert "warning" not in (done.stdout + done.stderr).lower()
+
+
+def test_the_crash_safety_example_in_the_guide_passes_as_a_test_suite(tmp_path):
+    example = block(TESTING, "python", "explore_crashes(SPEC")
+    (tmp_path / "test_onboarding.py").write_text(example)
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n"
+        "filterwarnings = error\n"
+    )
+    done = pytest_in(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout

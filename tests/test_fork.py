@@ -389,7 +389,42 @@ async def test_the_side_effects_a_copied_intent_completed_go_with_it():
         {"name": "charge", "value": {"id": "ch_1"}, "attempts": 1},
         {"name": "email", "value": None, "attempts": 2, "checked": True}]  # audit: in doubt
     assert "effects" not in copied["D"]  # none: nothing to say
+    assert [(effect.name, effect.status, effect.value, effect.attempts, effect.checked)
+            for effect in fork.intents["A"].effects] == [
+        ("charge", "completed", {"id": "ch_1"}, 1, False),
+        ("email", "completed", None, 2, True)]
+    assert fork.intents["D"].effects == ()
     assert_replay_matches(fork)
+
+
+async def test_a_copied_intents_effects_are_copied_a_rerun_intents_run_again(tmp_path: Path):
+    charged: list[str] = []
+
+    def charge(title: str) -> dict[str, str]:
+        charged.append(title)
+        return {"charge": f"ch_{title}_{len(charged)}"}
+
+    @Agent("payer")
+    class Payer:
+        @on_assignment
+        async def pay(self, intent: Any) -> dict[str, Any]:
+            receipt = await self.effect(intent, "charge", charge, intent.title)
+            return {"receipt": receipt["charge"]}
+
+    spec = PortfolioSpec("pay", [IntentSpec("Pay", assign="payer"),
+                                 IntentSpec("Ship", assign="payer", depends_on=["Pay"])])
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    async with Runtime(agents=[Payer()], clock=VirtualClock(), store=store) as rt:
+        source = await rt.run(spec)
+    async with Runtime(agents=[Payer()], clock=VirtualClock(), store=store) as rt:
+        fork = await rt.fork(source.portfolio_id, rerun=["Ship"])
+        loaded = await rt.load(fork.portfolio_id)
+    assert charged == ["Pay", "Ship", "Ship"]  # Pay's charge never ran again
+    assert fork.intents["Pay"].effects == source.intents["Pay"].effects
+    assert fork.intents["Pay"].effects[0].value == {"charge": "ch_Pay_1"}
+    assert fork.intents["Ship"].effects[0].value == {"charge": "ch_Ship_3"}  # a fresh run
+    check_agrees(fork, loaded)
+    assert loaded.intents["Pay"].effects == source.intents["Pay"].effects
 
 
 # ---------------------------------------------------------------------------- approvals

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
-
-import sniffio
 
 __all__ = ["Wake", "WriterThread", "waker"]
 
@@ -31,10 +30,13 @@ def waker() -> Wake:
         return asyncio.get_running_loop().call_soon_threadsafe
     except RuntimeError:  # no asyncio loop in this thread
         pass
-    if sniffio.current_async_library() == "trio":
-        import trio
-
-        return trio.lowlevel.current_trio_token().run_sync_soon
+    # Not asyncio: anyio's other backend, trio (imported only when it is the one running).
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            return trio.lowlevel.current_trio_token().run_sync_soon  # type: ignore[no-any-return]
+        except RuntimeError:  # not in trio either
+            pass
     raise RuntimeError("a journal commit was asked for outside asyncio and trio")
 
 

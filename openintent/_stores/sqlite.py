@@ -40,7 +40,8 @@ from ._writer_thread import WriterThread, waker
 
 __all__ = ["SqliteBackend"]
 
-_ENDS = frozenset({EventType.RUN_FINISHED, "run_resumed"})
+# What changes a run's row: its end, a resume, a settled effect (the run is open again).
+_ENDS = frozenset({EventType.RUN_FINISHED, EventType.RUN_RESUMED, EventType.EFFECT_RESOLVED})
 
 
 class SqliteBackend:
@@ -227,7 +228,7 @@ class SqliteBackend:
                     status = (data or {}).get("status", "failed")
                     conn.execute("UPDATE runs SET status = ?, ended = ? WHERE id = ?",
                                  (status, log.sitting + time_, run_id))
-                else:  # run_resumed: going on again, on another clock
+                else:  # run_resumed (going on again, on another clock), effect_resolved
                     log.sitting = float((data or {}).get("timebase", log.sitting))
                     conn.execute("UPDATE runs SET status = 'running', ended = NULL "
                                  "WHERE id = ?", (run_id,))

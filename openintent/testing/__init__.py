@@ -19,12 +19,21 @@ from ._assertions import assert_replay_matches as assert_replay_matches
 from ._assertions import event_types as event_types
 from ._assertions import replay as replay
 from ._capture import capture_events as capture_events
+from ._explore import CrashFailure as CrashFailure
+from ._explore import CrashReport as CrashReport
+from ._explore import CrashSafetyError as CrashSafetyError
+from ._explore import InDoubt as InDoubt
+from ._explore import explore_crashes as explore_crashes
 from ._simulated import HANG as HANG
 from ._simulated import SimulatedAgent as SimulatedAgent
 from ._simulated import SimulatedCall as SimulatedCall
 
 __all__ = [
     "HANG",
+    "CrashFailure",
+    "CrashReport",
+    "CrashSafetyError",
+    "InDoubt",
     "SimulatedAgent",
     "SimulatedCall",
     "VirtualClock",
@@ -33,6 +42,7 @@ __all__ = [
     "assert_replay_matches",
     "capture_events",
     "event_types",
+    "explore_crashes",
     "isolated_registry",
     "replay",
 ]

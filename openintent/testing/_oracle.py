@@ -30,10 +30,22 @@ What each event does to its intent (events not listed change no intent record):
 ``intent_copied``             (a fork's copy of an intent another run completed; only
                               while pending) ``completed`` with ``state``, ``version``,
                               ``attempts`` and ``assigned_to`` as the data says, no error,
-                              no cost
+                              no cost; each of its ``effects`` completed with its
+                              ``value``, ``attempts``, ``checked`` and ``resolved``
 ``run_resumed``               each of ``reopened`` (it was running, awaiting approval or
                               cancelled) ``pending`` again; the run has not ended
+``effect_started``            its effect ``name`` ``started`` (one more of its ``attempts``,
+                              started in ``attempt``), while the intent runs that attempt
+``effect_completed``          that effect ``completed`` with ``value`` (``checked`` when
+                              a check confirmed it); it must have started
+``effect_failed``             that effect ``failed`` with ``error``, ``error_type``
+``effect_resolved``           that effect (started, never finished) ``completed`` with
+                              ``value``, or ``not_happened``; resolved; each of
+                              ``reopened`` ``pending`` again; the run has not ended
 ============================  ===============================================================
+
+An effect still ``started`` is reported ``in_doubt`` once the attempt that started it is over
+(the intent is not running, or runs a later attempt). A completed effect never starts again.
 
 Beyond the fold, the log must be a possible life of each intent: its first event is
 ``created``; nothing but a late ``cost_recorded`` changes it once it is completed, failed,
@@ -49,7 +61,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from ..models import Event, IntentResult, IntentStatus, RunResult, to_plain
+from ..models import EffectRecord, Event, IntentResult, IntentStatus, RunResult, to_plain
 
 __all__ = ["Derivation", "derive", "disagreements"]
 
@@ -58,7 +70,7 @@ _RUNNING = "running"
 _AWAITING = "awaiting_approval"
 _TERMINAL = frozenset({"completed", "failed", "skipped", "cancelled"})
 _FIELDS = ("id", "title", "status", "state", "version", "assigned_to", "attempts",
-           "depends_on", "error", "error_type", "cost_usd")
+           "depends_on", "error", "error_type", "cost_usd", "effects")
 
 
 class _Intent:
@@ -81,6 +93,21 @@ class _Intent:
             "error_type": None,
             "cost_usd": 0.0,
         }
+        self.effects: dict[str, dict[str, Any]] = {}  # by name, in first-start order
+
+    def effect_records(self) -> tuple[EffectRecord, ...]:
+        fields = self.fields
+        running = fields["status"] == _RUNNING
+        records = []
+        for name, effect in self.effects.items():
+            status = effect["status"]
+            if status == "started" and (not running or effect["attempt"] < fields["attempts"]):
+                status = "in_doubt"
+            records.append(EffectRecord(
+                name=name, status=status, value=effect["value"], attempts=effect["attempts"],
+                error=effect["error"], error_type=effect["error_type"],
+                checked=effect["checked"], resolved=effect["resolved"]))
+        return tuple(records)
 
     def merge(self, changes: Mapping[str, Any] | None) -> None:
         if changes:
@@ -104,7 +131,8 @@ class Derivation:
         """Each derived intent as an :class:`IntentResult`, keyed by title."""
         return {
             intent.fields["title"]: IntentResult(
-                **{**intent.fields, "status": IntentStatus(intent.fields["status"])}
+                **{**intent.fields, "status": IntentStatus(intent.fields["status"]),
+                   "effects": intent.effect_records()}
             )
             for intent in self.intents.values()
         }
@@ -142,6 +170,10 @@ class Derivation:
                 self._problem(event, "names an intent no earlier `created` event introduced")
             return
         status = intent.fields["status"]
+        if kind == "effect_resolved":  # a person settled it, whatever became of the intent
+            self.finished_status = None  # the run is open again
+            _effect_resolved(self, event, intent, data)
+            return
         if status in _TERMINAL and kind != "cost_recorded":  # spend may be reported late
             self._problem(event, f"changes {intent.fields['title']!r}, already {status}")
         rule(self, event, intent, data)
@@ -234,11 +266,79 @@ def _intent_copied(run: Derivation, event: Event, intent: _Intent,
     intent.fields.update(status="completed", state=to_plain(data.get("state") or {}),
                          version=data.get("version", 0), attempts=data.get("attempts", 0),
                          assigned_to=data.get("assigned_to"), error=None, error_type=None)
+    intent.effects = {
+        item.get("name", ""): {
+            "status": "completed", "value": to_plain(item.get("value")),
+            "attempts": item.get("attempts", 0), "attempt": 0, "error": None,
+            "error_type": None, "checked": bool(item.get("checked", False)),
+            "resolved": bool(item.get("resolved", False))}
+        for item in data.get("effects") or ()}
 
 
 def _cost_recorded(run: Derivation, event: Event, intent: _Intent,
                    data: Mapping[str, Any]) -> None:
     intent.fields["cost_usd"] += data.get("usd", 0.0)
+
+
+def _effect(run: Derivation, event: Event, intent: _Intent, data: Mapping[str, Any],
+            *expected: str | None) -> dict[str, Any]:
+    """The effect an ``effect_*`` event names (made at its first start); a problem when it
+    is not in one of the ``expected`` statuses."""
+    name = data.get("name", "")
+    effect = intent.effects.get(name)
+    if effect is None:
+        effect = {"status": None, "value": None, "attempts": 0, "attempt": 0, "error": None,
+                  "error_type": None, "checked": False, "resolved": False}
+        if event.type == "effect_started":
+            intent.effects[name] = effect
+    if effect["status"] not in expected:
+        run._problem(event, f"while effect {name!r} of {intent.fields['title']!r} was "
+                            f"{effect['status']} (expected {' or '.join(map(str, expected))})")
+    return effect
+
+
+def _effect_started(run: Derivation, event: Event, intent: _Intent,
+                    data: Mapping[str, Any]) -> None:
+    run._expect(event, intent, _RUNNING)
+    effect = _effect(run, event, intent, data, None, "started", "failed", "not_happened")
+    if data.get("attempt") != intent.fields["attempts"]:
+        run._problem(event, f"starts an effect in attempt {data.get('attempt')} while "
+                            f"attempt {intent.fields['attempts']} runs")
+    effect.update(status="started", attempt=data.get("attempt", 0), checked=False,
+                  resolved=False, attempts=effect["attempts"] + 1)
+
+
+def _effect_completed(run: Derivation, event: Event, intent: _Intent,
+                      data: Mapping[str, Any]) -> None:
+    run._expect(event, intent, _RUNNING)
+    effect = _effect(run, event, intent, data, "started")
+    effect.update(status="completed", value=to_plain(data.get("value")),
+                  checked=bool(data.get("checked", False)))
+
+
+def _effect_failed(run: Derivation, event: Event, intent: _Intent,
+                   data: Mapping[str, Any]) -> None:
+    run._expect(event, intent, _RUNNING)
+    effect = _effect(run, event, intent, data, "started")
+    effect.update(status="failed", error=data.get("error"), error_type=data.get("error_type"))
+
+
+def _effect_resolved(run: Derivation, event: Event, intent: _Intent,
+                     data: Mapping[str, Any]) -> None:
+    effect = _effect(run, event, intent, data, "started")
+    if data.get("happened", True) is False:
+        effect.update(status="not_happened", value=None, resolved=True)
+    else:
+        effect.update(status="completed", value=to_plain(data.get("value")), resolved=True)
+    for intent_id in data.get("reopened", ()):
+        reopened = run.intents.get(intent_id)
+        if reopened is None:
+            run._problem(event, f"reopens {intent_id}, which no `created` event introduced")
+            continue
+        if reopened.fields["status"] not in ("failed", "skipped"):
+            run._problem(event, f"reopens {reopened.fields['title']!r}, which was "
+                                f"{reopened.fields['status']}")
+        reopened.fields["status"] = _PENDING
 
 
 _RULES: dict[str, _Rule] = {
@@ -255,6 +355,10 @@ _RULES: dict[str, _Rule] = {
     "handoff": _handoff,
     "cost_recorded": _cost_recorded,
     "intent_copied": _intent_copied,
+    "effect_started": _effect_started,
+    "effect_completed": _effect_completed,
+    "effect_failed": _effect_failed,
+    "effect_resolved": _effect_resolved,
 }
 
 

@@ -1,0 +1,88 @@
+"""The workflow the effect SIGKILL test (tests/test_effects_kill.py) runs in a child process.
+
+    python tests/effect_workflow.py start  STORE_URL EFFECTS_FILE CHECK
+    python tests/effect_workflow.py resume STORE_URL EFFECTS_FILE CHECK PORTFOLIO_ID
+
+A layered DAG of 12 intents; each intent's handler runs one side effect, ``append``, that
+appends ``intent_id`` as a line to EFFECTS_FILE (flushed and fsync'ed), a few milliseconds
+after it is called and a few before it returns, so a kill often lands inside it. With CHECK
+``check`` the effect has a ``check`` that reads the file (it happened if the line is there);
+with ``none`` it has none. The child prints ``started`` once its runtime is open, then the
+run's status, and exits 0 once the run completed (1 otherwise).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from typing import Any
+
+import anyio
+
+from openintent import Runtime
+from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
+
+WIDTH = 3
+LAYERS = 4
+
+
+def spec() -> PortfolioSpec:
+    rng = random.Random(5)
+    intents = []
+    for layer in range(LAYERS):
+        for column in range(WIDTH):
+            depends = []
+            if layer:
+                parents = rng.sample(range(WIDTH), rng.randint(1, 2))
+                depends = [f"L{layer - 1}C{parent}" for parent in sorted(parents)]
+            intents.append(IntentSpec(f"L{layer}C{column}", assign="effector",
+                                       depends_on=depends))
+    return PortfolioSpec(name="effects-crash-me", intents=intents)
+
+
+def append_line(path: str, key: str) -> dict[str, str]:
+    """The side effect: ``key`` on a line of ``path``, on disk before it returns."""
+    time.sleep(random.uniform(0.002, 0.006))
+    with open(path, "a") as effects:
+        effects.write(f"{key}\n")
+        effects.flush()
+        os.fsync(effects.fileno())
+    time.sleep(random.uniform(0.002, 0.006))
+    return {"line": key}
+
+
+def find_line(path: str, key: str) -> dict[str, str] | None:
+    """The check: whether ``key`` is on a line of ``path`` (then the effect's value)."""
+    with open(path) as effects:
+        return {"line": key} if key in effects.read().splitlines() else None
+
+
+def effector_class(effects_file: str, with_check: bool) -> type:
+    @Agent("effector")
+    class Effector:
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, Any]:
+            value = await self.effect(intent, "append", append_line, effects_file, intent.id,
+                                      check=find_line if with_check else None)
+            return {"written": value["line"]}
+
+    return Effector
+
+
+async def main(argv: list[str]) -> int:
+    mode, store, effects_file, check = argv[:4]
+    agent = effector_class(effects_file, check == "check")
+    async with Runtime(agents=[agent], store=store, blocking_threshold=None) as rt:
+        print("started", flush=True)
+        if mode == "start":
+            result = await rt.run(spec())
+        else:
+            result = await rt.resume(argv[4])
+    print(result.status, flush=True)
+    return 0 if result.status == "completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(anyio.run(main, sys.argv[1:]))
