@@ -156,6 +156,11 @@ class GuardrailChain:
 
     # ------------------------------------------------------------------ approvals
 
+    @property
+    def asks_approval(self) -> bool:
+        """Whether an approval guardrail is among the run's (bound or not yet)."""
+        return any(isinstance(template, ApprovalGuardrail) for template in self._templates)
+
     def approvals(self) -> list[ApprovalGuardrail]:
         return [guardrail for guardrail in self.chain if isinstance(guardrail, ApprovalGuardrail)]
 

@@ -23,6 +23,7 @@ from ._clock import Clock
 from ._dispatch import BoundAgent
 from ._guardrail_core import Guardrail
 from ._handle import drive_run
+from ._inbox import InboxWatch
 from ._json_data import json_data
 from ._logging import logging_configured
 from ._nodes import Node, plant
@@ -151,12 +152,22 @@ class Launcher:
         """``holder`` holds ``run``'s lease in the store: renew it while the run goes on, give
         it back when :meth:`drive` ends."""
         self._holders[run] = holder
-        run.keep_lease = lambda: self._keep_lease(run.portfolio_id, holder)
+        inbox = getattr(self.backend, "inbox", None)
+        watch = None
+        if inbox is not None and run.guardrails is not None and run.guardrails.asks_approval:
+            # Decisions other processes send through the store's inbox (openintent approve).
+            watch = InboxWatch(run, inbox)
+        run.keep_lease = lambda: self._keep_lease(run.portfolio_id, holder, watch)
 
-    async def _keep_lease(self, run_id: str, holder: str) -> None:
+    async def _keep_lease(self, run_id: str, holder: str, watch: InboxWatch | None) -> None:
         """Renew a run's lease well before it expires (commits renew it too), so a run that
         waits long (for an approval, say) keeps it. On real time whatever the run's clock:
-        a lease is between processes."""
+        a lease is between processes. The holder applies the decisions sent to the run's
+        approvals from other processes too (``watch``)."""
+        if watch is not None:
+            async with anyio.create_task_group() as both:
+                both.start_soon(watch.serve)
+                await self._keep_lease(run_id, holder, None)
         period = float(getattr(self.backend, "lease_ttl", 60.0)) / 3
         while True:
             # A cancel scope's deadline, not a sleep: a virtual clock still jumps meanwhile.

@@ -27,7 +27,8 @@ __all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "JournalFile", "pre
 APPLICATION_ID = 0x4F496E74
 
 # Each step takes the file from the version before it to its own (version 1: the runs and their
-# events; version 2: run leases). A new file runs them all, in one transaction. Events are
+# events; version 2: run leases; version 3: the inbox of approval decisions other processes
+# send a run). A new file runs them all, in one transaction. Events are
 # read back only in order and whole runs at a time, so they are stored a commit per row (the
 # ``events`` view shows one row per event).
 MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
@@ -52,6 +53,16 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
         "ALTER TABLE runs ADD COLUMN lease_pid INTEGER",
         "ALTER TABLE runs ADD COLUMN lease_host TEXT",
         "ALTER TABLE runs ADD COLUMN lease_expires REAL",
+    )),
+    (3, (
+        # Approval decisions sent to a run from another process (`openintent approve`): the
+        # process running the run applies each one through the run's own log and marks it
+        # applied, or refused with the reason (see openintent._inbox).
+        "CREATE TABLE approval_inbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        "run_id TEXT NOT NULL, intent_id TEXT NOT NULL, approve INTEGER NOT NULL, "
+        "decided_by TEXT NOT NULL, note TEXT NOT NULL DEFAULT '', submitted REAL NOT NULL, "
+        "status TEXT NOT NULL DEFAULT 'pending', reason TEXT, settled REAL)",
+        "CREATE INDEX approval_inbox_waiting ON approval_inbox (run_id, status)",
     )),
 )
 

@@ -35,6 +35,7 @@ from ..errors import RunInUseError, RunNotFoundError, StoreError
 from ..models import Event, EventType
 from . import CommitFailed, RunInfo
 from ._sqlite_file import JournalFile, prepare
+from ._sqlite_inbox import SqliteInbox
 from ._sqlite_journal import JournalLog, RawEvent, decode_batches, encode_events
 from ._writer_thread import WriterThread, waker
 
@@ -74,6 +75,8 @@ class SqliteBackend:
         self._lock = threading.Lock()  # the writer connection: a commit, or closing it
         self._closed = False
         self._host = socket.gethostname()
+        #: Approval decisions other processes send to this file's runs.
+        self.inbox = SqliteInbox(self._conn, url, self.path)
 
     def _connect(self) -> sqlite3.Connection:
         try:

@@ -12,6 +12,8 @@ Installed as the ``openintent`` console script (``pip install "openintent[cli]"`
     openintent runs events runs.db ID --follow
     openintent resume runs.db ID --approve-all
     openintent runs fork runs.db ID --rerun Review
+    openintent approve runs.db ID Deploy --by alice
+    openintent deny runs.db ID Deploy --by alice --note "not today"
 
 :func:`main` takes the arguments as a list and returns the exit status, so tests call it
 directly: 0 completed (or valid), 1 failed or halted, 2 invalid input, 130 interrupted.
@@ -25,6 +27,7 @@ import os
 import sys
 
 from .. import __version__
+from ._approve import approve_command, deny_command
 from ._commands import graph_command, validate_command
 from ._common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, Streams, fail
 from ._event_log import runs_events_command
@@ -46,6 +49,8 @@ _COMMANDS = {
     "runs show": runs_show_command,
     "runs events": runs_events_command,
     "runs fork": fork_command,
+    "approve": approve_command,
+    "deny": deny_command,
 }
 
 

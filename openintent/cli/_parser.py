@@ -9,7 +9,6 @@ from typing import Any
 __all__ = ["build_parser", "default_approver"]
 
 _LATER = {
-    "approve": "decide a pending approval of a run in a durable store",
     "worker": "serve the runs of a durable store with this process's agents",
 }
 
@@ -99,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     _logging_options(run)
     _resume_parser(commands)
     _runs_parser(commands)
+    for verb in ("approve", "deny"):
+        _decision_parser(commands, verb)
 
     for name, purpose in _LATER.items():
         if " " not in name:
@@ -144,6 +145,32 @@ def _resume_parser(commands: Any) -> None:
     resume.add_argument("--by", default=None, metavar="NAME",
                         help="who approves (default: your login name)")
     _logging_options(resume)
+
+
+def _decision_parser(commands: Any, verb: str) -> None:
+    outcome = ("the intent is dispatched" if verb == "approve"
+               else "the intent fails without running and its dependents are skipped")
+    decide = commands.add_parser(
+        verb,
+        help=f"{verb} a pending approval of a run in a durable store, from any process",
+        description=f"{verb.capitalize()} the pending approval request of INTENT in run ID, "
+        "from another process than the one running the run (started with --store "
+        "sqlite:///runs.db). The journal is checked at once (exit 2: unknown store, run or "
+        "intent, nothing pending for INTENT, or NAME not among its approvers); then the "
+        "decision is recorded in the store's inbox, and the process running the run applies "
+        f"it within about a second ({outcome}) and journals it. A run no process runs now "
+        "applies it once resumed.",
+    )
+    decide.add_argument("store", metavar="STORE", help=_STORE_HELP)
+    decide.add_argument("id", metavar="ID", help="the run's portfolio id (openintent runs list)")
+    decide.add_argument("intent", metavar="INTENT",
+                        help="the intent waiting for approval: its id, or its title")
+    decide.add_argument("--by", default=None, metavar="NAME",
+                        help="who decides; must be one of the approval's approvers, when it "
+                        "lists any (default: your login name)")
+    decide.add_argument("--note", default="", metavar="TEXT",
+                        help="why (journaled with the decision)")
+    _logging_options(decide)
 
 
 def _runs_parser(commands: Any) -> None:
@@ -221,5 +248,5 @@ def _logging_options(parser: argparse.ArgumentParser) -> None:
 
 
 def later_command(name: str) -> str | None:
-    """The purpose of a command not available yet (``approve``, ``worker``)."""
+    """The purpose of a command not available yet (``worker``)."""
     return _LATER.get(name)

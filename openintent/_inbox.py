@@ -1,0 +1,218 @@
+"""Approvals from another process: a decision sent through a durable store's inbox, and the
+watch that applies it in the process running the run.
+
+``openintent approve STORE ID INTENT --by NAME`` (and, later, the client's ``approve``) calls
+:func:`submit_decision`: it checks the run's journal at once (the run, the intent, a request
+pending for it, ``by`` among the approvers that request names) and inserts a row into the
+store's inbox. The run's log keeps one writer: the process running the run (it holds the
+run's lease) notices the row (:class:`InboxWatch`), decides through the normal path (the log
+gets ``approval_granted`` or ``approval_denied``, checked against the approvers again: that
+process is the authority) and marks the row ``applied``, or ``refused`` with the reason.
+
+Noticing is cheap: only while the run has an approval request pending, the watch compares
+SQLite's ``PRAGMA data_version`` (an in-memory counter) every :data:`POLL` seconds of real
+time and reads the inbox only when another connection committed. The wait is a cancel
+scope's deadline, so a :class:`~openintent.VirtualClock` still jumps meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import anyio
+
+from ._handle import decide_approval, pending_approvals
+from ._scheduler import Run
+from ._stores import CommitFailed, EventBackend, RawEvent
+from ._stores._sqlite_inbox import InboxDecision
+from .errors import ApprovalError, StoreError
+from .models import Event, EventType
+
+__all__ = ["POLL", "Inbox", "InboxDecision", "InboxWatch", "decision_of", "submit_decision"]
+
+#: Seconds of real time between two looks at the inbox while a run waits for approval.
+POLL = 0.25
+
+
+class Inbox(Protocol):
+    """What a durable store's inbox does (:class:`~._stores._sqlite_inbox.SqliteInbox`)."""
+
+    def submit(self, run_id: str, intent_id: str, approve: bool, by: str, note: str) -> int: ...
+    def data_version(self) -> int: ...
+    def waiting(self, run_id: str) -> list[InboxDecision]: ...
+    def get(self, decision_id: int) -> InboxDecision | None: ...
+    def settle(self, decision_id: int, status: str, reason: str | None = None) -> bool: ...
+    def lease_live(self, run_id: str) -> bool: ...
+
+
+def inbox_of(backend: EventBackend) -> Inbox:
+    """The inbox of a store that has one; :class:`StoreError` for ``memory://``."""
+    inbox: Inbox | None = getattr(backend, "inbox", None)
+    if inbox is None:
+        raise StoreError(
+            f"the store {backend.url} has no other process to send a decision from: a "
+            "memory:// run is decided in the process running it (handle.approve(...), "
+            "rt.approve(...)); journal runs in a SQLite file (store='sqlite:///runs.db') to "
+            "approve them from another process"
+        )
+    return inbox
+
+
+def submit_decision(
+    backend: EventBackend, run_id: str, intent: str, approve: bool, by: str, note: str = ""
+) -> InboxDecision:
+    """Send a decision on run ``run_id``'s pending approval request for ``intent`` (an intent
+    id, or a title one pending request has) to the process running it; the row recorded
+    (``status == "pending"``: :func:`decision_of` tells later what became of it).
+
+    Checked at once against the run's journal: :class:`~openintent.RunNotFoundError` for an
+    unknown run; :class:`~openintent.ApprovalError` (nothing recorded) for an unknown intent,
+    a run that has ended, no request pending for the intent, or ``by`` not among the
+    approvers the request names; :class:`StoreError` for a store without an inbox
+    (``memory://``).
+    """
+    inbox = inbox_of(backend)
+    if not isinstance(by, str) or not by:
+        raise ApprovalError("a decision needs by='who decides'; nothing was recorded")
+    events = backend.read(run_id)  # RunNotFoundError for an unknown run
+    titles, pending, ended = _approval_state(events)
+    where = f"run {run_id} of the store {backend.url}"
+    intent_id = _intent_id(intent, titles, pending, where)
+    if ended is not None:
+        raise ApprovalError(f"{where} has ended ({ended}); nothing in it waits for approval, "
+                            f"so {intent!r} cannot be decided; nothing was recorded")
+    if intent_id not in pending:
+        waiting = ", ".join(f"{key} ({titles.get(key, '')!r})" for key in pending)
+        raise ApprovalError(
+            f"no approval request is pending for intent {titles.get(intent_id)!r} "
+            f"({intent_id}) in {where}; pending: {waiting or 'none'}; nothing was recorded")
+    approvers = pending[intent_id]
+    if approvers and by not in approvers:
+        raise ApprovalError(
+            f"{by!r} may not decide on {titles.get(intent_id)!r} in {where}; approvers: "
+            f"{', '.join(approvers)}; nothing was recorded")
+    decision = inbox.get(inbox.submit(run_id, intent_id, approve, by, note))
+    assert decision is not None
+    return decision
+
+
+def decision_of(backend: EventBackend, decision_id: int) -> InboxDecision | None:
+    """A decision sent with :func:`submit_decision`, as it is now (``pending``, ``applied``
+    or ``refused`` with a reason); ``None`` for an id the inbox does not hold."""
+    return inbox_of(backend).get(decision_id)
+
+
+def _approval_state(
+    events: Sequence[RawEvent],
+) -> tuple[dict[str, str], dict[str, tuple[str, ...]], str | None]:
+    """A journal's intents (id -> title), its pending approval requests (intent id -> the
+    approvers named), and how the run ended (``None``: it goes on, or its process died)."""
+    titles: dict[str, str] = {}
+    pending: dict[str, tuple[str, ...]] = {}
+    ended: str | None = None
+    for type_, _time, intent_id, data in events:
+        if type_ == EventType.CREATED and intent_id is not None:
+            titles[intent_id] = str(data[0])
+        elif type_ == EventType.APPROVAL_REQUESTED and intent_id is not None:
+            approvers = (data or {}).get("approvers") if isinstance(data, dict) else None
+            pending[intent_id] = tuple(str(name) for name in approvers or ())
+        elif type_ in (EventType.APPROVAL_GRANTED, EventType.APPROVAL_DENIED):
+            pending.pop(intent_id or "", None)
+        elif type_ == EventType.RUN_RESUMED:
+            ended = None  # (requests still waiting are asked again: they stay pending)
+        elif type_ == EventType.RUN_FINISHED:
+            ended = str((data or {}).get("status", "failed"))
+    return titles, pending, ended
+
+
+def _intent_id(intent: str, titles: dict[str, str], pending: dict[str, Any], where: str) -> str:
+    if intent in titles:
+        return intent
+    named = [key for key, title in titles.items() if title == intent]
+    waiting = [key for key in named if key in pending]
+    if len(waiting) == 1 or len(named) == 1:
+        return (waiting or named)[0]
+    if named:
+        raise ApprovalError(f"{len(named)} intents of {where} are titled {intent!r}; pass the "
+                            f"intent id instead: {', '.join(named)}; nothing was recorded")
+    known = ", ".join(repr(title) for title in list(titles.values())[:10])
+    raise ApprovalError(f"{where} has no intent with the id or title {intent!r} (its intents: "
+                        f"{known or 'none'}); nothing was recorded")
+
+
+class InboxWatch:
+    """Applies the decisions other processes send to one run (see the module docstring);
+    :meth:`serve` runs while the run goes on, beside its lease renewal."""
+
+    def __init__(self, run: Run, inbox: Inbox, poll: float = POLL) -> None:
+        self.run = run
+        self.inbox = inbox
+        self.poll = poll
+        self._asked: anyio.Event | None = None
+        run.bus.observe(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        asked = self._asked
+        if asked is not None and event.type == EventType.APPROVAL_REQUESTED:
+            asked.set()
+
+    async def serve(self) -> None:
+        """Until cancelled: while an approval request of the run is pending, look at the
+        inbox every ``poll`` seconds (when the file changed); else wait for a request."""
+        run, store = self.run, self.run.store
+        chain, journal = run.guardrails, store.journal
+        assert chain is not None
+        seen: int | None = None
+        while True:
+            if not chain.pending_approvals():
+                self._asked = asked = anyio.Event()
+                await asked.wait()
+                self._asked = None
+                continue
+            if journal is not None and not pending_approvals([run]):
+                await journal.wait_committed(len(store.events))  # asked, not yet on disk
+                continue
+            try:
+                version = self.inbox.data_version()
+                if version != seen:
+                    seen = version
+                    await self._apply()
+                    continue
+            except CommitFailed:
+                raise
+            except StoreError as exc:  # the run goes on; the next look tries again
+                store.logger.error("reading the approval inbox failed", error=str(exc))
+            # A cancel scope's deadline, not a sleep: a virtual clock still jumps meanwhile.
+            with anyio.move_on_after(self.poll):
+                await anyio.Event().wait()
+
+    async def _apply(self) -> None:
+        run, store = self.run, self.run.store
+        chain = run.guardrails
+        assert chain is not None
+        for row in self.inbox.waiting(store.portfolio_id):
+            requests = [guardrail.requests[row.intent_id] for guardrail in chain.approvals()
+                        if row.intent_id in guardrail.requests]
+            waiting = [request for request in requests if request.decision is None]
+            if waiting and row.intent_id not in {
+                    request.intent_id for request in pending_approvals([run])}:
+                continue  # asked, not on disk yet: the next look applies it
+            if not requests:
+                continue  # not asked (yet) in this sitting: a resumed run asks again
+            if not waiting:
+                done = requests[-1]
+                self.inbox.settle(row.id, "refused",
+                                  f"already {done.decision} by {done.decided_by}")
+                continue
+            try:
+                decide_approval([run], row.intent_id, row.approve, row.by, row.note)
+            except ApprovalError as exc:
+                self.inbox.settle(row.id, "refused", str(exc))
+                continue
+            # Applied once its decision is on disk; shielded: the decision may end the run
+            # (a denial), which cancels this watch.
+            with anyio.CancelScope(shield=True):
+                if store.journal is not None:
+                    await store.journal.wait_committed(len(store.events))
+                self.inbox.settle(row.id, "applied")

@@ -1,0 +1,331 @@
+"""Approvals from another process: a decision sent through a SQLite journal's inbox
+(``openintent approve`` / ``openintent deny``, ``openintent._inbox.submit_decision``) is applied
+by the process running the run, through the run's own log, and only for listed approvers.
+
+The in-process tests open two runtimes on one file (one runs, the other's store sends) on a
+virtual clock; the subprocess tests run a workflow in a child process and approve it with
+``python -m openintent approve`` from another. Nothing is timed: the tests wait for what the
+file says (bounded, with a generous real-time guard only a hang reaches).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from openintent import ApprovalError, RunNotFoundError, Runtime, StoreError, VirtualClock
+from openintent._inbox import decision_of, submit_decision
+from openintent._stores import open_backend
+from openintent._stores._sqlite_file import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from openintent._stores.sqlite import SqliteBackend
+from openintent.agents import IntentSpec, PortfolioSpec
+from openintent.models import EventType
+from openintent.testing import SimulatedAgent
+
+ROOT = Path(__file__).resolve().parent.parent
+HANG_GUARD = 30  # real seconds; only a regression that hangs ever waits this long
+APPROVAL = {"type": "approval", "require_for": ["Deploy"], "approvers": ["alice", "bob"]}
+
+
+def release() -> PortfolioSpec:
+    return PortfolioSpec("release", [
+        IntentSpec("Build", assign="worker"),
+        IntentSpec("Deploy", assign="worker", depends_on=["Build"]),
+    ])
+
+
+async def waiting_run(rt: Runtime) -> Any:
+    """Start the release on ``rt``; return its handle once Deploy's request is on disk."""
+    handle = await rt.start(release())
+    async for event in handle.events():  # (committed events only)
+        if event.type == EventType.APPROVAL_REQUESTED:
+            return handle
+    raise AssertionError("the run never asked for approval")
+
+
+def runtime(url: str, clock: VirtualClock | None = None) -> Runtime:
+    return Runtime(agents=[SimulatedAgent("worker", result={"ok": True})], store=url,
+                   guardrails=[APPROVAL],
+                   clock=clock or VirtualClock(deadlock_after=HANG_GUARD))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("approve", [True, False])
+async def test_a_decision_sent_through_the_store_is_applied_by_the_running_process(
+    tmp_path: Path, approve: bool
+) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    with anyio.fail_after(HANG_GUARD):
+        async with runtime(url) as rt:
+            handle = await waiting_run(rt)
+            other = open_backend(url)  # another runtime's store (another process's, alike)
+            try:
+                sent = submit_decision(other, handle.portfolio_id, "Deploy", approve, "bob",
+                                       "from elsewhere")
+                result = await handle.result()
+                settled = decision_of(other, sent.id)
+            finally:
+                other.close()
+    assert sent.status == "pending" and sent.intent_id == result.intents["Deploy"].id
+    assert settled is not None and (settled.status, settled.reason) == ("applied", None)
+    kind = EventType.APPROVAL_GRANTED if approve else EventType.APPROVAL_DENIED
+    [decided] = result.events.of_type(kind)
+    assert (decided.title, decided.data["by"], decided.data["note"]) == (
+        "Deploy", "bob", "from elsewhere")
+    assert result.status == ("completed" if approve else "failed")
+    assert result.intents["Deploy"].attempts == (1 if approve else 0)
+
+
+@pytest.mark.asyncio
+async def test_virtual_time_jumps_while_the_run_watches_its_inbox(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    clock = VirtualClock(deadlock_after=HANG_GUARD)
+    with anyio.fail_after(HANG_GUARD):
+        async with runtime(url, clock) as rt:
+            handle = await waiting_run(rt)
+            await clock.sleep(3600)  # an hour of virtual time passes while the run waits
+            other = open_backend(url)
+            try:
+                submit_decision(other, handle.portfolio_id, "Deploy", True, "alice")
+                result = await handle.result()
+            finally:
+                other.close()
+    [granted] = result.events.of_type(EventType.APPROVAL_GRANTED)
+    [requested] = result.events.of_type(EventType.APPROVAL_REQUESTED)
+    assert granted.time - requested.time >= 3600
+    assert result.status == "completed"
+
+
+@pytest.mark.asyncio
+async def test_the_command_side_refuses_what_the_journal_rules_out(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    with anyio.fail_after(HANG_GUARD):
+        async with runtime(url) as rt:
+            handle = await waiting_run(rt)
+            run_id = handle.portfolio_id
+            other = open_backend(url)
+            try:
+                with pytest.raises(ApprovalError, match="'mallory' may not decide.*alice, bob"):
+                    submit_decision(other, run_id, "Deploy", True, "mallory")
+                with pytest.raises(ApprovalError, match="no intent with the id or title 'Nope'"):
+                    submit_decision(other, run_id, "Nope", True, "alice")
+                with pytest.raises(ApprovalError, match="no approval request is pending.*Build"):
+                    submit_decision(other, run_id, "Build", True, "alice")
+                with pytest.raises(RunNotFoundError, match="pf_unknown"):
+                    submit_decision(other, "pf_unknown", "Deploy", True, "alice")
+                with pytest.raises(ApprovalError, match="by='who decides'"):
+                    submit_decision(other, run_id, "Deploy", True, "")
+                assert other.inbox.waiting(run_id) == []  # nothing was recorded
+                await handle.approve("Deploy", by="alice")
+                result = await handle.result()
+                with pytest.raises(ApprovalError, match="has ended"):
+                    submit_decision(other, run_id, "Deploy", True, "alice")
+            finally:
+                other.close()
+    assert result.status == "completed"
+
+
+@pytest.mark.asyncio
+async def test_the_running_process_refuses_a_name_not_listed_and_says_why(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    with anyio.fail_after(HANG_GUARD):
+        async with runtime(url) as rt:
+            handle = await waiting_run(rt)
+            other = open_backend(url)
+            try:
+                # A row the command side would not write (another writer, or a list changed
+                # on resume): the running process is the authority.
+                row = other.inbox.submit(handle.portfolio_id, (await _deploy_id(handle)),
+                                         True, "mallory", "")
+                sent = submit_decision(other, handle.portfolio_id, "Deploy", True, "alice")
+                result = await handle.result()
+                refused, applied = decision_of(other, row), decision_of(other, sent.id)
+            finally:
+                other.close()
+    assert refused is not None and refused.status == "refused"
+    assert "'mallory' may not decide" in (refused.reason or "")
+    assert applied is not None and applied.status == "applied"
+    [granted] = result.events.of_type(EventType.APPROVAL_GRANTED)
+    assert granted.data["by"] == "alice"
+    assert result.status == "completed"
+
+
+@pytest.mark.asyncio
+async def test_a_decision_taken_in_process_first_refuses_the_late_one(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    with anyio.fail_after(HANG_GUARD):
+        async with runtime(url) as rt:
+            handle = await waiting_run(rt)
+            other = open_backend(url)
+            try:
+                sent = submit_decision(other, handle.portfolio_id, "Deploy", False, "bob")
+                await handle.approve("Deploy", by="alice")  # before the inbox is looked at
+                result = await handle.result()
+                late = decision_of(other, sent.id)
+            finally:
+                other.close()
+    assert result.status == "completed"
+    assert late is not None and late.status in ("refused", "pending")
+    if late.status == "refused":
+        assert late.reason == "already approved by alice"
+
+
+async def _deploy_id(handle: Any) -> str:
+    [request] = handle.pending_approvals()
+    return str(request.intent_id)
+
+
+def test_memory_has_no_other_process_to_send_from() -> None:
+    backend = open_backend("memory://")
+    try:
+        with pytest.raises(StoreError, match="memory://.*handle.approve"):
+            submit_decision(backend, "pf_x", "Deploy", True, "alice")
+    finally:
+        backend.close()
+
+
+def test_a_version_2_journal_gets_the_inbox_and_stays_a_journal(tmp_path: Path) -> None:
+    path = tmp_path / "runs.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for step, statements in MIGRATIONS:
+        if step <= 2:
+            for statement in statements:
+                conn.execute(statement)
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    conn.execute("PRAGMA user_version=2")
+    conn.execute("INSERT INTO runs (id, name, timebase, started) VALUES ('pf_old', 'old', 0, 5)")
+    conn.execute("INSERT INTO batches VALUES ('pf_old', 0, ?)", (
+        '[["run_started",5.0,null,{"name":"old"}],'
+        '["created",5.0,"in_old_0",["Deploy",[],"w",null]],'
+        '["approval_requested",6.0,"in_old_0",{"approvers":[]}]]',))
+    conn.close()
+    backend = SqliteBackend(f"sqlite:///{path}")
+    try:
+        assert backend._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 3
+        assert [info.portfolio_id for info in backend.runs()] == ["pf_old"]
+        assert backend.read("pf_old")[1] == ("created", 5.0, "in_old_0", ("Deploy", [], "w", None))
+        sent = submit_decision(backend, "pf_old", "Deploy", True, "anyone")
+        assert (sent.intent_id, sent.status, sent.approve) == ("in_old_0", "pending", True)
+    finally:
+        backend.close()
+
+
+# ---------------------------------------------------------------------------- two processes
+
+
+def child_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+        str(ROOT), os.environ.get("PYTHONPATH", "")]))}
+
+
+def start_child(store: str) -> tuple[subprocess.Popen[str], str]:
+    """The child running the release; returns it and its run's id."""
+    child = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "approval_workflow.py"), store],
+        env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if not line.startswith("started "):
+        child.kill()
+        raise AssertionError(f"the child did not start: {line!r} {child.communicate()}")
+    return child, line.split()[1]
+
+
+def journaled_types(database: Path, run_id: str) -> list[str]:
+    """The types of the run's events on disk, read with plain SQL (read-only)."""
+    conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return [row[0] for row in conn.execute(
+            "SELECT type FROM events WHERE run_id = ? ORDER BY seq", (run_id,))]
+    finally:
+        conn.close()
+
+
+def wait_for_request(child: subprocess.Popen[str], database: Path, run_id: str) -> None:
+    """Poll the file (bounded) until the child's run has journaled its approval request."""
+    for _ in range(30_000):
+        if EventType.APPROVAL_REQUESTED in journaled_types(database, run_id):
+            return
+        assert child.poll() is None, child.communicate()
+        anyio.run(anyio.sleep, 0.001)  # (a pause between looks, not a measurement)
+    raise AssertionError("the child's run never asked for approval")
+
+
+def command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "openintent", *args], env=child_env(),
+                          capture_output=True, text=True, timeout=HANG_GUARD, check=False)
+
+
+def finish(child: subprocess.Popen[str]) -> tuple[int, str]:
+    out, err = child.communicate(timeout=HANG_GUARD)
+    return child.returncode, out + err
+
+
+@pytest.mark.parametrize("verb", ["approve", "deny"])
+def test_a_waiting_run_is_decided_from_another_process(tmp_path: Path, verb: str) -> None:
+    database = tmp_path / "runs.db"
+    store = f"sqlite:///{database}"
+    child, run_id = start_child(store)
+    try:
+        wait_for_request(child, database, run_id)
+        before = journaled_types(database, run_id)
+        decided = command(verb, str(database), run_id, "Deploy", "--by", "bob",
+                          "--note", "from the other shell")
+        status, output = finish(child)
+    finally:
+        child.kill()
+    assert decided.returncode == 0, decided.stderr
+    assert f"{'approval' if verb == 'approve' else 'denial'} of 'Deploy'" in decided.stdout
+    assert "within about a second" in decided.stderr
+    # The run waited for it: no decision was journaled before the command.
+    assert EventType.APPROVAL_GRANTED not in before and EventType.APPROVAL_DENIED not in before
+    types = journaled_types(database, run_id)
+    kind = EventType.APPROVAL_GRANTED if verb == "approve" else EventType.APPROVAL_DENIED
+    assert types.count(kind) == 1 and types[-1] == EventType.RUN_FINISHED
+    if verb == "approve":
+        assert (status, "status: completed" in output) == (0, True), output
+    else:
+        assert (status, "status: failed" in output) == (1, True), output
+    conn = sqlite3.connect(database)
+    try:
+        rows = conn.execute("SELECT decided_by, note, status FROM approval_inbox").fetchall()
+    finally:
+        conn.close()
+    assert rows == [("bob", "from the other shell", "applied")]
+
+
+def test_refused_decisions_exit_2_and_the_run_still_waits(tmp_path: Path) -> None:
+    database = tmp_path / "runs.db"
+    store = f"sqlite:///{database}"
+    child, run_id = start_child(store)
+    try:
+        wait_for_request(child, database, run_id)
+        not_listed = command("approve", store, run_id, "Deploy", "--by", "mallory")
+        unknown_intent = command("approve", store, run_id, "Launch", "--by", "alice")
+        not_pending = command("deny", store, run_id, "Build", "--by", "alice")
+        unknown_run = command("approve", store, "pf_nope", "Deploy", "--by", "alice")
+        memory = command("approve", "memory://", run_id, "Deploy", "--by", "alice")
+        still = journaled_types(database, run_id)
+        assert child.poll() is None  # still waiting
+        approved = command("approve", store, run_id, "Deploy", "--by", "alice")
+        status, output = finish(child)
+    finally:
+        child.kill()
+    assert not_listed.returncode == 2 and "'mallory' may not decide" in not_listed.stderr
+    assert "approvers: alice, bob" in not_listed.stderr
+    assert unknown_intent.returncode == 2 and "'Launch'" in unknown_intent.stderr
+    assert not_pending.returncode == 2 and "no approval request is pending" in not_pending.stderr
+    assert unknown_run.returncode == 2 and "pf_nope" in unknown_run.stderr
+    assert memory.returncode == 2 and "memory://" in memory.stderr
+    assert EventType.APPROVAL_GRANTED not in still and EventType.RUN_FINISHED not in still
+    assert approved.returncode == 0, approved.stderr
+    assert status == 0, output
