@@ -10,14 +10,17 @@ file says (bounded, with a generous real-time guard only a hang reaches).
 
 from __future__ import annotations
 
+import io
 import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from openintent import ApprovalError, RunNotFoundError, Runtime, StoreError, VirtualClock
@@ -26,6 +29,7 @@ from openintent._stores import open_backend
 from openintent._stores._sqlite_file import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from openintent._stores.sqlite import SqliteBackend
 from openintent.agents import IntentSpec, PortfolioSpec
+from openintent.cli._approvals import ApprovalPolicy
 from openintent.models import EventType
 from openintent.testing import SimulatedAgent
 
@@ -329,3 +333,41 @@ def test_refused_decisions_exit_2_and_the_run_still_waits(tmp_path: Path) -> Non
     assert EventType.APPROVAL_GRANTED not in still and EventType.RUN_FINISHED not in still
     assert approved.returncode == 0, approved.stderr
     assert status == 0, output
+
+
+@pytest.mark.asyncio
+async def test_a_terminal_prompt_steps_aside_for_a_decision_from_another_process(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    typed = threading.Event()  # the answer nobody types (set at the end, to free the reader)
+    err = io.StringIO()
+
+    asking = threading.Event()
+
+    def ask(prompt: str) -> str:
+        asking.set()
+        typed.wait(HANG_GUARD)
+        return "n"
+
+    try:
+        with anyio.fail_after(HANG_GUARD):
+            async with Runtime(agents=[SimulatedAgent("worker", result={"ok": True})],
+                               store=url, guardrails=[APPROVAL]) as rt:
+                handle = await waiting_run(rt)
+                [request] = handle.pending_approvals()
+                policy = ApprovalPolicy(handle, approve_all=False, by="alice", ask=ask, err=err)
+                other = open_backend(url)
+                try:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(policy, request)
+                        # The question is on the terminal before the decision is sent.
+                        assert await anyio.to_thread.run_sync(asking.wait, HANG_GUARD)
+                        submit_decision(other, handle.portfolio_id, "Deploy", True, "bob")
+                        result = await handle.result()
+                finally:
+                    other.close()
+    finally:
+        typed.set()
+    assert result.status == "completed" and policy.unanswered == []
+    assert "'Deploy' was approved by bob from another process" in err.getvalue()

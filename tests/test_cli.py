@@ -329,7 +329,7 @@ def test_verbose_logs_info_lines_on_stderr(workflow, capsys, reset_structlog):
     assert "run started" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["approve"], ["worker"]])
+@pytest.mark.parametrize("command", [["worker"]])
 def test_commands_of_later_releases_say_they_are_not_available_yet(capsys, command):
     assert main([*command, "runs.db", "x"]) == 2
     assert "not available yet" in capsys.readouterr().err

@@ -55,9 +55,13 @@ class ApprovalPolicy:
             await self._decide(request, True, "--approve-all")
         elif self.ask is not None:
             answer = await self._ask(
-                f"Approve {title!r} ({request.intent_id}) as {self.by}? [y/N] "
+                f"Approve {title!r} ({request.intent_id}) as {self.by}? [y/N] ", request
             )
-            if answer is not None:
+            if request.decision is not None:
+                # Decided meanwhile from another process (openintent approve): nothing to ask.
+                print(f"\nopenintent: {title!r} was {request.decision} by "
+                      f"{request.decided_by} from another process", file=self.err, flush=True)
+            elif answer is not None:
                 approve = answer.strip().lower() in ("y", "yes")
                 await self._decide(request, approve, "asked on the terminal")
         else:
@@ -85,8 +89,9 @@ class ApprovalPolicy:
                   "with --by NAME); cancelling the run.", file=self.err, flush=True)
             await self.handle.cancel()
 
-    async def _ask(self, prompt: str) -> str | None:
-        """The answer typed, or ``None`` when the run ended first (Ctrl-C).
+    async def _ask(self, prompt: str, request: ApprovalRequest) -> str | None:
+        """The answer typed, or ``None`` when the run ended first (Ctrl-C) or ``request``
+        was decided from elsewhere first.
 
         Read on a daemon thread: an unanswered prompt must not keep the process alive after
         the run ended (anyio's worker threads are joined at exit).
@@ -114,7 +119,12 @@ class ApprovalPolicy:
                 await _ended(self.handle)
                 race.cancel_scope.cancel()
 
+            async def decided_elsewhere() -> None:
+                await request._decided.wait()
+                race.cancel_scope.cancel()
+
             race.start_soon(run_ends)
+            race.start_soon(decided_elsewhere)
             await answered.wait()
             race.cancel_scope.cancel()
         return answer[0] if answer else None
