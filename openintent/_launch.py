@@ -116,6 +116,10 @@ class Launcher:
         run = self.assemble(plan, store, nodes, nested=nested, on_event=on_event, parent=parent)
         if holder is not None:
             self.hold(run, holder)
+        elif nested and self.backend.durable:  # under its parent's lease: only the inbox
+            watch = self._inbox_watch(run)
+            if watch is not None:
+                run.keep_lease = watch.serve
         _info(store.logger, "run started", intents=len(nodes))
         return run
 
@@ -152,12 +156,17 @@ class Launcher:
         """``holder`` holds ``run``'s lease in the store: renew it while the run goes on, give
         it back when :meth:`drive` ends."""
         self._holders[run] = holder
-        inbox = getattr(self.backend, "inbox", None)
-        watch = None
-        if inbox is not None and run.guardrails is not None and run.guardrails.asks_approval:
-            # Decisions other processes send through the store's inbox (openintent approve).
-            watch = InboxWatch(run, inbox)
+        watch = self._inbox_watch(run)
         run.keep_lease = lambda: self._keep_lease(run.portfolio_id, holder, watch)
+
+    def _inbox_watch(self, run: Run) -> InboxWatch | None:
+        """What applies the decisions other processes send to ``run``'s approvals through
+        the store's inbox (``openintent approve``): for a run that may ask for approval in
+        a store that has an inbox."""
+        inbox = getattr(self.backend, "inbox", None)
+        if inbox is None or run.guardrails is None or not run.guardrails.asks_approval:
+            return None
+        return InboxWatch(run, inbox)
 
     async def _keep_lease(self, run_id: str, holder: str, watch: InboxWatch | None) -> None:
         """Renew a run's lease well before it expires (commits renew it too), so a run that

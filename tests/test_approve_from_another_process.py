@@ -28,7 +28,7 @@ from openintent._inbox import decision_of, submit_decision
 from openintent._stores import open_backend
 from openintent._stores._sqlite_file import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from openintent._stores.sqlite import SqliteBackend
-from openintent.agents import IntentSpec, PortfolioSpec
+from openintent.agents import Coordinator, IntentSpec, PortfolioSpec, on_assignment
 from openintent.cli._approvals import ApprovalPolicy
 from openintent.models import EventType
 from openintent.testing import SimulatedAgent
@@ -371,3 +371,36 @@ async def test_a_terminal_prompt_steps_aside_for_a_decision_from_another_process
         typed.set()
     assert result.status == "completed" and policy.unanswered == []
     assert "'Deploy' was approved by bob from another process" in err.getvalue()
+
+
+@pytest.mark.asyncio
+async def test_a_sub_portfolios_approval_is_decided_through_the_store_too(
+    tmp_path: Path,
+) -> None:
+    @Coordinator("planner")
+    class Planner:
+        @on_assignment
+        async def plan(self, intent: Any) -> Any:
+            sub = await self.execute(PortfolioSpec("sub", [IntentSpec("Deploy", assign="worker")]))
+            return {"sub": str(sub.status)}
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    spec = PortfolioSpec("outer", [IntentSpec("Plan", assign="planner")])
+    clock = VirtualClock(deadlock_after=HANG_GUARD)
+    with anyio.fail_after(HANG_GUARD):
+        async with Runtime(agents=[SimulatedAgent("worker", result={"ok": True}), Planner],
+                           store=url, guardrails=[APPROVAL], clock=clock) as rt:
+            handle = await rt.start(spec)
+            while not rt.pending_approvals():
+                await clock.sleep(1)
+            [request] = rt.pending_approvals()
+            assert request.portfolio_id != handle.portfolio_id  # the sub-portfolio's
+            other = open_backend(url)
+            try:
+                sent = submit_decision(other, request.portfolio_id, "Deploy", True, "alice")
+                result = await handle.result()
+                applied = decision_of(other, sent.id)
+            finally:
+                other.close()
+    assert result.status == "completed" and result.intents["Plan"].state["sub"] == "completed"
+    assert applied is not None and applied.status == "applied"
