@@ -404,3 +404,56 @@ async def test_a_sub_portfolios_approval_is_decided_through_the_store_too(
                 other.close()
     assert result.status == "completed" and result.intents["Plan"].state["sub"] == "completed"
     assert applied is not None and applied.status == "applied"
+
+
+WORKFLOW = """\
+openintent: "1.0"
+info:
+  name: "Reviewed release"
+coordinator:
+  id: lead
+  guardrails:
+    - type: approval
+      require_for: [ship]
+      approvers: [alice]
+workflow:
+  build:
+    title: "Build"
+    assign: builder
+  ship:
+    title: "Ship It"
+    assign: shipper
+    depends_on: [build]
+"""
+
+
+def test_openintent_run_wait_approvals_waits_for_openintent_approve(tmp_path: Path) -> None:
+    flow = tmp_path / "release.yaml"
+    flow.write_text(WORKFLOW)
+    database = tmp_path / "runs.db"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "openintent", "run", str(flow), "--simulate", "--store",
+         str(database), "--wait-approvals"],
+        env=child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stderr is not None
+        line = child.stderr.readline()  # openintent: run pf_... ('Reviewed release') is ...
+        assert " is journaled in " in line, line
+        run_id = line.split()[2]
+        wait_for_request(child, database, run_id)
+        hint = child.stderr.readline()
+        approved = command("approve", str(database), run_id, "Ship It", "--by", "alice")
+        status, output = finish(child)
+    finally:
+        child.kill()
+    assert f"decide it from another shell: openintent approve {database} {run_id}" in hint
+    assert approved.returncode == 0, approved.stderr
+    assert status == 0 and "status: completed" in output, output
+
+
+def test_wait_approvals_needs_a_durable_store(tmp_path: Path) -> None:
+    flow = tmp_path / "release.yaml"
+    flow.write_text(WORKFLOW)
+    done = command("run", str(flow), "--simulate", "--wait-approvals")
+    assert done.returncode == 2 and "durable store" in done.stderr

@@ -38,6 +38,7 @@ class ApprovalPolicy:
         ask: Callable[[str], str] | None,
         err: TextIO,
         resume: str | None = None,
+        elsewhere: str | None = None,
     ) -> None:
         self.handle = handle
         self.approve_all = approve_all
@@ -45,6 +46,9 @@ class ApprovalPolicy:
         self.ask = ask
         self.err = err
         self.resume = resume
+        #: With ``--wait-approvals`` (a durable store): how another shell decides a request
+        #: (``openintent approve STORE ID``); then a request without a terminal waits.
+        self.elsewhere = elsewhere
         self.unanswered: list[str] = []  # titles of requests the run was cancelled over
 
     async def __call__(self, request: ApprovalRequest) -> None:
@@ -64,6 +68,10 @@ class ApprovalPolicy:
             elif answer is not None:
                 approve = answer.strip().lower() in ("y", "yes")
                 await self._decide(request, approve, "asked on the terminal")
+        elif self.elsewhere is not None:
+            print(f"openintent: {title!r} ({request.intent_id}) waits for approval; decide it "
+                  f"from another shell: {self.elsewhere} {request.intent_id} --by NAME "
+                  "(or deny)", file=self.err, flush=True)
         else:
             self.unanswered.append(title)
             again = (f"Continue it with `{self.resume} --approve-all`" if self.resume

@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--approve-all", action="store_true", help="grant every approval the run asks for"
     )
+    run.add_argument("--wait-approvals", action="store_true",
+                     help="with a durable store and no terminal: wait for each approval to "
+                     "be decided from another shell (openintent approve STORE ID INTENT) "
+                     "instead of cancelling the run")
     run.add_argument(
         "--by",
         default=None,
@@ -142,6 +146,10 @@ def _resume_parser(commands: Any) -> None:
                         help="print the run's result as JSON on stdout")
     resume.add_argument("--approve-all", action="store_true",
                         help="grant every approval the run asks for")
+    resume.add_argument("--wait-approvals", action="store_true",
+                        help="with a durable store and no terminal: wait for each approval to "
+                        "be decided from another shell (openintent approve STORE ID INTENT) "
+                        "instead of cancelling the run")
     resume.add_argument("--by", default=None, metavar="NAME",
                         help="who approves (default: your login name)")
     _logging_options(resume)
@@ -233,6 +241,10 @@ def _runs_parser(commands: Any) -> None:
                       help="print the new run's result as JSON on stdout")
     fork.add_argument("--approve-all", action="store_true",
                       help="grant every approval the run asks for")
+    fork.add_argument("--wait-approvals", action="store_true",
+                      help="with a durable store and no terminal: wait for each approval to "
+                      "be decided from another shell (openintent approve STORE ID INTENT) "
+                      "instead of cancelling the run")
     fork.add_argument("--by", default=None, metavar="NAME",
                       help="who approves (default: your login name)")
     _logging_options(fork)

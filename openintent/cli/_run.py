@@ -99,6 +99,10 @@ class CommandRun:
 
     async def main(self) -> int:
         streams = self.streams
+        if getattr(self.args, "wait_approvals", False) and not self.durable:
+            return fail(streams, "--wait-approvals waits for decisions from other processes "
+                        "(openintent approve), which need a durable store: add --store "
+                        "sqlite:///runs.db")
         try:
             runtime, start = self.prepare()
         except OpenIntentError as exc:
@@ -128,6 +132,8 @@ class CommandRun:
             ask=_terminal_prompt(streams) if streams.interactive else None,
             err=streams.err,
             resume=self.resume_command() if self.durable else None,
+            elsewhere=(f"openintent approve {self.store} {self.portfolio_id}"
+                       if self.durable and getattr(args, "wait_approvals", False) else None),
         )
         async with anyio.create_task_group() as watchers:
             watchers.start_soon(self._watch_interrupts, handle)
