@@ -184,3 +184,16 @@ def test_a_live_lease_refuses_other_writers_and_run_portfolio():
     assert mine.get_intent(intent.id).state == {}
     assert other.list_decisions(portfolio.id) == []
     assert other.run_portfolio(portfolio.id).status == "completed"
+
+
+def test_the_readme_imperative_client_block_runs():
+    import re
+    from pathlib import Path
+
+    agents()
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Imperative client", 1)[1]
+    block = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    scope: dict[str, object] = {"__name__": "readme"}
+    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102
+    assert scope["result"].status == "completed"  # type: ignore[attr-defined]
