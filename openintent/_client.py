@@ -31,12 +31,12 @@ async def _run_portfolio(core: ClientCore, portfolio_id: str) -> RunResult:
     from .runtime import Runtime  # the facade the client drives (it never imports the client)
 
     core.check_runnable(portfolio_id)
-    runtime = Runtime(store=core.base_url, clock=core.clock)
-    running.add(runtime)
-    try:
-        return await runtime.resume(portfolio_id)
-    finally:
-        running.discard(runtime)
+    async with Runtime(store=core.base_url, clock=core.clock) as runtime:
+        running.add(runtime)
+        try:
+            return await runtime.resume(portfolio_id)
+        finally:
+            running.discard(runtime)
 
 
 def _active_runs() -> list[Any]:
@@ -65,6 +65,16 @@ class _Methods:
     def __init__(self, *, agent_id: str, base_url: str = "memory://",
                  clock: Clock | None = None) -> None:
         self._core = ClientCore(agent_id, base_url, clock)
+
+    def close(self) -> None:
+        """Close the client's store connections (a SQLite file's); ``with client:`` does."""
+        self._core.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def agent_id(self) -> str:

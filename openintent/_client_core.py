@@ -13,8 +13,10 @@ client's ``agent_id``); each change is an event appended to it (``created``,
 
 from __future__ import annotations
 
+import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,11 +49,6 @@ def _backend(base_url: object) -> EventBackend:
             f"base_url {base_url!r} names a server, but openintent runs in this process and "
             "has no network layer; pass a store URL instead: 'memory://' (shared by this "
             "process) or 'sqlite:///path/to/runs.db' (shared by processes)")
-    if base_url.startswith("sqlite:"):
-        raise OpenIntentError(
-            f"base_url {base_url!r}: the client works on 'memory://' stores only so far (a "
-            "SQLite store's runs are read with Runtime(store=...).load() and `openintent runs "
-            "show`); pass base_url='memory://'")
     return open_backend(base_url)
 
 
@@ -68,12 +65,12 @@ class ClientCore:
         self.base_url = base_url
         self.backend = _backend(base_url)
         self.clock: Clock = clock if clock is not None else RealClock()
-        shared = getattr(self.backend, "shared", None)
-        if shared is None:  # pragma: no cover - only memory:// gets here
-            raise OpenIntentError(f"{base_url!r} has no lease table")
-        if shared.lease_table is None:
-            shared.lease_table = LeaseTable()
-        self.leases: LeaseTable = shared.lease_table
+        backend: Any = self.backend
+        self.leases: LeaseTable = backend.lease_table()
+        # Leases are on the client's clock in memory, on real time in a file shared by
+        # processes (which share no other clock).
+        self.lease_now: Callable[[], float] = (time.time if self.backend.durable
+                                              else self.clock.now)
         self.held: dict[tuple[str, str], Lease] = {}  # this client's leases
 
     # ------------------------------------------------------------------ reading
@@ -82,8 +79,9 @@ class ClientCore:
         """The raw log of a portfolio (a clear error for an unknown id)."""
         if not isinstance(portfolio_id, str):
             raise OpenIntentError(f"a portfolio id is a str (portfolio.id), got {portfolio_id!r}")
+        backend: Any = self.backend
         try:
-            return self.backend.open_run(portfolio_id)
+            return backend.read_list(portfolio_id)
         except (RunNotFoundError, KeyError):
             raise RunNotFoundError(
                 f"the store {self.base_url} holds no portfolio {portfolio_id!r}; "
@@ -149,24 +147,30 @@ class ClientCore:
     def _append(self, events: Any, type_: str, intent_id: str | None, data: Any) -> None:
         events.append((type_, self._now(), intent_id, data))
 
-    def _writable(self, portfolio_id: str, what: str, intent_id: str | None = None) -> Any:
-        """The log of a draft portfolio ``what`` may write to, under this client's leases:
-        refused while another holder's lease is live, or with a stale lease of ours."""
-        events = self.log(portfolio_id)
-        if not is_draft(events):
-            ran = (events and (events[0][3] or {}).get("draft"))
-            raise OpenIntentError(
-                f"{what}: portfolio {portfolio_id} "
-                + ("has run (run_portfolio), so its plan, state and decisions are its run's now"
-                   if ran else "is a run started by rt.run(), not a client's portfolio")
-                + "; create a new portfolio for more work")
-        self.fence(portfolio_id, what, intent_id)
-        return events
+    @contextmanager
+    def _writing(self, portfolio_id: str, what: str,
+                 intent_id: str | None = None) -> Iterator[Any]:
+        """The log of a draft portfolio ``what`` may append to, under this client's leases
+        (refused while another holder's lease is live, or with a stale lease of ours), in
+        one transaction of the store: a refused write is never applied."""
+        self.log(portfolio_id)  # a clear error for an unknown id
+        backend: Any = self.backend
+        with backend.client_write(portfolio_id) as events:
+            if not is_draft(events):
+                ran = (events and (events[0][3] or {}).get("draft"))
+                raise OpenIntentError(
+                    f"{what}: portfolio {portfolio_id} "
+                    + ("has run (run_portfolio), so its plan, state and decisions are its "
+                       "run's now" if ran else
+                       "is a run started by rt.run(), not a client's portfolio")
+                    + "; create a new portfolio for more work")
+            self.fence(portfolio_id, what, intent_id)
+            yield events
 
     def fence(self, portfolio_id: str, what: str, intent_id: str | None = None) -> None:
         """Refuse a write while another holder's lease on the portfolio (or the intent) is
         live, and a write under a lease of ours that is stale (nothing is written)."""
-        now = self._now()
+        now = self.lease_now()
         for target in (portfolio_id, intent_id):
             if target is None:
                 continue
@@ -201,13 +205,16 @@ class ClientCore:
         wall = getattr(self.clock, "wall", None)
         if wall is not None:
             timebase = wall(0.0).timestamp()
-        events = self.backend.create_run(portfolio_id, name, timebase=timebase)
+        created = self.backend.create_run(portfolio_id, name, timebase=timebase)
         keep = getattr(self.backend, "keep", None)
-        events.append((EventType.RUN_STARTED, now, None,
-                       {"name": name, "intents": 0, "coordinator": None, "plan": plan,
-                        "draft": self.agent_id}))
-        if keep is not None:
+        if keep is not None:  # memory:// holds a client's portfolio as long as the store
             keep(portfolio_id)
+        del created  # (a SQLite store's live log of it: the client writes through the file)
+        backend: Any = self.backend
+        with backend.client_write(portfolio_id) as events:
+            events.append((EventType.RUN_STARTED, now, None,
+                           {"name": name, "intents": 0, "coordinator": None, "plan": plan,
+                            "draft": self.agent_id}))
         return self.portfolio(portfolio_id)
 
     def create_intent(self, title: str, portfolio_id: str | None, depends_on: Sequence[str],
@@ -215,50 +222,50 @@ class ClientCore:
                       assign: Any) -> ClientIntent:
         if portfolio_id is None:  # an intent of its own: a portfolio of one
             portfolio_id = self.create_portfolio(str(title), "", None).id
-        events = self._writable(portfolio_id, f"create_intent({title!r})")
-        if isinstance(depends_on, str) or not isinstance(depends_on, Sequence):
-            raise OpenIntentError(f"depends_on lists intent ids, got {depends_on!r}")
-        present = intents_of(*self.loaded(portfolio_id))
-        titles = {intent.id: intent.title for intent in present}
-        for dep in depends_on:
-            if dep not in titles:
+        with self._writing(portfolio_id, f"create_intent({title!r})") as events:
+            if isinstance(depends_on, str) or not isinstance(depends_on, Sequence):
+                raise OpenIntentError(f"depends_on lists intent ids, got {depends_on!r}")
+            present = intents_of(*self.loaded(portfolio_id))
+            titles = {intent.id: intent.title for intent in present}
+            for dep in depends_on:
+                if dep not in titles:
+                    raise OpenIntentError(
+                        f"create_intent({title!r}): depends_on names {dep!r}, which is not an "
+                        f"intent of portfolio {portfolio_id} (its intents: {sorted(titles)})")
+            if title in titles.values():
                 raise OpenIntentError(
-                    f"create_intent({title!r}): depends_on names {dep!r}, which is not an "
-                    f"intent of portfolio {portfolio_id} (its intents: {sorted(titles)})")
-        if title in titles.values():
-            raise OpenIntentError(
-                f"portfolio {portfolio_id} already has an intent titled {title!r}; titles are "
-                "unique within a portfolio")
-        spec = IntentSpec(title=title, description=description, assign=assign,
-                          depends_on=[titles[dep] for dep in depends_on],
-                          constraints=constraints if constraints is not None else {},
-                          initial_state=initial_state)
-        intent_id = f"{intent_id_prefix(portfolio_id)}{len(present)}"
-        self._append(events, EventType.CREATED, intent_id,
-                     (spec.title, spec.depends_on, spec.assign, spec.initial_state or None,
-                      intent_data(spec)))
+                    f"portfolio {portfolio_id} already has an intent titled {title!r}; titles are "
+                    "unique within a portfolio")
+            spec = IntentSpec(title=title, description=description, assign=assign,
+                              depends_on=[titles[dep] for dep in depends_on],
+                              constraints=constraints if constraints is not None else {},
+                              initial_state=initial_state)
+            intent_id = f"{intent_id_prefix(portfolio_id)}{len(present)}"
+            self._append(events, EventType.CREATED, intent_id,
+                         (spec.title, spec.depends_on, spec.assign, spec.initial_state or None,
+                          intent_data(spec)))
         return self.intent(intent_id)
 
     def add_dependency(self, intent_id: str, depends_on: str) -> ClientIntent:
         what = f"add_dependency({intent_id!r}, {depends_on!r})"
         portfolio_id = self.owner(intent_id)
-        events = self._writable(portfolio_id, what, intent_id)
-        intents = {intent.id: intent for intent in intents_of(*self.loaded(portfolio_id))}
-        if intent_id not in intents or depends_on not in intents:
-            raise OpenIntentError(f"{what}: both must be intents of portfolio {portfolio_id}")
-        if depends_on in intents[intent_id].depends_on:
-            return intents[intent_id]
-        # A cycle: the intent is upstream of its new dependency already.
-        stack, seen = [depends_on], set()
-        while stack:
-            current = stack.pop()
-            if current == intent_id:
-                raise OpenIntentError(f"{what} would make a dependency cycle; nothing changed")
-            if current not in seen:
-                seen.add(current)
-                stack.extend(intents[current].depends_on)
-        self._append(events, EventType.DEPENDENCY_ADDED, intent_id,
-                     {"on": intents[depends_on].title})
+        with self._writing(portfolio_id, what, intent_id) as events:
+            intents = {intent.id: intent for intent in intents_of(*self.loaded(portfolio_id))}
+            if intent_id not in intents or depends_on not in intents:
+                raise OpenIntentError(f"{what}: both must be intents of portfolio {portfolio_id}")
+            if depends_on in intents[intent_id].depends_on:
+                return intents[intent_id]
+            # A cycle: the intent is upstream of its new dependency already.
+            stack, seen = [depends_on], set()
+            while stack:
+                current = stack.pop()
+                if current == intent_id:
+                    raise OpenIntentError(f"{what} would make a dependency cycle; nothing changed")
+                if current not in seen:
+                    seen.add(current)
+                    stack.extend(intents[current].depends_on)
+            self._append(events, EventType.DEPENDENCY_ADDED, intent_id,
+                         {"on": intents[depends_on].title})
         return self.intent(intent_id)
 
     def assign(self, intent_id: str, agent_id: str | None, add: bool) -> ClientIntent:
@@ -266,41 +273,42 @@ class ClientCore:
         if add and (not isinstance(agent_id, str) or not agent_id or "," in agent_id):
             raise OpenIntentError(f"{call} takes an agent id, got {agent_id!r}")
         portfolio_id = self.owner(intent_id)
-        events = self._writable(portfolio_id, f"{call}({intent_id!r}, {agent_id!r})", intent_id)
-        current = self.intent(intent_id)
-        agents = current.assigned_to.split(",") if current.assigned_to else []
-        if add:
-            if agent_id in agents:
-                return current
-            agents.append(agent_id or "")
-        elif agent_id is None:
-            agents = []
-        elif agent_id in agents:
-            agents.remove(agent_id)
-        else:
-            raise OpenIntentError(f"{call}: {agent_id!r} is not assigned to {intent_id} "
-                                  f"(its agents: {agents})")
-        self._append(events, EventType.AGENT_ASSIGNED if add else EventType.AGENT_UNASSIGNED,
-                     intent_id, {"agent": agent_id, "assigned_to": ",".join(agents) or None,
-                                 "by": self.agent_id})
+        what = f"{call}({intent_id!r}, {agent_id!r})"
+        with self._writing(portfolio_id, what, intent_id) as events:
+            current = self.intent(intent_id)
+            agents = current.assigned_to.split(",") if current.assigned_to else []
+            if add:
+                if agent_id in agents:
+                    return current
+                agents.append(agent_id or "")
+            elif agent_id is None:
+                agents = []
+            elif agent_id in agents:
+                agents.remove(agent_id)
+            else:
+                raise OpenIntentError(f"{call}: {agent_id!r} is not assigned to {intent_id} "
+                                      f"(its agents: {agents})")
+            self._append(events, EventType.AGENT_ASSIGNED if add else EventType.AGENT_UNASSIGNED,
+                         intent_id, {"agent": agent_id, "assigned_to": ",".join(agents) or None,
+                                     "by": self.agent_id})
         return self.intent(intent_id)
 
     def patch_state(self, intent_id: str, patch: Mapping[str, Any],
                     expected_version: int | None) -> ClientIntent:
         what = f"patch_state({intent_id!r})"
         portfolio_id = self.owner(intent_id)
-        events = self._writable(portfolio_id, what, intent_id)
-        current = self.intent(intent_id)
-        if expected_version is not None and expected_version != current.version:
-            raise StateConflictError(
-                f"{what}: expected version {expected_version}, but the intent is at version "
-                f"{current.version}; read it again (get_intent) and retry",
-                intent_id=intent_id, expected=expected_version, actual=current.version)
-        if not isinstance(patch, Mapping):
-            raise OpenIntentError(f"{what} takes a dict of changes, got {patch!r}")
-        data = json_data(dict(patch), what)
-        self._append(events, EventType.STATE_PATCHED, intent_id,
-                     {"patch": data, "by": self.agent_id})
+        with self._writing(portfolio_id, what, intent_id) as events:
+            current = self.intent(intent_id)
+            if expected_version is not None and expected_version != current.version:
+                raise StateConflictError(
+                    f"{what}: expected version {expected_version}, but the intent is at version "
+                    f"{current.version}; read it again (get_intent) and retry",
+                    intent_id=intent_id, expected=expected_version, actual=current.version)
+            if not isinstance(patch, Mapping):
+                raise OpenIntentError(f"{what} takes a dict of changes, got {patch!r}")
+            data = json_data(dict(patch), what)
+            self._append(events, EventType.STATE_PATCHED, intent_id,
+                         {"patch": data, "by": self.agent_id})
         return self.intent(intent_id)
 
     def record_decision(self, portfolio_id: str | None, intent_id: str | None, decision: str,
@@ -311,24 +319,28 @@ class ClientCore:
             portfolio_id = self.owner(intent_id)
         if not isinstance(decision, str) or not decision:
             raise OpenIntentError(f"record_decision needs decision='...', got {decision!r}")
-        events = self._writable(portfolio_id, f"record_decision({decision!r})", intent_id)
-        if intent_id is not None and self.owner(intent_id) != portfolio_id:
-            raise OpenIntentError(f"intent {intent_id} is not in portfolio {portfolio_id}")
-        number = sum(raw[0] == EventType.DECISION for raw in events)
-        self._append(events, EventType.DECISION, intent_id, {
-            "id": decision_id(portfolio_id, number), "coordinator_id": self.agent_id,
-            "decision": decision, "rationale": str(rationale),
-            "data": json_data(dict(data), f"record_decision({decision!r}) data")})
+        with self._writing(portfolio_id, f"record_decision({decision!r})", intent_id) as events:
+            if intent_id is not None and self.owner(intent_id) != portfolio_id:
+                raise OpenIntentError(f"intent {intent_id} is not in portfolio {portfolio_id}")
+            number = sum(raw[0] == EventType.DECISION for raw in events)
+            self._append(events, EventType.DECISION, intent_id, {
+                "id": decision_id(portfolio_id, number), "coordinator_id": self.agent_id,
+                "decision": decision, "rationale": str(rationale),
+                "data": json_data(dict(data), f"record_decision({decision!r}) data")})
         return self.decisions(portfolio_id, None)[-1]
 
     def acquire(self, target: str, scope: str, ttl_seconds: float) -> Lease:
         self.log(self.owner(target) if target.startswith("in_") else target)  # known id
-        now = self._now()
+        now = self.lease_now()
         token, expires = self.leases.acquire(target, scope, self.agent_id, ttl_seconds, now)
-        lease = Lease(self.leases, self._now, target, scope, self.agent_id, ttl_seconds,
+        lease = Lease(self.leases, self.lease_now, target, scope, self.agent_id, ttl_seconds,
                       token, expires)
         self.held[(target, scope)] = lease
         return lease
+
+    def close(self) -> None:
+        """Close the store's connections (a SQLite file's; memory:// has none)."""
+        self.backend.close()
 
     def check_runnable(self, portfolio_id: str) -> None:
         """``run_portfolio``: a draft, not refused by another holder's live lease."""

@@ -24,7 +24,7 @@ import attrs
 
 from .errors import LeaseHeldError, LeaseLostError
 
-__all__ = ["Lease", "LeaseTable"]
+__all__ = ["Lease", "LeaseTable", "check_ttl"]
 
 Key = tuple[str, str]  # (target, scope)
 
@@ -60,7 +60,7 @@ class LeaseTable:
         with a token greater than any earlier one. A live lease of another holder raises
         :class:`LeaseHeldError`; the same holder taking it again gets a new token (its older
         lease object is then stale)."""
-        _check_ttl(ttl)
+        check_ttl(ttl)
         key = (target, scope)
         entry = self._held.get(key)
         if entry is not None and entry.expires_at > now and entry.holder != holder:
@@ -93,7 +93,7 @@ class LeaseTable:
     def renew(self, target: str, scope: str, token: int, ttl: float, now: float) -> float:
         """Extend a live lease to ``now + ttl`` (its token stays); :class:`LeaseLostError`
         when it expired or was taken since."""
-        _check_ttl(ttl)
+        check_ttl(ttl)
         self.check(target, scope, token, now, "renew()")
         entry = self._held[(target, scope)]
         entry.expires_at = now + ttl
@@ -113,7 +113,7 @@ def _by(entry: _Entry | None, now: float) -> str:
     return f", held by {entry.holder!r} until clock time {entry.expires_at:g}"
 
 
-def _check_ttl(ttl: float) -> None:
+def check_ttl(ttl: float) -> None:
     if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
         raise ValueError(f"a lease's ttl_seconds is a positive number of seconds, got {ttl!r}")
 

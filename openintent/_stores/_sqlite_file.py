@@ -27,7 +27,8 @@ __all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "JournalFile", "pre
 APPLICATION_ID = 0x4F496E74
 
 # Each step takes the file from the version before it to its own (version 1: the runs and their
-# events; version 2: run leases). A new file runs them all, in one transaction. Events are
+# events; version 2: run leases; version 3: client leases). A new file runs them all, in one
+# transaction. Events are
 # read back only in order and whole runs at a time, so they are stored a commit per row (the
 # ``events`` view shows one row per event).
 MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
@@ -52,6 +53,13 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
         "ALTER TABLE runs ADD COLUMN lease_pid INTEGER",
         "ALTER TABLE runs ADD COLUMN lease_host TEXT",
         "ALTER TABLE runs ADD COLUMN lease_expires REAL",
+    )),
+    (3, (
+        # Client leases with fencing (openintent._leases): one row per target and scope,
+        # kept after a release (holder NULL) so its token only grows. Real time (POSIX).
+        "CREATE TABLE leases (target TEXT NOT NULL, scope TEXT NOT NULL, holder TEXT, "
+        "token INTEGER NOT NULL, expires REAL NOT NULL, PRIMARY KEY (target, scope)) "
+        "WITHOUT ROWID",
     )),
 )
 

@@ -9,7 +9,8 @@ portfolios does not keep every log forever. Nothing is durable: a log is never a
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -80,6 +81,23 @@ class MemoryBackend:
     @_order.setter
     def _order(self, order: list[str]) -> None:
         self.shared.order = order
+
+    @contextmanager
+    def client_write(self, run_id: str) -> Iterator[_RunList]:
+        """A client's write to a run's log: the log itself (one thread writes at a time)."""
+        yield self._log(run_id)
+
+    def read_list(self, run_id: str) -> _RunList:
+        """The run's log."""
+        return self._log(run_id)
+
+    def lease_table(self) -> Any:
+        """The client leases of this store (``openintent._leases.LeaseTable``)."""
+        if self.shared.lease_table is None:
+            from .._leases import LeaseTable
+
+            self.shared.lease_table = LeaseTable()
+        return self.shared.lease_table
 
     def keep(self, run_id: str) -> None:
         """Hold the run for as long as the store lives (a client's portfolio: nothing else
