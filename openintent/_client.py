@@ -19,6 +19,7 @@ from ._client_core import COORDINATOR, ClientCore, running
 from ._client_views import ClientIntent, ClientPortfolio
 from ._clock import Clock
 from ._handle import decide_approval, pending_approvals
+from ._launch import run_fence
 from ._leases import Lease
 from .errors import OpenIntentError
 from .guardrails import ApprovalRequest
@@ -31,12 +32,16 @@ async def _run_portfolio(core: ClientCore, portfolio_id: str) -> RunResult:
     from .runtime import Runtime  # the facade the client drives (it never imports the client)
 
     core.check_runnable(portfolio_id)
-    async with Runtime(store=core.base_url, clock=core.clock) as runtime:
-        running.add(runtime)
-        try:
-            return await runtime.resume(portfolio_id)
-        finally:
-            running.discard(runtime)
+    fenced = run_fence.set(core.fence_of(portfolio_id))
+    try:
+        async with Runtime(store=core.base_url, clock=core.clock) as runtime:
+            running.add(runtime)
+            try:
+                return await runtime.resume(portfolio_id)
+            finally:
+                running.discard(runtime)
+    finally:
+        run_fence.reset(fenced)
 
 
 def _active_runs() -> list[Any]:

@@ -29,7 +29,13 @@ from ._plan_data import intent_data
 from ._readback import load_run
 from ._specs import IntentSpec
 from ._stores import EventBackend, open_backend
-from .errors import LeaseHeldError, OpenIntentError, RunNotFoundError, StateConflictError
+from .errors import (
+    LeaseHeldError,
+    LeaseLostError,
+    OpenIntentError,
+    RunNotFoundError,
+    StateConflictError,
+)
 from .models import Decision, Event, EventType, IntentStatus, RunResult
 
 __all__ = ["ClientCore", "COORDINATOR"]
@@ -107,16 +113,14 @@ class ClientCore:
         return portfolio_id
 
     def intent(self, intent_id: str) -> ClientIntent:
-        portfolio_id = self.owner(intent_id)
         try:
-            events = self.log(portfolio_id)
+            found = [intent for intent in intents_of(*self.loaded(self.owner(intent_id)))
+                     if intent.id == intent_id]
         except RunNotFoundError:
-            events = None
-        found = [intent for intent in (intents_of(load_run(self.backend, portfolio_id), events)
-                                       if events is not None else [])
-                 if intent.id == intent_id]
+            found = []
         if not found:
-            raise RunNotFoundError(f"the store {self.base_url} holds no intent {intent_id!r}")
+            raise RunNotFoundError(f"the store {self.base_url} holds no intent {intent_id!r}; "
+                                   "list_intents() lists the ones it holds")
         return found[0]
 
     def intents(self, portfolio_id: str | None, status: Any) -> list[ClientIntent]:
@@ -337,6 +341,22 @@ class ClientCore:
                       token, expires)
         self.held[(target, scope)] = lease
         return lease
+
+    def fence_of(self, portfolio_id: str) -> Callable[[], str | None] | None:
+        """What fences the completions of the portfolio's run: the caller's coordinator
+        lease on it, if it holds one (``None``: nothing to check)."""
+        lease = self.held.get((portfolio_id, COORDINATOR))
+        if lease is None or lease.released:
+            return None
+
+        def refused() -> str | None:
+            try:
+                lease.check("a completion")
+            except LeaseLostError as exc:
+                return str(exc)
+            return None
+
+        return refused
 
     def close(self) -> None:
         """Close the store's connections (a SQLite file's; memory:// has none)."""

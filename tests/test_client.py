@@ -197,3 +197,14 @@ def test_the_readme_imperative_client_block_runs():
     scope: dict[str, object] = {"__name__": "readme"}
     exec(compile(block, "README.md", "exec"), scope)  # noqa: S102
     assert scope["result"].status == "completed"  # type: ignore[attr-defined]
+
+
+def test_an_unknown_intent_id_is_a_clear_error():
+    client = OpenIntentClient(agent_id="c")
+    intent = client.create_intent("Solo")
+    with pytest.raises(RunNotFoundError, match="no intent 'in_ffff_0'"):
+        client.get_intent("in_ffff_0")
+    with pytest.raises(RunNotFoundError, match="no intent"):
+        client.get_intent(intent.id[:-1] + "9")
+    with pytest.raises(OpenIntentError, match="not an intent id"):
+        client.assign_agent("nope", "w")

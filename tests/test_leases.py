@@ -126,3 +126,37 @@ def test_an_intent_lease_fences_writes_to_that_intent():
     assert one.get_intent(intent.id).state == {"x": 1}
     with pytest.raises(ValueError, match="positive"):
         one.acquire_lease(intent.id, "editor", ttl_seconds=0)
+
+
+@pytest.mark.asyncio
+async def test_a_completion_after_the_callers_lease_expired_is_never_applied():
+    from openintent import sleep
+    from openintent.agents import Agent, on_assignment
+
+    @Agent("slow")
+    class Slow:
+        @on_assignment
+        async def work(self, intent):
+            await sleep(intent.state["takes"])
+            return {"done": True}
+
+    clock = VirtualClock()
+    lead = AsyncOpenIntentClient(agent_id="lead", clock=clock)
+    quick = await lead.create_portfolio(name="quick")
+    await lead.create_intent("Work", portfolio_id=quick.id, assign="slow",
+                             initial_state={"takes": 5})
+    with await lead.acquire_coordinator_lease(portfolio_id=quick.id, ttl_seconds=30):
+        result = await lead.run_portfolio(quick.id)
+    assert result.status == "completed"  # within the lease: applied
+
+    late = await lead.create_portfolio(name="late")
+    await lead.create_intent("Work", portfolio_id=late.id, assign="slow",
+                             initial_state={"takes": 60})
+    await lead.acquire_coordinator_lease(portfolio_id=late.id, ttl_seconds=30)
+    result = await lead.run_portfolio(late.id)
+    assert result.status == "halted"
+    assert result.breach is not None and result.breach.guardrail == "lease"
+    assert "expired" in result.breach.reason
+    assert result.intents["Work"].status != "completed"
+    assert result.intents["Work"].state == {"takes": 60}  # the completion was not applied
+    assert result.events.of_type("completed") == []
