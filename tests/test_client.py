@@ -208,3 +208,12 @@ def test_an_unknown_intent_id_is_a_clear_error():
         client.get_intent(intent.id[:-1] + "9")
     with pytest.raises(OpenIntentError, match="not an intent id"):
         client.assign_agent("nope", "w")
+
+
+@pytest.mark.asyncio
+async def test_the_sync_client_works_from_a_worker_thread_beside_a_running_loop():
+    import anyio.to_thread
+
+    client = OpenIntentClient(agent_id="c")
+    portfolio = await anyio.to_thread.run_sync(lambda: client.create_portfolio(name="t"))
+    assert client._core.portfolio(portfolio.id).name == "t"
