@@ -13,7 +13,7 @@ from typing import Any
 from ._effect_records import EffectState, EffectStatus
 from .models import EventType, IntentStatus
 
-__all__ = ["EFFECT_APPLY"]
+__all__ = ["EFFECT_APPLY", "copied_effects"]
 
 _NO_DATA: Mapping[str, Any] = {}
 # (type, time, intent_id, data), as _store keeps events
@@ -68,6 +68,23 @@ def _effect_resolved(records: Mapping[str, Any], event: _RawEvent) -> None:
     # The intent (failed in doubt) and the dependents it had skipped wait again for a resume.
     for intent_id in data.get("reopened", ()):
         records[intent_id].status = IntentStatus.PENDING
+
+
+def copied_effects(effects: Any) -> dict[str, EffectState] | None:
+    """The effects a fork's ``intent_copied`` event copies (its ``effects``: each
+    ``{"name", "value", "attempts"}``, ``checked``/``resolved`` when so), all completed in
+    the source run; ``None`` when there are none."""
+    if not effects:
+        return None
+    states: dict[str, EffectState] = {}
+    for item in effects:
+        state = states[item["name"]] = EffectState(item["name"])
+        state.status = EffectStatus.COMPLETED
+        state.value = item.get("value")
+        state.attempts = item.get("attempts", 0)
+        state.checked = bool(item.get("checked", False))
+        state.resolved = bool(item.get("resolved", False))
+    return states
 
 
 EFFECT_APPLY: dict[str, Callable[[Any, _RawEvent], None]] = {

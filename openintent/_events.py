@@ -58,6 +58,7 @@ class EventType:
     AGENT_ASSIGNED: Final = "agent_assigned"
     AGENT_UNASSIGNED: Final = "agent_unassigned"
     DEPENDENCY_ADDED: Final = "dependency_added"
+    INTENT_COPIED: Final = "intent_copied"
 
     ALL: Final = frozenset(
         {
@@ -93,6 +94,7 @@ class EventType:
             "agent_assigned",
             "agent_unassigned",
             "dependency_added",
+            "intent_copied",
         }
     )
 

@@ -116,25 +116,42 @@ class Launcher:
         plan = self._planner.compile(spec, coordinator)
         if extra_guardrails:
             plan = attrs.evolve(plan, guardrails=plan.guardrails + extra_guardrails)
-        # A sub-portfolio's events stay out of rt.events().
-        store = self._new_store(spec.name, nested, parent)
-        holder = None
-        if not nested and self.backend.durable:
-            # Another process must not resume a run going on here: it holds the run's lease.
-            holder = lease_holder("rt.run()")
-            self.backend.acquire_run(store.portfolio_id, holder)
-        store.append(
-            EventType.RUN_STARTED,
-            None,
-            {"name": spec.name, "intents": len(spec.intents),
-             "coordinator": coordinator and coordinator.id, "plan": plan_data(plan)},
-        )
+        store, holder = self.open_log(plan, "rt.run()", nested=nested, parent=parent)
         nodes = plant(plan, store)
         run = self.assemble(plan, store, nodes, nested=nested, on_event=on_event, parent=parent)
         if holder is not None:
             self.hold(run, holder)
         _info(store.logger, "run started", intents=len(nodes))
         return run
+
+    def open_log(
+        self,
+        plan: Plan,
+        call: str,
+        *,
+        nested: bool = False,
+        parent: Stoppable | None = None,
+        started: dict[str, Any] | None = None,
+    ) -> tuple[EventStore, str | None]:
+        """The log of a new run of ``plan``, begun with its ``run_started`` (``started``
+        adds to its data: a fork's origin), and who holds the run's lease in a durable store
+        (``None``: no lease)."""
+        spec, coordinator = plan.spec, plan.coordinator
+        # A sub-portfolio's events stay out of rt.events().
+        store = self._new_store(spec.name, nested, parent)
+        holder = None
+        if not nested and self.backend.durable:
+            # Another process must not resume a run going on here: it holds the run's lease.
+            holder = lease_holder(call)
+            self.backend.acquire_run(store.portfolio_id, holder)
+        store.append(
+            EventType.RUN_STARTED,
+            None,
+            {"name": spec.name, "intents": len(spec.intents),
+             "coordinator": coordinator and coordinator.id, "plan": plan_data(plan),
+             **(started or {})},
+        )
+        return store, holder
 
     def hold(self, run: Run, holder: str) -> None:
         """``holder`` holds ``run``'s lease in the store: renew it while the run goes on, give

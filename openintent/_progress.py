@@ -114,6 +114,10 @@ class Progress:
             if kind == "approval_granted":
                 item.status = "pending"
             self.waiting.pop(event.intent_id, None)
+        elif kind == "intent_copied":  # a fork's copy of another run's completed intent
+            item.status = "completed"
+            item.attempts = int(data.get("attempts", 0))
+            item.agent = data.get("assigned_to")
         elif kind in _TERMINAL:
             item.status = kind
             item.ended = event.time
@@ -158,8 +162,9 @@ def event_line(event: Any, progress: Progress) -> str | None:
     title = one_line(event.title or event.intent_id)
     kind = event.type
     if kind == "run_started":
+        forked = f", forked from {data['forked_from']}" if "forked_from" in data else ""
         return f"run {data.get('name', '')!s} ({event.portfolio_id}) started: " \
-               f"{data.get('intents', '?')} intents"
+               f"{data.get('intents', '?')} intents{forked}"
     if kind == "dispatched":
         attempt = int(data.get("attempt", 1))
         again = f", attempt {attempt}" if attempt > 1 else ""
@@ -194,6 +199,8 @@ def event_line(event: Any, progress: Progress) -> str | None:
         took = f" for {seconds:.2f}s" if isinstance(seconds, int | float) else ""
         return f"blocked    {title}: {data.get('handler', 'a handler')} blocked the event " \
                f"loop{took}"
+    if kind == "intent_copied":
+        return f"copied     {title} (completed as {data.get('from', '?')})"
     if kind == "run_resumed":
         reopened = len(data.get("reopened", ()))
         return f"run {progress.name} ({event.portfolio_id}) resumed (it was " \

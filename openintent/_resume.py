@@ -60,7 +60,7 @@ from .errors import (
 from .guardrails import Breach
 from .models import EventLog, EventType, IntentStatus, RunResult, RunStatus
 
-__all__ = ["Resumption", "open_resumption"]
+__all__ = ["Resumption", "bind_given", "count_waiting", "logged_guardrails", "open_resumption"]
 
 #: What a resume sets back to ``pending``: work that was going on, or stopped, when the log
 #: ended.
@@ -173,7 +173,7 @@ def _rebuild(
     plan = attrs.evolve(
         plan,
         guardrails=(new_guardrails if new_guardrails is not None
-                    else _logged_guardrails(where, log, logged, plan.guardrails + extra)),
+                    else logged_guardrails(where, log, logged, plan.guardrails + extra)),
         max_concurrency=logged.max_concurrency, sequential=logged.sequential,
     )
     records = store.records
@@ -188,7 +188,7 @@ def _rebuild(
     if new_guardrails is not None:
         resumed["guardrails"] = [guardrail.to_data() for guardrail in new_guardrails]
     store.append(EventType.RUN_RESUMED, None, resumed)
-    settled = _count_waiting(nodes)
+    settled = count_waiting(nodes)
     run = launcher.assemble(plan, store, nodes, settled=settled)
     launcher.hold(run, holder)  # renewed while it goes on, given back when it ends
     if logging_configured():  # (as the launcher's info lines: see _launch._info)
@@ -238,10 +238,27 @@ def _checked(
     """The coordinator to resume with (the given one, else the log's), and a YAML
     workflow's own guardrails; :class:`ResumeMismatchError` when what was given is not
     the run's own."""
+    spec, chosen, extra = bind_given(planner, where, logged, spec, coordinator, "rt.resume()")
+    _check_same(where, logged, spec,
+                chosen.id if coordinator is not None and chosen else None)
+    return chosen, extra
+
+
+def bind_given(
+    planner: Planner,
+    where: str,
+    logged: LoggedPlan,
+    spec: PortfolioSpec | RunnableWorkflow | None,
+    coordinator: Any,
+    call: str,
+) -> tuple[PortfolioSpec | None, BoundAgent | None, tuple[Guardrail, ...]]:
+    """What a call over a logged run (``rt.resume()``, ``rt.fork()``) was given: the spec
+    (a YAML workflow's as a :class:`PortfolioSpec`), the coordinator (the given one, else
+    the log's) and a YAML workflow's own guardrails."""
     extra: tuple[Guardrail, ...] = ()
     if spec is not None and not isinstance(spec, PortfolioSpec):
         if not isinstance(spec, RunnableWorkflow):
-            raise SpecError(f"rt.resume() takes a PortfolioSpec or a WorkflowSpec as spec, got "
+            raise SpecError(f"{call} takes a PortfolioSpec or a WorkflowSpec as spec, got "
                             f"{type(spec).__name__}")
         spec, coordinator, extra = spec.bind_runtime(planner, coordinator)
     try:
@@ -253,9 +270,8 @@ def _checked(
         raise UnknownAgentError(
             f"{where} was run by coordinator {logged.coordinator!r}, which this runtime does "
             f"not know ({exc}); give the Runtime that coordinator, or pass it (or the YAML "
-            "workflow that declares it) to rt.resume()") from None
-    _check_same(where, logged, spec, chosen.id if coordinator is not None and chosen else None)
-    return chosen, extra
+            f"workflow that declares it) to {call}") from None
+    return spec, chosen, extra
 
 
 def _check_same(
@@ -318,11 +334,12 @@ def _stretches(log: Sequence[RawEvent], first: float) -> tuple[list[int], list[d
     return starts, [datetime.fromtimestamp(base, UTC) for base in bases]
 
 
-def _logged_guardrails(
+def logged_guardrails(
     where: str,
     log: Sequence[RawEvent],
     logged: LoggedPlan,
     live: tuple[Guardrail, ...],
+    call: str = "rt.resume()",
 ) -> tuple[Guardrail, ...]:
     """The guardrails the log names (``run_started``'s, or the last resume's new ones):
     each the runtime's or the coordinator's guardrail of the same settings when there is
@@ -346,13 +363,13 @@ def _logged_guardrails(
             raise ResumeMismatchError(
                 f"{where} ran with the guardrail {item}, which cannot be rebuilt from its "
                 f"data ({exc}) and which this runtime does not have; nothing was run or "
-                "written. Give the Runtime (or the coordinator) that guardrail again, pass "
-                "rt.resume() the YAML workflow that declares it, or pass "
-                "rt.resume(..., guardrails=[...]) to run on with other ones") from None
+                f"written. Give the Runtime (or the coordinator) that guardrail again, pass "
+                f"{call} the YAML workflow that declares it, or pass "
+                f"{call[:-1]}..., guardrails=[...]) to run on with other ones") from None
     return tuple(chosen)
 
 
-def _count_waiting(nodes: list[Node]) -> int:
+def count_waiting(nodes: list[Node]) -> int:
     """Set how many dependencies each open node still waits for; return how many intents
     already ended."""
     by_title = {node.spec.title: node for node in nodes}

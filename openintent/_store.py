@@ -19,7 +19,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ._clock import Clock, run_timebase
 from ._data import EMPTY, merged, read_only, to_plain
-from ._effect_log import EFFECT_APPLY
+from ._effect_log import EFFECT_APPLY, copied_effects
 from ._effect_records import EffectState, effect_results
 from ._events import EventSource
 from ._logging import logging_configured
@@ -222,6 +222,19 @@ def _dependency_added(records: Records, event: RawEvent) -> None:
     record.depends_on = (*record.depends_on, (event[_DATA] or _NO_DATA)["on"])
 
 
+def _intent_copied(records: Records, event: RawEvent) -> None:
+    # A fork's copy of an intent another run completed: its final record, cost aside.
+    record = records[event[_INTENT] or ""]
+    data: Mapping[str, Any] = event[_DATA] or _NO_DATA
+    record.state = read_only(data.get("state") or EMPTY)
+    record.version = data.get("version", 0)
+    record.attempts = data.get("attempts", 0)
+    record.assigned_to = data.get("assigned_to")
+    record.status = IntentStatus.COMPLETED
+    record.error = record.error_type = None
+    record.effects = copied_effects(data.get("effects"))  # all completed: never run again
+
+
 def _cost_recorded(records: Records, event: RawEvent) -> None:
     intent_id = event[_INTENT]
     if intent_id is not None:
@@ -246,6 +259,7 @@ _APPLY: dict[str, Callable[[Records, RawEvent], None]] = {
     EventType.AGENT_ASSIGNED: _assigned,
     EventType.AGENT_UNASSIGNED: _assigned,
     EventType.DEPENDENCY_ADDED: _dependency_added,
+    EventType.INTENT_COPIED: _intent_copied,
     **EFFECT_APPLY,
 }
 
@@ -355,6 +369,14 @@ class EventStore:
             self._applied(events[seq], seq)
 
     def _applied(self, event: RawEvent, seq: int) -> None:
+        """Project an event just appended, then tell watchers and subscribers."""
+        self._project(event, seq)
+        if self.watchers or self.subscribers:
+            self._tell(public_event(event, seq, self.source))
+
+    def _project(self, event: RawEvent, seq: int) -> None:
+        """Apply an event to the records, the spend and the decisions (``append`` does the
+        same inline: it is the hot path)."""
         type, _time, _intent_id, data = event
         handler = self._apply.get(type)
         if handler is not None:
@@ -363,8 +385,6 @@ class EventStore:
             self.total_cost += (data or _NO_DATA)["usd"]
         elif type == EventType.DECISION:
             self.decisions.append(Decision.from_event(public_event(event, seq, self.source)))
-        if self.watchers or self.subscribers:
-            self._tell(public_event(event, seq, self.source))
 
     def _publisher(self, backend: EventBackend) -> Callable[[int, int], None]:
         """What a durable log calls once events ``start:end`` are committed: send them to
@@ -389,16 +409,8 @@ class EventStore:
         """Project the events the log held when this store was made (a resumed run's
         history): records, spend and decisions, as they were when each was appended; nobody
         is told (they were, when it happened)."""
-        apply = self._apply
         for seq, event in enumerate(self.events):
-            type, _time, _intent_id, data = event
-            handler = apply.get(type)
-            if handler is not None:
-                handler(self.records, event)
-            if type == EventType.COST_RECORDED:
-                self.total_cost += (data or _NO_DATA)["usd"]
-            elif type == EventType.DECISION:
-                self.decisions.append(Decision.from_event(public_event(event, seq, self.source)))
+            self._project(event, seq)
 
     def _trace(self, event: Event) -> None:
         self.logger.debug(event.type, intent_id=event.intent_id, seq=event.seq)

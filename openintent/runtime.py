@@ -21,6 +21,7 @@ import anyio.lowlevel
 from ._blocking import DEFAULT_BLOCKING_THRESHOLD, check_blocking_threshold
 from ._clock import Clock, RealClock
 from ._dispatch import AgentTable
+from ._fork import open_fork
 from ._guardrail_core import Guardrail
 from ._handle import RunHandle, StartedRuns, decide_approval, not_open_error, pending_approvals
 from ._launch import Launcher
@@ -241,6 +242,87 @@ class Runtime:
                 f"this Runtime is closed, so {call} cannot run: create a new Runtime"
             )
         return open_resumption(self._runs, portfolio_id, spec, coordinator, guardrails)
+
+    # ------------------------------------------------------------------ forking
+
+    async def fork(
+        self,
+        portfolio_id: str,
+        rerun: Sequence[str],
+        *,
+        spec: PortfolioSpec | RunnableWorkflow | None = None,
+        coordinator: Any = None,
+        guardrails: Sequence[Any] | None = None,
+    ) -> RunResult:
+        """Run again, as a new run in this runtime's store, the intents ``rerun`` names and
+        their descendants, keeping what run ``portfolio_id`` completed of the rest; return
+        the new run's result. Use: step 5 of 8 gave a bad answer; redo it (and 6-8) without
+        paying for 1-4 again.
+
+        The source run may have ended in any way or never have finished (a crash), and is
+        left as it is. In the fork (its ``run_started`` data names ``forked_from`` and
+        ``rerun``), each intent not downstream of ``rerun`` that the source completed is
+        *copied*: an ``intent_copied`` event makes it ``completed`` with the source's final
+        state, version, attempts, agent and completed side effects (``self.effect``: they
+        never run again), and it is never dispatched. Every other intent
+        runs from its spec, with a first attempt: the named ones, their descendants, and the
+        intents the source did not complete (failed, skipped, cancelled, unfinished) with
+        theirs. The fork's ``cost_usd`` (and a copied intent's) counts only what the fork
+        spends; the source's decisions and approvals are not copied.
+
+        ``spec`` replaces the source's plan (read from its log by default), e.g. with a
+        better prompt for the re-run step: intents it adds run, and a copied intent's spec
+        must be the source's (:class:`~openintent.errors.SpecError` otherwise). The
+        coordinator and guardrails are the source's unless given. Raises
+        :class:`~openintent.errors.SpecError` (nothing runs) for an empty ``rerun`` or an
+        unknown title (with a "did you mean"), :class:`~openintent.RunNotFoundError` for an
+        id the store does not hold, :class:`~openintent.errors.RunInUseError` while the
+        source is going on in this runtime.
+
+        >>> fixed = await rt.fork(result.portfolio_id, rerun=["Review"])
+
+        .. versionadded:: 0.3
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        forked = self._fork("rt.fork()", portfolio_id, rerun, spec, coordinator, guardrails)
+        return await forked.drive()
+
+    async def start_fork(
+        self,
+        portfolio_id: str,
+        rerun: Sequence[str],
+        *,
+        spec: PortfolioSpec | RunnableWorkflow | None = None,
+        coordinator: Any = None,
+        guardrails: Sequence[Any] | None = None,
+    ) -> RunHandle:
+        """:meth:`fork` in the runtime's task group: the new run's
+        :class:`~openintent.RunHandle` at once (as :meth:`start`; needs ``async with
+        Runtime(...) as rt:``). The errors of :meth:`fork` raise from here, and nothing runs
+        then.
+
+        .. versionadded:: 0.3
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        if self._started is None and not self._closed:
+            raise not_open_error("rt.start_fork()")
+        forked = self._fork("rt.start_fork()", portfolio_id, rerun, spec, coordinator,
+                            guardrails)
+        assert self._started is not None
+        handle = forked.handle()
+        self._started.start(handle)
+        return handle
+
+    def _fork(
+        self, call: str, portfolio_id: str, rerun: Sequence[str],
+        spec: PortfolioSpec | RunnableWorkflow | None, coordinator: Any,
+        guardrails: Sequence[Any] | None,
+    ) -> Resumption:
+        if self._closed:
+            raise OpenIntentError(
+                f"this Runtime is closed, so {call} cannot run: create a new Runtime"
+            )
+        return open_fork(self._runs, portfolio_id, rerun, spec, coordinator, guardrails, call)
 
     async def resolve_effect(
         self,

@@ -106,3 +106,32 @@ async def test_a_pending_approval_is_pending_again_in_a_fresh_runtime(tmp_path: 
     assert result.status == "completed"
     assert [title for title, _, _ in first.calls] == ["Build"]
     assert [title for title, _, _ in second.calls] == ["Deploy"]  # Build never ran again
+
+
+async def test_a_run_another_runtime_went_on_with_is_resumed_from_the_file(
+    tmp_path: Path,
+) -> None:
+    store = f"sqlite:///{tmp_path / 'runs.db'}"
+    spec = PortfolioSpec("costly", [
+        IntentSpec("A", assign="worker"),
+        IntentSpec("B", assign="worker", depends_on=["A"]),
+        IntentSpec("C", assign="worker", depends_on=["B"]),
+    ])
+    budget = {"type": "budget", "max_cost_usd": 3.0}
+    async with Runtime(agents=[worker(cost=2.0)], store=store, clock=VirtualClock(),
+                       guardrails=[budget]) as here:
+        halted = await here.run(spec)  # this runtime still holds the run's log
+        async with Runtime(agents=[worker(cost=2.0)], store=store,
+                           clock=VirtualClock()) as elsewhere:
+            # Another runtime (another process) goes on with it, and halts again.
+            again = await elsewhere.resume(halted.portfolio_id,
+                                           guardrails=[{"type": "budget",
+                                                        "max_cost_usd": 5.0}])
+        assert again.status == "halted" and len(again.events) > len(halted.events)
+        # Back here: the resume reads what the file holds, not this runtime's old log.
+        resumed = await here.resume(halted.portfolio_id,
+                                    guardrails=[{"type": "budget", "max_cost_usd": 100.0}])
+    assert resumed.status == "completed"
+    assert [event.seq for event in resumed.events] == list(range(len(resumed.events)))
+    assert [marker.data["from"] for marker in resumed.events.of_type("run_resumed")] == [
+        "halted", "halted"]

@@ -108,12 +108,24 @@ class SqliteBackend:
 
     def open_run(self, run_id: str) -> JournalLog:
         live = self._live.get(run_id)
-        if live is not None:
-            return live
+        if live is not None and (live.committed < len(live)
+                                 or self._on_file(run_id) == len(live)):
+            return live  # this process's own log of the run, as the file has it
+        # Not open here, or another process went on with it since: read it from the file.
         name, parent, timebase = self._row(run_id)
         log = JournalLog(run_id, name, parent, timebase, self, self._events(run_id))
         self._live[run_id] = log
         return log
+
+    def _on_file(self, run_id: str) -> int:
+        """How many events of the run the file holds (from its last commit's row alone)."""
+        try:
+            row = self._conn.execute(
+                "SELECT first_seq, json_array_length(events) FROM batches WHERE run_id = ? "
+                "ORDER BY first_seq DESC LIMIT 1", (run_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._failed(f"read run {run_id!r}", exc) from exc
+        return 0 if row is None else int(row[0]) + int(row[1])
 
     def read(self, run_id: str) -> Sequence[RawEvent]:
         """The committed events of a run, from the file (events a live run appended but has

@@ -11,6 +11,7 @@ Installed as the ``openintent`` console script (``pip install "openintent[cli]"`
     openintent runs show runs.db ID
     openintent runs events runs.db ID --follow
     openintent resume runs.db ID --approve-all
+    openintent runs fork runs.db ID --rerun Review
 
 :func:`main` takes the arguments as a list and returns the exit status, so tests call it
 directly: 0 completed (or valid), 1 failed or halted, 2 invalid input, 130 interrupted.
@@ -27,6 +28,7 @@ from .. import __version__
 from ._commands import graph_command, validate_command
 from ._common import EXIT_FAILED, EXIT_INVALID, EXIT_OK, Streams, fail
 from ._event_log import runs_events_command
+from ._fork import fork_command
 from ._logs import command_logging
 from ._parser import build_parser, later_command
 from ._resume import resume_command
@@ -43,6 +45,7 @@ _COMMANDS = {
     "runs list": runs_list_command,
     "runs show": runs_show_command,
     "runs events": runs_events_command,
+    "runs fork": fork_command,
 }
 
 
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if name == "runs":
         if args.runs_command is None:
             print("usage: openintent runs {list,show,events,fork} ...\nopenintent runs: error: "
-                  "name a command: list, show or events (openintent runs --help)",
+                  "name a command: list, show, events or fork (openintent runs --help)",
                   file=streams.err, flush=True)
             return EXIT_INVALID
         name = f"runs {args.runs_command}"

@@ -9,7 +9,6 @@ from typing import Any
 __all__ = ["build_parser", "default_approver"]
 
 _LATER = {
-    "runs fork": "start a new run from a journaled run's events up to a point",
     "approve": "decide a pending approval of a run in a durable store",
     "worker": "serve the runs of a durable store with this process's agents",
 }
@@ -182,7 +181,34 @@ def _runs_parser(commands: Any) -> None:
                         "finishes (Ctrl-C stops)")
     events.add_argument("--json", action="store_true", help="one JSON object a line")
     _logging_options(events)
-    _later(which, "fork", _LATER["runs fork"])
+    fork = which.add_parser(
+        "fork", help="run some intents of a journaled run again, as a new run",
+        description="Start a new run in STORE that keeps what run ID completed and runs the "
+        "--rerun intents and their descendants again (and those ID did not complete), in "
+        "this process, with the progress, approvals and report of `openintent run`. Run ID "
+        "is left as it is. The plan comes from FILE (an edited step comes along; the steps "
+        "the fork keeps must be unchanged), else from the file the run was started from, "
+        "else from ID's journal; --simulate and --agents, when not given, are those of ID.")
+    fork.add_argument("store", metavar="STORE", help=_STORE_HELP)
+    fork.add_argument("id", metavar="ID", help="the run to fork (openintent runs list)")
+    fork.add_argument("file", metavar="FILE", nargs="?", default=None,
+                      help="the YAML workflow (default: the file ID was started from)")
+    fork.add_argument("--rerun", action="append", required=True, metavar="TITLE",
+                      help="an intent (step title) to run again, with its descendants; "
+                      "repeatable")
+    fork.add_argument("--simulate", action="store_true",
+                      help="give every agent id a simulated agent (default: as ID did)")
+    fork.add_argument(
+        "--agents", action="append", default=[], metavar="MODULE[:ATTR]",
+        help="the agents to run with, as for `openintent run` (default: ID's)",
+    )
+    fork.add_argument("--json", action="store_true",
+                      help="print the new run's result as JSON on stdout")
+    fork.add_argument("--approve-all", action="store_true",
+                      help="grant every approval the run asks for")
+    fork.add_argument("--by", default=None, metavar="NAME",
+                      help="who approves (default: your login name)")
+    _logging_options(fork)
 
 
 def _logging_options(parser: argparse.ArgumentParser) -> None:
@@ -195,5 +221,5 @@ def _logging_options(parser: argparse.ArgumentParser) -> None:
 
 
 def later_command(name: str) -> str | None:
-    """The purpose of a command not available yet (``runs fork``, ``approve``, ...)."""
+    """The purpose of a command not available yet (``approve``, ``worker``)."""
     return _LATER.get(name)

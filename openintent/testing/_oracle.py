@@ -27,6 +27,11 @@ What each event does to its intent (events not listed change no intent record):
 ``skipped`` / ``cancelled``   that status
 ``handoff``                   ``assigned_to`` = ``to`` (not for one assignee's part, ``for``)
 ``cost_recorded``             ``cost_usd`` + ``usd`` (when it names an intent)
+``intent_copied``             (a fork's copy of an intent another run completed; only
+                              while pending) ``completed`` with ``state``, ``version``,
+                              ``attempts`` and ``assigned_to`` as the data says, no error,
+                              no cost; each of its ``effects`` completed with its
+                              ``value``, ``attempts``, ``checked`` and ``resolved``
 ``run_resumed``               each of ``reopened`` (it was running, awaiting approval or
                               cancelled) ``pending`` again; the run has not ended
 ``effect_started``            its effect ``name`` ``started`` (one more of its ``attempts``,
@@ -258,6 +263,21 @@ def _handoff(run: Derivation, event: Event, intent: _Intent, data: Mapping[str, 
         intent.fields["assigned_to"] = data.get("to")
 
 
+def _intent_copied(run: Derivation, event: Event, intent: _Intent,
+                   data: Mapping[str, Any]) -> None:
+    run._expect(event, intent, _PENDING)
+    intent.fields.update(status="completed", state=to_plain(data.get("state") or {}),
+                         version=data.get("version", 0), attempts=data.get("attempts", 0),
+                         assigned_to=data.get("assigned_to"), error=None, error_type=None)
+    intent.effects = {
+        item.get("name", ""): {
+            "status": "completed", "value": to_plain(item.get("value")),
+            "attempts": item.get("attempts", 0), "attempt": 0, "error": None,
+            "error_type": None, "checked": bool(item.get("checked", False)),
+            "resolved": bool(item.get("resolved", False))}
+        for item in data.get("effects") or ()}
+
+
 def _cost_recorded(run: Derivation, event: Event, intent: _Intent,
                    data: Mapping[str, Any]) -> None:
     intent.fields["cost_usd"] += data.get("usd", 0.0)
@@ -347,6 +367,7 @@ _RULES: dict[str, _Rule] = {
     "cancelled": _status("cancelled"),
     "handoff": _handoff,
     "cost_recorded": _cost_recorded,
+    "intent_copied": _intent_copied,
     "effect_started": _effect_started,
     "effect_completed": _effect_completed,
     "effect_failed": _effect_failed,

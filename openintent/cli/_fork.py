@@ -1,0 +1,76 @@
+"""``openintent runs fork STORE ID --rerun TITLE [FILE]``: a new run in STORE that keeps what
+run ID completed and runs the named intents and their descendants again (``rt.fork``), with
+the same progress, approvals and report as ``openintent run``."""
+
+from __future__ import annotations
+
+import argparse
+
+import anyio
+
+from .._handle import RunHandle
+from .._workflow_run import with_simulated_agents
+from ..errors import OpenIntentError
+from ..runtime import Runtime
+from ..workflow import WorkflowSpec
+from ._agents import import_agents
+from ._common import EXIT_INVALID, Streams, fail
+from ._loading import load
+from ._origin import CommandWorkflow, origin_metadata
+from ._resume import _journaled
+from ._run import CommandRun, StartRun
+from ._store_url import existing_store, explain
+
+__all__ = ["fork_command"]
+
+
+def fork_command(args: argparse.Namespace, streams: Streams) -> int:
+    """Fork run ``args.id`` of ``args.store`` and return the new run's exit status."""
+    try:
+        url = existing_store(args.store)
+        journaled = anyio.run(_journaled, url, args.id, backend="asyncio")
+    except OpenIntentError as exc:
+        return fail(streams, explain(exc, args.store))
+    origin = journaled.metadata
+    path = args.file or origin.get("workflow_file")
+    workflow: WorkflowSpec | None = None
+    if path is not None:
+        if args.file is None:
+            print(f"openintent: run {args.id} was started from {path}; the fork runs that workflow",
+                  file=streams.err, flush=True)
+        workflow = load(str(path), streams)
+        if workflow is None:
+            if args.file is None:
+                fail(streams, f"cannot rebuild run {args.id} from its workflow file; give "
+                     f"the file: openintent runs fork {args.store} {args.id} --rerun TITLE "
+                     "FILE")
+            return EXIT_INVALID
+    simulate = bool(args.simulate or origin.get("simulate"))
+    if args.simulate and workflow is None:
+        return fail(streams, f"--simulate needs the run's workflow file, and run {args.id} "
+                    f"did not journal one: openintent runs fork {args.store} {args.id} "
+                    "--rerun TITLE FILE --simulate")
+    references = args.agents or list(origin.get("agents") or ())
+    try:
+        agents = import_agents(references)
+    except OpenIntentError as exc:
+        return fail(streams, str(exc))
+
+    def prepare() -> tuple[Runtime, StartRun]:
+        chosen, coordinator = agents, None
+        if simulate and workflow is not None:
+            chosen, coordinator = with_simulated_agents(
+                workflow.phases, workflow.coordinator, agents)
+        runtime = Runtime(agents=chosen, store=url)
+        # The workflow file, when there is one, is the fork's plan (an edited prompt of a
+        # re-run step comes along); the fork notes where it came from as `run` does.
+        spec = None if workflow is None else CommandWorkflow(
+            workflow, origin_metadata(workflow, simulate, references))
+
+        async def start(rt: Runtime) -> RunHandle:
+            return await rt.start_fork(args.id, args.rerun, spec=spec,
+                                       coordinator=coordinator)
+
+        return runtime, start
+
+    return CommandRun(args, streams, args.store, prepare).execute()
