@@ -160,3 +160,54 @@ async def test_a_completion_after_the_callers_lease_expired_is_never_applied():
     assert result.intents["Work"].status != "completed"
     assert result.intents["Work"].state == {"takes": 60}  # the completion was not applied
     assert result.events.of_type("completed") == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.floats(0.0, 15.0, allow_nan=False), min_size=1, max_size=6),
+                min_size=2, max_size=4))
+def test_racing_tasks_on_the_virtual_clock_only_write_under_the_current_live_lease(plans):
+    import anyio
+
+    async def main() -> list[tuple[str, int, float]]:
+        clock = VirtualClock()
+        setup = AsyncOpenIntentClient(agent_id="setup", clock=clock)
+        portfolio = await setup.create_portfolio(name="race")
+        intent = await setup.create_intent("Work", portfolio_id=portfolio.id)
+        issued: list[tuple[int, float]] = []  # (token, expires_at) of every acquisition
+        applied: list[tuple[str, int, float]] = []
+
+        async def worker(n: int, pauses: list[float]) -> None:
+            client = AsyncOpenIntentClient(agent_id=f"w{n}", clock=clock)
+            lease = None
+            for pause in pauses:
+                if lease is None or not lease.live:
+                    try:
+                        lease = await client.acquire_coordinator_lease(
+                            portfolio_id=portfolio.id, ttl_seconds=TTL)
+                        issued.append((lease.token, lease.expires_at))
+                    except LeaseHeldError:
+                        pass
+                await clock.sleep(pause)  # the lease may expire meanwhile
+                if lease is not None:
+                    try:
+                        await client.patch_state(intent.id, {"last": n})
+                    except LeaseError:
+                        continue
+                    # Applied: under the newest token issued so far, before it expired.
+                    assert lease.token == issued[-1][0]
+                    assert clock.now() < lease.expires_at
+                    applied.append((f"w{n}", lease.token, clock.now()))
+            if lease is not None:
+                lease.release()
+
+        async with anyio.create_task_group() as group:
+            for n, pauses in enumerate(plans):
+                group.start_soon(worker, n, pauses)
+        versions = (await setup.get_intent(intent.id)).version
+        assert versions == len(applied)  # rejected writes were never applied
+        tokens = [token for token, _expires in issued]
+        assert tokens == sorted(set(tokens))  # tokens only grow
+        return applied
+
+    with isolated_registry():
+        anyio.run(main)
