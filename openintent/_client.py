@@ -92,8 +92,9 @@ class _Methods:
         return self._core.base_url
 
     def _create_portfolio(self, name: str, description: str = "",
-                          metadata: Mapping[str, Any] | None = None) -> ClientPortfolio:
-        return self._core.create_portfolio(name, description, metadata)
+                          metadata: Mapping[str, Any] | None = None,
+                          guardrails: Sequence[Any] | None = None) -> ClientPortfolio:
+        return self._core.create_portfolio(name, description, metadata, guardrails)
 
     def _create_intent(self, title: str, portfolio_id: str | None = None,
                        depends_on: Sequence[str] = (), description: str = "",
@@ -135,10 +136,12 @@ class OpenIntentClient(_Methods):
                 f"methods, awaited: `await client.{call}(...)`)")
 
     def create_portfolio(self, name: str, description: str = "",
-                         metadata: Mapping[str, Any] | None = None) -> ClientPortfolio:
-        """Create an empty portfolio (a draft until :meth:`run_portfolio`)."""
+                         metadata: Mapping[str, Any] | None = None,
+                         guardrails: Sequence[Any] | None = None) -> ClientPortfolio:
+        """Create an empty portfolio (a draft until :meth:`run_portfolio`); ``guardrails``
+        as ``PortfolioSpec``'s (as data: ``{"type": "approval", "require_for": [...]}``)."""
         self._sync("create_portfolio")
-        return self._create_portfolio(name, description, metadata)
+        return self._create_portfolio(name, description, metadata, guardrails)
 
     def get_portfolio(self, portfolio_id: str) -> ClientPortfolio:
         """A portfolio by id (:class:`~openintent.errors.RunNotFoundError` if unknown)."""
@@ -247,9 +250,10 @@ class AsyncOpenIntentClient(_Methods):
     """:class:`OpenIntentClient` with every method awaited."""
 
     async def create_portfolio(self, name: str, description: str = "",
-                               metadata: Mapping[str, Any] | None = None) -> ClientPortfolio:
+                               metadata: Mapping[str, Any] | None = None,
+                               guardrails: Sequence[Any] | None = None) -> ClientPortfolio:
         """See :meth:`OpenIntentClient.create_portfolio`."""
-        return self._create_portfolio(name, description, metadata)
+        return self._create_portfolio(name, description, metadata, guardrails)
 
     async def get_portfolio(self, portfolio_id: str) -> ClientPortfolio:
         """See :meth:`OpenIntentClient.get_portfolio`."""

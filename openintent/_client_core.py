@@ -22,6 +22,7 @@ from typing import Any
 
 from ._client_views import ClientIntent, ClientPortfolio, intents_of, is_draft, portfolio_of
 from ._clock import Clock, RealClock
+from ._guardrail_core import build_guardrails
 from ._json_data import json_data
 from ._leases import Lease, LeaseTable
 from ._plan import decision_id, intent_id_prefix, new_portfolio_id
@@ -193,7 +194,8 @@ class ClientCore:
         return sorted({scope for (held, scope) in self.leases.targets() if held == target})
 
     def create_portfolio(self, name: str, description: str,
-                         metadata: Mapping[str, Any] | None) -> ClientPortfolio:
+                         metadata: Mapping[str, Any] | None,
+                         guardrails: Sequence[Any] | None = None) -> ClientPortfolio:
         if not isinstance(name, str) or not name.strip():
             raise OpenIntentError(f"create_portfolio needs a name, got {name!r}")
         if not isinstance(description, str):
@@ -203,6 +205,9 @@ class ClientCore:
             plan["description"] = description
         if metadata:
             plan["metadata"] = json_data(dict(metadata), "create_portfolio(metadata=...)")
+        if guardrails:  # kept as data in the log: run_portfolio rebuilds them from it
+            plan["guardrails"] = [guardrail.to_data() for guardrail in
+                                  build_guardrails(guardrails, "create_portfolio(...)")]
         portfolio_id = new_portfolio_id()
         now = self._now()
         timebase = datetime.now(UTC).timestamp() - now

@@ -217,3 +217,47 @@ async def test_the_sync_client_works_from_a_worker_thread_beside_a_running_loop(
     client = OpenIntentClient(agent_id="c")
     portfolio = await anyio.to_thread.run_sync(lambda: client.create_portfolio(name="t"))
     assert client._core.portfolio(portfolio.id).name == "t"
+
+
+@pytest.mark.asyncio
+async def test_a_client_approves_a_run_of_its_portfolio_going_on_in_this_process():
+    import anyio
+    import anyio.lowlevel
+
+    agents()
+    clock = VirtualClock()
+    client = AsyncOpenIntentClient(agent_id="lead", clock=clock)
+    portfolio = await client.create_portfolio(
+        name="gated", guardrails=[{"type": "approval", "require_for": ["Process Data"],
+                                   "approvers": ["lead"]}])
+    fetch = await client.create_intent("Fetch Data", portfolio_id=portfolio.id,
+                                       assign="data-fetcher")
+    process = await client.create_intent("Process Data", portfolio_id=portfolio.id,
+                                         depends_on=[fetch.id], assign="data-processor")
+    results = []
+    async with anyio.create_task_group() as group:
+        group.start_soon(lambda: _run_into(client, portfolio.id, results))
+        for _ in range(20_000):  # bounded polling, as tests/test_approvals.py does
+            if await client.pending_approvals():
+                break
+            await anyio.lowlevel.checkpoint()
+        [request] = await client.pending_approvals()
+        assert request.intent_id == process.id
+        await client.approve(process.id)  # by the client's agent_id
+    assert results[0].status == "completed"
+    assert results[0].intents["Process Data"].state == {"total": 6}
+
+
+async def _run_into(client, portfolio_id, results):
+    results.append(await client.run_portfolio(portfolio_id))
+
+
+def test_an_unknown_assigned_agent_fails_when_the_portfolio_runs_and_it_stays_a_draft():
+    from openintent import UnknownAgentError
+
+    client = OpenIntentClient(agent_id="c")
+    intent = client.create_intent("Solo")
+    client.assign_agent(intent.id, "nobody-registered")
+    with pytest.raises(UnknownAgentError, match="nobody-registered"):
+        client.run_portfolio(intent.portfolio_id)
+    assert client.get_portfolio(intent.portfolio_id).status == "draft"
