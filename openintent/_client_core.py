@@ -339,7 +339,10 @@ class ClientCore:
         return self.decisions(portfolio_id, None)[-1]
 
     def acquire(self, target: str, scope: str, ttl_seconds: float) -> Lease:
-        self.log(self.owner(target) if target.startswith("in_") else target)  # known id
+        if isinstance(target, str) and target.startswith("in_"):
+            self.intent(target)  # a clear error for an unknown id
+        else:
+            self.log(target)
         now = self.lease_now()
         token, expires = self.leases.acquire(target, scope, self.agent_id, ttl_seconds, now)
         lease = Lease(self.leases, self.lease_now, target, scope, self.agent_id, ttl_seconds,

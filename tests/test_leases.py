@@ -211,3 +211,14 @@ def test_racing_tasks_on_the_virtual_clock_only_write_under_the_current_live_lea
 
     with isolated_registry():
         anyio.run(main)
+
+
+def test_a_lease_on_an_unknown_target_is_refused():
+    from openintent import RunNotFoundError
+
+    client = OpenIntentClient(agent_id="a")
+    with pytest.raises(RunNotFoundError, match="pf_missing"):
+        client.acquire_coordinator_lease(portfolio_id="pf_missing", ttl_seconds=5)
+    intent = client.create_intent("Solo")
+    with pytest.raises(RunNotFoundError, match="no intent"):
+        client.acquire_lease(intent.id[:-1] + "7", "editor", ttl_seconds=5)
