@@ -135,6 +135,8 @@ class ClientCore:
         return found
 
     def decisions(self, portfolio_id: str | None, intent_id: str | None) -> list[Decision]:
+        if portfolio_id is None and intent_id is None:
+            raise OpenIntentError("list_decisions needs portfolio_id= or intent_id=")
         pid = portfolio_id if portfolio_id is not None else self.owner(intent_id or "")
         result, _events = self.loaded(pid)
         return [decision for decision in result.decisions
@@ -187,8 +189,15 @@ class ClientCore:
                 if live is not None and live[0] != self.agent_id:
                     raise LeaseHeldError(
                         f"{what} refused: the {scope} lease of {target} is held by "
-                        f"{live[0]!r} until clock time {live[1]:g} (now {now:g}); nothing was "
-                        "written", holder=live[0], expires_at=live[1])
+                        f"{live[0]!r} until {self._when(live[1])} (now {self._when(now)}); "
+                        "nothing was written", holder=live[0], expires_at=live[1])
+
+    def _when(self, time_: float) -> str:
+        """A lease time as a message shows it: UTC for a file's (real time), else the
+        client clock's time."""
+        if self.backend.durable:
+            return datetime.fromtimestamp(time_, UTC).isoformat(timespec="milliseconds")
+        return f"clock time {time_:g}"
 
     def _scopes(self, target: str) -> list[str]:
         return sorted({scope for (held, scope) in self.leases.targets() if held == target})

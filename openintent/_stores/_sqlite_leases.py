@@ -17,6 +17,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from .._leases import check_ttl
@@ -38,6 +39,10 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _utc(posix: float) -> str:
+    return datetime.fromtimestamp(posix, UTC).isoformat(timespec="milliseconds")
 
 
 class SqliteLeases:
@@ -74,7 +79,7 @@ class SqliteLeases:
                         row[0] != holder:
                     raise LeaseHeldError(
                         f"the {scope} lease of {target} in {self._url} is held by {row[0]!r} "
-                        f"until POSIX time {row[2]:.3f} (now {now:.3f}); wait for it to "
+                        f"until {_utc(row[2])} (now {_utc(now)}); wait for it to "
                         "expire or be released, then acquire it again",
                         holder=row[0], expires_at=row[2])
                 token = (row[1] if row is not None else 0) + 1
@@ -95,7 +100,7 @@ class SqliteLeases:
         if row[2] <= now:
             raise LeaseLostError(
                 f"{what} refused: the {scope} lease of {target} (token {token}) expired at "
-                f"POSIX time {row[2]:.3f}; nothing was written. Renew leases before they "
+                f"{_utc(row[2])}; nothing was written. Renew leases before they "
                 "expire, or acquire it again")
 
     def renew(self, target: str, scope: str, token: int, ttl: float, now: float) -> float:
