@@ -8,11 +8,16 @@ The friendly public API, re-exported here; everything else lives in private modu
 
 from __future__ import annotations
 
+from ._client import AsyncOpenIntentClient as AsyncOpenIntentClient
+from ._client import OpenIntentClient as OpenIntentClient
+from ._client_views import ClientIntent as ClientIntent
+from ._client_views import ClientPortfolio as ClientPortfolio
 from ._clock import Clock as Clock
 from ._clock import RealClock as RealClock
 from ._context import sleep as sleep
 from ._event_types import register_event_type as register_event_type
 from ._handle import RunHandle as RunHandle
+from ._leases import Lease as Lease
 from ._stores import RunInfo as RunInfo
 from ._virtual_clock import VirtualClock as VirtualClock
 from .agents import Agent as Agent
@@ -32,6 +37,9 @@ from .errors import EscalationError as EscalationError
 from .errors import GuardrailError as GuardrailError
 from .errors import IntentFailedError as IntentFailedError
 from .errors import IntentTimeoutError as IntentTimeoutError
+from .errors import LeaseError as LeaseError
+from .errors import LeaseHeldError as LeaseHeldError
+from .errors import LeaseLostError as LeaseLostError
 from .errors import OpenIntentError as OpenIntentError
 from .errors import OpenIntentWarning as OpenIntentWarning
 from .errors import OutputCheckError as OutputCheckError
@@ -78,7 +86,10 @@ __all__ = [
     "AgentError",
     "ApprovalError",
     "ApprovalRequest",
+    "AsyncOpenIntentClient",
     "Breach",
+    "ClientIntent",
+    "ClientPortfolio",
     "Clock",
     "Coordinator",
     "CostError",
@@ -102,6 +113,11 @@ __all__ = [
     "IntentSpec",
     "IntentStatus",
     "IntentTimeoutError",
+    "Lease",
+    "LeaseError",
+    "LeaseHeldError",
+    "LeaseLostError",
+    "OpenIntentClient",
     "OpenIntentError",
     "OpenIntentWarning",
     "OutputCheckError",

@@ -55,6 +55,9 @@ class EventType:
     EFFECT_COMPLETED: Final = "effect_completed"
     EFFECT_FAILED: Final = "effect_failed"
     EFFECT_RESOLVED: Final = "effect_resolved"
+    AGENT_ASSIGNED: Final = "agent_assigned"
+    AGENT_UNASSIGNED: Final = "agent_unassigned"
+    DEPENDENCY_ADDED: Final = "dependency_added"
     INTENT_COPIED: Final = "intent_copied"
 
     ALL: Final = frozenset(
@@ -88,6 +91,9 @@ class EventType:
             "effect_completed",
             "effect_failed",
             "effect_resolved",
+            "agent_assigned",
+            "agent_unassigned",
+            "dependency_added",
             "intent_copied",
         }
     )

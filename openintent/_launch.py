@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import anyio
@@ -37,7 +38,12 @@ from ._stores import EventBackend
 from .errors import DataError, SpecError, StoreError
 from .models import Event, EventType, RunResult, RunStatus
 
-__all__ = ["Launcher"]
+__all__ = ["Launcher", "run_fence"]
+
+#: Set by a client's ``run_portfolio`` while it opens its run: why a completion may not be
+#: applied (its caller's lease was lost), else ``None`` (see ``Run.complete``).
+run_fence: ContextVar[Callable[[], str | None] | None] = ContextVar(
+    "openintent_run_fence", default=None)
 
 
 def _info(log: Any, message: str, **fields: Any) -> None:
@@ -210,6 +216,7 @@ class Launcher:
         self.active.append(run)
         if not nested:
             self.latest = store
+            run.fence = run_fence.get()
         return run
 
     def _new_store(self, name: str, nested: bool, parent: Stoppable | None) -> EventStore:

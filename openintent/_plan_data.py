@@ -193,8 +193,7 @@ def logged_plan(events: Sequence[RawEvent]) -> LoggedPlan:
         raise ValueError("this log does not start with run_started; it holds no plan")
     started: Mapping[str, Any] = events[0][3] or {}
     plan: Mapping[str, Any] = started.get("plan") or {}
-    intents = [intent_from_data(*_created_fields(event[3]))
-               for event in events if event[0] == EventType.CREATED]
+    intents = _logged_intents(events)
     spec = PortfolioSpec(
         name=started.get("name", ""),
         intents=intents,
@@ -209,6 +208,23 @@ def logged_plan(events: Sequence[RawEvent]) -> LoggedPlan:
         sequential=bool(plan.get("sequential", False)),
         planned=started.get("intents", len(intents)),
     )
+
+
+def _logged_intents(events: Sequence[RawEvent]) -> list[IntentSpec]:
+    """Each ``created`` event's intent, with the dependencies and assignees a client
+    changed since (``dependency_added``, ``agent_assigned``, ``agent_unassigned``)."""
+    fields: dict[str, list[Any]] = {}
+    for type_, _time, intent_id, data in events:
+        if type_ == EventType.CREATED:
+            fields[intent_id or ""] = list(_created_fields(data))
+        elif type_ == EventType.DEPENDENCY_ADDED:
+            created = fields[intent_id or ""]
+            created[1] = [*created[1], data["on"]]
+        elif type_ in (EventType.AGENT_ASSIGNED, EventType.AGENT_UNASSIGNED):
+            assigned = data.get("assigned_to")
+            fields[intent_id or ""][2] = (assigned if assigned is None or "," not in assigned
+                                          else assigned.split(","))
+    return [intent_from_data(*created) for created in fields.values()]
 
 
 def _created_fields(data: Any) -> tuple[Any, ...]:

@@ -140,6 +140,9 @@ class Registry:
         # Ids copied in by isolated_registry(inherit=True): a class registered inside the
         # block may stand in for one of those quietly (a test's local stand-in).
         self._inherited: set[str] = set()
+        #: The process-wide stores by URL (``memory://``): a registry of its own (each test
+        #: under the pytest plugin) has stores of its own too.
+        self.stores: dict[str, Any] = {}
 
     def register(self, definition: AgentDefinition, *, stacklevel: int = 2) -> None:
         """Add a definition; a later class with the same id replaces the earlier one.

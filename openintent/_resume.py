@@ -180,7 +180,8 @@ def _rebuild(
     ids = [raw[2] or "" for raw in log if raw[0] == EventType.CREATED]
     nodes = wire(plan, [cast(Node, records[intent_id]) for intent_id in ids])
     resumed: dict[str, Any] = {
-        "from": ended.get("status", "failed") if ended is not None else "running",
+        "from": (ended.get("status", "failed") if ended is not None
+                 else "draft" if _is_draft(log) else "running"),
         "reopened": [node.id for node in nodes if node.status in _REOPENED],
         "timebase": store.source.wall(0.0).timestamp(),
     }
@@ -301,6 +302,12 @@ def _ended(log: Sequence[RawEvent]) -> Mapping[str, Any] | None:
         if type_ == EventType.RUN_RESUMED:
             return None
     return None
+
+
+def _is_draft(log: Sequence[RawEvent]) -> bool:
+    """A client's portfolio that never ran: its first run goes on its log (``run_portfolio``)."""
+    return bool((log[0][3] or {}).get("draft")) and not any(
+        raw[0] == EventType.RUN_RESUMED for raw in log)
 
 
 def _settled_since_end(log: Sequence[RawEvent]) -> bool:

@@ -86,6 +86,9 @@ class Run:
         self.spec = plan.spec
         #: Renews the run's lease in a durable store while the run goes on (the launcher's).
         self.keep_lease: Callable[[], Awaitable[None]] | None = None
+        #: A client's run (``run_portfolio``): says why a completion may not be applied (the
+        #: caller's lease was lost), else ``None``.
+        self.fence: Callable[[], str | None] | None = None
         self.coordinator = plan.coordinator
         self.agents = list(plan.agents)
         store = self.store = bus.store
@@ -319,6 +322,10 @@ class Run:
         """An intent's attempt succeeded: log it, notify, and make its dependents ready."""
         if self.stopped:
             return  # a halt lands first: the attempt counts as cancelled, not completed
+        fence = self.fence
+        if fence is not None and (refused := fence()) is not None:
+            self.halt(Breach("lease", refused, intent_id=node.id))  # never applied
+            return
         record = node  # a node is its intent's record
         old_state = record.state
         # ``result`` is already the run's own copy (see json_state): nobody else holds it.

@@ -212,6 +212,16 @@ def _run_resumed(records: Records, event: RawEvent) -> None:
         records[intent_id].status = IntentStatus.PENDING
 
 
+def _assigned(records: Records, event: RawEvent) -> None:
+    # A client's assign_agent / unassign_agent: the intent's assignees from now on.
+    records[event[_INTENT] or ""].assigned_to = (event[_DATA] or _NO_DATA).get("assigned_to")
+
+
+def _dependency_added(records: Records, event: RawEvent) -> None:
+    record = records[event[_INTENT] or ""]
+    record.depends_on = (*record.depends_on, (event[_DATA] or _NO_DATA)["on"])
+
+
 def _intent_copied(records: Records, event: RawEvent) -> None:
     # A fork's copy of an intent another run completed: its final record, cost aside.
     record = records[event[_INTENT] or ""]
@@ -246,6 +256,9 @@ _APPLY: dict[str, Callable[[Records, RawEvent], None]] = {
     EventType.APPROVAL_REQUESTED: _awaiting_approval,
     EventType.APPROVAL_GRANTED: _approved,
     EventType.RUN_RESUMED: _run_resumed,
+    EventType.AGENT_ASSIGNED: _assigned,
+    EventType.AGENT_UNASSIGNED: _assigned,
+    EventType.DEPENDENCY_ADDED: _dependency_added,
     EventType.INTENT_COPIED: _intent_copied,
     **EFFECT_APPLY,
 }

@@ -22,6 +22,9 @@ __all__ = [
     "GuardrailError",
     "IntentFailedError",
     "IntentTimeoutError",
+    "LeaseError",
+    "LeaseHeldError",
+    "LeaseLostError",
     "OpenIntentError",
     "OpenIntentWarning",
     "OutputCheckError",
@@ -275,6 +278,25 @@ class RunNotFoundError(StoreError, KeyError):
 
 class RunInUseError(StoreError):
     """Another process (or task) holds the run's lease: it is resuming or running the run now."""
+
+
+class LeaseError(OpenIntentError):
+    """A lease (``client.acquire_coordinator_lease``) refused an acquisition or a write."""
+
+
+class LeaseHeldError(LeaseError):
+    """Another holder's lease is live: the message names the holder and when it expires
+    (``holder``, ``expires_at``)."""
+
+    def __init__(self, message: str, *, holder: str, expires_at: float) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.expires_at = expires_at
+
+
+class LeaseLostError(LeaseError):
+    """A write (or ``renew()``) was made with a stale fencing token: the lease expired or
+    another holder took it since. Nothing was written."""
 
 
 class ResumeMismatchError(OpenIntentError):

@@ -44,6 +44,8 @@ async def test_the_seed_basic_coordinator_runs_the_etl_pipeline(capsys):
                            "decision: delegate_to_senior"]),
         ("review.py", ["Review code: {'approved': True, 'votes': 2}",
                        "decision: quorum_reached"]),
+        ("imperative.py", ["Manual Pipeline: completed", "Process Data: {'total': 12}",
+                           "decision: approved_pipeline by coordinator"]),
     ],
 )
 def test_every_example_runs_as_a_script(script, expected):

@@ -174,9 +174,9 @@ def open_backend(url: str) -> EventBackend:
     if opening is not None:
         return opening(url)
     if url == "memory://":
-        from .memory import MemoryBackend
+        from .memory import MemoryBackend, shared_runs
 
-        return MemoryBackend()
+        return MemoryBackend(url, shared_runs())
     if isinstance(url, str) and url.startswith("sqlite:"):
         from .sqlite import SqliteBackend
 

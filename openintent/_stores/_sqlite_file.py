@@ -27,8 +27,8 @@ __all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "JournalFile", "pre
 APPLICATION_ID = 0x4F496E74
 
 # Each step takes the file from the version before it to its own (version 1: the runs and their
-# events; version 2: run leases; version 3: the inbox of approval decisions other processes
-# send a run). A new file runs them all, in one transaction. Events are
+# events; version 2: run leases; version 3: client leases, and the inbox of approval
+# decisions other processes send a run). A new file runs them all, in one transaction. Events are
 # read back only in order and whole runs at a time, so they are stored a commit per row (the
 # ``events`` view shows one row per event).
 MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
@@ -63,6 +63,11 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
         "decided_by TEXT NOT NULL, note TEXT NOT NULL DEFAULT '', submitted REAL NOT NULL, "
         "status TEXT NOT NULL DEFAULT 'pending', reason TEXT, settled REAL)",
         "CREATE INDEX approval_inbox_waiting ON approval_inbox (run_id, status)",
+        # Client leases with fencing (openintent._leases): one row per target and scope,
+        # kept after a release (holder NULL) so its token only grows. Real time (POSIX).
+        "CREATE TABLE leases (target TEXT NOT NULL, scope TEXT NOT NULL, holder TEXT, "
+        "token INTEGER NOT NULL, expires REAL NOT NULL, PRIMARY KEY (target, scope)) "
+        "WITHOUT ROWID",
     )),
 )
 

@@ -9,9 +9,10 @@ portfolios does not keep every log forever. Nothing is durable: a log is never a
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from anyio.streams.memory import MemoryObjectSendStream
 
@@ -19,7 +20,7 @@ from ..errors import RunInUseError, RunNotFoundError
 from ..models import Event
 from . import RunInfo, sitting_base
 
-__all__ = ["MemoryBackend"]
+__all__ = ["MemoryBackend", "MemoryRuns", "shared_runs"]
 
 
 class _RunList(list[tuple[str, float, str | None, Any]]):
@@ -33,17 +34,75 @@ class _RunList(list[tuple[str, float, str | None, Any]]):
     timebase: float
 
 
+class MemoryRuns:
+    """What a ``memory://`` store holds: the runs (weakly, but for those :meth:`keep` holds:
+    a client's portfolios), their order, the run leases and the client leases. One per
+    process (per registry: see :func:`shared_runs`), shared by every backend opened on
+    ``memory://``; each backend has its own subscribers."""
+
+    def __init__(self) -> None:
+        self.runs: weakref.WeakValueDictionary[str, _RunList] = weakref.WeakValueDictionary()
+        self.order: list[str] = []
+        self.leases: dict[str, str] = {}
+        self.kept: dict[str, _RunList] = {}
+        #: The client leases (``openintent._leases.LeaseTable``), made on first use.
+        self.lease_table: Any = None
+
+
+def shared_runs() -> MemoryRuns:
+    """The ``memory://`` store of this process: the current registry's (the pytest plugin
+    gives each test a registry, so a store, of its own)."""
+    from .._registry import current_registry
+
+    stores = current_registry().stores
+    runs = stores.get("memory://")
+    if runs is None:
+        runs = stores["memory://"] = MemoryRuns()
+    return cast(MemoryRuns, runs)
+
+
 class MemoryBackend:
-    """Runs' events in memory (see the module docstring)."""
+    """Runs' events in memory (see the module docstring). ``shared``: the store it opens
+    (the process's ``memory://`` store), else one of its own."""
 
     durable = False
 
-    def __init__(self, url: str = "memory://") -> None:
+    def __init__(self, url: str = "memory://", shared: MemoryRuns | None = None) -> None:
         self.url = url
-        self._runs: weakref.WeakValueDictionary[str, _RunList] = weakref.WeakValueDictionary()
-        self._order: list[str] = []
-        self._leases: dict[str, str] = {}
+        self.shared = shared if shared is not None else MemoryRuns()
+        self._runs = self.shared.runs
+        self._leases = self.shared.leases
         self.subscribers: list[MemoryObjectSendStream[Event]] = []
+
+    @property
+    def _order(self) -> list[str]:
+        return self.shared.order
+
+    @_order.setter
+    def _order(self, order: list[str]) -> None:
+        self.shared.order = order
+
+    @contextmanager
+    def client_write(self, run_id: str) -> Iterator[_RunList]:
+        """A client's write to a run's log: the log itself (one thread writes at a time)."""
+        yield self._log(run_id)
+
+    def read_list(self, run_id: str) -> _RunList:
+        """The run's log."""
+        return self._log(run_id)
+
+    def lease_table(self) -> Any:
+        """The client leases of this store (``openintent._leases.LeaseTable``)."""
+        if self.shared.lease_table is None:
+            from .._leases import LeaseTable
+
+            self.shared.lease_table = LeaseTable()
+        return self.shared.lease_table
+
+    def keep(self, run_id: str) -> None:
+        """Hold the run for as long as the store lives (a client's portfolio: nothing else
+        holds it between the client's calls)."""
+        self.shared.kept[run_id] = self._log(run_id)
 
     def create_run(
         self, run_id: str, name: str, *, parent: str | None = None, timebase: float = 0.0
@@ -114,7 +173,10 @@ def _info(run_id: str, events: _RunList) -> RunInfo:
     if events:
         started_at = _utc(events.timebase + events[0][1])
         last = events[-1]
-        if last[0] == "run_finished":
+        if (events[0][3] or {}).get("draft") and not any(
+                event[0] == "run_resumed" for event in events):
+            status = "draft"  # a client's portfolio that has not run yet
+        elif last[0] == "run_finished":
             status = (last[3] or {}).get("status", "failed")
             ended_at = _utc(sitting_base(events, events.timebase) + last[1])
     return RunInfo(run_id, events.name, status, started_at, ended_at, events.parent)

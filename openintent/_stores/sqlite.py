@@ -25,6 +25,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +38,7 @@ from . import CommitFailed, RunInfo
 from ._sqlite_file import JournalFile, prepare
 from ._sqlite_inbox import SqliteInbox
 from ._sqlite_journal import JournalLog, RawEvent, decode_batches, encode_events
+from ._sqlite_leases import SqliteLeases, client_transaction
 from ._writer_thread import WriterThread, waker
 
 __all__ = ["SqliteBackend"]
@@ -247,6 +249,21 @@ class SqliteBackend:
                     log.sitting = float((data or {}).get("timebase", log.sitting))
                     conn.execute("UPDATE runs SET status = 'running', ended = NULL "
                                  "WHERE id = ?", (run_id,))
+
+    # ------------------------------------------------------------------ client
+
+    def client_write(self, run_id: str) -> AbstractContextManager[list[RawEvent]]:
+        """A client's write to a run's log: one transaction (see :mod:`._sqlite_leases`)."""
+        return client_transaction(self._conn, run_id, self.read_list, self.url)
+
+    def read_list(self, run_id: str) -> list[RawEvent]:
+        """The committed events of a run, as a new list."""
+        self._row(run_id)
+        return self._events(run_id)
+
+    def lease_table(self) -> SqliteLeases:
+        """The client leases of this file (real time: :mod:`._sqlite_leases`)."""
+        return SqliteLeases(self._conn, self.url)
 
     # ------------------------------------------------------------------ leases
 

@@ -39,6 +39,9 @@ What each event does to its intent (events not listed change no intent record):
 ``effect_completed``          that effect ``completed`` with ``value`` (``checked`` when
                               a check confirmed it); it must have started
 ``effect_failed``             that effect ``failed`` with ``error``, ``error_type``
+``agent_assigned`` /          ``assigned_to`` = ``assigned_to`` (a client's ``assign_agent``,
+``agent_unassigned``          ``unassign_agent``)
+``dependency_added``          ``on`` (a title) added to ``depends_on``
 ``effect_resolved``           that effect (started, never finished) ``completed`` with
                               ``value``, or ``not_happened``; resolved; each of
                               ``reopened`` ``pending`` again; the run has not ended
@@ -341,6 +344,16 @@ def _effect_resolved(run: Derivation, event: Event, intent: _Intent,
         reopened.fields["status"] = _PENDING
 
 
+def _assigned(run: Derivation, event: Event, intent: _Intent, data: Mapping[str, Any]) -> None:
+    # A client's assign_agent / unassign_agent, before the portfolio runs.
+    intent.fields["assigned_to"] = data.get("assigned_to")
+
+
+def _dependency_added(run: Derivation, event: Event, intent: _Intent,
+                      data: Mapping[str, Any]) -> None:
+    intent.fields["depends_on"] = (*intent.fields["depends_on"], data.get("on"))
+
+
 _RULES: dict[str, _Rule] = {
     "dispatched": _dispatched,
     "state_patched": _state_patched,
@@ -359,6 +372,9 @@ _RULES: dict[str, _Rule] = {
     "effect_completed": _effect_completed,
     "effect_failed": _effect_failed,
     "effect_resolved": _effect_resolved,
+    "agent_assigned": _assigned,
+    "agent_unassigned": _assigned,
+    "dependency_added": _dependency_added,
 }
 
 
