@@ -457,3 +457,32 @@ def test_wait_approvals_needs_a_durable_store(tmp_path: Path) -> None:
     flow.write_text(WORKFLOW)
     done = command("run", str(flow), "--simulate", "--wait-approvals")
     assert done.returncode == 2 and "durable store" in done.stderr
+
+
+def test_a_decision_for_a_killed_run_is_applied_once_it_is_resumed(tmp_path: Path) -> None:
+    database = tmp_path / "runs.db"
+    store = f"sqlite:///{database}"
+    child, run_id = start_child(store)
+    try:
+        wait_for_request(child, database, run_id)
+    finally:
+        child.kill()
+        child.communicate(timeout=HANG_GUARD)
+    approved = command("approve", str(database), run_id, "Deploy", "--by", "alice")
+    assert approved.returncode == 0, approved.stderr
+    assert f"no process runs {run_id} now" in approved.stderr
+
+    async def resume() -> Any:
+        with anyio.fail_after(HANG_GUARD):
+            async with runtime(store) as rt:
+                return await rt.resume(run_id)
+
+    result = anyio.run(resume)
+    assert result.status == "completed"
+    [granted] = result.events.of_type(EventType.APPROVAL_GRANTED)
+    assert granted.data["by"] == "alice"
+    conn = sqlite3.connect(database)
+    try:
+        assert conn.execute("SELECT status FROM approval_inbox").fetchall() == [("applied",)]
+    finally:
+        conn.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,10 @@ class SqliteInbox:
     """The inbox of one journal file, over the backend's own connection (used on the event
     loop's thread, like the backend's reads)."""
 
-    def __init__(self, conn: sqlite3.Connection, url: str, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, url: str, path: Path,
+                 gone: Callable[[Any, Any], bool] = lambda pid, host: False) -> None:
         self._conn = conn
+        self._gone = gone  # whether a lease's process (pid, host) is known to be gone
         self._where = f"the journal {path} ({url})"
 
     def _failed(self, what: str, exc: sqlite3.Error) -> StoreError:
@@ -123,8 +126,10 @@ class SqliteInbox:
         """Whether a process holds the run's lease now (it runs the run and applies the
         decisions sent to it)."""
         try:
-            row = self._conn.execute("SELECT lease_holder, lease_expires FROM runs WHERE id = ?",
-                                     (run_id,)).fetchone()
+            row = self._conn.execute(
+                "SELECT lease_holder, lease_expires, lease_pid, lease_host FROM runs "
+                "WHERE id = ?", (run_id,)).fetchone()
         except sqlite3.Error as exc:
             raise self._failed(f"read the lease of run {run_id!r}", exc) from exc
-        return bool(row and row[0] is not None and (row[1] or 0) > time.time())
+        return bool(row and row[0] is not None and (row[1] or 0) > time.time()
+                    and not self._gone(row[2], row[3]))

@@ -78,7 +78,7 @@ class SqliteBackend:
         self._closed = False
         self._host = socket.gethostname()
         #: Approval decisions other processes send to this file's runs.
-        self.inbox = SqliteInbox(self._conn, url, self.path)
+        self.inbox = SqliteInbox(self._conn, url, self.path, gone=self._gone)
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -299,6 +299,10 @@ class SqliteBackend:
                 raise
         except sqlite3.Error as exc:
             raise self._failed(f"take the lease of run {run_id!r}", exc) from exc
+
+    def _gone(self, pid: Any, host: Any) -> bool:
+        """Whether a lease's process is known to be gone (it ran on this host)."""
+        return host == self._host and not _alive(pid)
 
     def release_run(self, run_id: str, holder: str) -> None:
         try:
