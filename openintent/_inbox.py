@@ -182,6 +182,7 @@ class InboxWatch:
             except CommitFailed:
                 raise
             except StoreError as exc:  # the run goes on; the next look tries again
+                seen = None
                 store.logger.error("reading the approval inbox failed", error=str(exc))
             # A cancel scope's deadline, not a sleep: a virtual clock still jumps meanwhile.
             with anyio.move_on_after(self.poll):
