@@ -51,6 +51,7 @@ class EventType:
     LOOP_BLOCKED: Final = "loop_blocked"
     RUN_FINISHED: Final = "run_finished"
     RUN_RESUMED: Final = "run_resumed"
+    COORDINATOR_FAILED_OVER: Final = "coordinator_failed_over"
     EFFECT_STARTED: Final = "effect_started"
     EFFECT_COMPLETED: Final = "effect_completed"
     EFFECT_FAILED: Final = "effect_failed"
@@ -87,6 +88,7 @@ class EventType:
             "loop_blocked",
             "run_finished",
             "run_resumed",
+            "coordinator_failed_over",
             "effect_started",
             "effect_completed",
             "effect_failed",

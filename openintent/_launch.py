@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import attrs
+import structlog
 
 from ._blocking import BlockingWatch
 from ._bus import EventBus
@@ -35,7 +36,7 @@ from ._scheduler import Run
 from ._specs import PortfolioSpec
 from ._store import EventStore
 from ._stores import EventBackend
-from .errors import DataError, SpecError, StoreError
+from .errors import DataError, RunInUseError, SpecError, StoreError
 from .models import Event, EventType, RunResult, RunStatus
 
 __all__ = ["Launcher", "run_fence"]
@@ -188,7 +189,15 @@ class Launcher:
             # A cancel scope's deadline, not a sleep: a virtual clock still jumps meanwhile.
             with anyio.move_on_after(period):
                 await anyio.Event().wait()
-            self.backend.acquire_run(run_id, holder)  # the holder again: renewed
+            try:
+                self.backend.acquire_run(run_id, holder)  # the holder again: renewed
+            except RunInUseError as exc:
+                # Another process took the run over (this one hung past the lease's TTL):
+                # stop, writing nothing more (its commits would be refused anyway).
+                structlog.get_logger("openintent").error(
+                    "run lease lost to another process; this run stops", run_id=run_id,
+                    error=str(exc))
+                raise
 
     def assemble(
         self,

@@ -108,6 +108,7 @@ def open_resumption(
     spec: PortfolioSpec | RunnableWorkflow | None,
     coordinator: Any,
     guardrails: Sequence[Any] | None,
+    call: str = "rt.resume()",
 ) -> Resumption:
     """Check a resume, take the run's lease and rebuild the run from its log (see the module
     docstring). Nothing is written before every check passed; the only write is the
@@ -128,7 +129,7 @@ def open_resumption(
             f"run {portfolio_id} in {backend.url} is a sub-portfolio of run {info.parent} (a "
             f"coordinator's execute()); resume run {info.parent}: its coordinator runs a new "
             "sub-portfolio")
-    holder = lease_holder("rt.resume()")
+    holder = lease_holder(call)
     # The lease first, then the log: a process that held the run until now has committed
     # all it will (RunNotFoundError for an unknown id).
     backend.acquire_run(portfolio_id, holder)

@@ -32,6 +32,7 @@ from ._resolve import UNSET, resolve_effect
 from ._resume import Resumption, open_resumption
 from ._scheduler import Run
 from ._specs import PortfolioSpec
+from ._standby import stand_by
 from ._stores import RunInfo, open_backend
 from ._streams import follow_run, follow_runs
 from ._workflow_port import RunnableWorkflow
@@ -208,6 +209,24 @@ class Runtime:
         await anyio.lowlevel.checkpoint_if_cancelled()
         resumption = self._resumption("rt.resume()", portfolio_id, spec, coordinator, guardrails)
         return await resumption.drive()
+
+    async def standby(
+        self,
+        portfolio_id: str,
+        spec: PortfolioSpec | RunnableWorkflow | None = None,
+        *,
+        coordinator: Any = None,
+        guardrails: Sequence[Any] | None = None,
+    ) -> RunResult:
+        """Stand by for the run ``portfolio_id`` going on in another process, and go on with
+        it (as :meth:`resume`) once that process died (at once) or stopped renewing its
+        lease (after the store's lease TTL), with a ``coordinator_failed_over`` event and a
+        runtime's decision; its result at once if it ended meanwhile. (New in 0.2.)"""
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        if self._closed:
+            raise OpenIntentError("this Runtime is closed: create a new Runtime to stand by")
+        taken = await stand_by(self._runs, portfolio_id, spec, coordinator, guardrails)
+        return taken if isinstance(taken, RunResult) else await taken.drive()
 
     async def start_resume(
         self,

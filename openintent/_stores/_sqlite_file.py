@@ -85,12 +85,16 @@ class JournalFile:
     url: str
     path: Path
     synchronous: str = "NORMAL"
+    #: Seconds a run lease lasts unless renewed (``?lease_ttl=``); ``None``: the default.
+    lease_ttl: float | None = None
 
     @classmethod
     def parse(cls, url: str) -> JournalFile:
-        """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, with an optional
+        """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, with optional
         ``?synchronous=full`` (each commit survives a power loss; the default ``normal``
-        survives a killed process)."""
+        survives a killed process) and ``lease_ttl=SECONDS`` (how long a run's lease lasts
+        unless renewed, 60 by default: a standby takes over a hanging process's run after
+        it; every process on the file should use the same)."""
         parts = urlsplit(url)
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if parts.scheme != "sqlite" or parts.netloc or not path:
@@ -99,14 +103,18 @@ class JournalFile:
                 "or sqlite:////absolute/path.db"
             )
         synchronous = "NORMAL"
+        lease_ttl: float | None = None
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key != "synchronous" or value.lower() not in _SYNCHRONOUS:
+            if key == "synchronous" and value.lower() in _SYNCHRONOUS:
+                synchronous = _SYNCHRONOUS[value.lower()]
+            elif key == "lease_ttl":
+                lease_ttl = _seconds(url, value)
+            else:
                 raise StoreError(
-                    f"store {url!r}: unknown option {key}={value!r}; the one option is "
-                    "synchronous=normal|full|extra"
+                    f"store {url!r}: unknown option {key}={value!r}; the options are "
+                    "synchronous=normal|full|extra and lease_ttl=SECONDS"
                 )
-            synchronous = _SYNCHRONOUS[value.lower()]
-        return cls(url, Path(path), synchronous)
+        return cls(url, Path(path), synchronous, lease_ttl)
 
     def connect(self) -> sqlite3.Connection:
         """A connection for the store (autocommit: transactions are begun explicitly)."""
@@ -114,6 +122,17 @@ class JournalFile:
                                timeout=30.0)
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         return conn
+
+
+def _seconds(url: str, value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise StoreError(f"store {url!r}: lease_ttl={value!r} is not a positive number of "
+                         "seconds; write e.g. ?lease_ttl=5")
+    return seconds
 
 
 def prepare(file: JournalFile) -> None:

@@ -59,6 +59,8 @@ class SqliteBackend:
         self.file = file = JournalFile.parse(url)
         prepare(file)
         self.path = file.path
+        if file.lease_ttl is not None:
+            self.lease_ttl = file.lease_ttl
         self.subscribers: list[MemoryObjectSendStream[Event]] = []
         # Two connections: this one for what the event loop asks at once (a new run's row,
         # reads, listings, leases), the writer's for commits on the writer thread.
@@ -299,6 +301,24 @@ class SqliteBackend:
                 raise
         except sqlite3.Error as exc:
             raise self._failed(f"take the lease of run {run_id!r}", exc) from exc
+
+    def run_lease(self, run_id: str) -> dict[str, Any] | None:
+        """Who holds the run's lease (``holder``, ``pid``, ``host``, ``expires``: POSIX
+        seconds), or ``None`` when nobody does."""
+        try:
+            row = self._conn.execute(
+                "SELECT lease_holder, lease_pid, lease_host, lease_expires FROM runs "
+                "WHERE id = ?", (run_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._failed(f"read the lease of run {run_id!r}", exc) from exc
+        if row is None or row[0] is None:
+            return None
+        return {"holder": row[0], "pid": row[1], "host": row[2], "expires": row[3]}
+
+    def holder_gone(self, lease: dict[str, Any]) -> bool:
+        """Whether the process of a lease (:meth:`run_lease`) is known to be gone: a cheap
+        look at this host's processes, no read of the file."""
+        return self._gone(lease.get("pid"), lease.get("host"))
 
     def _gone(self, pid: Any, host: Any) -> bool:
         """Whether a lease's process is known to be gone (it ran on this host)."""

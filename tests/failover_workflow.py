@@ -1,0 +1,54 @@
+"""The workflow the failover tests (tests/test_failover.py) run in child processes.
+
+    python tests/failover_workflow.py start   STORE_URL CALLS_FILE
+    python tests/failover_workflow.py standby STORE_URL CALLS_FILE PORTFOLIO_ID
+
+The DAG of tests/crash_workflow.py; the handlers of layers 2 on wait until the file
+CALLS_FILE.go exists, so a kill or a stop lands mid-run; every call appends ``intent_id attempt pid`` to CALLS_FILE. The child
+prints ``started`` once its runtime is open (a standby: just before it stands by), then the
+run's status; it exits 0 once the run completed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import anyio
+from crash_workflow import record_call, spec
+
+from openintent import Runtime
+from openintent.agents import Agent, on_assignment
+
+
+def worker_class(calls_file: str) -> type:
+    @Agent("worker")
+    class Worker:
+        @on_assignment
+        async def work(self, intent):  # type: ignore[no-untyped-def]
+            if not intent.title.startswith(("L0", "L1")):
+                # Layers 2 on wait for the test's go (a file): the kill or stop lands here.
+                while not os.path.exists(calls_file + ".go"):
+                    await anyio.sleep(0.01)
+            record_call(calls_file, f"{intent.id} {intent.attempt} {os.getpid()}\n")
+            total = sum(state.get("total", 0) for state in intent.inputs.values())
+            return {"total": total + 1}
+
+    return Worker
+
+
+async def main(argv: list[str]) -> int:
+    mode, store, calls_file = argv[:3]
+    async with Runtime(agents=[worker_class(calls_file)], store=store,
+                       blocking_threshold=None) as rt:
+        print("started", flush=True)
+        if mode == "start":
+            result = await rt.run(spec())
+        else:
+            result = await rt.standby(argv[3])
+    print(result.status, flush=True)
+    return 0 if result.status == "completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(anyio.run(main, sys.argv[1:]))
