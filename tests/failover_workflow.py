@@ -4,9 +4,9 @@
     python tests/failover_workflow.py standby STORE_URL CALLS_FILE PORTFOLIO_ID
 
 The DAG of tests/crash_workflow.py; the handlers of layers 2 on wait until the file
-CALLS_FILE.go exists, so a kill or a stop lands mid-run; every call appends ``intent_id attempt pid`` to CALLS_FILE. The child
-prints ``started`` once its runtime is open (a standby: just before it stands by), then the
-run's status; it exits 0 once the run completed.
+CALLS_FILE.go exists, so a kill or a stop lands mid-run; every call appends
+``intent_id attempt pid`` to CALLS_FILE. The child prints ``started`` once its runtime is
+open (a standby: just before it stands by), then the run's status; exit 0: it completed.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def worker_class(calls_file: str) -> type:
         async def work(self, intent):  # type: ignore[no-untyped-def]
             if not intent.title.startswith(("L0", "L1")):
                 # Layers 2 on wait for the test's go (a file): the kill or stop lands here.
-                while not os.path.exists(calls_file + ".go"):
+                go = anyio.Path(calls_file + ".go")
+                while not await go.exists():  # noqa: ASYNC110 (another process makes it)
                     await anyio.sleep(0.01)
             record_call(calls_file, f"{intent.id} {intent.attempt} {os.getpid()}\n")
             total = sum(state.get("total", 0) for state in intent.inputs.values())

@@ -19,8 +19,8 @@ import pytest
 from test_crash_kill import committed_events, completed, dispatches, in_flight, load
 
 from openintent import Runtime
-from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
 from openintent._stores import CommitFailed
+from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
 from openintent.errors import StoreError
 from openintent.models import Event
 
