@@ -18,6 +18,7 @@ from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
 from openintent.errors import SpecError
 from openintent.models import Intent, RunResult
 from openintent.testing import assert_replay_matches
+from openintent.workflow import load_workflow
 
 HANG = 10_000.0  # seconds of virtual time: "forever", far past any lease here
 
@@ -196,4 +197,24 @@ async def test_agent_failover_on_trio(anyio_backend: str) -> None:
             live = await rt.run(spec)
     assert live.status == "completed"
     assert live.intents["Work"].assigned_to == "fo-trio-backup"
+    assert [e.data["reason"] for e in live.events.of_type("handoff")] == ["lease expired"]
+
+
+@pytest.mark.asyncio
+async def test_a_workflow_step_sets_the_lease_in_its_retry(tmp_path: Path) -> None:
+    path = tmp_path / "failover.yaml"
+    path.write_text(
+        'openintent: "1.0"\n'
+        "info: {name: failover}\n"
+        "workflow:\n"
+        "  work:\n"
+        "    assign: fo-hangs\n"
+        "    retry: {max_attempts: 1, initial_delay: 0, fallback: [fo-backup],"
+        " lease_seconds: 30}\n"
+    )
+    workflow = load_workflow(path)
+    async with Runtime(agents=[Hangs(), Backup()], clock=VirtualClock(), seed=0) as rt:
+        live = await rt.run(workflow)
+    assert live.status == "completed"
+    assert live.intents["work"].assigned_to == "fo-backup"
     assert [e.data["reason"] for e in live.events.of_type("handoff")] == ["lease expired"]
