@@ -19,9 +19,11 @@ from ._client_core import COORDINATOR, ClientCore, running
 from ._client_views import ClientIntent, ClientPortfolio
 from ._clock import Clock
 from ._handle import decide_approval, pending_approvals
+from ._inbox import InboxDecision, submit_decision
 from ._launch import run_fence
 from ._leases import Lease
-from .errors import OpenIntentError
+from ._plan import portfolio_of_intent
+from .errors import ApprovalError, OpenIntentError
 from .guardrails import ApprovalRequest
 from .models import Decision, Event, RunResult
 
@@ -107,14 +109,29 @@ class _Methods:
                          *, decision: str, rationale: str = "", **data: Any) -> Decision:
         return self._core.record_decision(portfolio_id, intent_id, decision, rationale, data)
 
-    def _decide(self, intent_id: str, approve: bool, by: str | None,
-                note: str) -> ApprovalRequest:
-        runs = _active_runs()
+    def _decide(self, intent_id: str, approve: bool, by: str | None, note: str,
+                portfolio_id: str | None) -> ApprovalRequest | InboxDecision:
+        who = by or self.agent_id
+        runs = [run for run in _active_runs()
+                if portfolio_id is None or run.portfolio_id == portfolio_id]
+        if any(request.intent_id == intent_id or request.title == intent_id
+               for request in pending_approvals(runs)):
+            return decide_approval(runs, intent_id, approve, who, note)
+        backend = self._core.backend
+        if getattr(backend, "inbox", None) is not None:
+            # A run going on in another process (or runtime): through the store's inbox.
+            run_id = portfolio_id or portfolio_of_intent(intent_id)
+            if run_id is None:
+                raise ApprovalError(
+                    f"{intent_id!r} is not an intent id; to decide by title, pass "
+                    "portfolio_id= (the run whose request it is)")
+            return submit_decision(backend, run_id, intent_id, approve, who, note)
         if not runs:
             raise OpenIntentError(
                 f"no portfolio is running in this process, so nothing waits for approval of "
-                f"{intent_id!r}; approve while run_portfolio runs (AsyncOpenIntentClient)")
-        return decide_approval(runs, intent_id, approve, by or self.agent_id, note)
+                f"{intent_id!r}; approve while run_portfolio runs (AsyncOpenIntentClient), or "
+                "journal runs in a SQLite store to decide them from another process")
+        return decide_approval(runs, intent_id, approve, who, note)
 
 
 class OpenIntentClient(_Methods):
@@ -229,14 +246,21 @@ class OpenIntentClient(_Methods):
         """The approval requests of the portfolios running in this process."""
         return pending_approvals(_active_runs())
 
-    def approve(self, intent_id: str, *, by: str | None = None,
-                note: str = "") -> ApprovalRequest:
-        """Approve a pending request (``by``: this client's ``agent_id`` by default)."""
-        return self._decide(intent_id, True, by, note)
+    def approve(self, intent_id: str, *, by: str | None = None, note: str = "",
+                portfolio_id: str | None = None) -> ApprovalRequest | InboxDecision:
+        """Approve a pending request (``by``: this client's ``agent_id`` by default).
 
-    def deny(self, intent_id: str, *, by: str | None = None, note: str = "") -> ApprovalRequest:
-        """Deny a pending request: the intent fails without running."""
-        return self._decide(intent_id, False, by, note)
+        A run going on in this process is decided at once (the :class:`ApprovalRequest`
+        comes back); one going on in another process (a SQLite store) gets the decision
+        through the store's inbox: the :class:`InboxDecision` sent comes back, and that
+        process applies it within about a second (checking ``by`` against its approvers
+        again). ``intent_id`` may be a title when ``portfolio_id`` is given."""
+        return self._decide(intent_id, True, by, note, portfolio_id)
+
+    def deny(self, intent_id: str, *, by: str | None = None, note: str = "",
+             portfolio_id: str | None = None) -> ApprovalRequest | InboxDecision:
+        """Deny a pending request: the intent fails without running (see :meth:`approve`)."""
+        return self._decide(intent_id, False, by, note, portfolio_id)
 
     def run_portfolio(self, portfolio_id: str) -> RunResult:
         """Run the portfolio to its end with the registered agents (the same
@@ -328,15 +352,15 @@ class AsyncOpenIntentClient(_Methods):
         """See :meth:`OpenIntentClient.pending_approvals`."""
         return pending_approvals(_active_runs())
 
-    async def approve(self, intent_id: str, *, by: str | None = None,
-                      note: str = "") -> ApprovalRequest:
+    async def approve(self, intent_id: str, *, by: str | None = None, note: str = "",
+                      portfolio_id: str | None = None) -> ApprovalRequest | InboxDecision:
         """See :meth:`OpenIntentClient.approve`."""
-        return self._decide(intent_id, True, by, note)
+        return self._decide(intent_id, True, by, note, portfolio_id)
 
-    async def deny(self, intent_id: str, *, by: str | None = None,
-                   note: str = "") -> ApprovalRequest:
+    async def deny(self, intent_id: str, *, by: str | None = None, note: str = "",
+                   portfolio_id: str | None = None) -> ApprovalRequest | InboxDecision:
         """See :meth:`OpenIntentClient.deny`."""
-        return self._decide(intent_id, False, by, note)
+        return self._decide(intent_id, False, by, note, portfolio_id)
 
     async def run_portfolio(self, portfolio_id: str) -> RunResult:
         """See :meth:`OpenIntentClient.run_portfolio`."""

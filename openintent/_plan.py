@@ -44,6 +44,7 @@ __all__ = [
     "decision_id",
     "intent_id_prefix",
     "new_portfolio_id",
+    "portfolio_of_intent",
 ]
 
 
@@ -58,6 +59,15 @@ def new_portfolio_id() -> str:
 def intent_id_prefix(portfolio_id: str) -> str:
     """Intent ids are this prefix plus the intent's position in the plan (cheap, unique)."""
     return f"in_{portfolio_id[3:]}_"
+
+
+def portfolio_of_intent(intent_id: str) -> str | None:
+    """The id of the run an intent id belongs to (see :func:`intent_id_prefix`), or ``None``
+    for a string that is not an intent id."""
+    if not intent_id.startswith("in_"):
+        return None
+    token, _, number = intent_id[3:].rpartition("_")
+    return f"pf_{token}" if token and number.isdigit() else None
 
 
 def decision_id(portfolio_id: str, number: int) -> str:

@@ -487,3 +487,29 @@ def test_a_decision_for_a_killed_run_is_applied_once_it_is_resumed(tmp_path: Pat
         assert conn.execute("SELECT status FROM approval_inbox").fetchall() == [("applied",)]
     finally:
         conn.close()
+
+
+@pytest.mark.asyncio
+async def test_a_client_on_the_store_decides_a_run_going_on_elsewhere(tmp_path: Path) -> None:
+    from openintent import AsyncOpenIntentClient
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    with anyio.fail_after(HANG_GUARD):
+        async with runtime(url) as rt:
+            handle = await waiting_run(rt)
+            client = AsyncOpenIntentClient(agent_id="bob", base_url=url)
+            try:
+                with pytest.raises(ApprovalError, match="not an intent id"):
+                    await client.approve("Deploy")  # a title needs its run
+                with pytest.raises(ApprovalError, match="mallory"):
+                    await client.approve("Deploy", portfolio_id=handle.portfolio_id,
+                                         by="mallory")
+                sent = await client.approve("Deploy", portfolio_id=handle.portfolio_id,
+                                            note="ship it")
+                result = await handle.result()
+            finally:
+                client.close()
+    assert sent.status == "pending" and sent.by == "bob"
+    [granted] = result.events.of_type(EventType.APPROVAL_GRANTED)
+    assert (granted.data["by"], granted.data["note"]) == ("bob", "ship it")
+    assert result.status == "completed"
