@@ -38,6 +38,7 @@ from .errors import GuardrailError as GuardrailError
 from .errors import IntentFailedError as IntentFailedError
 from .errors import IntentTimeoutError as IntentTimeoutError
 from .errors import LeaseError as LeaseError
+from .errors import LeaseExpiredError as LeaseExpiredError
 from .errors import LeaseHeldError as LeaseHeldError
 from .errors import LeaseLostError as LeaseLostError
 from .errors import OpenIntentError as OpenIntentError
@@ -115,6 +116,7 @@ __all__ = [
     "IntentTimeoutError",
     "Lease",
     "LeaseError",
+    "LeaseExpiredError",
     "LeaseHeldError",
     "LeaseLostError",
     "OpenIntentClient",

@@ -50,6 +50,16 @@ class AgentMethods:
         run = current_run("record_cost")
         await run.record_cost(self.__openintent_id__, intent, usd, details)
 
+    async def renew_lease(self, intent: Intent) -> float | None:
+        """Show that this agent is still working on ``intent``: renew the lease of its running
+        attempt (``RetryPolicy(lease_seconds=...)``) for its full length again. Returns the new
+        expiry on the run's clock, or ``None`` when the intent has no lease. A state patch or
+        a cost renews it too; an agent silent past its lease loses the attempt
+        (:class:`~openintent.LeaseExpiredError`) to the next agent of ``[assignee, *fallback]``.
+        """
+        run = current_run("renew_lease")
+        return await run.renew_lease(intent)
+
     async def record_event(self, intent: Intent | None, event_type: str, **data: Any) -> None:
         """Append an event of a custom type to the run's log: ``@on_event(event_type)`` hooks
         hear it and ``result.events.of_type(event_type)`` finds it.

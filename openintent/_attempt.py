@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from ._agent_lease import AgentLeases
 from ._blocking import BlockingWatch, timed
 from ._bus import EventBus
 from ._clock import Clock
@@ -32,7 +33,7 @@ from ._retrying import call_error, never_retried
 from ._stores import CommitFailed
 from ._views import Views
 from ._wiring import check_wired
-from .errors import Escalate, IntentTimeoutError
+from .errors import Escalate, IntentTimeoutError, LeaseExpiredError
 from .guardrails import DispatchContext
 from .models import EventType, Intent
 
@@ -90,6 +91,8 @@ class Attempts:
         # A durable store's log: a handler is called only once its dispatch (and so every
         # completion it depends on) is committed. None (memory://): nothing waits.
         self._journal = bus.store.journal
+        #: The agent leases of intents whose retry policy has ``lease_seconds``.
+        self.leases = AgentLeases(clock)
 
     @property
     def batches_dispatches(self) -> bool:
@@ -159,6 +162,8 @@ class Attempts:
                 if next_agent is None:
                     return
                 await self._before_retry(node, attempt, failure, next_agent)
+                if type(failure) is LeaseExpiredError and len(node.agents) == 1:
+                    self._lease_handoff(node, policy.agent_for(attempt, primary.id), next_agent)
                 failure = None
             attempt += 1
             if len(node.agents) > 1:
@@ -244,11 +249,17 @@ class Attempts:
         if node.spec.inputs:  # a wired input its dependency lacks fails the attempt
             check_wired(node.spec, intent)
         seconds = node.spec.timeout
+        lease = node.spec.retry.lease_seconds
         if seconds is None:
+            if lease is not None:
+                return await self.leases.hold(
+                    intent, lease, lambda: self._attempt(node, agents, intent))
             return await self._attempt(node, agents, intent)
         result: dict[str, Any] | None = None
         with self._clock.timeout(seconds) as scope:
-            result = await self._attempt(node, agents, intent)
+            result = await (self._attempt(node, agents, intent) if lease is None
+                            else self.leases.hold(
+                                intent, lease, lambda: self._attempt(node, agents, intent)))
         if scope.cancelled_caught:
             raise IntentTimeoutError(
                 f"intent {intent.title!r} attempt {intent.attempt} timed out after {seconds:g} s; "
@@ -322,6 +333,12 @@ class Attempts:
                 {"from": this_agent, "to": next_agent},
             )
         return next_agent
+
+    def _lease_handoff(self, node: Node, from_agent: str | None, to_agent: str) -> None:
+        """A fallback agent takes over from one whose lease expired: a ``handoff`` event."""
+        if from_agent != to_agent:
+            self._bus.emit(EventType.HANDOFF, node.id,
+                           {"from": from_agent, "to": to_agent, "reason": "lease expired"})
 
     async def _before_retry(self, node: Node, attempt: int, exc: Exception, agent: str) -> None:
         retries_so_far = attempt - 1

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.lowlevel
 
+from ._agent_lease import AgentLeases
 from ._bus import EventBus
 from ._clock import Clock
 from ._coordination import RUNTIME, CoordinatorSession
@@ -35,6 +36,7 @@ class HandlerContext:
         clock: Clock,
         coordination: CoordinatorSession,
         hooks: Notifications,
+        leases: AgentLeases | None = None,
     ) -> None:
         self._store = bus.store
         self._bus = bus
@@ -42,6 +44,7 @@ class HandlerContext:
         self._coordination = coordination
         self._hooks = hooks
         self._effects: Effects | None = None  # made at the run's first effect
+        self.leases = leases  # the agent leases (RetryPolicy(lease_seconds=...)), if wired
 
     @property
     def clock(self) -> Clock:
@@ -87,6 +90,8 @@ class HandlerContext:
                 actual=record.version,
             )
         old_state = record.state
+        if self.leases is not None:
+            self.leases.renew(intent.id)  # progress shows the agent is alive
         self._bus.emit(EventType.STATE_PATCHED, intent.id,
                        {"patch": patch, "by": intent.assigned_to})
         intent.state = record.state
@@ -104,9 +109,17 @@ class HandlerContext:
         if not is_valid_cost(usd):
             raise CostError(f"record_cost takes a finite amount >= 0 in USD, got {usd!r}")
         self._record_of(intent.id)
+        if self.leases is not None:
+            self.leases.renew(intent.id)  # progress shows the agent is alive
         data = {"usd": float(usd), "agent": agent_id,
                 **json_data(details, "record_cost details")}
         self._bus.emit(EventType.COST_RECORDED, intent.id, data)
+
+    async def renew_lease(self, intent: Intent) -> float | None:
+        """Renew the agent lease of an intent's running attempt (see :mod:`._agent_lease`)."""
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        self._record_of(intent.id)
+        return None if self.leases is None else self.leases.renew(intent.id)
 
     async def record_event(
         self, agent_id: str, intent: Intent | None, event_type: str, data: Mapping[str, Any]

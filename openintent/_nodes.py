@@ -60,9 +60,9 @@ def direct_handler(
 ) -> Callable[[Intent], Any] | None:
     """The handler a worker may await directly for an intent's first attempt, if any: one
     agent (not the coordinator) with one async ``@on_assignment``, no timeout and no wired
-    inputs (checked at each dispatch in the general path)."""
+    inputs (checked at each dispatch in the general path) and no agent lease."""
     if (len(agents) != 1 or agents[0] is coordinator or spec.timeout is not None
-            or spec.inputs):
+            or spec.inputs or spec.retry.lease_seconds is not None):
         return None
     return agents[0].direct
 

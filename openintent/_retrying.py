@@ -133,6 +133,15 @@ def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) 
         raise SpecError(f"RetryPolicy.{attribute.name} must be a finite number >= 0, got {value!r}")
 
 
+def _lease(_instance: object, _attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None and not (isinstance(value, int | float) and not isinstance(value, bool)
+                                  and value > 0 and math.isfinite(value)):
+        raise SpecError(
+            f"RetryPolicy.lease_seconds must be a finite number > 0 (or None: no lease), got "
+            f"{value!r}"
+        )
+
+
 def _at_least_one(_instance: object, _attribute: attrs.Attribute[Any], value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise SpecError(f"RetryPolicy.max_attempts must be an int >= 1, got {value!r}")
@@ -169,6 +178,12 @@ class RetryPolicy:
     :class:`~openintent.DataError` (a result that is not a dict of JSON data) and a handler
     that cannot take its arguments (:class:`~openintent.AgentError`).
 
+    ``lease_seconds`` gives each attempt's agent a lease on the runtime's clock: the agent
+    keeps it by showing it is alive (``await self.renew_lease(intent)``, a state patch, a
+    cost), each renewing it for ``lease_seconds`` more; an agent silent past it loses the
+    attempt (:class:`~openintent.LeaseExpiredError`), and the next agent of
+    ``[assignee, *fallback]`` takes over with a ``handoff`` event (``reason: "lease expired"``).
+
     >>> RetryPolicy(max_attempts=3, initial_delay=0.5).delay(1, random.Random(0), jitter=False)
     1.0
     """
@@ -181,6 +196,7 @@ class RetryPolicy:
     fallback: tuple[str, ...] = attrs.field(default=(), converter=_agent_ids)
     retry_on: ExceptionFilter = attrs.field(default=(), converter=_retry_on)
     never_retry_on: ExceptionFilter = attrs.field(default=(), converter=_never_retry_on)
+    lease_seconds: float | None = attrs.field(default=None, validator=_lease)
 
     def __attrs_post_init__(self) -> None:
         both = [item for item in self.retry_on

@@ -119,6 +119,7 @@ class Run:
             self.guardrails, self.coordination, self.hooks,
             None if plan.sequential else plan.max_concurrency, watch,
         )
+        self.context.leases = self.attempts.leases
         self.workers = WorkerPool(self, self.attempts.run, sequential=plan.sequential,
                                   batch=self.attempts if self.attempts.batches_dispatches
                                   else None)

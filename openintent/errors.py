@@ -23,6 +23,7 @@ __all__ = [
     "IntentFailedError",
     "IntentTimeoutError",
     "LeaseError",
+    "LeaseExpiredError",
     "LeaseHeldError",
     "LeaseLostError",
     "OpenIntentError",
@@ -297,6 +298,12 @@ class LeaseHeldError(LeaseError):
 class LeaseLostError(LeaseError):
     """A write (or ``renew()``) was made with a stale fencing token: the lease expired or
     another holder took it since. Nothing was written."""
+
+
+class LeaseExpiredError(LeaseError, TimeoutError):
+    """An agent went silent past its intent's lease (``RetryPolicy(lease_seconds=...)``): it
+    neither renewed it (``await self.renew_lease(intent)``) nor reported progress, so it lost
+    the attempt; the retry policy's next agent (a ``fallback``) takes over, if any."""
 
 
 class ResumeMismatchError(OpenIntentError):
