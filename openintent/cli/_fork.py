@@ -9,14 +9,12 @@ import argparse
 import anyio
 
 from .._handle import RunHandle
-from .._workflow_run import with_simulated_agents
 from ..errors import OpenIntentError
 from ..runtime import Runtime
 from ..workflow import WorkflowSpec
-from ._agents import import_agents
 from ._common import EXIT_INVALID, Streams, fail
 from ._loading import load
-from ._origin import CommandWorkflow, origin_metadata
+from ._origin import CommandWorkflow, JournaledAgents, origin_metadata
 from ._resume import _journaled
 from ._run import CommandRun, StartRun
 from ._store_url import existing_store, explain
@@ -45,27 +43,20 @@ def fork_command(args: argparse.Namespace, streams: Streams) -> int:
                      f"the file: openintent runs fork {args.store} {args.id} --rerun TITLE "
                      "FILE")
             return EXIT_INVALID
-    simulate = bool(args.simulate or origin.get("simulate"))
-    if args.simulate and workflow is None:
-        return fail(streams, f"--simulate needs the run's workflow file, and run {args.id} "
-                    f"did not journal one: openintent runs fork {args.store} {args.id} "
-                    "--rerun TITLE FILE --simulate")
-    references = args.agents or list(origin.get("agents") or ())
     try:
-        agents = import_agents(references)
+        agents = JournaledAgents.of(
+            args, origin, workflow,
+            f"openintent runs fork {args.store} {args.id} --rerun TITLE FILE")
     except OpenIntentError as exc:
         return fail(streams, str(exc))
 
     def prepare() -> tuple[Runtime, StartRun]:
-        chosen, coordinator = agents, None
-        if simulate and workflow is not None:
-            chosen, coordinator = with_simulated_agents(
-                workflow.phases, workflow.coordinator, agents)
+        chosen, coordinator = agents.chosen(workflow)
         runtime = Runtime(agents=chosen, store=url)
         # The workflow file, when there is one, is the fork's plan (an edited prompt of a
         # re-run step comes along); the fork notes where it came from as `run` does.
         spec = None if workflow is None else CommandWorkflow(
-            workflow, origin_metadata(workflow, simulate, references))
+            workflow, origin_metadata(workflow, agents.simulate, agents.references))
 
         async def start(rt: Runtime) -> RunHandle:
             return await rt.start_fork(args.id, args.rerun, spec=spec,

@@ -13,9 +13,11 @@ import attrs
 from .._guardrail_core import Guardrail
 from .._plan import Planner
 from .._specs import PortfolioSpec
+from .._workflow_run import with_simulated_agents
+from ..errors import OpenIntentError
 from ..workflow import WorkflowSpec
 
-__all__ = ["ORIGIN_KEYS", "CommandWorkflow", "origin_metadata"]
+__all__ = ["ORIGIN_KEYS", "CommandWorkflow", "JournaledAgents", "origin_metadata"]
 
 #: The metadata keys the command adds to a run's spec: the workflow file's absolute path,
 #: whether its agents were simulated, and the ``--agents`` references.
@@ -49,3 +51,36 @@ class CommandWorkflow:
         spec, coordinator, rails = self.workflow.bind_runtime(planner, coordinator)
         spec = attrs.evolve(spec, metadata={**spec.metadata, **self.metadata})
         return spec, coordinator, rails
+
+
+@attrs.frozen
+class JournaledAgents:
+    """The agents to go on with a journaled run (``resume``, ``runs fork``): ``--simulate``
+    and ``--agents`` as given, else as the run was started."""
+
+    simulate: bool
+    references: list[str]
+    imported: list[Any] | None
+
+    @classmethod
+    def of(cls, args: Any, origin: Mapping[str, Any], workflow: WorkflowSpec | None,
+           usage: str) -> JournaledAgents:
+        """Raises :class:`~openintent.errors.OpenIntentError` (the message says what to do)
+        for ``--simulate`` without a workflow, or agents that cannot be imported; ``usage``
+        is the command line that gives the workflow file."""
+        from ._agents import import_agents
+
+        if args.simulate and workflow is None:
+            raise OpenIntentError(f"--simulate needs the run's workflow file, and run "
+                                  f"{args.id} did not journal one: {usage} --simulate")
+        references = list(args.agents or origin.get("agents") or ())
+        return cls(bool(args.simulate or origin.get("simulate")), references,
+                   import_agents(references))
+
+    def chosen(self, workflow: WorkflowSpec | None) -> tuple[list[Any] | None, Any]:
+        """The agents for ``Runtime(agents=...)`` (with simulated ones for the workflow's
+        agent ids when asked; ``None``: the registered ones) and the coordinator to run
+        with."""
+        if self.simulate and workflow is not None:
+            return with_simulated_agents(workflow.phases, workflow.coordinator, self.imported)
+        return self.imported, None

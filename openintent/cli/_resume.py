@@ -15,15 +15,14 @@ from .._data import to_plain
 from .._guardrail_core import Guardrail, build_guardrails
 from .._handle import RunHandle
 from .._registry import current_registry
-from .._workflow_run import step_guardrails, with_simulated_agents
+from .._workflow_run import step_guardrails
 from ..errors import OpenIntentError
 from ..models import EventType, RunResult, RunStatus
 from ..runtime import Runtime
 from ..workflow import WorkflowSpec
-from ._agents import import_agents
 from ._common import EXIT_INVALID, Streams, fail
 from ._loading import load
-from ._origin import ORIGIN_KEYS, CommandWorkflow
+from ._origin import ORIGIN_KEYS, CommandWorkflow, JournaledAgents
 from ._run import CommandRun, StartRun
 from ._runs import report_ended
 from ._store_url import existing_store, explain
@@ -48,22 +47,14 @@ def resume_command(args: argparse.Namespace, streams: Streams) -> int:
     found, workflow = _workflow(args, origin, streams)
     if not found:
         return EXIT_INVALID
-    simulate = bool(args.simulate or origin.get("simulate"))
-    if args.simulate and workflow is None:
-        return fail(streams, f"--simulate needs the run's workflow file, and run {args.id} "
-                    f"did not journal one: openintent resume {args.store} {args.id} FILE "
-                    "--simulate")
-    references = args.agents or list(origin.get("agents") or ())
     try:
-        agents = import_agents(references)
+        agents = JournaledAgents.of(args, origin, workflow,
+                                    f"openintent resume {args.store} {args.id} FILE")
     except OpenIntentError as exc:
         return fail(streams, str(exc))
 
     def prepare() -> tuple[Runtime, StartRun]:
-        chosen, coordinator = agents, None
-        if simulate and workflow is not None:
-            chosen, coordinator = with_simulated_agents(
-                workflow.phases, workflow.coordinator, agents)
+        chosen, coordinator = agents.chosen(workflow)
         runtime = Runtime(agents=chosen, store=url)
         spec: CommandWorkflow | None = None
         guardrails: list[Guardrail] | None = None
