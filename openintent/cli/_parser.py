@@ -76,22 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(an agent class or instance, or a list of them); repeatable",
     )
     run.add_argument("--seed", type=int, default=None, metavar="N", help="reproducible run")
-    run.add_argument(
-        "--json", action="store_true", help="print the run's result as JSON on stdout"
-    )
-    run.add_argument(
-        "--approve-all", action="store_true", help="grant every approval the run asks for"
-    )
-    run.add_argument("--wait-approvals", action="store_true",
-                     help="with a durable store and no terminal: wait for each approval to "
-                     "be decided from another shell (openintent approve STORE ID INTENT) "
-                     "instead of cancelling the run")
-    run.add_argument(
-        "--by",
-        default=None,
-        metavar="NAME",
-        help="who approves (default: your login name)",
-    )
+    _running_options(run, "the run's")
     run.add_argument(
         "--store",
         default="memory://",
@@ -142,16 +127,7 @@ def _resume_parser(commands: Any) -> None:
         "--agents", action="append", default=[], metavar="MODULE[:ATTR]",
         help="the agents to continue with, as for `openintent run` (default: the run's)",
     )
-    resume.add_argument("--json", action="store_true",
-                        help="print the run's result as JSON on stdout")
-    resume.add_argument("--approve-all", action="store_true",
-                        help="grant every approval the run asks for")
-    resume.add_argument("--wait-approvals", action="store_true",
-                        help="with a durable store and no terminal: wait for each approval to "
-                        "be decided from another shell (openintent approve STORE ID INTENT) "
-                        "instead of cancelling the run")
-    resume.add_argument("--by", default=None, metavar="NAME",
-                        help="who approves (default: your login name)")
+    _running_options(resume, "the run's")
     _logging_options(resume)
 
 
@@ -237,17 +213,23 @@ def _runs_parser(commands: Any) -> None:
         "--agents", action="append", default=[], metavar="MODULE[:ATTR]",
         help="the agents to run with, as for `openintent run` (default: ID's)",
     )
-    fork.add_argument("--json", action="store_true",
-                      help="print the new run's result as JSON on stdout")
-    fork.add_argument("--approve-all", action="store_true",
-                      help="grant every approval the run asks for")
-    fork.add_argument("--wait-approvals", action="store_true",
-                      help="with a durable store and no terminal: wait for each approval to "
-                      "be decided from another shell (openintent approve STORE ID INTENT) "
-                      "instead of cancelling the run")
-    fork.add_argument("--by", default=None, metavar="NAME",
-                      help="who approves (default: your login name)")
+    _running_options(fork, "the new run's")
     _logging_options(fork)
+
+
+def _running_options(parser: argparse.ArgumentParser, whose: str) -> None:
+    """The options of every command that runs a run (``run``, ``resume``, ``runs fork``):
+    its report as JSON, and who decides its approvals, how."""
+    parser.add_argument("--json", action="store_true",
+                        help=f"print {whose} result as JSON on stdout")
+    parser.add_argument("--approve-all", action="store_true",
+                        help="grant every approval the run asks for")
+    parser.add_argument("--wait-approvals", action="store_true",
+                        help="with a durable store and no terminal: wait for each approval to "
+                        "be decided from another shell (openintent approve STORE ID INTENT) "
+                        "instead of cancelling the run")
+    parser.add_argument("--by", default=None, metavar="NAME",
+                        help="who approves (default: your login name)")
 
 
 def _logging_options(parser: argparse.ArgumentParser) -> None:
