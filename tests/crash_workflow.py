@@ -14,28 +14,33 @@ from __future__ import annotations
 import os
 import random
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 
 from openintent import Runtime
 from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
+from openintent.models import RunResult
 
 WIDTH = 5
 LAYERS = 8
 
 
-def spec() -> PortfolioSpec:
-    rng = random.Random(11)
+def spec(name: str = "crash-me", *, width: int = WIDTH, layers: int = LAYERS,
+         seed: int = 11, assign: str = "worker") -> PortfolioSpec:
+    """A layered DAG: ``layers`` of ``width`` intents, each after 1-2 of the layer before."""
+    rng = random.Random(seed)
     intents = []
-    for layer in range(LAYERS):
-        for column in range(WIDTH):
+    for layer in range(layers):
+        for column in range(width):
             depends = []
             if layer:
-                parents = rng.sample(range(WIDTH), rng.randint(1, 2))
+                parents = rng.sample(range(width), rng.randint(1, 2))
                 depends = [f"L{layer - 1}C{parent}" for parent in sorted(parents)]
-            intents.append(IntentSpec(f"L{layer}C{column}", assign="worker",
+            intents.append(IntentSpec(f"L{layer}C{column}", assign=assign,
                                       depends_on=depends))
-    return PortfolioSpec(name="crash-me", intents=intents)
+    return PortfolioSpec(name=name, intents=intents)
 
 
 def record_call(calls_file: str, line: str) -> None:
@@ -60,17 +65,21 @@ def worker_class(calls_file: str) -> type:
     return Worker
 
 
-async def main(argv: list[str]) -> int:
-    mode, store, calls_file = argv[:3]
-    async with Runtime(agents=[worker_class(calls_file)], store=store,
-                       blocking_threshold=None) as rt:
+async def run_child(agent: Any, store: str, portfolio: PortfolioSpec,
+                    go_on: Callable[[Runtime], Awaitable[RunResult]] | None) -> int:
+    """A child's run: print ``started`` once the runtime is open, run ``portfolio`` (or, with
+    ``go_on``, go on with a journaled run), print its status; 0 when it completed."""
+    async with Runtime(agents=[agent], store=store, blocking_threshold=None) as rt:
         print("started", flush=True)
-        if mode == "start":
-            result = await rt.run(spec())
-        else:
-            result = await rt.resume(argv[3])
+        result = await (rt.run(portfolio) if go_on is None else go_on(rt))
     print(result.status, flush=True)
     return 0 if result.status == "completed" else 1
+
+
+async def main(argv: list[str]) -> int:
+    mode, store, calls_file = argv[:3]
+    return await run_child(worker_class(calls_file), store, spec(),
+                           None if mode == "start" else lambda rt: rt.resume(argv[3]))
 
 
 if __name__ == "__main__":

@@ -20,26 +20,12 @@ import time
 from typing import Any
 
 import anyio
+from crash_workflow import run_child, spec
 
-from openintent import Runtime
-from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
+from openintent.agents import Agent, on_assignment
 
 WIDTH = 3
 LAYERS = 4
-
-
-def spec() -> PortfolioSpec:
-    rng = random.Random(5)
-    intents = []
-    for layer in range(LAYERS):
-        for column in range(WIDTH):
-            depends = []
-            if layer:
-                parents = rng.sample(range(WIDTH), rng.randint(1, 2))
-                depends = [f"L{layer - 1}C{parent}" for parent in sorted(parents)]
-            intents.append(IntentSpec(f"L{layer}C{column}", assign="effector",
-                                       depends_on=depends))
-    return PortfolioSpec(name="effects-crash-me", intents=intents)
 
 
 def append_line(path: str, key: str) -> dict[str, str]:
@@ -73,15 +59,10 @@ def effector_class(effects_file: str, with_check: bool) -> type:
 
 async def main(argv: list[str]) -> int:
     mode, store, effects_file, check = argv[:4]
-    agent = effector_class(effects_file, check == "check")
-    async with Runtime(agents=[agent], store=store, blocking_threshold=None) as rt:
-        print("started", flush=True)
-        if mode == "start":
-            result = await rt.run(spec())
-        else:
-            result = await rt.resume(argv[4])
-    print(result.status, flush=True)
-    return 0 if result.status == "completed" else 1
+    portfolio = spec("effects-crash-me", width=WIDTH, layers=LAYERS, seed=5,
+                     assign="effector")
+    return await run_child(effector_class(effects_file, check == "check"), store, portfolio,
+                           None if mode == "start" else lambda rt: rt.resume(argv[4]))
 
 
 if __name__ == "__main__":

@@ -15,9 +15,8 @@ import os
 import sys
 
 import anyio
-from crash_workflow import record_call, spec
+from crash_workflow import record_call, run_child, spec
 
-from openintent import Runtime
 from openintent.agents import Agent, on_assignment
 
 
@@ -40,15 +39,8 @@ def worker_class(calls_file: str) -> type:
 
 async def main(argv: list[str]) -> int:
     mode, store, calls_file = argv[:3]
-    async with Runtime(agents=[worker_class(calls_file)], store=store,
-                       blocking_threshold=None) as rt:
-        print("started", flush=True)
-        if mode == "start":
-            result = await rt.run(spec())
-        else:
-            result = await rt.standby(argv[3])
-    print(result.status, flush=True)
-    return 0 if result.status == "completed" else 1
+    return await run_child(worker_class(calls_file), store, spec(),
+                           None if mode == "start" else lambda rt: rt.standby(argv[3]))
 
 
 if __name__ == "__main__":
