@@ -64,9 +64,11 @@ class SqliteInbox:
     loop's thread, like the backend's reads)."""
 
     def __init__(self, conn: sqlite3.Connection, url: str, path: Path,
-                 gone: Callable[[Any, Any], bool] = lambda pid, host: False) -> None:
+                 lease_of: Callable[[str], dict[str, Any] | None],
+                 gone: Callable[[dict[str, Any]], bool]) -> None:
         self._conn = conn
-        self._gone = gone  # whether a lease's process (pid, host) is known to be gone
+        self._lease_of = lease_of  # who holds a run's lease (the backend's run_lease)
+        self._gone = gone  # whether a lease's process is known to be gone (holder_gone)
         self._where = f"the journal {path} ({url})"
 
     def _failed(self, what: str, exc: sqlite3.Error) -> StoreError:
@@ -125,11 +127,6 @@ class SqliteInbox:
     def lease_live(self, run_id: str) -> bool:
         """Whether a process holds the run's lease now (it runs the run and applies the
         decisions sent to it)."""
-        try:
-            row = self._conn.execute(
-                "SELECT lease_holder, lease_expires, lease_pid, lease_host FROM runs "
-                "WHERE id = ?", (run_id,)).fetchone()
-        except sqlite3.Error as exc:
-            raise self._failed(f"read the lease of run {run_id!r}", exc) from exc
-        return bool(row and row[0] is not None and (row[1] or 0) > time.time()
-                    and not self._gone(row[2], row[3]))
+        lease = self._lease_of(run_id)
+        return (lease is not None and (lease["expires"] or 0) > time.time()
+                and not self._gone(lease))

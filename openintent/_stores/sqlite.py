@@ -80,7 +80,7 @@ class SqliteBackend:
         self._closed = False
         self._host = socket.gethostname()
         #: Approval decisions other processes send to this file's runs.
-        self.inbox = SqliteInbox(self._conn, url, self.path, gone=self._gone)
+        self.inbox = SqliteInbox(self._conn, url, self.path, self.run_lease, self.holder_gone)
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -283,7 +283,7 @@ class SqliteBackend:
                                            "rt.runs() lists the runs it holds")
                 held, held_pid, held_host, expires = row
                 if held is not None and (held, held_pid, held_host) != (holder, pid, host):
-                    if expires > now and not (held_host == host and not _alive(held_pid)):
+                    if expires > now and not self._gone(held_pid, held_host):
                         until = datetime.fromtimestamp(expires, UTC).isoformat(
                             timespec="seconds")
                         raise RunInUseError(
