@@ -31,7 +31,15 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ..errors import StoreError
 from ..models import Event, EventType
 
-__all__ = ["CommitFailed", "EventBackend", "Journal", "RawEvent", "RunInfo", "open_backend"]
+__all__ = [
+    "CommitFailed",
+    "EventBackend",
+    "Journal",
+    "RawEvent",
+    "RunInfo",
+    "Subscribers",
+    "open_backend",
+]
 
 RawEvent = tuple[str, float, str | None, Any]
 
@@ -150,6 +158,28 @@ class EventBackend(Protocol):
     def close(self) -> None:
         """Close every subscriber's stream (their iterations end)."""
         ...
+
+
+class Subscribers:
+    """The part of a backend that publishes: the streams every published event is sent to
+    (``rt.events()``). Backends inherit it and set ``self.subscribers = []``."""
+
+    subscribers: list[MemoryObjectSendStream[Event]]
+
+    def subscribe(self, stream: MemoryObjectSendStream[Event]) -> None:
+        """Send every published event to ``stream`` from now on."""
+        self.subscribers.append(stream)
+
+    def unsubscribe(self, stream: MemoryObjectSendStream[Event]) -> None:
+        """Stop sending to ``stream`` (a stream it does not know is ignored)."""
+        if stream in self.subscribers:
+            self.subscribers.remove(stream)
+
+    def close_subscribers(self) -> None:
+        """Close every subscriber's stream (their iterations end)."""
+        for stream in self.subscribers:
+            stream.close()
+        self.subscribers.clear()
 
 
 def sitting_base(events: Sequence[RawEvent], timebase: float) -> float:

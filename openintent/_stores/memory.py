@@ -18,7 +18,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ..errors import RunInUseError, RunNotFoundError
 from ..models import Event
-from . import RunInfo, sitting_base
+from . import RunInfo, Subscribers, sitting_base
 
 __all__ = ["MemoryBackend", "MemoryRuns", "shared_runs"]
 
@@ -61,7 +61,7 @@ def shared_runs() -> MemoryRuns:
     return cast(MemoryRuns, runs)
 
 
-class MemoryBackend:
+class MemoryBackend(Subscribers):
     """Runs' events in memory (see the module docstring). ``shared``: the store it opens
     (the process's ``memory://`` store), else one of its own."""
 
@@ -153,17 +153,8 @@ class MemoryBackend:
         if self._leases.get(run_id) == holder:
             del self._leases[run_id]
 
-    def subscribe(self, stream: MemoryObjectSendStream[Event]) -> None:
-        self.subscribers.append(stream)
-
-    def unsubscribe(self, stream: MemoryObjectSendStream[Event]) -> None:
-        if stream in self.subscribers:
-            self.subscribers.remove(stream)
-
     def close(self) -> None:
-        for stream in self.subscribers:
-            stream.close()
-        self.subscribers.clear()
+        self.close_subscribers()
 
 
 def _info(run_id: str, events: _RunList) -> RunInfo:

@@ -34,7 +34,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ..errors import RunInUseError, RunNotFoundError, StoreError
 from ..models import Event, EventType
-from . import CommitFailed, RunInfo
+from . import CommitFailed, RunInfo, Subscribers
 from ._sqlite_file import JournalFile, prepare
 from ._sqlite_inbox import SqliteInbox
 from ._sqlite_journal import JournalLog, RawEvent, decode_batches, encode_events
@@ -47,7 +47,7 @@ __all__ = ["SqliteBackend"]
 _ENDS = frozenset({EventType.RUN_FINISHED, EventType.RUN_RESUMED, EventType.EFFECT_RESOLVED})
 
 
-class SqliteBackend:
+class SqliteBackend(Subscribers):
     """Runs' events in a SQLite file (see the module docstring)."""
 
     durable = True
@@ -335,19 +335,10 @@ class SqliteBackend:
 
     # ------------------------------------------------------------------ streams, closing
 
-    def subscribe(self, stream: MemoryObjectSendStream[Event]) -> None:
-        self.subscribers.append(stream)
-
-    def unsubscribe(self, stream: MemoryObjectSendStream[Event]) -> None:
-        if stream in self.subscribers:
-            self.subscribers.remove(stream)
-
     def close(self) -> None:
         """Close the subscribers' streams and the file's connections. Events appended but
         not committed yet (a run that never waited for them) are written first."""
-        for stream in self.subscribers:
-            stream.close()
-        self.subscribers.clear()
+        self.close_subscribers()
         # Commits already submitted complete first (their waiters are woken as usual).
         self._closing = True
         self._thread.stop()
