@@ -11,11 +11,9 @@ import anyio
 from .._handle import RunHandle
 from ..errors import OpenIntentError
 from ..runtime import Runtime
-from ..workflow import WorkflowSpec
 from ._common import EXIT_INVALID, Streams, fail
-from ._loading import load
 from ._origin import CommandWorkflow, JournaledAgents, origin_metadata
-from ._resume import _journaled
+from ._resume import _journaled, journaled_workflow
 from ._run import CommandRun, StartRun
 from ._store_url import existing_store, explain
 
@@ -30,19 +28,11 @@ def fork_command(args: argparse.Namespace, streams: Streams) -> int:
     except OpenIntentError as exc:
         return fail(streams, explain(exc, args.store))
     origin = journaled.metadata
-    path = args.file or origin.get("workflow_file")
-    workflow: WorkflowSpec | None = None
-    if path is not None:
-        if args.file is None:
-            print(f"openintent: run {args.id} was started from {path}; the fork runs that workflow",
-                  file=streams.err, flush=True)
-        workflow = load(str(path), streams)
-        if workflow is None:
-            if args.file is None:
-                fail(streams, f"cannot rebuild run {args.id} from its workflow file; give "
-                     f"the file: openintent runs fork {args.store} {args.id} --rerun TITLE "
-                     "FILE")
-            return EXIT_INVALID
+    found, workflow = journaled_workflow(
+        args, origin, streams, "the fork runs that workflow",
+        f"openintent runs fork {args.store} {args.id} --rerun TITLE FILE")
+    if not found:
+        return EXIT_INVALID
     try:
         agents = JournaledAgents.of(
             args, origin, workflow,

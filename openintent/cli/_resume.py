@@ -44,7 +44,8 @@ def resume_command(args: argparse.Namespace, streams: Streams) -> int:
               file=streams.err, flush=True)
         return report_ended(ended, args.json, streams)
     origin = journaled.metadata
-    found, workflow = _workflow(args, origin, streams)
+    found, workflow = journaled_workflow(args, origin, streams, "resuming with it",
+                                         f"openintent resume {args.store} {args.id} FILE")
     if not found:
         return EXIT_INVALID
     try:
@@ -79,21 +80,23 @@ def resume_command(args: argparse.Namespace, streams: Streams) -> int:
     return CommandRun(args, streams, args.store, prepare).execute()
 
 
-def _workflow(
-    args: argparse.Namespace, origin: Mapping[str, Any], streams: Streams
+def journaled_workflow(
+    args: argparse.Namespace, origin: Mapping[str, Any], streams: Streams, doing: str,
+    usage: str,
 ) -> tuple[bool, WorkflowSpec | None]:
-    """The run's workflow: FILE, else the file the run was started from, else none (a run
-    started from Python code); ``(False, None)`` once a problem is printed."""
+    """The run's workflow: FILE, else the file the run was started from (said on stderr,
+    with ``doing``), else none (a run started from Python code); ``(False, None)`` once a
+    problem is printed (``usage``: the command line that gives the file)."""
     path = args.file or origin.get("workflow_file")
     if path is None:
         return True, None
     if args.file is None:
-        print(f"openintent: run {args.id} was started from {path}; resuming with it",
+        print(f"openintent: run {args.id} was started from {path}; {doing}",
               file=streams.err, flush=True)
     workflow = load(str(path), streams)
     if workflow is None and args.file is None:
         fail(streams, f"cannot rebuild run {args.id} from its workflow file; give the file: "
-             f"openintent resume {args.store} {args.id} FILE")
+             f"{usage}")
     return workflow is not None, workflow
 
 
