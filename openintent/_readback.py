@@ -22,11 +22,11 @@ from ._events import EventSource
 from ._guardrail_core import Breach
 from ._results import ResultsView
 from ._store import _APPLY, IntentRecord, RawEvent, Records
-from ._stores import EventBackend, RunInfo
+from ._stores import EventBackend, RunInfo, sittings
 from .errors import RunNotFoundError
 from .models import Decision, EventLog, EventType, RunResult, RunStatus, public_event
 
-__all__ = ["list_runs", "load_run"]
+__all__ = ["earlier_walls", "list_runs", "load_run", "wall_of"]
 
 _NO_DATA: Mapping[str, Any] = {}
 
@@ -53,8 +53,6 @@ def load_run(backend: EventBackend, portfolio_id: str) -> RunResult:
     ids_by_title: dict[str, str] = {}
     total_cost = 0.0
     decision_events: list[int] = []
-    # Each sitting of the run (a resume starts one) dates its events by its own time base.
-    starts, bases = [0], [timebase]
     ending: dict[str, Any] = {}  # what the run's last sitting says about its end
     for seq, event in enumerate(events):
         type_, _time, intent_id, data = event
@@ -73,12 +71,13 @@ def load_run(backend: EventBackend, portfolio_id: str) -> RunResult:
             ending["breach"] = data or _NO_DATA
         elif type_ == EventType.RUN_RESUMED:
             ending.clear()  # a run_finished before it no longer ends the run
-            starts.append(seq)
-            bases.append((data or _NO_DATA).get("timebase", bases[-1]))
         elif type_ == EventType.EFFECT_RESOLVED:
             ending.clear()  # an effect settled: the run is open again for rt.resume
-    source = EventSource(portfolio_id, _title_of(records), _wall(bases[-1]), since=starts[-1],
-                         earlier=_earlier(starts, bases) if len(starts) > 1 else None)
+    # Each sitting of the run (a resume starts one) dates its events by its own time base.
+    starts, bases = sittings(events, timebase)
+    source = EventSource(portfolio_id, _title_of(records), wall_of(bases[-1]),
+                         since=starts[-1],
+                         earlier=earlier_walls(starts, bases) if len(starts) > 1 else None)
     started: Mapping[str, Any] = (events[0][3] or _NO_DATA) if events else _NO_DATA
     finished: Mapping[str, Any] | None = ending.get("finished")
     breach: Mapping[str, Any] | None = ending.get("breach")
@@ -97,7 +96,7 @@ def load_run(backend: EventBackend, portfolio_id: str) -> RunResult:
     )
 
 
-def _wall(timebase: float) -> Callable[[float], datetime]:
+def wall_of(timebase: float) -> Callable[[float], datetime]:
     """How a sitting whose clock time 0 was POSIX time ``timebase`` dates its events (as
     ``_clock.run_timebase`` dates them live)."""
     base = datetime.fromtimestamp(timebase, UTC)
@@ -108,9 +107,10 @@ def _wall(timebase: float) -> Callable[[float], datetime]:
     return at
 
 
-def _earlier(starts: list[int], bases: list[float]) -> Callable[[int, float], datetime]:
-    """How the events of the sittings before the last are dated (``EventSource.earlier``)."""
-    walls = [_wall(base) for base in bases]
+def earlier_walls(starts: list[int], bases: list[float]) -> Callable[[int, float], datetime]:
+    """How the events of the sittings before the last are dated (``EventSource.earlier``),
+    from :func:`~openintent._stores.sittings`."""
+    walls = [wall_of(base) for base in bases]
 
     def at(seq: int, time: float) -> datetime:
         return walls[bisect_right(starts, seq) - 1](time)

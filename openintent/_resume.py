@@ -28,9 +28,7 @@ resume of the same run at once gets :class:`~openintent.errors.RunInUseError`.
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Mapping, MutableSequence, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import attrs
@@ -44,10 +42,12 @@ from ._logging import logging_configured
 from ._nodes import Node, wire
 from ._plan import Planner
 from ._plan_data import LoggedPlan, logged_plan, spec_diff
+from ._readback import earlier_walls, wall_of
 from ._results import ResultsView
 from ._scheduler import Run
 from ._specs import PortfolioSpec
 from ._store import EventStore, IntentRecord, RawEvent
+from ._stores import sittings
 from ._workflow_port import RunnableWorkflow
 from .errors import (
     OpenIntentError,
@@ -213,18 +213,14 @@ def _reopened(
     the run's current one (its ``run_finished`` ends the run's streams)."""
     store = EventStore(launcher.backend, portfolio_id, launcher.clock, name,
                        record_type=record_type, log=log)
-    starts, zeros = _stretches(log, launcher.backend.timebase(portfolio_id))
-
-    def earlier(seq: int, time: float) -> datetime:
-        return zeros[bisect_right(starts, seq) - 1] + timedelta(seconds=time)
-
+    starts, bases = sittings(log, launcher.backend.timebase(portfolio_id))
     source = store.source
-    source.earlier = earlier
+    source.earlier = earlier_walls(starts, bases)
     if going_on:
         source.since = len(log)
     else:
-        source.since, zero = starts[-1], zeros[-1]
-        source.wall = lambda time: zero + timedelta(seconds=time)
+        source.since = starts[-1]
+        source.wall = wall_of(bases[-1])
     store.replay()
     return store
 
@@ -320,19 +316,6 @@ def _settled_since_end(log: Sequence[RawEvent]) -> bool:
         if type_ in (EventType.RUN_FINISHED, EventType.RUN_RESUMED):
             return False
     return False
-
-
-def _stretches(log: Sequence[RawEvent], first: float) -> tuple[list[int], list[datetime]]:
-    """Where each stretch of a run's log starts (its ``run_started``, then each
-    ``run_resumed``), and the UTC time of its clock time 0 (from ``first``, the store's time
-    base of the run, then each ``run_resumed``'s ``timebase``): events are dated from it as
-    the live run dated them (see ``_clock.run_timebase``) and as ``rt.load()`` does."""
-    starts, bases = [0], [first]
-    for seq, (type_, _time, _intent, data) in enumerate(log):
-        if type_ == EventType.RUN_RESUMED:
-            starts.append(seq)
-            bases.append((data or {})["timebase"])
-    return starts, [datetime.fromtimestamp(base, UTC) for base in bases]
 
 
 def logged_guardrails(

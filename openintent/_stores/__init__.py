@@ -182,6 +182,19 @@ class Subscribers:
         self.subscribers.clear()
 
 
+def sittings(events: Sequence[RawEvent], timebase: float) -> tuple[list[int], list[float]]:
+    """Where each sitting of a run's log starts (its ``run_started``, then each
+    ``run_resumed``) and the time base of each (``timebase``, the run's own, then each
+    ``run_resumed``'s): an event at clock time ``t`` of a sitting happened at POSIX time
+    ``base + t``."""
+    starts, bases = [0], [timebase]
+    for seq, (type_, _time, _intent_id, data) in enumerate(events):
+        if type_ == EventType.RUN_RESUMED:
+            starts.append(seq)
+            bases.append(float((data or {}).get("timebase", bases[-1])))
+    return starts, bases
+
+
 def sitting_base(events: Sequence[RawEvent], timebase: float) -> float:
     """The time base of a log's last sitting: ``timebase`` (the run's own), or the
     ``timebase`` of its last ``run_resumed`` (a resume dates its events by its own clock)."""
