@@ -12,6 +12,8 @@ import pytest
 import structlog
 from hypothesis import HealthCheck, settings
 
+from _postgres import PostgresServer, find_bindir, require_or_skip
+
 pytest_plugins = ["pytester"]
 
 # The suite must pass on a loaded machine: how fast Hypothesis *generates* examples depends on
@@ -34,3 +36,32 @@ def reset_structlog() -> Iterator[None]:
         yield
     finally:
         structlog.reset_defaults()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the whole session (see ``tests/_postgres.py``);
+    skips (or, with ``OPENINTENT_REQUIRE_POSTGRES=1``, fails) where none can be started."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        require_or_skip("psycopg is not installed: pip install -e '.[test]' installs it")
+    bindir = find_bindir()
+    if bindir is None:
+        require_or_skip(
+            "no PostgreSQL server programs (initdb, pg_ctl) found: install PostgreSQL 15 "
+            "(Debian: apt install postgresql-15) or set OPENINTENT_PG_BIN to their directory"
+        )
+        raise AssertionError("unreachable")
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return postgres_server.database()
