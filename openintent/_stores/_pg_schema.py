@@ -66,7 +66,7 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
         "payload text NOT NULL, status text NOT NULL DEFAULT 'ready', worker text, "
         "token bigint NOT NULL DEFAULT 0, claims integer NOT NULL DEFAULT 0, "
         "lease_expires double precision, result text, created double precision NOT NULL, "
-        "finished double precision)",
+        "finished double precision, UNIQUE (run_id, intent_id, attempt))",
         "CREATE INDEX tasks_open ON {s}.tasks (agent_id, id) "
         "WHERE status IN ('ready', 'claimed')",
         "CREATE INDEX tasks_of_run ON {s}.tasks (run_id, status)",
