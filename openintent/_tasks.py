@@ -113,9 +113,9 @@ class TaskQueue(Protocol):
         are claiming (``FOR UPDATE SKIP LOCKED``)."""
         ...
 
-    async def wait_for_work(self, agents: Collection[str], timeout: float) -> None:
+    async def wait_for_work(self, agents: Collection[str], poll: float) -> None:
         """Return when a task for one of ``agents`` may be ready (a notification), or after
-        ``timeout`` seconds (the slow poll that covers a lost notification)."""
+        ``poll`` seconds (the slow poll that covers a lost notification)."""
         ...
 
     async def renew(self, tasks: Collection[Task]) -> set[int]:
