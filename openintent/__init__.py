@@ -45,6 +45,7 @@ from .errors import OpenIntentError as OpenIntentError
 from .errors import OpenIntentWarning as OpenIntentWarning
 from .errors import OutputCheckError as OutputCheckError
 from .errors import QuorumError as QuorumError
+from .errors import RemoteAgentError as RemoteAgentError
 from .errors import ResponseConflictError as ResponseConflictError
 from .errors import ResumeMismatchError as ResumeMismatchError
 from .errors import RunCancelledError as RunCancelledError
@@ -127,6 +128,7 @@ __all__ = [
     "PortfolioSpec",
     "QuorumError",
     "RealClock",
+    "RemoteAgentError",
     "Response",
     "ResponseConflictError",
     "ResumeMismatchError",

@@ -138,6 +138,10 @@ class AgentTable:
         self._registry = registry
         self._explicit = agents is not None
         self._bound: dict[str, BoundAgent] = {}
+        #: With a store that has a task queue: makes the definition of a remote agent for an
+        #: id this table has not got (``openintent._remote``), else ``None``.
+        self.remote: Callable[[str], AgentDefinition] | None = None
+        self._remote_ids: set[str] = set()
         for obj in agents or ():
             bound = bind(obj)
             if bound.id in self._bound:
@@ -147,7 +151,34 @@ class AgentTable:
             self._bound[bound.id] = bound
 
     def get(self, agent_id: str) -> BoundAgent:
-        """The bound agent for ``agent_id``, or :class:`UnknownAgentError`."""
+        """The bound agent for ``agent_id``, or :class:`UnknownAgentError` (a remote agent
+        instead, with a store that has a task queue)."""
+        bound = self._bound.get(agent_id)
+        if bound is not None:
+            return bound
+        if self.remote is not None and not self.has(agent_id):
+            definition = self.remote(agent_id)
+            bound = self._bound[agent_id] = BoundAgent(definition, definition.instance)
+            self._remote_ids.add(agent_id)
+            return bound
+        return self._local(agent_id)
+
+    def has(self, agent_id: str) -> bool:
+        """Whether this process has agent ``agent_id`` itself (given, or registered)."""
+        if agent_id in self._bound:
+            return agent_id not in self._remote_ids
+        return not self._explicit and agent_id in self._registry
+
+    def local_ids(self) -> list[str]:
+        """The ids of the agents (not coordinators) this process has: those given, else
+        every registered one."""
+        if self._explicit:
+            return [bound.id for bound in self._bound.values()
+                    if bound.kind == "agent" and self.has(bound.id)]
+        return [agent_id for agent_id in self._registry.ids()
+                if self._registry.get(agent_id).kind == "agent"]
+
+    def _local(self, agent_id: str) -> BoundAgent:
         bound = self._bound.get(agent_id)
         if bound is not None:
             return bound
@@ -166,7 +197,7 @@ class AgentTable:
     def resolve(self, obj: Any) -> BoundAgent:
         """A coordinator given as an id, a decorated class or an instance."""
         if isinstance(obj, str):
-            return self.get(obj)
+            return self._local(obj)  # a coordinator is never remote
         if isinstance(obj, type):
             definition = definition_of(obj)
             existing = self._bound.get(definition.id) if definition else None

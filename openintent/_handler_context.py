@@ -52,6 +52,11 @@ class HandlerContext:
         return self._clock
 
     @property
+    def bus(self) -> EventBus:
+        """The run's event bus (a remote agent logs what its worker did through it)."""
+        return self._bus
+
+    @property
     def portfolio_id(self) -> str:
         """The id of the running portfolio."""
         return self._store.portfolio_id

@@ -30,6 +30,7 @@ __all__ = [
     "OpenIntentWarning",
     "OutputCheckError",
     "QuorumError",
+    "RemoteAgentError",
     "ResponseConflictError",
     "ResumeMismatchError",
     "RunCancelledError",
@@ -171,6 +172,19 @@ class EffectInDoubtError(OpenIntentError):
         self.intent_id = intent_id
         self.title = title
         self.portfolio_id = portfolio_id
+
+
+class RemoteAgentError(OpenIntentError):
+    """A remote agent's handler raised in a worker (``openintent worker`` / ``rt.serve``).
+
+    The coordinator raises a subclass named like the worker's exception (``ValueError`` in
+    the worker: a ``RemoteAgentError`` subclass named ``ValueError``, which is also a
+    ``ValueError`` for a built-in class), with its message, so ``IntentResult.error`` /
+    ``error_type`` and ``RetryPolicy(retry_on=...)`` read as for a local failure. An
+    openintent error (``EffectInDoubtError``, say) comes back as its own class.
+
+    .. versionadded:: 0.4
+    """
 
 
 class IntentFailedError(OpenIntentError):

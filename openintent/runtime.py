@@ -11,6 +11,7 @@ Typical use (see ``examples/etl.py`` for the whole program)::
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ from ._handle import RunHandle, StartedRuns, decide_approval, not_open_error, pe
 from ._launch import Launcher
 from ._plan import Planner
 from ._registry import current_registry
+from ._remote import remote_definition
 from ._runtime_durable import DurableRuns
 from ._scheduler import Run
 from ._specs import PortfolioSpec
@@ -79,7 +81,15 @@ class Runtime(DurableRuns):
                 f"timeout(seconds), such as VirtualClock(); got {clock!r}"
             )
         self._clock: Clock = clock if clock is not None else RealClock()
-        self._runs = Launcher(open_backend(store), Planner(table, self._guardrails),
+        backend = open_backend(store)
+        self._agents = table
+        tasks = getattr(backend, "tasks", None)
+        if tasks is not None:  # agents this process has not got are remote (openintent._remote)
+            attach = getattr(tasks, "attach", None)
+            if attach is not None:
+                attach(self._clock)
+            table.remote = functools.partial(remote_definition, queue=tasks)
+        self._runs = Launcher(backend, Planner(table, self._guardrails),
                               self._clock, random.Random(seed), self._blocking_threshold)
         self._started: StartedRuns | None = None  # runs started with start(), while open
         self._closed = False
@@ -108,6 +118,27 @@ class Runtime(DurableRuns):
             self._runs.close()  # event streams end once no run goes on
 
     # ------------------------------------------------------------------ running
+
+    async def serve(self, concurrency: int = 8, worker_id: str | None = None) -> None:
+        """Work for the runs of this runtime's store until cancelled: claim the tasks of the
+        agents this runtime has (``agents=[...]``, else every registered ``@Agent``), run
+        them (at most ``concurrency`` at once) and finish them; and adopt the runs that need
+        a coordinator (detached ones, or those whose coordinator died) when this runtime has
+        their coordinator, dispatching their intents to the store's workers. ``worker_id``
+        names this worker (default: host, pid and a random tag); a worker restarted under
+        the same id lets its earlier claims go at once. Needs a store with a task queue
+        (``postgresql://``, or ``memory://?workers=1`` within one process).
+
+        >>> async with Runtime(agents=[Summarizer], store="postgresql://host/db") as rt:
+        ...     await rt.serve(concurrency=4)
+
+        .. versionadded:: 0.4
+        """
+        from ._serve import serve
+
+        self._check_open("rt.serve()")
+        await serve(self._runs, self._agents, self._guardrails, self._blocking_threshold,
+                    concurrency, worker_id)
 
     async def run(
         self, spec: PortfolioSpec | RunnableWorkflow, *, coordinator: Any = None

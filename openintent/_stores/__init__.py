@@ -210,6 +210,28 @@ opening_backend: ContextVar[Callable[[str], EventBackend] | None] = ContextVar(
     "openintent_opening_backend", default=None)
 
 
+def _memory_with_options(url: str) -> EventBackend:
+    """``memory://?workers=1`` (the store's task queue: remote agents and ``rt.serve`` in
+    this process), optionally ``&task_ttl=SECONDS``."""
+    from urllib.parse import parse_qs
+
+    from .memory import MemoryBackend, shared_runs
+
+    options = parse_qs(url[len("memory://?"):], keep_blank_values=True)
+    unknown = sorted(set(options) - {"workers", "task_ttl"})
+    workers = options.get("workers", ["0"])[-1]
+    try:
+        task_ttl = float(options.get("task_ttl", ["30"])[-1])
+    except ValueError:
+        task_ttl = -1.0
+    if unknown or workers not in ("0", "1") or not 0 < task_ttl < float("inf"):
+        raise StoreError(
+            f"store {url!r}: a memory:// store takes the options workers=1 (a task queue for "
+            "workers in this process) and task_ttl=SECONDS (> 0), e.g. "
+            "'memory://?workers=1&task_ttl=30'")
+    return MemoryBackend(url, shared_runs(), workers=workers == "1", task_ttl=task_ttl)
+
+
 def open_backend(url: str) -> EventBackend:
     """The backend for a ``Runtime(store=...)`` URL: ``memory://`` or ``sqlite:///path.db``
     (relative) / ``sqlite:////abs/path.db``, optionally with ``?synchronous=full``."""
@@ -220,6 +242,8 @@ def open_backend(url: str) -> EventBackend:
         from .memory import MemoryBackend, shared_runs
 
         return MemoryBackend(url, shared_runs())
+    if isinstance(url, str) and url.startswith("memory://?"):
+        return _memory_with_options(url)
     if isinstance(url, str) and url.startswith("sqlite:"):
         from .sqlite import SqliteBackend
 

@@ -47,6 +47,11 @@ class MemoryRuns:
         self.kept: dict[str, _RunList] = {}
         #: The client leases (``openintent._leases.LeaseTable``), made on first use.
         self.lease_table: Any = None
+        #: The task queue (``openintent._task_memory.MemoryTaskQueue``), made when a backend
+        #: opens the store as ``memory://?workers=1``.
+        self.tasks: Any = None
+        #: The runs detached for a worker to adopt (``detach_run``).
+        self.detached: set[str] = set()
 
 
 def shared_runs() -> MemoryRuns:
@@ -67,9 +72,21 @@ class MemoryBackend(Subscribers):
 
     durable = False
 
-    def __init__(self, url: str = "memory://", shared: MemoryRuns | None = None) -> None:
+    def __init__(
+        self, url: str = "memory://", shared: MemoryRuns | None = None, *, workers: bool = False,
+        task_ttl: float = 30.0,
+    ) -> None:
         self.url = url
         self.shared = shared if shared is not None else MemoryRuns()
+        #: The store's task queue when opened as ``memory://?workers=1`` (remote agents and
+        #: ``rt.serve`` in this process), else ``None``: every agent runs in its run's task.
+        self.tasks: Any = None
+        if workers:
+            if self.shared.tasks is None:
+                from .._task_memory import MemoryTaskQueue
+
+                self.shared.tasks = MemoryTaskQueue(task_ttl)
+            self.tasks = self.shared.tasks
         self._runs = self.shared.runs
         self._leases = self.shared.leases
         self.subscribers: list[MemoryObjectSendStream[Event]] = []
@@ -152,6 +169,25 @@ class MemoryBackend(Subscribers):
     def release_run(self, run_id: str, holder: str) -> None:
         if self._leases.get(run_id) == holder:
             del self._leases[run_id]
+
+    def detach_run(self, run_id: str) -> None:
+        """Leave a running run to whichever ``rt.serve`` of this process adopts it: its lease
+        is given back, and the store holds the run until it ends."""
+        self.keep(run_id)
+        self._leases.pop(run_id, None)
+        self.shared.detached.add(run_id)
+
+    def adoptable_runs(self) -> list[str]:
+        """The detached runs still running that no one holds now (``rt.serve`` adopts
+        them). Only detached ones: a ``memory://`` run going on holds no lease."""
+        adoptable = []
+        for run_id in sorted(self.shared.detached):
+            events = self._runs.get(run_id)
+            if events is None or _info(run_id, events).status != "running":
+                self.shared.detached.discard(run_id)
+            elif run_id not in self._leases:
+                adoptable.append(run_id)
+        return adoptable
 
     def close(self) -> None:
         self.close_subscribers()
