@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
+from _serving import serving, shape
 
 import openintent
 from openintent import (
@@ -24,7 +25,6 @@ from openintent import (
 from openintent._context import current_run
 from openintent._remote import remote_error
 from openintent.agents import Agent, Coordinator, IntentSpec, PortfolioSpec, on_assignment
-from _serving import serving, shape
 
 pytestmark = pytest.mark.asyncio
 

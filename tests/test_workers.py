@@ -11,12 +11,12 @@ from typing import Any
 
 import anyio
 import pytest
+from _serving import HANG_GUARD, STORE
 
 import openintent
 from openintent import OpenIntentError, RetryPolicy, Runtime, VirtualClock
 from openintent._detach import start_detached
 from openintent.agents import Agent, Coordinator, IntentSpec, PortfolioSpec, on_assignment
-from _serving import HANG_GUARD, STORE
 
 pytestmark = pytest.mark.asyncio
 
@@ -217,4 +217,5 @@ async def test_cancelling_serve_stops_its_handlers_and_leaves_nothing_running() 
                 group.cancel_scope.cancel()
             assert stopped == ["Sleep"]
             await handle.cancel()
+
 
