@@ -59,12 +59,16 @@ class Adopter:
 
     def __init__(self, launcher: Launcher, table: AgentTable,
                  remote: Callable[[str], AgentDefinition], guardrails: Any, poll: float,
-                 blocking_threshold: float | None) -> None:
+                 blocking_threshold: float | None,
+                 rebuild: Callable[[str], tuple[Any, Any]] | None = None) -> None:
         self.backend = launcher.backend
         self.clock = launcher.clock
         self.launcher = Launcher(self.backend, Planner(AllRemote(table, remote), guardrails),
                                  launcher.clock, random.Random(), blocking_threshold)
         self.poll = poll
+        #: The spec and coordinator to resume a run with (``openintent worker``: its
+        #: workflow file), else ``(None, None)``: the log's plan and coordinator id.
+        self.rebuild = rebuild
         self.adopted: set[str] = set()  # going on here now
         self._refused: set[str] = set()  # their coordinators cannot be built here
 
@@ -89,7 +93,9 @@ class Adopter:
 
     def _open(self, run_id: str) -> Resumption | None:
         try:
-            return open_resumption(self.launcher, run_id, None, None, None, "rt.serve()")
+            spec, coordinator = (None, None) if self.rebuild is None else self.rebuild(run_id)
+            return open_resumption(self.launcher, run_id, spec, coordinator, None,
+                                   "rt.serve()")
         except RunInUseError:
             return None  # another process adopted it first
         except OpenIntentError as exc:

@@ -329,12 +329,6 @@ def test_verbose_logs_info_lines_on_stderr(workflow, capsys, reset_structlog):
     assert "run started" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["worker"]])
-def test_commands_of_later_releases_say_they_are_not_available_yet(capsys, command):
-    assert main([*command, "runs.db", "x"]) == 2
-    assert "not available yet" in capsys.readouterr().err
-
-
 def test_runs_without_a_command_exits_2_and_names_the_commands(capsys):
     assert main(["runs"]) == 2
     assert "list, show, events or fork" in capsys.readouterr().err

@@ -14,6 +14,8 @@ Installed as the ``openintent`` console script (``pip install "openintent[cli]"`
     openintent runs fork runs.db ID --rerun Review
     openintent approve runs.db ID Deploy --by alice
     openintent deny runs.db ID Deploy --by alice --note "not today"
+    openintent worker postgresql://host/db --agents my_agents --concurrency 8
+    openintent run workflow.yaml --store postgresql://host/db --detach
 
 :func:`main` takes the arguments as a list and returns the exit status, so tests call it
 directly: 0 completed (or valid), 1 failed or halted, 2 invalid input, 130 interrupted.
@@ -37,6 +39,7 @@ from ._parser import build_parser, later_command
 from ._resume import resume_command
 from ._run import run_command
 from ._runs import runs_list_command, runs_show_command
+from ._worker import worker_command
 
 __all__ = ["main"]
 
@@ -51,6 +54,7 @@ _COMMANDS = {
     "runs fork": fork_command,
     "approve": approve_command,
     "deny": deny_command,
+    "worker": worker_command,
 }
 
 

@@ -8,9 +8,7 @@ from typing import Any
 
 __all__ = ["build_parser", "default_approver"]
 
-_LATER = {
-    "worker": "serve the runs of a durable store with this process's agents",
-}
+_LATER: dict[str, str] = {}  # commands of a later release: name -> purpose
 
 
 def default_approver() -> str:
@@ -76,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(an agent class or instance, or a list of them); repeatable",
     )
     run.add_argument("--seed", type=int, default=None, metavar="N", help="reproducible run")
+    run.add_argument(
+        "--detach", action="store_true",
+        help="with a postgresql:// store: start the run, print its id and exit; the store's "
+        "workers (openintent worker) adopt and run it")
     _running_options(run, "the run's")
     run.add_argument(
         "--store",
@@ -87,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _logging_options(run)
     _resume_parser(commands)
     _runs_parser(commands)
+    _worker_parser(commands)
     for verb in ("approve", "deny"):
         _decision_parser(commands, verb)
 
@@ -101,6 +104,29 @@ def _later(commands: Any, name: str, purpose: str) -> None:
         name, help=f"(not available yet) {purpose}", add_help=False, prefix_chars="\0"
     )
     later.add_argument("rest", nargs=argparse.REMAINDER)
+
+
+def _worker_parser(commands: Any) -> None:
+    worker = commands.add_parser(
+        "worker",
+        help="serve the runs of a postgresql:// store with this process's agents",
+        description="Serve the runs of STORE (postgresql://...) until Ctrl-C: run the tasks "
+        "of the agents --agents brings (each attempt of an intent whose run's coordinator "
+        "does not have its agent), at most --concurrency at once; and adopt the runs that "
+        "need a coordinator (started with `openintent run --detach`, or whose process "
+        "died), dispatching their intents to the store's workers.",
+    )
+    worker.add_argument("store", metavar="STORE", help="a postgresql:// store URL")
+    worker.add_argument(
+        "--agents", action="append", required=True, metavar="MODULE[:ATTR]",
+        help="import MODULE (its decorated agents register themselves), or use MODULE:ATTR "
+        "(an agent class or instance, or a list of them); repeatable")
+    worker.add_argument("--concurrency", type=int, default=8, metavar="N",
+                        help="run at most N tasks at once (default: 8)")
+    worker.add_argument("--id", default=None, metavar="NAME",
+                        help="this worker's id; a worker restarted with the same id takes "
+                        "its tasks back at once (default: host, pid and a random tag)")
+    _logging_options(worker)
 
 
 _STORE_HELP = "a store URL (sqlite:///runs.db) or the path of a SQLite journal file"

@@ -46,6 +46,14 @@ def run_command(args: argparse.Namespace, streams: Streams) -> int:
     url = store_url(args.store)
     runnable = CommandWorkflow(workflow, origin_metadata(workflow, args.simulate, args.agents)
                                if is_durable(url) else {})
+    if args.detach:
+        from ._worker import detach_run
+
+        if args.simulate:
+            return fail(streams, "--detach hands the run to the store's workers, which run "
+                        "the agents they import (openintent worker STORE --agents MODULE); "
+                        "--simulate has no agents there: drop one of the two")
+        return detach_run(args, streams, url, runnable, agents, None)
 
     def prepare() -> tuple[Runtime, StartRun]:
         chosen, coordinator = agents, None
