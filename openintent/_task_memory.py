@@ -55,7 +55,7 @@ class MemoryTaskQueue:
         self.task_ttl = task_ttl
         self.clock: Any = None
         self._rows: dict[int, _Row] = {}
-        self._keys: dict[tuple[str, str, int], int] = {}
+        self._keys: dict[tuple[str, str, int, str], int] = {}
         self._effects: dict[tuple[str, str], dict[str, EffectRow]] = {}
         self._work: anyio.Event | None = None
 
@@ -77,7 +77,7 @@ class MemoryTaskQueue:
     async def submit(self, run_id: str, intent_id: str, attempt: int, agent_id: str,
                      payload: Mapping[str, Any]) -> int:
         await anyio.lowlevel.checkpoint()
-        key = (run_id, intent_id, attempt)
+        key = (run_id, intent_id, attempt, agent_id)
         known = self._keys.get(key)
         if known is not None:
             return known

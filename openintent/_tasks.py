@@ -90,8 +90,10 @@ class TaskQueue(Protocol):
     async def submit(self, run_id: str, intent_id: str, attempt: int, agent_id: str,
                      payload: Mapping[str, Any]) -> int:
         """Queue an attempt; returns the task's id once it is durable (and wakes the workers
-        with ``agent_id``). Submitting the same (run, intent, attempt) again returns the same
-        task (a coordinator that failed over re-submits what it cannot know was queued).
+        with ``agent_id``). Submitting the same (run, intent, attempt, agent) again returns
+        the same task (a coordinator that failed over re-submits what it cannot know was
+        queued); the agent is part of the key because every assignee of a multi-agent intent
+        works on the same attempt.
         Submissions made at about the same time are written together."""
         ...
 

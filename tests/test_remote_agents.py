@@ -277,3 +277,26 @@ async def test_coordinator_only_methods_are_refused_in_a_worker() -> None:
     plan = result.intents["Plan"]
     assert plan.status == "failed" and plan.error_type == "OpenIntentError"
     assert "for coordinators" in (plan.error or "")
+
+
+async def test_each_remote_assignee_of_a_multi_agent_intent_gets_its_own_task() -> None:
+    served: list[str] = []
+
+    def voter(agent_id: str) -> Any:
+        @Agent(agent_id)
+        class Voter:
+            @on_assignment
+            async def work(self, intent: Any) -> dict[str, Any]:
+                served.append(agent_id)
+                return {"verdict": "ok"}
+
+        return Voter
+
+    spec = PortfolioSpec("vote", [IntentSpec("Review", assign=["rev-a", "rev-b"])])
+    async with serving([voter("rev-a"), voter("rev-b")]) as coordinator:
+        result = await coordinator.run(spec)
+
+    assert result.status == "completed", result.error
+    responses = result.events.of_type("response")
+    assert sorted(event.data["agent"] for event in responses) == ["rev-a", "rev-b"]
+    assert sorted(served) == ["rev-a", "rev-b"]
