@@ -297,6 +297,6 @@ async def test_each_remote_assignee_of_a_multi_agent_intent_gets_its_own_task() 
         result = await coordinator.run(spec)
 
     assert result.status == "completed", result.error
-    responses = result.events.of_type("response")
+    responses = result.events.of_type("response_received")
     assert sorted(event.data["agent"] for event in responses) == ["rev-a", "rev-b"]
     assert sorted(served) == ["rev-a", "rev-b"]
