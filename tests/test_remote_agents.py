@@ -25,6 +25,7 @@ from openintent import (
 from openintent._context import current_run
 from openintent._remote import remote_error
 from openintent.agents import Agent, Coordinator, IntentSpec, PortfolioSpec, on_assignment
+from openintent.testing import assert_replay_matches
 
 pytestmark = pytest.mark.asyncio
 
@@ -75,6 +76,7 @@ async def test_remote_dispatch_completes_a_dag_with_the_events_of_a_local_run() 
     assert result.intents["D"].state["receipt"] == "sent 4"
     assert result.cost_usd == pytest.approx(2.5)
     assert shape(result) == shape(expected)
+    assert_replay_matches(result)
     assert [event.time for event in result.events] == [event.time for event in expected.events]
     assert [record.status for record in result.intents["B"].effects] == ["completed"]
     assert sorted(calls) == ["A", "A", "B", "B", "C", "C", "D", "D"]  # local run + remote one

@@ -11,12 +11,13 @@ from typing import Any
 
 import anyio
 import pytest
-from _serving import HANG_GUARD, STORE
+from _serving import HANG_GUARD, STORE, serving
 
 import openintent
 from openintent import OpenIntentError, RetryPolicy, Runtime, VirtualClock
 from openintent._detach import start_detached
 from openintent.agents import Agent, Coordinator, IntentSpec, PortfolioSpec, on_assignment
+from openintent.testing import assert_replay_matches
 
 pytestmark = pytest.mark.asyncio
 
@@ -95,6 +96,7 @@ async def test_a_lost_workers_task_is_claimed_again_and_its_effect_happens_once(
 
     assert result.status == "completed", result.error
     assert outside.calls == 1
+    assert_replay_matches(result)
     pay = result.intents["Pay"]
     assert pay.state == {"receipt": {"charge": "ch_1", "amount": 42}, "seen_attempt": 2}
     assert pay.attempts == 1  # one attempt, claimed twice
@@ -125,6 +127,22 @@ async def test_an_effect_cut_short_with_its_worker_is_in_doubt_and_never_retried
     assert [record.status for record in pay.effects] == ["in_doubt"]
     decisions = [decision.decision for decision in result.decisions]
     assert decisions == ["effect_in_doubt"]
+    assert_replay_matches(result)
+
+
+async def test_an_effect_in_doubt_settled_by_a_person_goes_on_remotely_after_a_resume(
+) -> None:
+    outside = Outside(hang_inside=True)
+    agent = payer(outside)
+    failed, _ended = await run_with_lost_worker(outside, agent)
+    run_id = failed.portfolio_id
+
+    async with serving([agent]) as coordinator:
+        await coordinator.resolve_effect(run_id, "Pay", "charge", value={"charge": "manual"})
+        result = await coordinator.resume(run_id)
+
+    assert result.status == "completed" and outside.calls == 1
+    assert result.intents["Pay"].state["receipt"] == {"charge": "manual"}
 
 
 async def test_an_effect_in_doubt_with_a_check_takes_the_checks_value() -> None:
