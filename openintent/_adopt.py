@@ -27,6 +27,7 @@ from ._launch import Launcher
 from ._plan import Planner
 from ._registry import AgentDefinition
 from ._resume import Resumption, open_resumption
+from ._worker import pause
 from .errors import OpenIntentError, RunInUseError
 
 __all__ = ["Adopter", "AllRemote"]
@@ -81,7 +82,7 @@ class Adopter:
                     if resumption is not None:
                         self.adopted.add(run_id)
                         group.start_soon(self._drive, run_id, resumption)
-            await self.clock.sleep(self.poll)
+            await pause(self.clock, self.poll, not self.backend.durable)
 
     async def _adoptable(self) -> list[str]:
         adoptable = getattr(self.backend, "adoptable_runs", None)

@@ -53,6 +53,17 @@ def task_queue_of(backend: Any, call: str) -> TaskQueue:
     return queue
 
 
+async def pause(clock: Clock, seconds: float, on_clock: bool) -> None:
+    """Wait ``seconds`` on ``clock`` (a store in this process: ``memory://?workers=1``) or on
+    real time (claims and leases between processes), as a cancel scope's deadline, not a
+    sleep: a virtual clock still jumps meanwhile."""
+    if on_clock:
+        await clock.sleep(seconds)
+        return
+    with anyio.move_on_after(seconds):
+        await anyio.Event().wait()
+
+
 def default_worker_id() -> str:
     """A worker id unique to this process: host, pid and a random tag."""
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
@@ -112,7 +123,7 @@ class Worker:
                 self._busy = anyio.Event()
                 await self._busy.wait()
                 self._busy = None
-            await self.clock.sleep(period)
+            await pause(self.clock, period, getattr(self.queue, "clock", None) is not None)
             tasks = [task for task, _scope in self.running.values()]
             if not tasks:
                 continue

@@ -5,6 +5,7 @@ to end is tested once that store is in.)"""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,3 +76,72 @@ def test_detach_with_simulated_agents_is_refused(capsys: pytest.CaptureFixture[s
     assert main(["run", workflow, "--store", "postgresql://x@localhost/db", "--detach",
                  "--simulate"]) == 2
     assert "--simulate" in capsys.readouterr().err
+
+
+COORDINATED = """\
+openintent: "1.0"
+info:
+  name: "Coordinated"
+coordinator:
+  id: yaml-lead
+  guardrails:
+    - type: budget
+      max_cost_usd: 10.0
+workflow:
+  write:
+    title: "Write"
+    assign: writer
+  edit:
+    title: "Edit"
+    assign: writer
+    depends_on: [write]
+"""
+
+
+@pytest.mark.asyncio
+async def test_a_worker_adopts_a_detached_run_of_a_workflow_file_with_its_coordinator_block(
+        tmp_path: Path) -> None:
+    import io
+
+    import anyio
+
+    from openintent import Runtime, VirtualClock
+    from openintent._detach import start_detached
+    from openintent._serve import serve
+    from openintent.agents import Agent, on_assignment
+    from openintent.cli._common import Streams
+    from openintent.cli._origin import CommandWorkflow, origin_metadata
+    from openintent.cli._worker import _rebuild
+    from openintent.workflow import load_workflow
+
+    @Agent("writer")
+    class Writer:
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, Any]:
+            await self.record_cost(intent, 1.0)
+            return {"text": intent.title.lower()}
+
+    path = tmp_path / "coordinated.yaml"
+    path.write_text(COORDINATED)
+    workflow = load_workflow(str(path))
+    store, clock = "memory://?workers=1", VirtualClock()
+    streams = Streams(io.StringIO(), io.StringIO(), False)
+    with anyio.fail_after(20):
+        async with Runtime(agents=[], store=store, clock=clock) as starter:
+            run_id = await start_detached(
+                starter, CommandWorkflow(workflow, origin_metadata(workflow, False, [])))
+        async with Runtime(agents=[Writer], store=store, clock=clock) as rt:
+            async with anyio.create_task_group() as group:
+                # The worker command's adoption: the run's coordinator from its workflow file.
+                group.start_soon(serve, rt._runs, rt._agents, rt._guardrails, None, 4, "w",
+                                 _rebuild(rt, streams))
+                while (await rt.load(run_id)).status == "running":
+                    await clock.sleep(1)
+                group.cancel_scope.cancel()
+            result = await rt.load(run_id)
+
+    assert result.status == "completed", result.error
+    assert result.intents["Edit"].state == {"text": "edit"}
+    assert result.cost_usd == 2.0
+    started = result.events.of_type("run_started")[0].data
+    assert started["coordinator"] == "yaml-lead"
