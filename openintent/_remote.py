@@ -27,6 +27,7 @@ from . import errors
 from ._context import active_run
 from ._data import to_plain
 from ._effect_records import EffectStatus
+from ._json_data import json_data
 from ._registry import AgentDefinition, HookKind, HookSpec
 from ._tasks import TaskOutcome, TaskQueue
 from .errors import OpenIntentError, RemoteAgentError
@@ -57,7 +58,9 @@ class RemoteAgent:
                 "coordinator: it only works from the run that dispatches the intent")
         agent_id = self.__openintent_id__
         record = bus.store.records.get(intent.id)
-        payload = intent_payload(intent, getattr(record, "effects", None))
+        payload = to_plain(json_data(intent_payload(intent, getattr(record, "effects", None)),
+                            f"the task of intent {intent.title!r} for remote agent "
+                            f"{agent_id!r} (its constraints and inputs go to a worker)"))
         queue = self.queue
         task_id = await queue.submit(intent.portfolio_id, intent.id, intent.attempt, agent_id,
                                      payload)

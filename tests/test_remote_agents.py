@@ -302,3 +302,19 @@ async def test_each_remote_assignee_of_a_multi_agent_intent_gets_its_own_task() 
     responses = result.events.of_type("response_received")
     assert sorted(event.data["agent"] for event in responses) == ["rev-a", "rev-b"]
     assert sorted(served) == ["rev-a", "rev-b"]
+
+
+async def test_an_intent_whose_task_is_not_json_data_fails_without_a_retry() -> None:
+    @Agent("calc")
+    class Calc:
+        @on_assignment
+        async def work(self, intent: Any) -> None:
+            return None
+
+    spec = PortfolioSpec("odd", [IntentSpec("Odd", assign="calc", constraints={"x": object()},
+                                            retry=RetryPolicy(max_attempts=3))])
+    async with serving([Calc]) as coordinator:
+        result = await coordinator.run(spec)
+    odd = result.intents["Odd"]
+    assert (odd.status, odd.attempts, odd.error_type) == ("failed", 1, "DataError")
+    assert "remote agent 'calc'" in (odd.error or "")
