@@ -233,8 +233,10 @@ def _memory_with_options(url: str) -> EventBackend:
 
 
 def open_backend(url: str) -> EventBackend:
-    """The backend for a ``Runtime(store=...)`` URL: ``memory://`` or ``sqlite:///path.db``
-    (relative) / ``sqlite:////abs/path.db``, optionally with ``?synchronous=full``."""
+    """The backend for a ``Runtime(store=...)`` URL: ``memory://`` (``memory://?workers=1``:
+    with a task queue, so agents this process's runs lack are done by ``rt.serve`` workers of
+    the same process) or ``sqlite:///path.db`` (relative) / ``sqlite:////abs/path.db``,
+    optionally with ``?synchronous=full``."""
     opening = opening_backend.get()
     if opening is not None:
         return opening(url)
