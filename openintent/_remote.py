@@ -133,7 +133,9 @@ async def replay(context: Any, agent_id: str, intent: Intent, ops: Any) -> None:
             on_intent = op[4] if len(op) > 4 else True
             await context.record_event(op[1], intent if on_intent else None, op[2], op[3])
         elif kind == "decision":
-            context.record_decision(op[1], intent.id, op[2], op[3], op[4])
+            on_intent = op[5] if len(op) > 5 else True
+            context.record_decision(op[1], intent.id if on_intent else None, op[2], op[3],
+                                    op[4])
         elif kind == "effect":
             await _replay_effect(context, intent, op[1], op[2], op[3])
 

@@ -22,9 +22,12 @@ Payloads and results are JSON data (see :mod:`openintent._json_data`):
 * ``result`` of a ``done`` task: ``{"value": <the handler's return value>, "ops": [...]}``; of
   a ``failed`` one: ``{"error_type": "ValueError", "error": "message", "ops": [...]}``. ``ops``
   lists, in order, what the handler did through ``self``: ``["patch", patch, expected_version]``,
-  ``["cost", agent_id, usd, details]``, ``["event", agent_id, event_type, data]``,
-  ``["decision", coordinator_id, decision, rationale, data]``, ``["effect", name, status,
-  value_or_error]`` (status ``completed`` / ``failed`` / ``started``: in doubt).
+  ``["cost", agent_id, usd, details]``, ``["event", agent_id, event_type, data, on_intent]``,
+  ``["decision", coordinator_id, decision, rationale, data, on_intent]`` (``on_intent``: on
+  the task's intent, else run-level; optional, default true), ``["effect", name, status,
+  value_or_error]`` (status ``completed`` with the value / ``failed`` with ``{"error",
+  "error_type"}`` / ``started``: in doubt). A failed result may carry ``error_data``: an
+  openintent error's plain attributes (``EffectInDoubtError.effect``, ...).
 """
 
 from __future__ import annotations

@@ -142,7 +142,8 @@ class WorkerContext:
             raise ValueError(f"record_decision needs a non-empty decision string, got "
                              f"{decision!r}")
         frozen = json_data(data, f"record_decision({decision!r}) data")
-        self.ops.append(["decision", coordinator_id, decision, str(rationale), to_plain(frozen)])
+        self.ops.append(["decision", coordinator_id, decision, str(rationale), to_plain(frozen),
+                         intent_id is not None])
         now = self._clock.now()
         return Decision(f"dc_{self.task.run_id[3:]}_remote", coordinator_id, self.task.run_id,
                         intent_id, now, datetime.fromtimestamp(0, UTC), decision,

@@ -318,3 +318,28 @@ async def test_an_intent_whose_task_is_not_json_data_fails_without_a_retry() -> 
     odd = result.intents["Odd"]
     assert (odd.status, odd.attempts, odd.error_type) == ("failed", 1, "DataError")
     assert "remote agent 'calc'" in (odd.error or "")
+
+
+async def test_a_workers_decisions_and_run_level_events_are_replayed_in_order() -> None:
+    openintent.register_event_type("remote_note")
+
+    @Agent("decider")
+    class Decider:
+        @on_assignment
+        async def work(self, intent: Any) -> None:
+            run = current_run("record_decision")
+            run.record_decision("decider", intent.id, "chose", "it fits", {"pick": 2})
+            await self.record_event(None, "remote_note", level="run")
+            run.record_decision("decider", None, "noted", "run-wide", {})
+
+    spec = PortfolioSpec("decide", [IntentSpec("Decide", assign="decider")])
+    async with serving([Decider]) as coordinator:
+        result = await coordinator.run(spec)
+
+    decide = result.intents["Decide"].id
+    assert [(d.decision, d.intent_id, dict(d.data)) for d in result.decisions] == [
+        ("chose", decide, {"pick": 2}), ("noted", None, {})]
+    notes = result.events.of_type("remote_note")
+    assert [(event.intent_id, event.data["level"]) for event in notes] == [(None, "run")]
+    types = [event.type for event in result.events]
+    assert types.index("decision_recorded") < types.index("remote_note")
