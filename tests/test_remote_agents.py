@@ -343,3 +343,32 @@ async def test_a_workers_decisions_and_run_level_events_are_replayed_in_order() 
     assert [(event.intent_id, event.data["level"]) for event in notes] == [(None, "run")]
     types = [event.type for event in result.events]
     assert types.index("decision_recorded") < types.index("remote_note")
+
+
+async def test_cancelling_the_run_cancels_its_tasks_and_the_workers_handlers() -> None:
+    stopped: list[str] = []
+    started = anyio.Event()
+
+    @Agent("slow")
+    class Slow:
+        @on_assignment
+        async def work(self, intent: Any) -> None:
+            started.set()
+            try:
+                await openintent.sleep(1000)
+            finally:
+                stopped.append(intent.title)
+
+    spec = PortfolioSpec("slow", [IntentSpec("One", assign="slow"),
+                                  IntentSpec("Two", assign="slow")])
+    async with serving([Slow]) as coordinator:
+        handle = await coordinator.start(spec)
+        await started.wait()
+        await handle.cancel()
+        result = await handle.result()
+        queue = coordinator._runs.backend.tasks  # type: ignore[attr-defined]
+        assert [(await queue.outcome(task_id)).status for task_id in (1, 2)] == [
+            "cancelled", "cancelled"]
+        await coordinator.clock.sleep(30)  # type: ignore[attr-defined]
+        assert sorted(stopped) == ["One", "Two"]
+    assert result.status == "cancelled"
