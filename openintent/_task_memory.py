@@ -55,6 +55,7 @@ class MemoryTaskQueue:
         self.task_ttl = task_ttl
         self.clock: Any = None
         self._rows: dict[int, _Row] = {}
+        self._open: dict[int, _Row] = {}  # ready or claimed, oldest first
         self._keys: dict[tuple[str, str, int, str], int] = {}
         self._effects: dict[tuple[str, str], dict[str, EffectRow]] = {}
         self._work: anyio.Event | None = None
@@ -82,7 +83,8 @@ class MemoryTaskQueue:
         if known is not None:
             return known
         task_id = len(self._rows) + 1
-        self._rows[task_id] = _Row(task_id, run_id, intent_id, attempt, agent_id, payload)
+        self._rows[task_id] = self._open[task_id] = _Row(task_id, run_id, intent_id, attempt,
+                                                         agent_id, payload)
         self._keys[key] = task_id
         self._wake()
         return task_id
@@ -107,6 +109,7 @@ class MemoryTaskQueue:
         row.status = status
         row.result = result
         row.expires = math.inf
+        self._open.pop(row.id, None)
         if row.ended is not None:
             row.ended.set()
 
@@ -120,7 +123,7 @@ class MemoryTaskQueue:
         await anyio.lowlevel.checkpoint()
         now = self._now()
         claimed: list[Task] = []
-        for row in self._rows.values():
+        for row in self._open.values():
             if len(claimed) >= limit:
                 break
             if not self._claimable(row, agents, now):
@@ -137,7 +140,7 @@ class MemoryTaskQueue:
     async def wait_for_work(self, agents: Collection[str], poll: float) -> None:
         now = self._now()
         delay = poll
-        for row in self._rows.values():
+        for row in self._open.values():
             if self._claimable(row, agents, now):
                 await anyio.lowlevel.checkpoint()
                 return
@@ -177,7 +180,7 @@ class MemoryTaskQueue:
     async def forget_worker(self, worker: str) -> int:
         await anyio.lowlevel.checkpoint()
         forgotten = 0
-        for row in self._rows.values():
+        for row in self._open.values():
             if row.status == "claimed" and row.worker == worker:
                 row.expires = -math.inf
                 forgotten += 1
