@@ -62,8 +62,9 @@ class RemoteAgent:
                             f"the task of intent {intent.title!r} for remote agent "
                             f"{agent_id!r} (its constraints and inputs go to a worker)"))
         queue = self.queue
-        task_id = await queue.submit(intent.portfolio_id, intent.id, intent.attempt, agent_id,
-                                     payload)
+        with anyio.CancelScope(shield=True):  # a task queued is a task known, to cancel
+            task_id = await queue.submit(intent.portfolio_id, intent.id, intent.attempt,
+                                         agent_id, payload)
         outcome: TaskOutcome | None = None
         try:
             outcome = await queue.outcome(task_id)
