@@ -104,6 +104,35 @@ async def test_a_coordinator_and_a_worker_share_a_postgresql_store(
     assert shape(loaded) == shape(result)
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_each_remote_assignee_of_a_multi_agent_intent_gets_its_own_task(
+        postgres_url: str, anyio_backend: str) -> None:
+    url = with_task_queue(postgres_url)
+    served: list[str] = []
+
+    def voter(agent_id: str) -> Any:
+        @Agent(agent_id)
+        class Voter:
+            @on_assignment
+            async def work(self, intent: Any) -> dict[str, Any]:
+                served.append(agent_id)
+                return {"verdict": "ok"}
+
+        return Voter
+
+    spec = PortfolioSpec("vote", [IntentSpec("Review", assign=["rev-a", "rev-b"])])
+    with anyio.fail_after(60):
+        async with Runtime(agents=[], store=url) as coordinator, \
+                Runtime(agents=[voter("rev-a"), voter("rev-b")], store=url) as worker:
+            async with anyio.create_task_group() as group:
+                group.start_soon(worker.serve)
+                result = await coordinator.run(spec)
+                group.cancel_scope.cancel()
+    assert result.status == "completed", result.error
+    assert sorted(served) == ["rev-a", "rev-b"]
+
+
 def test_a_detached_run_is_adopted_by_a_worker_process(
         postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = with_task_queue(postgres_url)
