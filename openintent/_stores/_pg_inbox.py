@@ -66,9 +66,9 @@ class PgInbox:
         """A number that changes when a decision is submitted (by any process) or this
         process commits (see the module docstring)."""
         sql = f"SELECT coalesce(max(id), 0) FROM {self._table}"
-        top = self._calls.call(lambda conn: conn.execute(sql).fetchone()[0],
+        row = self._calls.call(lambda conn: conn.execute(sql).fetchone(),
                                "read its data version")
-        return int(top) * 1_000_003 + self._commits() % 1_000_003
+        return int(row[0] if row else 0) * 1_000_003 + self._commits() % 1_000_003
 
     def waiting(self, run_id: str) -> list[InboxDecision]:
         """The run's pending decisions, oldest first."""
