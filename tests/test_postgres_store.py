@@ -179,10 +179,31 @@ def test_without_psycopg_the_store_says_what_to_install(monkeypatch: pytest.Monk
 
 def test_an_unreachable_database_is_a_store_error_naming_it(postgres_server: PostgresServer
                                                            ) -> None:
-    url = postgres_server.url("no_such_database")
+    url = postgres_server.url("no_such_database").replace("postgres@", "postgres:hunter2@")
     with pytest.raises(StoreError, match="cannot open the store the database "
-                                         "no_such_database on "):
+                                         "no_such_database on ") as refused:
         open_backend(url)
+    assert "hunter2" not in str(refused.value) and "postgres:***@" in str(refused.value)
+
+
+def test_a_run_id_is_new_or_refused(postgres_url: str) -> None:
+    store = backend(postgres_url)
+    try:
+        store.create_run("pf_a", "a")
+        with pytest.raises(ValueError, match="run 'pf_a' .* is already in the store"):
+            store.create_run("pf_a", "a")
+    finally:
+        store.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_a_run_on_trio(postgres_url: str) -> None:
+    async with Runtime(agents=[worker()], store=postgres_url, seed=3) as rt:
+        result = await rt.run(layered(2, 2))
+        loaded = await rt.load(result.portfolio_id)
+    assert result.status == "completed"
+    assert list(loaded.events) == list(result.events)
 
 
 def test_a_foreign_schema_and_a_newer_one_are_refused_naming_the_database(

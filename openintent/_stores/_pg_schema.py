@@ -23,7 +23,9 @@ import attrs
 
 from ..errors import StoreError
 
-__all__ = ["APPLICATION", "MIGRATIONS", "SCHEMA_VERSION", "PgUrl", "prepare", "where_of"]
+__all__ = [
+    "APPLICATION", "MIGRATIONS", "SCHEMA_VERSION", "PgUrl", "prepare", "shown_url", "where_of",
+]
 
 #: What the ``meta`` table's ``application`` row says.
 APPLICATION = "openintent"
@@ -192,3 +194,12 @@ def where_of(url: PgUrl) -> str:
     parts = urlsplit(url.url)
     host = parts.hostname or dict(parse_qsl(parts.query)).get("host", "localhost")
     return f"the database {parts.path.lstrip('/') or '(default)'} on {host}"
+
+
+def shown_url(url: str) -> str:
+    """A store URL as messages show it: its password, if it has one, masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -34,7 +34,6 @@ from typing import Any
 import psycopg
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
-from psycopg import errors as pg_errors
 
 from ..errors import RunInUseError, RunNotFoundError, StoreError
 from ..models import Event, EventType
@@ -42,7 +41,7 @@ from . import CommitFailed, RunInfo, Subscribers
 from ._pg_calls import PgCalls
 from ._pg_inbox import PgInbox
 from ._pg_leases import PgLeases, client_transaction
-from ._pg_schema import PgUrl, where_of
+from ._pg_schema import PgUrl, shown_url, where_of
 from ._sqlite_journal import JournalLog, RawEvent, decode_batches, encode_events
 from ._writer_thread import WriterThread, waker
 
@@ -68,7 +67,7 @@ class PostgresBackend(Subscribers):
         if pg.lease_ttl is not None:
             self.lease_ttl = pg.lease_ttl
         #: The database, for messages.
-        self.where = f"{where_of(pg)} ({url})"
+        self.where = f"{where_of(pg)} ({shown_url(url)})"
         self.calls = calls = PgCalls(pg, self.where, pg.pool_size or 4)
         self.pool = calls.pool
         s = pg.quoted_schema
@@ -98,15 +97,25 @@ class PostgresBackend(Subscribers):
     def create_run(
         self, run_id: str, name: str, *, parent: str | None = None, timebase: float = 0.0
     ) -> JournalLog:
-        sql = f"INSERT INTO {self._runs} (id, name, parent, timebase) VALUES (%s, %s, %s, %s)"
-        try:
-            self.calls.call(lambda conn: conn.execute(sql, (run_id, name, parent, timebase)),
-                            f"record the new run {run_id!r}")
-        except StoreError as exc:
-            if isinstance(exc.__cause__, pg_errors.UniqueViolation):
-                raise ValueError(f"run {run_id!r} ({name!r}) is already in the store "
-                                 f"{self.url}") from None
-            raise
+        sql = (f"INSERT INTO {self._runs} (id, name, parent, timebase) VALUES (%s, %s, %s, %s) "
+               "ON CONFLICT (id) DO NOTHING")
+        row = (run_id, name, parent, timebase)
+        tries: list[None] = []
+
+        def create(conn: Conn) -> bool:
+            tries.append(None)
+            if conn.execute(sql, row).rowcount:
+                return True
+            # Not new: a retry whose first try went through (its answer was lost) finds its
+            # own row, with no events yet; anything else is another run of that id.
+            found = conn.execute(
+                f"SELECT name, parent, timebase, (SELECT count(*) FROM {self._batches} "
+                f"WHERE run_id = %s) FROM {self._runs} WHERE id = %s",
+                (run_id, run_id)).fetchone()
+            return len(tries) > 1 and found == (name, parent, timebase, 0)
+
+        if not self.calls.call(create, f"record the new run {run_id!r}"):
+            raise ValueError(f"run {run_id!r} ({name!r}) is already in the store {self.url}")
         log = JournalLog(run_id, name, parent, timebase, self)
         self._live[run_id] = log
         return log
