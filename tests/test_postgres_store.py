@@ -180,7 +180,7 @@ def test_without_psycopg_the_store_says_what_to_install(monkeypatch: pytest.Monk
 def test_an_unreachable_database_is_a_store_error_naming_it(postgres_server: PostgresServer
                                                            ) -> None:
     url = postgres_server.url("no_such_database").replace("postgres@", "postgres:hunter2@")
-    with pytest.raises(StoreError, match="cannot open the store the database "
+    with pytest.raises(StoreError, match="cannot open the database "
                                          "no_such_database on ") as refused:
         open_backend(url)
     assert "hunter2" not in str(refused.value) and "postgres:***@" in str(refused.value)
@@ -385,3 +385,21 @@ async def test_a_run_goes_on_through_a_database_restart(postgres_server: Postgre
     assert [event.seq for event in events] == list(range(len(events)))
     completions = [e.intent_id for e in events if e.type == EventType.COMPLETED]
     assert len(completions) == len(set(completions)) == 12  # nothing duplicated
+
+
+def test_a_read_gives_up_after_the_retry_deadline_naming_the_database(
+        postgres_server: PostgresServer, postgres_url: str) -> None:
+    store = backend(postgres_url)
+    try:
+        store.calls.deadline = 0.3
+        postgres_server.stop()
+        try:
+            with pytest.raises(StoreError, match=r"the database .* could not list its runs: "
+                                                 r".*gave up after 0\.3 s of retries"):
+                store.runs()
+        finally:
+            postgres_server.start()
+        store.calls.deadline = 60.0
+        assert store.runs() == []  # and it reconnects once the server is back
+    finally:
+        store.close()

@@ -51,7 +51,7 @@ class PgCalls:
             with psycopg.connect(url.conninfo, connect_timeout=10) as conn:
                 prepare(conn, url)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot open the store {where}: {exc}".rstrip()) from exc
+            raise StoreError(f"cannot open {where}: {str(exc).strip()}") from exc
         self.pool: psycopg_pool.ConnectionPool[psycopg.Connection[Any]] = \
             psycopg_pool.ConnectionPool(
                 url.conninfo, min_size=1, max_size=max(1, pool_size), open=False,
@@ -76,7 +76,8 @@ class PgCalls:
         warned = False
         while True:
             try:
-                with self.pool.connection() as conn:
+                wait = min(5.0, max(0.05, give_up - time.monotonic()))
+                with self.pool.connection(timeout=wait) as conn:
                     return fn(conn)
             except psycopg.OperationalError as exc:
                 if self.pool.closed or time.monotonic() + delay > give_up:
