@@ -100,6 +100,10 @@ async def test_the_same_workflow_gives_the_same_events_and_result_as_sqlite(
     assert shape(on_pg) == shape(on_sqlite)
     assert shape(loaded_pg) == shape(on_pg) and shape(loaded_sqlite) == shape(on_sqlite)
     assert list(loaded_pg.events) == list(on_pg.events)
+    # The events view shows them to SQL, a row each.
+    assert raw(postgres_url, "SELECT seq, type, intent_id FROM openintent.events "
+                             "WHERE run_id = %s ORDER BY seq", (on_pg.portfolio_id,)) == [
+        (event.seq, event.type, event.intent_id) for event in on_pg.events]
     assert {t: i.state for t, i in on_pg.intents.items()} == \
         {t: i.state for t, i in on_sqlite.intents.items()}
     assert (on_pg.cost_usd, len(on_pg.decisions)) == (on_sqlite.cost_usd,
