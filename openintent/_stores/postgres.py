@@ -5,7 +5,7 @@ It behaves as the SQLite journal (:mod:`.sqlite`) does: the same tables (in the 
 ``openintent``, see :mod:`._pg_schema`), the same logs (:class:`~._sqlite_journal.JournalLog`:
 group commits on one writer thread per backend, :mod:`._writer_thread`), the same run leases
 (a holder whose process is gone from this host loses the lease at once, any other once it
-expired: ``?lease_ttl=SECONDS``, 60 by default), client leases with fencing
+expired: ``?lease_ttl=SECONDS``, 60 by default: :mod:`._pg_run_leases`), client leases with fencing
 (:mod:`._pg_leases`) and the inbox of approval decisions (:mod:`._pg_inbox`). What differs:
 the database may restart under a run. A commit or a read whose connection failed is retried
 with backoff (:mod:`._pg_calls`) for up to a minute, and a commit is idempotent: the row of a
@@ -21,10 +21,8 @@ wired in).
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
-import time
 import weakref
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -35,12 +33,13 @@ import psycopg
 import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ..errors import RunInUseError, RunNotFoundError, StoreError
+from ..errors import RunNotFoundError, StoreError
 from ..models import Event, EventType
 from . import CommitFailed, RunInfo, Subscribers
 from ._pg_calls import PgCalls
 from ._pg_inbox import PgInbox
 from ._pg_leases import PgLeases, client_transaction
+from ._pg_run_leases import PgRunLeases
 from ._pg_schema import PgUrl, shown_url, where_of
 from ._sqlite_journal import JournalLog, RawEvent, decode_batches, encode_events
 from ._writer_thread import WriterThread, waker
@@ -49,12 +48,11 @@ __all__ = ["PostgresBackend"]
 
 # What changes a run's row: its end, a resume, a settled effect (the run is open again).
 _ENDS = frozenset({EventType.RUN_FINISHED, EventType.RUN_RESUMED, EventType.EFFECT_RESOLVED})
-_LEASE = "lease_holder, lease_pid, lease_host, lease_expires"
 
 Conn = psycopg.Connection[Any]
 
 
-class PostgresBackend(Subscribers):
+class PostgresBackend(PgRunLeases, Subscribers):
     """Runs' events in a PostgreSQL database (see the module docstring)."""
 
     durable = True
@@ -285,91 +283,6 @@ class PostgresBackend(Subscribers):
         """The client leases of this database (real time: :mod:`._pg_leases`)."""
         return PgLeases(self.calls, self.pg.quoted_schema, self.url)
 
-    # ------------------------------------------------------------------ run leases
-
-    def acquire_run(self, run_id: str, holder: str) -> None:
-        pid, host = os.getpid(), self._host
-        runs = self._runs
-
-        def acquire(conn: Conn) -> None:
-            now = time.time()
-            with conn.transaction():
-                row = conn.execute(f"SELECT {_LEASE} FROM {runs} WHERE id = %s FOR UPDATE",
-                                   (run_id,)).fetchone()
-                if row is None:
-                    raise RunNotFoundError(f"the store {self.url} holds no run {run_id!r}; "
-                                           "rt.runs() lists the runs it holds")
-                held, held_pid, held_host, expires = row
-                same = (held, held_pid, held_host) == (holder, pid, host)
-                if held is not None and not same:
-                    if expires > now and not self._gone(held_pid, held_host):
-                        until = datetime.fromtimestamp(expires, UTC).isoformat(
-                            timespec="seconds")
-                        raise RunInUseError(
-                            f"run {run_id!r} of the store {self.url} is in use by {held} "
-                            f"(pid {held_pid} on host {held_host}) until {until} unless it "
-                            "goes on; wait for that process to finish, or stop it"
-                        )
-                conn.execute(
-                    f"UPDATE {runs} SET lease_holder = %s, lease_pid = %s, lease_host = %s, "
-                    "lease_expires = %s, detached = false, lease_token = lease_token + %s "
-                    "WHERE id = %s",
-                    (holder, pid, host, now + self.lease_ttl, 0 if same else 1, run_id))
-
-        self.calls.call(acquire, f"take the lease of run {run_id!r}")
-
-    def run_lease(self, run_id: str) -> dict[str, Any] | None:
-        """Who holds the run's lease (``holder``, ``pid``, ``host``, ``expires``: POSIX
-        seconds), or ``None`` when nobody does."""
-        sql = f"SELECT {_LEASE} FROM {self._runs} WHERE id = %s"
-        row = self.calls.call(lambda conn: conn.execute(sql, (run_id,)).fetchone(),
-                              f"read the lease of run {run_id!r}")
-        if row is None or row[0] is None:
-            return None
-        return {"holder": row[0], "pid": row[1], "host": row[2], "expires": row[3]}
-
-    def holder_gone(self, lease: dict[str, Any]) -> bool:
-        """Whether the process of a lease (:meth:`run_lease`) is known to be gone: a cheap
-        look at this host's processes, no read of the database."""
-        return self._gone(lease.get("pid"), lease.get("host"))
-
-    def _gone(self, pid: Any, host: Any) -> bool:
-        """Whether a lease's process is known to be gone (it ran on this host)."""
-        return host == self._host and not _alive(pid)
-
-    def release_run(self, run_id: str, holder: str) -> None:
-        sql = (f"UPDATE {self._runs} SET lease_holder = NULL, lease_pid = NULL, "
-               "lease_host = NULL, lease_expires = NULL WHERE id = %s AND lease_holder = %s "
-               "AND lease_pid = %s AND lease_host = %s")
-        params = (run_id, holder, os.getpid(), self._host)
-        self.calls.call(lambda conn: _notify(conn, conn.execute(sql, params).rowcount, run_id),
-                        f"give back the lease of run {run_id!r}")
-
-    def detach_run(self, run_id: str) -> None:
-        """Give the run's lease back (whoever holds it) and mark it detached: any process
-        that can coordinate it may take it over (:meth:`adoptable_runs`); the next
-        :meth:`acquire_run` clears the mark. :class:`RunNotFoundError` for an unknown id."""
-        sql = (f"UPDATE {self._runs} SET lease_holder = NULL, lease_pid = NULL, "
-               "lease_host = NULL, lease_expires = NULL, detached = true WHERE id = %s")
-        changed = self.calls.call(
-            lambda conn: _notify(conn, conn.execute(sql, (run_id,)).rowcount, run_id),
-            f"detach run {run_id!r}")
-        if not changed:
-            raise RunNotFoundError(f"the store {self.url} holds no run {run_id!r}; "
-                                   "rt.runs() lists the runs it holds")
-
-    def adoptable_runs(self) -> list[str]:
-        """The ids of the runs going on that need a coordinator, oldest first: detached
-        ones, and those whose lease is free, expired or held by a process of this host that
-        is gone."""
-        sql = (f"SELECT id, detached, {_LEASE} FROM {self._runs} WHERE status = 'running' "
-               "ORDER BY position")
-        rows = self.calls.call(lambda conn: conn.execute(sql).fetchall(),
-                               "list the runs that need a coordinator")
-        now = time.time()
-        return [run_id for run_id, detached, held, pid, host, expires in rows
-                if detached or held is None or (expires or 0) <= now or self._gone(pid, host)]
-
     # ------------------------------------------------------------------ streams, closing
 
     def close(self) -> None:
@@ -398,29 +311,9 @@ class PostgresBackend(Subscribers):
         return f"<PostgresBackend {self.url}>"
 
 
-def _notify(conn: Conn, rowcount: int, run_id: str) -> int:
-    """Tell the processes listening that a run's lease changed (when it did)."""
-    if rowcount:
-        conn.execute("SELECT pg_notify('openintent_runs', %s)", (run_id,))
-    return rowcount
-
-
 def _close_all(calls: PgCalls, thread: WriterThread) -> None:
     thread.stop(join=False)
     calls.close()
-
-
-def _alive(pid: Any) -> bool:
-    """Whether process ``pid`` exists on this host."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # it exists (someone else's), or this platform cannot tell
-    return True
 
 
 def _utc(posix: float | None) -> datetime | None:
