@@ -407,3 +407,14 @@ def test_a_read_gives_up_after_the_retry_deadline_naming_the_database(
         assert store.runs() == []  # and it reconnects once the server is back
     finally:
         store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_runs_start_and_end_are_announced_to_listeners(postgres_url: str) -> None:
+    backend(postgres_url).close()  # the schema
+    with psycopg.connect(PgUrl.parse(postgres_url).conninfo, autocommit=True) as listener:
+        listener.execute("LISTEN openintent_runs")
+        result, _loaded = await run_on(postgres_url, layered(1, 2))
+        heard = [note.payload for note in listener.notifies(timeout=0.5)]
+    # Its start, its end, its lease given back.
+    assert heard == [result.portfolio_id] * 3

@@ -16,7 +16,8 @@ Runs can also be left for another process to go on with: :meth:`PostgresBackend.
 gives a run's lease back and marks it detached; :meth:`PostgresBackend.adoptable_runs` lists
 the runs that need a coordinator (detached, or their lease free, expired or held by a dead
 process of this host). ``tasks`` is the store's task queue for workers (``None`` until it is
-wired in).
+wired in). A run's start, end, resume, detach or released lease, and a decision sent to its
+inbox, are announced on the ``openintent_runs`` channel (payload: the run id).
 """
 
 from __future__ import annotations
@@ -270,6 +271,8 @@ class PostgresBackend(PgRunLeases, Subscribers):
                 sitting = float((data or {}).get("timebase", sitting))
                 updates.append((f"UPDATE {runs} SET status = 'running', ended = NULL "
                                 "WHERE id = %s", (run_id,)))
+        if updates:  # (rare: a run's start, end or resume) for processes that listen
+            updates.append(("SELECT pg_notify('openintent_runs', %s)", (run_id,)))
         return updates
 
     # ------------------------------------------------------------------ client
