@@ -237,3 +237,19 @@ async def test_cancelling_serve_stops_its_handlers_and_leaves_nothing_running() 
             await handle.cancel()
 
 
+
+
+async def test_a_sub_portfolio_is_never_adopted_on_its_own() -> None:
+    from openintent._adopt import Adopter
+
+    async with Runtime(agents=[], store=STORE, clock=VirtualClock()) as rt:
+        backend: Any = rt._runs.backend
+        held = [backend.create_run("pf_parent", "parent"),
+                backend.create_run("pf_child", "child", parent="pf_parent")]
+        backend.detach_run("pf_parent")
+        backend.detach_run("pf_child")
+        assert backend.adoptable_runs() == ["pf_child", "pf_parent"]
+        adopter = Adopter(rt._runs, rt._agents, lambda agent_id: None,  # type: ignore[arg-type,return-value]
+                          (), 2.0, None)
+        assert await adopter._adoptable() == ["pf_parent"]
+        del held
