@@ -76,10 +76,19 @@ async def test_a_coordinator_and_a_worker_share_a_postgresql_store(
         postgres_url: str, anyio_backend: str) -> None:
     url = with_task_queue(postgres_url)
 
+    dispatch_committed: list[bool] = []
+    journal: dict[str, str] = {}  # the store the worker reads back, once the run is there
+
     @Agent("adder")
     class Adder:
         @on_assignment
         async def work(self, intent: Any) -> dict[str, Any]:
+            if journal:  # the worker reads the journal: its dispatch is there already
+                async with Runtime(store=journal["url"]) as reader:
+                    logged = await reader.load(intent.portfolio_id)
+                dispatch_committed.append(any(
+                    event.type == "dispatched" and event.intent_id == intent.id
+                    for event in logged.events))
             receipt = await self.effect(intent, "note", lambda: f"noted {intent.title}")
             await self.record_cost(intent, 0.5)
             return {"n": 1 + sum(v["n"] for v in intent.inputs.values()), "r": receipt}
@@ -89,6 +98,7 @@ async def test_a_coordinator_and_a_worker_share_a_postgresql_store(
                                 IntentSpec("C", assign="adder", depends_on=["A", "B"])])
     async with Runtime(agents=[Adder]) as local:
         expected = await local.run(spec)
+    journal["url"] = url
     with anyio.fail_after(60):
         async with Runtime(agents=[], store=url) as coordinator, \
                 Runtime(agents=[Adder], store=url) as worker:
@@ -102,6 +112,7 @@ async def test_a_coordinator_and_a_worker_share_a_postgresql_store(
     assert result.intents["C"].state == {"n": 4, "r": "noted C"}
     assert [row[:2] for row in shape(result)] == [row[:2] for row in shape(expected)]
     assert shape(loaded) == shape(result)
+    assert dispatch_committed == [True, True, True]  # journaled before any task was queued
 
 
 @pytest.mark.anyio
