@@ -372,3 +372,33 @@ async def test_cancelling_the_run_cancels_its_tasks_and_the_workers_handlers() -
         await coordinator.clock.sleep(30)  # type: ignore[attr-defined]
         assert sorted(stopped) == ["One", "Two"]
     assert result.status == "cancelled"
+
+
+async def test_a_failed_effect_and_its_retry_log_as_in_a_local_run() -> None:
+    calls: list[int] = []
+
+    @Agent("payer")
+    class Payer:
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, Any]:
+            receipt = await self.effect(intent, "charge", self.charge, intent.attempt)
+            return {"receipt": receipt}
+
+        async def charge(self, attempt: int) -> str:
+            calls.append(attempt)
+            if attempt == 1:
+                raise ValueError("card declined")
+            return f"ch_{attempt}"
+
+    retry = RetryPolicy(max_attempts=2, initial_delay=1, jitter=False)
+    spec = PortfolioSpec("pay", [IntentSpec("Pay", assign="payer", retry=retry)])
+    async with Runtime(agents=[Payer], clock=VirtualClock(), seed=0) as local:
+        expected = await local.run(spec)
+    async with serving([Payer]) as coordinator:
+        result = await coordinator.run(spec)
+
+    assert result.intents["Pay"].state == {"receipt": "ch_2"}
+    assert shape(result) == shape(expected)
+    failed = result.events.of_type("effect_failed")[0].data
+    assert (failed["error_type"], failed["error"]) == ("ValueError", "card declined")
+    assert calls == [1, 2, 1, 2]  # the local run's, then the remote one's
