@@ -1,0 +1,474 @@
+"""The task queue of a ``postgresql://`` store (see :mod:`openintent._tasks`).
+
+Every call is a request to one thread per queue, which runs the database work on a pooled
+connection and wakes the caller's event loop (asyncio or trio) when it is done. The thread
+takes everything asked since its last round at once, so calls made at about the same time
+share a round trip: their submissions are one ``INSERT`` (and one notice per agent), their
+finishes one ``UPDATE`` (one notice per run). Each call goes through
+:func:`~._pg_retry.retrying`: a server restart or a broken connection costs a pause, not the
+call (every statement may safely run twice; see :mod:`._pg_task_sql`).
+
+Waiting is woken by notifications (:mod:`._pg_listen`): ``outcome`` waiters of a run are
+looked at together, in one ``SELECT``, when ``openintent_done`` names the run (or at once,
+when this process finished the task); ``wait_for_work`` returns at an ``openintent_tasks``
+notice for one of its agents. A slow poll (``poll`` seconds) covers a notice lost while the
+listener reconnected. Lease times are POSIX seconds from ``clock`` (``time.time``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Literal
+
+import anyio
+
+from .._tasks import EffectRow, Task, TaskOutcome
+from ..errors import StoreError
+from ._pg_listen import PgListener, Watch
+from ._pg_retry import DEADLINE, retrying, where
+from ._pg_schema import PgUrl
+from ._pg_task_sql import Statements
+from ._writer_thread import waker
+
+__all__ = ["PgTaskQueue"]
+
+_ENDED = frozenset({"done", "failed", "cancelled"})
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_decode = json.JSONDecoder().decode
+
+
+class _Call:
+    """One request to the queue's thread, and its answer."""
+
+    __slots__ = ("args", "error", "event", "kind", "result", "wake")
+
+    def __init__(self, kind: str, args: tuple[Any, ...]) -> None:
+        self.kind = kind
+        self.args = args
+        self.wake = waker()
+        self.event = anyio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def answer(self, result: Any = None, error: BaseException | None = None) -> None:
+        """On the queue's thread: hand the answer to the caller's event loop."""
+        self.result, self.error = result, error
+        try:
+            self.wake(self.event.set)
+        except RuntimeError:
+            pass  # its event loop is gone: nobody waits for the answer
+
+
+class PgTaskQueue:
+    """The :class:`~openintent._tasks.TaskQueue` of a PostgreSQL store (module docstring).
+
+    ``pool`` is the backend's :class:`psycopg_pool.ConnectionPool`, ``listener`` its
+    :class:`~._pg_listen.PgListener`. ``poll``: seconds between the slow looks at waiting
+    outcomes; ``clock``: the lease clock; ``retry_deadline``: seconds a failing call is retried
+    before it raises :class:`~openintent.errors.StoreError`.
+    """
+
+    def __init__(self, pool: Any, url: PgUrl, listener: PgListener, *, poll: float = 2.0,
+                 clock: Callable[[], float] = time.time,
+                 retry_deadline: float = DEADLINE) -> None:
+        self.task_ttl: float = url.task_ttl if url.task_ttl is not None else 30.0
+        self.url = url
+        self.poll = poll
+        self._pool = pool
+        self._listener = listener
+        self._clock = clock
+        self._deadline = retry_deadline
+        self._sql = Statements(url.quoted_schema)
+        self._cond = threading.Condition()
+        self._calls: list[_Call] = []
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._closed = False
+        # Outcome waiters: by task; the runs of their tasks (to look again when a run's
+        # tasks end), tasks whose run is not known yet, tasks to look at in the next round.
+        self._waiters: dict[int, list[_Call]] = {}
+        self._run_of: dict[int, str] = {}
+        self._of_run: dict[str, set[int]] = {}
+        self._unknown: set[int] = set()
+        self._runs_ended: set[str] = set()  # notices while some runs were unknown
+        self._to_look: set[int] = set()
+        self._looked = time.monotonic()
+        self._done_unsubscribe: Callable[[], None] | None = None
+        self._watches: dict[frozenset[str], Watch] = {}
+
+    # ---------------------------------------------------------------- the coordinator's side
+
+    async def submit(self, run_id: str, intent_id: str, attempt: int, agent_id: str,
+                     payload: Mapping[str, Any]) -> int:
+        """Queue an attempt (see :meth:`openintent._tasks.TaskQueue.submit`)."""
+        task_id: int = await self._ask("submit", run_id, intent_id, attempt, agent_id,
+                                       _encode(payload))
+        return task_id
+
+    async def outcome(self, task_id: int) -> TaskOutcome:
+        """Wait until the task ended and return how."""
+        call = _Call("outcome", (task_id,))
+        with self._cond:
+            self._check_open()
+            if self._done_unsubscribe is None:
+                self._done_unsubscribe = self._listener.subscribe("openintent_done",
+                                                                  self._on_done)
+            self._waiters.setdefault(task_id, []).append(call)
+            if task_id not in self._run_of:
+                self._unknown.add(task_id)  # the first look learns its run
+            self._to_look.add(task_id)  # it may have ended before anyone waited
+            self._start()
+        try:
+            await call.event.wait()
+        finally:
+            if not call.event.is_set():  # cancelled: stop waiting for it
+                with self._cond:
+                    waiters = self._waiters.get(task_id, [])
+                    if call in waiters:
+                        waiters.remove(call)
+                    if not waiters:
+                        self._forget_waiting(task_id)
+        if call.error is not None:
+            raise call.error
+        outcome: TaskOutcome = call.result
+        return outcome
+
+    async def cancel(self, task_id: int) -> None:
+        """End a task that has not ended yet as ``cancelled``."""
+        await self._ask("cancel", task_id)
+
+    # ---------------------------------------------------------------- the workers' side
+
+    async def claim(self, worker: str, agents: Collection[str], limit: int) -> list[Task]:
+        """Claim up to ``limit`` tasks for ``agents``, oldest first."""
+        agents = sorted(set(agents))
+        if not agents or limit < 1:
+            return []
+        # Notices from now on make the next wait_for_work return at once: this claim may
+        # not see their tasks.
+        self._watch(agents).clear()
+        tasks: list[Task] = await self._ask("claim", worker, agents, limit)
+        return tasks
+
+    async def wait_for_work(self, agents: Collection[str], poll: float) -> None:
+        """Return at a notice of work for ``agents`` since the last claim, or after ``poll``
+        seconds."""
+        await self._watch(sorted(set(agents))).wait(poll)
+
+    async def renew(self, tasks: Collection[Task]) -> set[int]:
+        """Extend the claims; returns the ids no longer held under these tokens."""
+        if not tasks:
+            return set()
+        held: set[int] = await self._ask("renew", [t.id for t in tasks], [t.token for t in tasks])
+        return {task.id for task in tasks} - held
+
+    async def finish(self, task: Task, status: Literal["done", "failed"],
+                     result: Mapping[str, Any]) -> bool:
+        """Record the task's end under its token; ``False`` when the claim is not current."""
+        outcome = TaskOutcome(status, result, task.worker, task.claims)
+        written: bool = await self._ask("finish", task.id, task.token, status, _encode(result),
+                                        outcome)
+        return written
+
+    async def forget_worker(self, worker: str) -> int:
+        """Let the claims held under ``worker``'s id expire now; returns how many."""
+        count: int = await self._ask("forget", worker)
+        return count
+
+    async def effects(self, run_id: str, intent_id: str) -> dict[str, EffectRow]:
+        """The workers' effect rows of an intent, by name."""
+        rows: dict[str, EffectRow] = await self._ask("effects", run_id, intent_id)
+        return rows
+
+    async def effect_started(self, task: Task, name: str) -> bool:
+        """Record (fenced) that an effect is about to run."""
+        written: bool = await self._ask("effect", task.id, task.token, name, "started",
+                                        None, None)
+        return written
+
+    async def effect_ended(self, task: Task, name: str, status: Literal["completed", "failed"],
+                           value: Any = None, error: str | None = None) -> bool:
+        """Record (fenced) how an effect ended."""
+        written: bool = await self._ask("effect", task.id, task.token, name, status,
+                                        None if status == "failed" else _encode(value), error)
+        return written
+
+    def close(self) -> None:
+        """Stop the thread (calls in flight end first; a failing one gives up) and every
+        waiter and watch (:class:`StoreError`)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop.set()
+            thread = self._thread
+            self._cond.notify()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        if self._done_unsubscribe is not None:
+            self._done_unsubscribe()
+        for watch in self._watches.values():
+            watch.close()
+        with self._cond:
+            waiting = [call for calls in self._waiters.values() for call in calls]
+            self._waiters.clear()
+            leftover, self._calls = self._calls, []
+        error = StoreError(f"the task queue of {where(self.url)} was closed")
+        for call in waiting + leftover:
+            call.answer(error=error)
+
+    # ---------------------------------------------------------------- on the event loop
+
+    async def _ask(self, kind: str, *args: Any) -> Any:
+        call = _Call(kind, args)
+        with self._cond:
+            self._check_open()
+            self._calls.append(call)
+            self._start()
+        # Cancelled meanwhile, the call still runs (every call may: see the module docstring).
+        await call.event.wait()
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def _watch(self, agents: list[str]) -> Watch:
+        key = frozenset(agents)
+        watch = self._watches.get(key)
+        if watch is None:
+            self._check_open()
+            watch = self._watches[key] = self._listener.watch("openintent_tasks", key)
+        return watch
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"the task queue of {where(self.url)} is closed")
+
+    def _start(self) -> None:
+        """Wake the thread (``_cond`` held), starting it the first time."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, daemon=True,
+                                            name=f"openintent tasks {where(self.url)}")
+            self._thread.start()
+        self._cond.notify()
+
+    # ---------------------------------------------------------------- on the listener's thread
+
+    def _on_done(self, run_id: str | None) -> None:
+        with self._cond:
+            if run_id is None:  # the listener reconnected: notices may have been lost
+                self._to_look.update(self._waiters)
+            else:
+                self._to_look.update(self._of_run.get(run_id, ()))
+                if self._unknown:
+                    self._runs_ended.add(run_id)
+            if self._to_look:
+                self._cond.notify()
+
+    # ---------------------------------------------------------------- on the queue's thread
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._calls or self._to_look or self._closed):
+                    if self._waiters:
+                        left = self._looked + self.poll - time.monotonic()
+                        if left <= 0:  # the slow poll
+                            self._to_look.update(self._waiters)
+                            break
+                        self._cond.wait(left)
+                    else:
+                        self._cond.wait()
+                calls, self._calls = self._calls, []
+                if self._closed and not calls:
+                    return
+            self._round(calls)
+
+    def _round(self, calls: list[_Call]) -> None:
+        """Answer the calls (those of a kind that batches, together), then look at the
+        outcomes waited for."""
+        by_kind: dict[str, list[_Call]] = {}
+        for call in calls:
+            by_kind.setdefault(call.kind, []).append(call)
+        for kind, group in by_kind.items():
+            if kind == "submit":
+                self._answer(group, self._submit, "queue tasks")
+            elif kind == "finish":
+                self._answer(group, self._finish, "record how tasks ended")
+            else:
+                for call in group:
+                    self._answer([call], getattr(self, f"_{kind}"), _WHAT[kind])
+        self._look()
+
+    def _answer(self, calls: list[_Call], work: Callable[[Any, list[_Call]], list[Any]],
+                what: str) -> None:
+        try:
+            results = self._run(lambda conn: work(conn, calls), what)
+        except Exception as exc:
+            for call in calls:
+                call.answer(error=exc)
+        else:
+            for call, result in zip(calls, results, strict=True):
+                call.answer(result)
+
+    def _run(self, work: Callable[[Any], Any], what: str) -> Any:
+        """``work(conn)`` on a pooled connection in autocommit mode, retried."""
+
+        end = time.monotonic() + self._deadline
+
+        def attempt() -> Any:
+            # Waiting for a connection (the server may be restarting) counts in the deadline.
+            left = min(10.0, max(0.05, end - time.monotonic()))
+            with self._pool.connection(timeout=left) as conn:
+                autocommit = conn.autocommit
+                if not autocommit:
+                    conn.autocommit = True
+                try:
+                    return work(conn)
+                finally:
+                    if not autocommit:
+                        try:
+                            conn.autocommit = False
+                        except Exception:  # a broken connection: the pool drops it
+                            pass
+
+        return retrying(attempt, what, self.url, deadline=self._deadline, stop=self._stop)
+
+    def _submit(self, conn: Any, calls: list[_Call]) -> list[int]:
+        keys: dict[tuple[str, str, int], tuple[str, str]] = {}
+        for call in calls:
+            run_id, intent_id, attempt, agent_id, payload = call.args
+            keys.setdefault((run_id, intent_id, attempt), (agent_id, payload))
+        rows = conn.execute(self._sql.submit, (
+            [key[0] for key in keys], [key[1] for key in keys], [key[2] for key in keys],
+            [value[0] for value in keys.values()], [value[1] for value in keys.values()],
+            self._clock())).fetchall()
+        ids = {(run_id, intent_id, attempt): task_id
+               for task_id, run_id, intent_id, attempt, _ in rows}
+        return [ids[call.args[:3]] for call in calls]
+
+    def _finish(self, conn: Any, calls: list[_Call]) -> list[bool]:
+        firsts: dict[int, _Call] = {}
+        for call in calls:
+            firsts.setdefault(call.args[0], call)
+        rows = conn.execute(self._sql.finish, (
+            list(firsts), [call.args[1] for call in firsts.values()],
+            [call.args[2] for call in firsts.values()],
+            [call.args[3] for call in firsts.values()], self._clock())).fetchall()
+        written = {row[0] for row in rows}
+        for task_id in written:  # a coordinator in this process need not wait for a notice
+            self._resolve(task_id, firsts[task_id].args[4])
+        return [call.args[0] in written and firsts[call.args[0]] is call for call in calls]
+
+    def _claim(self, conn: Any, calls: list[_Call]) -> list[list[Task]]:
+        worker, agents, limit = calls[0].args
+        now = self._clock()
+        rows = conn.execute(self._sql.claim,
+                            (worker, now + self.task_ttl, agents, now, limit)).fetchall()
+        rows.sort()
+        return [[Task(task_id, run_id, intent_id, attempt, agent_id, _decode(payload), token,
+                      claims, worker)
+                 for task_id, run_id, intent_id, attempt, agent_id, payload, token, claims
+                 in rows]]
+
+    def _renew(self, conn: Any, calls: list[_Call]) -> list[set[int]]:
+        ids, tokens = calls[0].args
+        rows = conn.execute(self._sql.renew,
+                            (self._clock() + self.task_ttl, ids, tokens)).fetchall()
+        return [{row[0] for row in rows}]
+
+    def _cancel(self, conn: Any, calls: list[_Call]) -> list[None]:
+        (task_id,) = calls[0].args
+        row = conn.execute(self._sql.cancel, (self._clock(), task_id)).fetchone()
+        if row is not None:
+            self._resolve(task_id, TaskOutcome("cancelled", None, row[0], row[1]))
+        else:  # it had ended already: its waiters learn how in this round
+            with self._cond:
+                self._to_look.add(task_id)
+        return [None]
+
+    def _forget(self, conn: Any, calls: list[_Call]) -> list[int]:
+        row = conn.execute(self._sql.forget, calls[0].args).fetchone()
+        return [int(row[0])]
+
+    def _effects(self, conn: Any, calls: list[_Call]) -> list[dict[str, EffectRow]]:
+        rows = conn.execute(self._sql.effects, calls[0].args).fetchall()
+        return [{name: EffectRow(name, status, None if value is None else _decode(value), error)
+                 for name, status, value, error in rows}]
+
+    def _effect(self, conn: Any, calls: list[_Call]) -> list[bool]:
+        task_id, token, name, status, value, error = calls[0].args
+        row = conn.execute(self._sql.effect,
+                           (name, status, value, error, task_id, token)).fetchone()
+        return [row is not None]
+
+    def _look(self) -> None:
+        """Look at the outcomes to look at (one ``SELECT``) and answer their waiters."""
+        with self._cond:
+            ids = [task_id for task_id in self._to_look if task_id in self._waiters]
+            self._to_look.clear()
+            if len(ids) == len(self._waiters):
+                self._looked = time.monotonic()
+            unknown = [task_id for task_id in ids if task_id in self._unknown]
+            self._runs_ended.clear()
+        if not ids:
+            return
+        try:
+            rows = self._run(lambda conn: conn.execute(self._sql.outcomes,
+                                                       (ids, unknown)).fetchall(),
+                             "look at how tasks ended")
+        except Exception as exc:
+            for task_id in ids:
+                self._resolve(task_id, exc)
+            return
+        seen = set()
+        for task_id, run_id, status, result, worker, claims in rows:
+            seen.add(task_id)
+            if status in _ENDED:
+                self._resolve(task_id, TaskOutcome(
+                    status, None if result is None else _decode(result), worker, claims))
+                continue
+            with self._cond:
+                if task_id in self._unknown and task_id in self._waiters:
+                    self._unknown.discard(task_id)
+                    self._run_of[task_id] = run_id
+                    self._of_run.setdefault(run_id, set()).add(task_id)
+                    if run_id in self._runs_ended:  # a notice came before we knew its run
+                        self._to_look.add(task_id)
+        for task_id in set(unknown) - seen:
+            self._resolve(task_id, StoreError(
+                f"{where(self.url)} holds no task {task_id}: it cannot be waited for"))
+
+    def _resolve(self, task_id: int, outcome: TaskOutcome | BaseException) -> None:
+        with self._cond:
+            waiters = self._waiters.pop(task_id, [])
+            self._forget_waiting(task_id)
+        for call in waiters:
+            if isinstance(outcome, BaseException):
+                call.answer(error=outcome)
+            else:
+                call.answer(outcome)
+
+    def _forget_waiting(self, task_id: int) -> None:
+        """Drop what is kept about a task nobody waits for any more (``_cond`` held)."""
+        self._waiters.pop(task_id, None)
+        self._unknown.discard(task_id)
+        run_id = self._run_of.pop(task_id, None)
+        if run_id is not None:
+            tasks = self._of_run.get(run_id)
+            if tasks is not None:
+                tasks.discard(task_id)
+                if not tasks:
+                    del self._of_run[run_id]
+
+    def __repr__(self) -> str:
+        return f"<PgTaskQueue {where(self.url)}>"
+
+
+_WHAT = {
+    "claim": "claim tasks", "renew": "renew task claims", "cancel": "cancel a task",
+    "forget": "release a restarted worker's claims", "effects": "read effect rows",
+    "effect": "record an effect",
+}
