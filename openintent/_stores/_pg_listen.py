@@ -131,7 +131,7 @@ class PgListener:
         while not self._closed.is_set():
             try:
                 conn = self._connect()
-            except psycopg.OperationalError as exc:
+            except psycopg.Error as exc:
                 logger.warning("cannot listen for notifications; retrying",
                                database=where(self.url), error=str(exc).strip(),
                                pause=pause)
@@ -147,7 +147,7 @@ class PgListener:
                 # Notices sent before LISTEN (or while reconnecting) were missed: look again.
                 self._dispatch_all(None)
                 self._listen(conn)
-            except psycopg.OperationalError as exc:
+            except psycopg.Error as exc:
                 self.listening.clear()
                 if not self._closed.is_set():
                     logger.warning("lost the notification connection; reconnecting",

@@ -23,43 +23,19 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal
 
-import anyio
-
 from .._tasks import EffectRow, Task, TaskOutcome
 from ..errors import StoreError
 from ._pg_listen import PgListener, Watch
 from ._pg_retry import DEADLINE, retrying, where
 from ._pg_schema import PgUrl
+from ._pg_task_calls import Call, Outcomes
 from ._pg_task_sql import Statements
-from ._writer_thread import waker
 
 __all__ = ["PgTaskQueue"]
 
 _ENDED = frozenset({"done", "failed", "cancelled"})
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _decode = json.JSONDecoder().decode
-
-
-class _Call:
-    """One request to the queue's thread, and its answer."""
-
-    __slots__ = ("args", "error", "event", "kind", "result", "wake")
-
-    def __init__(self, kind: str, args: tuple[Any, ...]) -> None:
-        self.kind = kind
-        self.args = args
-        self.wake = waker()
-        self.event = anyio.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def answer(self, result: Any = None, error: BaseException | None = None) -> None:
-        """On the queue's thread: hand the answer to the caller's event loop."""
-        self.result, self.error = result, error
-        try:
-            self.wake(self.event.set)
-        except RuntimeError:
-            pass  # its event loop is gone: nobody waits for the answer
 
 
 class PgTaskQueue:
@@ -83,19 +59,11 @@ class PgTaskQueue:
         self._deadline = retry_deadline
         self._sql = Statements(url.quoted_schema)
         self._cond = threading.Condition()
-        self._calls: list[_Call] = []
+        self._calls: list[Call] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._closed = False
-        # Outcome waiters: by task; the runs of their tasks (to look again when a run's
-        # tasks end), tasks whose run is not known yet, tasks to look at in the next round.
-        self._waiters: dict[int, list[_Call]] = {}
-        self._run_of: dict[int, str] = {}
-        self._of_run: dict[str, set[int]] = {}
-        self._unknown: set[int] = set()
-        self._runs_ended: set[str] = set()  # notices while some runs were unknown
-        self._to_look: set[int] = set()
-        self._looked = time.monotonic()
+        self._outcomes = Outcomes(self._cond)
         self._done_unsubscribe: Callable[[], None] | None = None
         self._watches: dict[frozenset[str], Watch] = {}
 
@@ -110,30 +78,19 @@ class PgTaskQueue:
 
     async def outcome(self, task_id: int) -> TaskOutcome:
         """Wait until the task ended and return how."""
-        call = _Call("outcome", (task_id,))
+        call = Call("outcome", (task_id,))
         with self._cond:
             self._check_open()
             if self._done_unsubscribe is None:
-                self._done_unsubscribe = self._listener.subscribe("openintent_done",
-                                                                  self._on_done)
-            self._waiters.setdefault(task_id, []).append(call)
-            if task_id not in self._run_of:
-                self._unknown.add(task_id)  # the first look learns its run
-            self._to_look.add(task_id)  # it may have ended before anyone waited
+                self._done_unsubscribe = self._listener.subscribe(
+                    "openintent_done", self._outcomes.run_ended_some)
+            self._outcomes.wait(task_id, call)
             self._start()
         try:
-            await call.event.wait()
+            outcome: TaskOutcome = await call.answered()
         finally:
             if not call.event.is_set():  # cancelled: stop waiting for it
-                with self._cond:
-                    waiters = self._waiters.get(task_id, [])
-                    if call in waiters:
-                        waiters.remove(call)
-                    if not waiters:
-                        self._forget_waiting(task_id)
-        if call.error is not None:
-            raise call.error
-        outcome: TaskOutcome = call.result
+                self._outcomes.stop_waiting(task_id, call)
         return outcome
 
     async def cancel(self, task_id: int) -> None:
@@ -168,9 +125,8 @@ class PgTaskQueue:
     async def finish(self, task: Task, status: Literal["done", "failed"],
                      result: Mapping[str, Any]) -> bool:
         """Record the task's end under its token; ``False`` when the claim is not current."""
-        outcome = TaskOutcome(status, result, task.worker, task.claims)
         written: bool = await self._ask("finish", task.id, task.token, status, _encode(result),
-                                        outcome)
+                                        task)
         return written
 
     async def forget_worker(self, worker: str) -> int:
@@ -213,26 +169,22 @@ class PgTaskQueue:
         for watch in self._watches.values():
             watch.close()
         with self._cond:
-            waiting = [call for calls in self._waiters.values() for call in calls]
-            self._waiters.clear()
             leftover, self._calls = self._calls, []
         error = StoreError(f"the task queue of {where(self.url)} was closed")
-        for call in waiting + leftover:
+        self._outcomes.end_all(error)
+        for call in leftover:
             call.answer(error=error)
 
     # ---------------------------------------------------------------- on the event loop
 
     async def _ask(self, kind: str, *args: Any) -> Any:
-        call = _Call(kind, args)
+        call = Call(kind, args)
         with self._cond:
             self._check_open()
             self._calls.append(call)
             self._start()
         # Cancelled meanwhile, the call still runs (every call may: see the module docstring).
-        await call.event.wait()
-        if call.error is not None:
-            raise call.error
-        return call.result
+        return await call.answered()
 
     def _watch(self, agents: list[str]) -> Watch:
         key = frozenset(agents)
@@ -254,42 +206,25 @@ class PgTaskQueue:
             self._thread.start()
         self._cond.notify()
 
-    # ---------------------------------------------------------------- on the listener's thread
-
-    def _on_done(self, run_id: str | None) -> None:
-        with self._cond:
-            if run_id is None:  # the listener reconnected: notices may have been lost
-                self._to_look.update(self._waiters)
-            else:
-                self._to_look.update(self._of_run.get(run_id, ()))
-                if self._unknown:
-                    self._runs_ended.add(run_id)
-            if self._to_look:
-                self._cond.notify()
-
     # ---------------------------------------------------------------- on the queue's thread
 
     def _serve(self) -> None:
         while True:
             with self._cond:
-                while not (self._calls or self._to_look or self._closed):
-                    if self._waiters:
-                        left = self._looked + self.poll - time.monotonic()
-                        if left <= 0:  # the slow poll
-                            self._to_look.update(self._waiters)
-                            break
-                        self._cond.wait(left)
-                    else:
-                        self._cond.wait()
+                while not (self._calls or self._closed):
+                    left = self._outcomes.pending(self.poll)
+                    if left == 0:
+                        break
+                    self._cond.wait(left)
                 calls, self._calls = self._calls, []
                 if self._closed and not calls:
                     return
             self._round(calls)
 
-    def _round(self, calls: list[_Call]) -> None:
+    def _round(self, calls: list[Call]) -> None:
         """Answer the calls (those of a kind that batches, together), then look at the
         outcomes waited for."""
-        by_kind: dict[str, list[_Call]] = {}
+        by_kind: dict[str, list[Call]] = {}
         for call in calls:
             by_kind.setdefault(call.kind, []).append(call)
         for kind, group in by_kind.items():
@@ -302,7 +237,7 @@ class PgTaskQueue:
                     self._answer([call], getattr(self, f"_{kind}"), _WHAT[kind])
         self._look()
 
-    def _answer(self, calls: list[_Call], work: Callable[[Any, list[_Call]], list[Any]],
+    def _answer(self, calls: list[Call], work: Callable[[Any, list[Call]], list[Any]],
                 what: str) -> None:
         try:
             results = self._run(lambda conn: work(conn, calls), what)
@@ -336,7 +271,7 @@ class PgTaskQueue:
 
         return retrying(attempt, what, self.url, deadline=self._deadline, stop=self._stop)
 
-    def _submit(self, conn: Any, calls: list[_Call]) -> list[int]:
+    def _submit(self, conn: Any, calls: list[Call]) -> list[int]:
         keys: dict[tuple[str, str, int], tuple[str, str]] = {}
         for call in calls:
             run_id, intent_id, attempt, agent_id, payload = call.args
@@ -349,8 +284,8 @@ class PgTaskQueue:
                for task_id, run_id, intent_id, attempt, _ in rows}
         return [ids[call.args[:3]] for call in calls]
 
-    def _finish(self, conn: Any, calls: list[_Call]) -> list[bool]:
-        firsts: dict[int, _Call] = {}
+    def _finish(self, conn: Any, calls: list[Call]) -> list[bool]:
+        firsts: dict[int, Call] = {}
         for call in calls:
             firsts.setdefault(call.args[0], call)
         rows = conn.execute(self._sql.finish, (
@@ -359,60 +294,56 @@ class PgTaskQueue:
             [call.args[3] for call in firsts.values()], self._clock())).fetchall()
         written = {row[0] for row in rows}
         for task_id in written:  # a coordinator in this process need not wait for a notice
-            self._resolve(task_id, firsts[task_id].args[4])
+            if self._outcomes.waiting(task_id):
+                _, _, status, result, task = firsts[task_id].args
+                self._outcomes.resolve(task_id, TaskOutcome(status, _decode(result), task.worker,
+                                                            task.claims))
         return [call.args[0] in written and firsts[call.args[0]] is call for call in calls]
 
-    def _claim(self, conn: Any, calls: list[_Call]) -> list[list[Task]]:
+    def _claim(self, conn: Any, calls: list[Call]) -> list[list[Task]]:
         worker, agents, limit = calls[0].args
         now = self._clock()
         rows = conn.execute(self._sql.claim,
-                            (worker, now + self.task_ttl, agents, now, limit)).fetchall()
+                            (worker, now + self.task_ttl, agents, now, limit, limit)).fetchall()
         rows.sort()
         return [[Task(task_id, run_id, intent_id, attempt, agent_id, _decode(payload), token,
                       claims, worker)
                  for task_id, run_id, intent_id, attempt, agent_id, payload, token, claims
                  in rows]]
 
-    def _renew(self, conn: Any, calls: list[_Call]) -> list[set[int]]:
+    def _renew(self, conn: Any, calls: list[Call]) -> list[set[int]]:
         ids, tokens = calls[0].args
         rows = conn.execute(self._sql.renew,
                             (self._clock() + self.task_ttl, ids, tokens)).fetchall()
         return [{row[0] for row in rows}]
 
-    def _cancel(self, conn: Any, calls: list[_Call]) -> list[None]:
+    def _cancel(self, conn: Any, calls: list[Call]) -> list[None]:
         (task_id,) = calls[0].args
         row = conn.execute(self._sql.cancel, (self._clock(), task_id)).fetchone()
         if row is not None:
-            self._resolve(task_id, TaskOutcome("cancelled", None, row[0], row[1]))
+            self._outcomes.resolve(task_id, TaskOutcome("cancelled", None, row[0], row[1]))
         else:  # it had ended already: its waiters learn how in this round
-            with self._cond:
-                self._to_look.add(task_id)
+            self._outcomes.look_again(task_id)
         return [None]
 
-    def _forget(self, conn: Any, calls: list[_Call]) -> list[int]:
+    def _forget(self, conn: Any, calls: list[Call]) -> list[int]:
         row = conn.execute(self._sql.forget, calls[0].args).fetchone()
         return [int(row[0])]
 
-    def _effects(self, conn: Any, calls: list[_Call]) -> list[dict[str, EffectRow]]:
+    def _effects(self, conn: Any, calls: list[Call]) -> list[dict[str, EffectRow]]:
         rows = conn.execute(self._sql.effects, calls[0].args).fetchall()
         return [{name: EffectRow(name, status, None if value is None else _decode(value), error)
                  for name, status, value, error in rows}]
 
-    def _effect(self, conn: Any, calls: list[_Call]) -> list[bool]:
+    def _effect(self, conn: Any, calls: list[Call]) -> list[bool]:
         task_id, token, name, status, value, error = calls[0].args
         row = conn.execute(self._sql.effect,
                            (name, status, value, error, task_id, token)).fetchone()
         return [row is not None]
 
     def _look(self) -> None:
-        """Look at the outcomes to look at (one ``SELECT``) and answer their waiters."""
-        with self._cond:
-            ids = [task_id for task_id in self._to_look if task_id in self._waiters]
-            self._to_look.clear()
-            if len(ids) == len(self._waiters):
-                self._looked = time.monotonic()
-            unknown = [task_id for task_id in ids if task_id in self._unknown]
-            self._runs_ended.clear()
+        """Look at the outcomes waited for (one ``SELECT``) and answer their waiters."""
+        ids, unknown = self._outcomes.to_look()
         if not ids:
             return
         try:
@@ -421,47 +352,19 @@ class PgTaskQueue:
                              "look at how tasks ended")
         except Exception as exc:
             for task_id in ids:
-                self._resolve(task_id, exc)
+                self._outcomes.resolve(task_id, exc)
             return
         seen = set()
         for task_id, run_id, status, result, worker, claims in rows:
             seen.add(task_id)
             if status in _ENDED:
-                self._resolve(task_id, TaskOutcome(
+                self._outcomes.resolve(task_id, TaskOutcome(
                     status, None if result is None else _decode(result), worker, claims))
-                continue
-            with self._cond:
-                if task_id in self._unknown and task_id in self._waiters:
-                    self._unknown.discard(task_id)
-                    self._run_of[task_id] = run_id
-                    self._of_run.setdefault(run_id, set()).add(task_id)
-                    if run_id in self._runs_ended:  # a notice came before we knew its run
-                        self._to_look.add(task_id)
-        for task_id in set(unknown) - seen:
-            self._resolve(task_id, StoreError(
-                f"{where(self.url)} holds no task {task_id}: it cannot be waited for"))
-
-    def _resolve(self, task_id: int, outcome: TaskOutcome | BaseException) -> None:
-        with self._cond:
-            waiters = self._waiters.pop(task_id, [])
-            self._forget_waiting(task_id)
-        for call in waiters:
-            if isinstance(outcome, BaseException):
-                call.answer(error=outcome)
             else:
-                call.answer(outcome)
-
-    def _forget_waiting(self, task_id: int) -> None:
-        """Drop what is kept about a task nobody waits for any more (``_cond`` held)."""
-        self._waiters.pop(task_id, None)
-        self._unknown.discard(task_id)
-        run_id = self._run_of.pop(task_id, None)
-        if run_id is not None:
-            tasks = self._of_run.get(run_id)
-            if tasks is not None:
-                tasks.discard(task_id)
-                if not tasks:
-                    del self._of_run[run_id]
+                self._outcomes.still_going(task_id, run_id)
+        for task_id in set(unknown) - seen:
+            self._outcomes.resolve(task_id, StoreError(
+                f"{where(self.url)} holds no task {task_id}: it cannot be waited for"))
 
     def __repr__(self) -> str:
         return f"<PgTaskQueue {where(self.url)}>"
