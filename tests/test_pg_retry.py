@@ -9,6 +9,7 @@ import threading
 
 import psycopg
 import pytest
+from psycopg_pool import PoolClosed
 
 from openintent._stores._pg_retry import retrying
 from openintent._stores._pg_schema import PgUrl
@@ -60,4 +61,11 @@ def test_a_store_closing_stops_the_retries() -> None:
     calls, operation = failing(10**6, psycopg.OperationalError("gone"))
     with pytest.raises(StoreError, match="was closed while the operation was failing"):
         retrying(operation, "claim tasks", URL, stop=stop)  # type: ignore[arg-type]
+    assert len(calls) == 1
+
+
+def test_a_closed_pool_is_not_retried() -> None:
+    calls, operation = failing(10**6, PoolClosed("the pool 'pool-1' is already closed"))
+    with pytest.raises(StoreError, match="was closed while the operation was failing"):
+        retrying(operation, "claim tasks", URL)  # type: ignore[arg-type]
     assert len(calls) == 1

@@ -258,8 +258,10 @@ class Watch:
         return not waiting
 
     def close(self) -> None:
-        """Stop watching."""
+        """Stop watching; a wait going on returns ``True`` (look again: you will find the
+        store closed)."""
         self._unsubscribe()
+        self._notice(None)
 
     def __enter__(self) -> Watch:
         return self

@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import psycopg
 import structlog
+from psycopg_pool import PoolClosed
 
 from ..errors import StoreError
 from ._pg_schema import PgUrl, _where
@@ -46,9 +47,9 @@ def retrying(operation: Callable[[], T], what: str, url: PgUrl, *,
              deadline: float = DEADLINE, stop: threading.Event | None = None) -> T:
     """Run ``operation()`` (blocking: call it off the event loop's thread) and return its
     result, retrying :class:`psycopg.OperationalError` for up to ``deadline`` seconds with
-    growing pauses (0.05 s, doubling, at most 2 s). Then, or at once when ``stop`` is set (the
-    store is closing), raise :class:`StoreError`: ``what`` says what could not be done
-    (``"claim tasks for worker w1"``).
+    growing pauses (0.05 s, doubling, at most 2 s). Then, or at once when ``stop`` is set or
+    the connection pool is closed (the store is closing), raise :class:`StoreError`; ``what``
+    says what could not be done (``"claim tasks for worker w1"``).
 
     >>> retrying(lambda: pool_query(), "list the runs", url)  # doctest: +SKIP
     """
@@ -61,10 +62,10 @@ def retrying(operation: Callable[[], T], what: str, url: PgUrl, *,
         except psycopg.OperationalError as exc:
             tries += 1
             left = started + deadline - time.monotonic()
-            if stop is not None and stop.is_set():
+            if isinstance(exc, PoolClosed) or (stop is not None and stop.is_set()):
                 raise StoreError(
-                    f"could not {what}: the store {where(url)} was closed while the operation "
-                    f"was failing ({_reason(exc)})") from exc
+                    f"could not {what} in {where(url)}: the store was closed while the "
+                    f"operation was failing ({_reason(exc)})") from exc
             if left <= 0:
                 raise StoreError(
                     f"could not {what}: {where(url)} kept failing for {deadline:g} seconds "

@@ -6,7 +6,9 @@ takes everything asked since its last round at once, so calls made at about the 
 share a round trip: their submissions are one ``INSERT`` (and one notice per agent), their
 finishes one ``UPDATE`` (one notice per run). Each call goes through
 :func:`~._pg_retry.retrying`: a server restart or a broken connection costs a pause, not the
-call (every statement may safely run twice; see :mod:`._pg_task_sql`).
+call (every statement may safely run twice; see :mod:`._pg_task_sql`; a claim whose answer
+was lost with the connection stays claimed by nobody running it until its lease expires,
+then it is claimed again, as a lost worker's would be).
 
 Waiting is woken by notifications (:mod:`._pg_listen`): ``outcome`` waiters of a run are
 looked at together, in one ``SELECT``, when ``openintent_done`` names the run (or at once,
