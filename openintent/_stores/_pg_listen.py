@@ -65,7 +65,8 @@ class PgListener:
         self._closed = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
-        #: Set once the thread is listening (again, after a reconnection).
+        #: Set once the thread is listening (again, after a reconnection) and has told the
+        #: callbacks subscribed by then (``None``).
         self.listening = threading.Event()
         #: How many times it connected (1: once, never lost).
         self.connections = 0
@@ -141,11 +142,11 @@ class PgListener:
             pause = _FIRST_PAUSE
             try:
                 self.connections += 1
-                self.listening.set()
                 if self.connections > 1:
                     logger.info("listening for notifications again", database=where(self.url))
                 # Notices sent before LISTEN (or while reconnecting) were missed: look again.
                 self._dispatch_all(None)
+                self.listening.set()
                 self._listen(conn)
             except psycopg.Error as exc:
                 self.listening.clear()
