@@ -136,11 +136,13 @@ async def test_submitting_the_same_attempt_again_returns_the_same_task(parts: Pa
             for attempt in (1, 1, 2, 1):
                 group.start_soon(submit, attempt)
         again = await later.submit("run-1", "i1", 1, "writer", payload(1))
-    [(first,)] = parts.sql("SELECT id FROM {s}.tasks WHERE attempt = 1")
+        # Agents voting on an intent share its attempt: a task each.
+        voter = await later.submit("run-1", "i1", 1, "reviewer", payload(1))
+    [(first,)] = parts.sql("SELECT id FROM {s}.tasks WHERE attempt = 1 AND agent_id = 'writer'")
     [(second,)] = parts.sql("SELECT id FROM {s}.tasks WHERE attempt = 2")
     assert sorted(ids) == [(1, first)] * 3 + [(2, second)]
-    assert again == first
-    assert parts.sql("SELECT count(*) FROM {s}.tasks") == [(2,)]
+    assert again == first and voter not in (first, second)
+    assert parts.sql("SELECT count(*) FROM {s}.tasks") == [(3,)]
 
 
 async def test_concurrent_submissions_send_fewer_notices_than_tasks(parts: Parts) -> None:
@@ -154,6 +156,22 @@ async def test_concurrent_submissions_send_fewer_notices_than_tasks(parts: Parts
         notices = [n.payload for n in conn.notifies(timeout=0.5)]
     assert notices and set(notices) == {"writer"} and len(notices) < 50
     assert parts.sql("SELECT count(*) FROM {s}.tasks") == [(50,)]
+
+
+async def test_concurrent_finishes_send_fewer_notices_than_tasks(parts: Parts) -> None:
+    queue = parts.queue()
+    with anyio.fail_after(BOUND):
+        for n in range(30):
+            await queue.submit("run-1", f"i{n}", 1, "writer", payload(n))
+        tasks = await queue.claim("w1", ["writer"], 30)
+        with psycopg.connect(parts.url.conninfo, autocommit=True) as conn:
+            conn.execute("LISTEN openintent_done")
+            async with anyio.create_task_group() as group:
+                for task in tasks:
+                    group.start_soon(queue.finish, task, "done", {"value": task.intent_id})
+            notices = [n.payload for n in conn.notifies(timeout=0.5)]
+    assert notices and set(notices) == {"run-1"} and len(notices) < 30
+    assert parts.sql("SELECT status, count(*) FROM {s}.tasks GROUP BY 1") == [("done", 30)]
 
 
 def test_every_task_is_claimed_exactly_once_by_concurrent_claimers(parts: Parts) -> None:
@@ -286,6 +304,11 @@ async def test_a_cancelled_task_ends_cancelled_and_its_worker_is_told(parts: Par
         assert await worker.renew([task]) == {running}
         assert not await worker.effect_started(task, "mail")
         assert not await worker.finish(task, "done", {"value": 1, "ops": []})
+        # An effect that was running when the task was cancelled did happen: kept, for the
+        # next attempt, though the claim is over (False).
+        assert not await worker.effect_ended(task, "charge", "completed", {"id": 1})
+        assert await worker.effects("run-1", "running") == {
+            "charge": EffectRow("charge", "completed", {"id": 1})}
 
         finished = await coordinator.submit("run-1", "finished", 1, "writer", payload(3))
         [task] = await worker.claim("w1", ["writer"], 5)

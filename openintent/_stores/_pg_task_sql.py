@@ -18,18 +18,20 @@ class Statements:
     """The queue's SQL for one schema (``s``: its quoted name)."""
 
     def __init__(self, s: str) -> None:
-        # A batch of submissions: a resubmitted (run, intent, attempt) returns its task (the
-        # no-op update makes ON CONFLICT return the row). One notice per agent.
+        # A batch of submissions: a resubmitted (run, intent, attempt, agent) returns its task
+        # (the no-op update makes ON CONFLICT return the row). One notice per agent.
         self.submit = (
             "WITH v AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], "
             "%s::text[]) AS v(run_id, intent_id, attempt, agent_id, payload)), "
             f"ins AS (INSERT INTO {s}.tasks AS t "
             "(run_id, intent_id, attempt, agent_id, payload, created) "
             "SELECT run_id, intent_id, attempt, agent_id, payload, %s FROM v "
-            "ON CONFLICT (run_id, intent_id, attempt) DO UPDATE SET attempt = t.attempt "
+            "ON CONFLICT (run_id, intent_id, attempt, agent_id) DO UPDATE "
+            "SET attempt = t.attempt "
             "RETURNING t.id, t.run_id, t.intent_id, t.attempt, t.agent_id) "
-            "SELECT id, run_id, intent_id, attempt, (SELECT count(pg_notify('openintent_tasks', "
-            "d.agent_id)) FROM (SELECT DISTINCT agent_id FROM ins) AS d) FROM ins")
+            "SELECT id, run_id, intent_id, attempt, agent_id, "
+            "(SELECT count(pg_notify('openintent_tasks', d.agent_id)) "
+            "FROM (SELECT DISTINCT agent_id FROM ins) AS d) FROM ins")
         # Oldest first; a claimed task whose lease expired is claimed again. Per agent, the
         # oldest open tasks in the order of the (agent_id, id) index (one index range each,
         # never the finished rows), then the oldest of those; the ids given to the UPDATE as
@@ -72,12 +74,19 @@ class Statements:
         self.effects = (
             f"SELECT name, status, value, error FROM {s}.task_effects "
             "WHERE run_id = %s AND intent_id = %s ORDER BY seq")
+        # An effect row, under the task's token: ``started`` while it is claimed; how it
+        # ended also once the task was cancelled meanwhile (the effect ran: that is the truth
+        # the next attempt needs), never once another claim took over. Answers whether the
+        # task is still claimed.
         self.effect = (
-            f"INSERT INTO {s}.task_effects AS e (run_id, intent_id, name, status, value, error) "
-            f"SELECT run_id, intent_id, %s, %s, %s, %s FROM {s}.tasks "
-            "WHERE id = %s AND token = %s AND status = 'claimed' FOR SHARE "
+            f"WITH t AS (SELECT run_id, intent_id, status FROM {s}.tasks WHERE id = %s "
+            "AND token = %s AND (status = 'claimed' OR (status = 'cancelled' AND %s)) "
+            f"FOR SHARE), e AS (INSERT INTO {s}.task_effects "
+            "(run_id, intent_id, name, status, value, error) "
+            "SELECT run_id, intent_id, %s, %s, %s, %s FROM t "
             "ON CONFLICT (run_id, intent_id, name) DO UPDATE SET status = excluded.status, "
-            "value = excluded.value, error = excluded.error RETURNING 1")
+            "value = excluded.value, error = excluded.error RETURNING 1) "
+            "SELECT t.status = 'claimed' FROM t, e")
         # The waiting tasks that ended, and the runs of those not seen before.
         self.outcomes = (
             f"SELECT id, run_id, status, result, worker, claims FROM {s}.tasks "

@@ -149,7 +149,8 @@ class PgTaskQueue:
 
     async def effect_ended(self, task: Task, name: str, status: Literal["completed", "failed"],
                            value: Any = None, error: str | None = None) -> bool:
-        """Record (fenced) how an effect ended."""
+        """Record (fenced) how an effect ended; kept even if the task was cancelled
+        meanwhile (the effect did run), but then ``False``, as after another claim."""
         written: bool = await self._ask("effect", task.id, task.token, name, status,
                                         None if status == "failed" else _encode(value), error)
         return written
@@ -274,17 +275,15 @@ class PgTaskQueue:
         return retrying(attempt, what, self.url, deadline=self._deadline, stop=self._stop)
 
     def _submit(self, conn: Any, calls: list[Call]) -> list[int]:
-        keys: dict[tuple[str, str, int], tuple[str, str]] = {}
+        keys: dict[tuple[str, str, int, str], str] = {}
         for call in calls:
-            run_id, intent_id, attempt, agent_id, payload = call.args
-            keys.setdefault((run_id, intent_id, attempt), (agent_id, payload))
+            keys.setdefault(call.args[:4], call.args[4])
         rows = conn.execute(self._sql.submit, (
             [key[0] for key in keys], [key[1] for key in keys], [key[2] for key in keys],
-            [value[0] for value in keys.values()], [value[1] for value in keys.values()],
-            self._clock())).fetchall()
-        ids = {(run_id, intent_id, attempt): task_id
-               for task_id, run_id, intent_id, attempt, _ in rows}
-        return [ids[call.args[:3]] for call in calls]
+            [key[3] for key in keys], list(keys.values()), self._clock())).fetchall()
+        ids = {(run_id, intent_id, attempt, agent_id): task_id
+               for task_id, run_id, intent_id, attempt, agent_id, _ in rows}
+        return [ids[call.args[:4]] for call in calls]
 
     def _finish(self, conn: Any, calls: list[Call]) -> list[bool]:
         firsts: dict[int, Call] = {}
@@ -339,9 +338,9 @@ class PgTaskQueue:
 
     def _effect(self, conn: Any, calls: list[Call]) -> list[bool]:
         task_id, token, name, status, value, error = calls[0].args
-        row = conn.execute(self._sql.effect,
-                           (name, status, value, error, task_id, token)).fetchone()
-        return [row is not None]
+        row = conn.execute(self._sql.effect, (task_id, token, status != "started", name,
+                                              status, value, error)).fetchone()
+        return [row is not None and bool(row[0])]
 
     def _look(self) -> None:
         """Look at the outcomes waited for (one ``SELECT``) and answer their waiters."""
