@@ -55,7 +55,8 @@ def _backend(base_url: object) -> EventBackend:
         raise OpenIntentError(
             f"base_url {base_url!r} names a server, but openintent runs in this process and "
             "has no network layer; pass a store URL instead: 'memory://' (shared by this "
-            "process) or 'sqlite:///path/to/runs.db' (shared by processes)")
+            "process), 'sqlite:///path/to/runs.db' (shared by processes) or "
+            "'postgresql://user@host/db' (shared by processes on several machines)")
     return open_backend(base_url)
 
 

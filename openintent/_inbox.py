@@ -10,8 +10,9 @@ gets ``approval_granted`` or ``approval_denied``, checked against the approvers 
 process is the authority) and marks the row ``applied``, or ``refused`` with the reason.
 
 Noticing is cheap: only while the run has an approval request pending, the watch compares
-SQLite's ``PRAGMA data_version`` (an in-memory counter) every :data:`POLL` seconds of real
-time and reads the inbox only when another connection committed. The wait is a cancel
+the inbox's ``data_version()`` every :data:`POLL` seconds of real time (SQLite's ``PRAGMA
+data_version``, an in-memory counter; PostgreSQL's highest inbox row id and this process's
+commit count) and reads the inbox only when it changed. The wait is a cancel
 scope's deadline, so a :class:`~openintent.VirtualClock` still jumps meanwhile.
 """
 
@@ -36,7 +37,8 @@ POLL = 0.25
 
 
 class Inbox(Protocol):
-    """What a durable store's inbox does (:class:`~._stores._sqlite_inbox.SqliteInbox`)."""
+    """What a durable store's inbox does (:class:`~._stores._sqlite_inbox.SqliteInbox`,
+    :class:`~._stores._pg_inbox.PgInbox`)."""
 
     def submit(self, run_id: str, intent_id: str, approve: bool, by: str, note: str) -> int: ...
     def data_version(self) -> int: ...
@@ -53,8 +55,9 @@ def inbox_of(backend: EventBackend) -> Inbox:
         raise StoreError(
             f"the store {backend.url} has no other process to send a decision from: a "
             "memory:// run is decided in the process running it (handle.approve(...), "
-            "rt.approve(...)); journal runs in a SQLite file (store='sqlite:///runs.db') to "
-            "approve them from another process"
+            "rt.approve(...)); journal runs in a SQLite file (store='sqlite:///runs.db') or a "
+            "PostgreSQL database (store='postgresql://user@host/db') to approve them from "
+            "another process"
         )
     return inbox
 

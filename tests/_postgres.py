@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["PostgresServer", "find_bindir", "require_or_skip"]
+__all__ = ["PostgresServer", "find_bindir", "require_or_skip", "with_option"]
 
 REQUIRE = "OPENINTENT_REQUIRE_POSTGRES"
 
@@ -114,3 +114,9 @@ class PostgresServer:
         except subprocess.CalledProcessError:
             pass
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def with_option(url: str, option: str) -> str:
+    """A store URL with one more query option (``lease_ttl=600``), whether it has a query
+    already (a ``postgresql://...?host=/socket/dir``) or not."""
+    return f"{url}{'&' if '?' in url else '?'}{option}"

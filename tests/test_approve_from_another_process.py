@@ -64,9 +64,9 @@ def runtime(url: str, clock: VirtualClock | None = None) -> Runtime:
 @pytest.mark.asyncio
 @pytest.mark.parametrize("approve", [True, False])
 async def test_a_decision_sent_through_the_store_is_applied_by_the_running_process(
-    tmp_path: Path, approve: bool
+    journal_url: str, approve: bool
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    url = journal_url  # a SQLite file, then a PostgreSQL database
     with anyio.fail_after(HANG_GUARD):
         async with runtime(url) as rt:
             handle = await waiting_run(rt)

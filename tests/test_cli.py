@@ -217,7 +217,7 @@ def test_run_with_an_unknown_agent_exits_2_before_anything_runs(workflow, capsys
     assert "status:" not in captured.out
 
 
-@pytest.mark.parametrize("url", ["postgresql://db/runs", "nonsense://x"])
+@pytest.mark.parametrize("url", ["mongodb://db/runs", "nonsense://x"])
 def test_run_with_a_store_the_runtime_does_not_know_exits_2(workflow, capsys, url):
     assert main(["run", workflow, "--simulate", "--store", url]) == 2
     err = capsys.readouterr().err

@@ -41,8 +41,9 @@ def workflow(tmp_path):
 
 
 @pytest.fixture
-def store(tmp_path):
-    return f"sqlite:///{tmp_path / 'runs.db'}"
+def store(journal_url):
+    """A SQLite file, then a PostgreSQL database: the command works on both."""
+    return journal_url
 
 
 def run_id(err: str) -> str:

@@ -49,8 +49,9 @@ def workflow(tmp_path):
 
 
 @pytest.fixture
-def store(tmp_path):
-    return f"sqlite:///{tmp_path / 'runs.db'}"
+def store(journal_url):
+    """A SQLite file, then a PostgreSQL database: the command works on both."""
+    return journal_url
 
 
 def run_id(err: str) -> str:
@@ -157,7 +158,7 @@ def test_a_run_halted_by_its_budget_resumes_with_the_raised_budget_of_the_file(
 def test_resume_an_unknown_run_exits_2(waiting, store, capsys):
     assert main(["resume", store, "pf_nope"]) == 2
     err = capsys.readouterr().err
-    assert "pf_nope" in err and "runs.db" in err
+    assert "pf_nope" in err and store in err
 
 
 def test_resume_with_a_changed_workflow_exits_2_and_shows_the_difference(

@@ -284,8 +284,8 @@ def test_runs_list_on_a_terminal_is_a_rich_table(journaled, store, capsys, monke
 @pytest.mark.parametrize("command", [["runs", "list"], ["runs", "show"], ["resume"]])
 def test_a_store_the_runtime_does_not_know_exits_2(capsys, command):
     ids = [] if command == ["runs", "list"] else ["pf_x"]
-    assert main([*command, "postgresql://db/runs", *ids]) == 2
-    assert "'postgresql://db/runs' is not supported" in capsys.readouterr().err
+    assert main([*command, "mongodb://db/runs", *ids]) == 2
+    assert "'mongodb://db/runs' is not supported" in capsys.readouterr().err
 
 
 def test_run_into_a_file_that_is_not_a_journal_exits_2_and_leaves_it(workflow, tmp_path,

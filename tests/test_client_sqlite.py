@@ -1,4 +1,5 @@
-"""The client on a SQLite file: portfolios and leases shared between processes."""
+"""The client on a store shared by processes (a SQLite file, a PostgreSQL database):
+portfolios and leases shared between processes."""
 
 from __future__ import annotations
 
@@ -50,8 +51,9 @@ def run(script: str, *args: str) -> dict[str, object]:
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'runs.db'}"
+def url(journal_url: str) -> str:
+    """A SQLite file, then a PostgreSQL database: clients share both across processes."""
+    return journal_url
 
 
 def test_a_portfolio_made_in_another_process_is_read_and_run_here(url: str) -> None:

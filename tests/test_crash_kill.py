@@ -27,6 +27,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,8 +50,11 @@ def child(mode: str, store: str, calls: Path, *extra: str) -> subprocess.Popen[s
     )
 
 
-def committed_events(database: Path) -> int:
-    """How many events the journal holds now (read-only: the child writes meanwhile)."""
+def committed_events(database: Path | str) -> int:
+    """How many events the journal holds now (read-only: the child writes meanwhile): a
+    SQLite file, or a ``postgresql://`` store (its URL)."""
+    if isinstance(database, str):
+        return pg_committed_events(database)
     try:
         connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)
     except sqlite3.OperationalError:
@@ -65,7 +69,22 @@ def committed_events(database: Path) -> int:
         connection.close()
 
 
-def kill_at(process: subprocess.Popen[str], database: Path, target: int) -> bool:
+def pg_committed_events(store: str) -> int:
+    """How many events a ``postgresql://`` store holds now (0 before its schema exists)."""
+    import psycopg
+
+    from openintent._stores._pg_schema import PgUrl
+
+    with psycopg.connect(PgUrl.parse(store).conninfo, autocommit=True) as connection:
+        try:
+            row = connection.execute("SELECT coalesce(sum(json_array_length(events::json)), 0) "
+                                     "FROM openintent.batches").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return 0  # the schema is not there yet
+    return int(row[0]) if row else 0
+
+
+def kill_at(process: subprocess.Popen[str], database: Path | str, target: int) -> bool:
     """Wait for the child's ``started`` line, then SIGKILL it as soon as the journal holds
     ``target`` events (the child runs on meanwhile, so it dies a little after that commit).
     Returns whether it was killed (False: it finished first)."""
@@ -126,12 +145,14 @@ def in_flight(events: list[Event]) -> dict[str, int]:
     return running
 
 
-def crash_and_resume(tmp_path: Path, rng: random.Random, kills: int) -> int:
+def crash_and_resume(tmp_path: Path, rng: random.Random, kills: int,
+                     postgres: str | None = None) -> int:
     """One run: started, killed, then resumed (and killed again ``kills - 1`` times) until it
-    completes; every invariant checked after each kill and at the end."""
+    completes; every invariant checked after each kill and at the end. In a SQLite file in
+    ``tmp_path``, or in the ``postgres`` store (a fresh database's URL)."""
     tmp_path.mkdir()
-    database = tmp_path / "runs.db"
-    store = f"sqlite:///{database}"
+    database: Path | str = tmp_path / "runs.db" if postgres is None else postgres
+    store = f"sqlite:///{database}" if postgres is None else postgres
     calls = tmp_path / "calls.txt"
     calls.touch()
     process = child("start", store, calls)
@@ -190,9 +211,10 @@ def crash_and_resume(tmp_path: Path, rng: random.Random, kills: int) -> int:
     made_pairs = [(intent_id, int(attempt)) for intent_id, attempt in made]
     assert len(made_pairs) == len(set(made_pairs)), "an attempt was called twice"
     assert set(made_pairs) <= journaled
-    with sqlite3.connect(database) as connection:
-        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    connection.close()
+    if postgres is None:
+        with sqlite3.connect(database) as connection:
+            assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        connection.close()
     # How many kills caught the run unfinished (the callers check the sample was useful).
     return sum(not any(e.type == "run_finished" for e in snapshot) for snapshot in snapshots)
 
@@ -201,6 +223,13 @@ def test_killed_runs_resume_without_losing_or_repeating_work(tmp_path: Path) -> 
     caught = sum(crash_and_resume(tmp_path / str(case), random.Random(case), kills=1 + case % 3)
                  for case in range(8))
     assert caught >= 4, f"only {caught} kills caught the run unfinished"
+
+
+def test_killed_runs_resume_on_postgresql_too(tmp_path: Path, postgres_server: Any) -> None:
+    caught = sum(crash_and_resume(tmp_path / str(case), random.Random(case), 1 + case % 2,
+                                  postgres_server.database())
+                 for case in (1, 2, 4))
+    assert caught >= 1, f"only {caught} kills caught the run unfinished"
 
 
 @pytest.mark.slow

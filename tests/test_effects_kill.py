@@ -24,6 +24,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_crash_kill import finish, kill_at, load, runs_of
@@ -84,13 +85,15 @@ def settle_in_doubt(store: str, portfolio_id: str, effects: Path) -> int:
     return asyncio.run(settle())
 
 
-def crash_and_resume(tmp_path: Path, rng: random.Random, kills: int, check: bool) -> int:
+def crash_and_resume(tmp_path: Path, rng: random.Random, kills: int, check: bool,
+                     postgres: str | None = None) -> int:
     """One run: started, killed, resumed (and killed again ``kills - 1`` times), effects in
     doubt settled, until it completes; returns how many effects were in doubt at some point
-    (confirmed by a check, run again after one, or settled by hand)."""
+    (confirmed by a check, run again after one, or settled by hand). In a SQLite file in
+    ``tmp_path``, or in the ``postgres`` store (a fresh database's URL)."""
     tmp_path.mkdir()
-    database = tmp_path / "runs.db"
-    store = f"sqlite:///{database}"
+    database: Path | str = tmp_path / "runs.db" if postgres is None else postgres
+    store = f"sqlite:///{database}" if postgres is None else postgres
     effects = tmp_path / "effects.txt"
     effects.touch()
     process = child("start", store, effects, check)
@@ -156,6 +159,15 @@ def test_killed_effects_happen_exactly_once(tmp_path: Path, check: bool) -> None
         crash_and_resume(tmp_path / str(case), random.Random(case), 1 + case % 3, check)
         for case in range(6))
     assert in_doubt >= 2, f"only {in_doubt} effects were caught in doubt"
+
+
+def test_killed_effects_happen_exactly_once_on_postgresql(tmp_path: Path,
+                                                          postgres_server: Any) -> None:
+    in_doubt = sum(
+        crash_and_resume(tmp_path / str(case), random.Random(case), 1 + case % 3, check,
+                         postgres_server.database())
+        for case, check in ((0, True), (1, False), (2, False)))
+    assert in_doubt >= 1, f"only {in_doubt} effects were caught in doubt"
 
 
 @pytest.mark.slow

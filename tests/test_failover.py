@@ -1,4 +1,5 @@
-"""Coordinator failover (``rt.standby``), with real processes on one SQLite file: a standby
+"""Coordinator failover (``rt.standby``), with real processes on one SQLite file (and on one
+PostgreSQL database): a standby
 process takes over a run whose process was killed (at once) or hangs (after the lease's TTL,
 short here: ``?lease_ttl=``), and continues it from the journal. No completed intent runs
 again, in-flight ones are dispatched again, a ``coordinator_failed_over`` event and a decision
@@ -16,13 +17,22 @@ import time
 from pathlib import Path
 
 import pytest
-from test_crash_kill import committed_events, completed, dispatches, in_flight, load
+from test_crash_kill import (
+    committed_events,
+    completed,
+    dispatches,
+    in_flight,
+    load,
+    runs_of,
+)
 
 from openintent import Runtime
 from openintent._stores import CommitFailed
 from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
 from openintent.errors import StoreError
 from openintent.models import Event
+
+from _postgres import with_option
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "failover_workflow.py"
@@ -63,6 +73,9 @@ def start_mid_run(tmp_path: Path, store: str) -> tuple[subprocess.Popen[str], st
     calls.touch()
     active = child("start", store, str(calls))
     wait_for("layers 0 and 1", lambda: len(calls.read_text().splitlines()) >= 10)
+    if store.startswith("postgresql://"):
+        [portfolio_id] = runs_of(store)
+        return active, portfolio_id, calls
     return active, run_id(tmp_path / "runs.db"), calls
 
 
@@ -88,16 +101,24 @@ def check_failover(events: list[Event], active_pid: int, calls: Path) -> None:
     assert len(made) == len(set(made)), "an attempt was called twice"
 
 
-def integrity_ok(database: Path) -> None:
+def integrity_ok(database: Path | str) -> None:
+    if isinstance(database, str):
+        return  # PostgreSQL: the server's own business
     with sqlite3.connect(database) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     connection.close()
 
 
-def test_a_standby_takes_over_a_killed_coordinator_at_once(tmp_path: Path) -> None:
-    database = tmp_path / "runs.db"
+def journal(tmp_path: Path, journal_url: str) -> Path | str:
+    """What committed_events reads: the SQLite file, or the PostgreSQL store's URL."""
+    return tmp_path / "runs.db" if journal_url.startswith("sqlite:") else journal_url
+
+
+def test_a_standby_takes_over_a_killed_coordinator_at_once(tmp_path: Path,
+                                                           journal_url: str) -> None:
+    database = journal(tmp_path, journal_url)
     # A long TTL: only the dead process (gone from this host) lets the standby in early.
-    store = f"sqlite:///{database}?lease_ttl=600"
+    store = with_option(journal_url, "lease_ttl=600")
     active, portfolio_id, calls = start_mid_run(tmp_path, store)
     standby = child("standby", store, str(calls), portfolio_id)
     active.send_signal(signal.SIGKILL)
@@ -114,9 +135,10 @@ def test_a_standby_takes_over_a_killed_coordinator_at_once(tmp_path: Path) -> No
     integrity_ok(database)
 
 
-def test_a_standby_takes_over_a_hanging_coordinator_after_the_ttl(tmp_path: Path) -> None:
-    database = tmp_path / "runs.db"
-    store = f"sqlite:///{database}?lease_ttl=2"
+def test_a_standby_takes_over_a_hanging_coordinator_after_the_ttl(tmp_path: Path,
+                                                                  journal_url: str) -> None:
+    database = journal(tmp_path, journal_url)
+    store = with_option(journal_url, "lease_ttl=2")
     active, portfolio_id, calls = start_mid_run(tmp_path, store)
     standby = child("standby", store, str(calls), portfolio_id)
     active.send_signal(signal.SIGSTOP)

@@ -7,8 +7,9 @@ publishes every event of the runs it was asked to publish to its subscribers (th
 (:mod:`openintent._bus`) hands events to guardrails and hooks.
 
 Events are ``(type, time, intent_id, data)`` tuples (see :mod:`openintent._store`). Backends:
-``memory://`` (:mod:`.memory`, the default) and ``sqlite:///path`` (:mod:`.sqlite`, a journal
-on a file); ``postgresql://`` will follow.
+``memory://`` (:mod:`.memory`, the default), ``sqlite:///path`` (:mod:`.sqlite`, a journal
+on a file) and ``postgresql://user@host/db`` (:mod:`.postgres`, a journal in a database several
+processes share; it needs the ``postgres`` extra).
 
 A *durable* backend (``durable`` is true) returns logs that are also :class:`Journal` objects:
 an appended event is in the log at once, and on disk once ``committed`` counts it. The run
@@ -211,8 +212,9 @@ opening_backend: ContextVar[Callable[[str], EventBackend] | None] = ContextVar(
 
 
 def open_backend(url: str) -> EventBackend:
-    """The backend for a ``Runtime(store=...)`` URL: ``memory://`` or ``sqlite:///path.db``
-    (relative) / ``sqlite:////abs/path.db``, optionally with ``?synchronous=full``."""
+    """The backend for a ``Runtime(store=...)`` URL: ``memory://``, ``sqlite:///path.db``
+    (relative) / ``sqlite:////abs/path.db``, optionally with ``?synchronous=full``, or
+    ``postgresql://user@host/db`` (``postgres://`` too)."""
     opening = opening_backend.get()
     if opening is not None:
         return opening(url)
@@ -224,7 +226,15 @@ def open_backend(url: str) -> EventBackend:
         from .sqlite import SqliteBackend
 
         return SqliteBackend(url)
+    if isinstance(url, str) and url.startswith(("postgresql://", "postgres://")):
+        try:
+            from .postgres import PostgresBackend
+        except ImportError as exc:
+            raise StoreError(
+                f"store {url!r} needs psycopg 3 and psycopg_pool, which are not installed "
+                f"({exc}); pip install 'openintent[postgres]'") from exc
+        return PostgresBackend(url)
     raise StoreError(
-        f"store {url!r} is not supported; use 'memory://' (the default) or "
-        "'sqlite:///path/to/runs.db'"
+        f"store {url!r} is not supported; use 'memory://' (the default), "
+        "'sqlite:///path/to/runs.db' or 'postgresql://user@host/dbname'"
     )

@@ -24,7 +24,7 @@ import structlog
 from psycopg_pool import PoolClosed
 
 from ..errors import StoreError
-from ._pg_schema import PgUrl, _where
+from ._pg_schema import PgUrl, where_of
 
 __all__ = ["DEADLINE", "retrying", "where"]
 
@@ -40,7 +40,7 @@ _LONGEST_PAUSE = 2.0
 def where(url: PgUrl) -> str:
     """The database of a store URL, for messages: ``the database NAME on HOST`` (no
     password)."""
-    return _where(url)
+    return where_of(url)
 
 
 def retrying(operation: Callable[[], T], what: str, url: PgUrl, *,

@@ -23,7 +23,9 @@ import attrs
 
 from ..errors import StoreError
 
-__all__ = ["APPLICATION", "MIGRATIONS", "SCHEMA_VERSION", "PgUrl", "prepare"]
+__all__ = [
+    "APPLICATION", "MIGRATIONS", "SCHEMA_VERSION", "PgUrl", "prepare", "shown_url", "where_of",
+]
 
 #: What the ``meta`` table's ``application`` row says.
 APPLICATION = "openintent"
@@ -159,13 +161,13 @@ def prepare(conn: Any, url: PgUrl) -> None:
                                   (url.schema,)).fetchone()[0]
             if meta is None and tables:
                 raise StoreError(
-                    f"the schema {url.schema!r} of {_where(url)} holds tables that are not "
+                    f"the schema {url.schema!r} of {where_of(url)} holds tables that are not "
                     "openintent's; name another schema with ?schema=... in the store URL")
             if meta is not None:
                 rows = dict(conn.execute(f"SELECT key, value FROM {s}.meta").fetchall())
                 if rows.get("application") != APPLICATION:
                     raise StoreError(
-                        f"the schema {url.schema!r} of {_where(url)} is not openintent's "
+                        f"the schema {url.schema!r} of {where_of(url)} is not openintent's "
                         f"(its meta table says {rows.get('application')!r}); name another "
                         "schema with ?schema=... in the store URL")
                 version = int(rows.get("schema_version", "0"))
@@ -173,7 +175,7 @@ def prepare(conn: Any, url: PgUrl) -> None:
             conn.execute(f"CREATE SCHEMA {s}")
         if version > SCHEMA_VERSION:
             raise StoreError(
-                f"the schema {url.schema!r} of {_where(url)} holds openintent schema version "
+                f"the schema {url.schema!r} of {where_of(url)} holds openintent schema version "
                 f"{version}, newer than this library's {SCHEMA_VERSION}; upgrade openintent")
         if version == 0:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {s}.meta "
@@ -188,8 +190,17 @@ def prepare(conn: Any, url: PgUrl) -> None:
                              (str(step),))
 
 
-def _where(url: PgUrl) -> str:
+def where_of(url: PgUrl) -> str:
     """The database of a URL, for messages (no password)."""
     parts = urlsplit(url.url)
     host = parts.hostname or dict(parse_qsl(parts.query)).get("host", "localhost")
     return f"the database {parts.path.lstrip('/') or '(default)'} on {host}"
+
+
+def shown_url(url: str) -> str:
+    """A store URL as messages show it: its password, if it has one, masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

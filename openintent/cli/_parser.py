@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="memory://",
         metavar="URL",
         help="where the run's events go: memory:// (the default: kept in this process "
-        "only) or sqlite:///PATH (a journal file; sqlite:////abs/path.db for an absolute path)",
+        "only), sqlite:///PATH (a journal file; sqlite:////abs/path.db for an absolute path) "
+        "or postgresql://USER@HOST/DB (a database several processes share)",
     )
     _logging_options(run)
     _resume_parser(commands)
@@ -103,7 +104,8 @@ def _later(commands: Any, name: str, purpose: str) -> None:
     later.add_argument("rest", nargs=argparse.REMAINDER)
 
 
-_STORE_HELP = "a store URL (sqlite:///runs.db) or the path of a SQLite journal file"
+_STORE_HELP = ("a store URL (sqlite:///runs.db, postgresql://user@host/db) or the path of a "
+               "SQLite journal file")
 
 
 def _resume_parser(commands: Any) -> None:

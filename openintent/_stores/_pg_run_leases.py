@@ -1,0 +1,142 @@
+"""The run leases of the PostgreSQL store (:mod:`.postgres`), as the SQLite journal's
+(:mod:`.sqlite`): the ``runs`` row names the holder, its process id and host, and when the lease
+expires (the run renews it while it goes on: ``Launcher.hold``). A holder whose process is gone
+from this host loses the lease at once, any other once it expired. Each new holder draws a new
+``lease_token``.
+
+A run can also be left for another process to go on with: :meth:`PgRunLeases.detach_run`
+gives its lease back and marks it detached; :meth:`PgRunLeases.adoptable_runs` lists the runs
+that need a coordinator (``rt.serve`` adopts them).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from ..errors import RunInUseError, RunNotFoundError
+from ._pg_calls import PgCalls
+
+__all__ = ["PgRunLeases"]
+
+_LEASE = "lease_holder, lease_pid, lease_host, lease_expires"
+
+Conn = psycopg.Connection[Any]
+
+
+class PgRunLeases:
+    """The run-lease methods of :class:`~.postgres.PostgresBackend` (see the module
+    docstring)."""
+
+    url: str
+    calls: PgCalls
+    lease_ttl: float
+    _runs: str  # the runs table's qualified name
+    _host: str
+
+    def acquire_run(self, run_id: str, holder: str) -> None:
+        pid, host = os.getpid(), self._host
+        runs = self._runs
+
+        def acquire(conn: Conn) -> None:
+            now = time.time()
+            with conn.transaction():
+                row = conn.execute(f"SELECT {_LEASE} FROM {runs} WHERE id = %s FOR UPDATE",
+                                   (run_id,)).fetchone()
+                if row is None:
+                    raise RunNotFoundError(f"the store {self.url} holds no run {run_id!r}; "
+                                           "rt.runs() lists the runs it holds")
+                held, held_pid, held_host, expires = row
+                same = (held, held_pid, held_host) == (holder, pid, host)
+                if held is not None and not same:
+                    if expires > now and not self._gone(held_pid, held_host):
+                        until = datetime.fromtimestamp(expires, UTC).isoformat(
+                            timespec="seconds")
+                        raise RunInUseError(
+                            f"run {run_id!r} of the store {self.url} is in use by {held} "
+                            f"(pid {held_pid} on host {held_host}) until {until} unless it "
+                            "goes on; wait for that process to finish, or stop it"
+                        )
+                conn.execute(
+                    f"UPDATE {runs} SET lease_holder = %s, lease_pid = %s, lease_host = %s, "
+                    "lease_expires = %s, detached = false, lease_token = lease_token + %s "
+                    "WHERE id = %s",
+                    (holder, pid, host, now + self.lease_ttl, 0 if same else 1, run_id))
+
+        self.calls.call(acquire, f"take the lease of run {run_id!r}")
+
+    def run_lease(self, run_id: str) -> dict[str, Any] | None:
+        """Who holds the run's lease (``holder``, ``pid``, ``host``, ``expires``: POSIX
+        seconds), or ``None`` when nobody does."""
+        sql = f"SELECT {_LEASE} FROM {self._runs} WHERE id = %s"
+        row = self.calls.call(lambda conn: conn.execute(sql, (run_id,)).fetchone(),
+                              f"read the lease of run {run_id!r}")
+        if row is None or row[0] is None:
+            return None
+        return {"holder": row[0], "pid": row[1], "host": row[2], "expires": row[3]}
+
+    def holder_gone(self, lease: dict[str, Any]) -> bool:
+        """Whether the process of a lease (:meth:`run_lease`) is known to be gone: a cheap
+        look at this host's processes, no read of the database."""
+        return self._gone(lease.get("pid"), lease.get("host"))
+
+    def _gone(self, pid: Any, host: Any) -> bool:
+        """Whether a lease's process is known to be gone (it ran on this host)."""
+        return host == self._host and not _alive(pid)
+
+    def release_run(self, run_id: str, holder: str) -> None:
+        sql = (f"UPDATE {self._runs} SET lease_holder = NULL, lease_pid = NULL, "
+               "lease_host = NULL, lease_expires = NULL WHERE id = %s AND lease_holder = %s "
+               "AND lease_pid = %s AND lease_host = %s")
+        params = (run_id, holder, os.getpid(), self._host)
+        self.calls.call(lambda conn: _notify(conn, conn.execute(sql, params).rowcount, run_id),
+                        f"give back the lease of run {run_id!r}")
+
+    def detach_run(self, run_id: str) -> None:
+        """Give the run's lease back (whoever holds it) and mark it detached: any process
+        that can coordinate it may take it over (:meth:`adoptable_runs`); the next
+        :meth:`acquire_run` clears the mark. :class:`RunNotFoundError` for an unknown id."""
+        sql = (f"UPDATE {self._runs} SET lease_holder = NULL, lease_pid = NULL, "
+               "lease_host = NULL, lease_expires = NULL, detached = true WHERE id = %s")
+        changed = self.calls.call(
+            lambda conn: _notify(conn, conn.execute(sql, (run_id,)).rowcount, run_id),
+            f"detach run {run_id!r}")
+        if not changed:
+            raise RunNotFoundError(f"the store {self.url} holds no run {run_id!r}; "
+                                   "rt.runs() lists the runs it holds")
+
+    def adoptable_runs(self) -> list[str]:
+        """The ids of the runs going on that need a coordinator, oldest first: detached
+        ones, and those whose lease is free, expired or held by a process of this host that
+        is gone."""
+        sql = (f"SELECT id, detached, {_LEASE} FROM {self._runs} WHERE status = 'running' "
+               "ORDER BY position")
+        rows = self.calls.call(lambda conn: conn.execute(sql).fetchall(),
+                               "list the runs that need a coordinator")
+        now = time.time()
+        return [run_id for run_id, detached, held, pid, host, expires in rows
+                if detached or held is None or (expires or 0) <= now or self._gone(pid, host)]
+
+
+def _notify(conn: Conn, rowcount: int, run_id: str) -> int:
+    """Tell the processes listening that a run's lease changed (when it did)."""
+    if rowcount:
+        conn.execute("SELECT pg_notify('openintent_runs', %s)", (run_id,))
+    return rowcount
+
+
+def _alive(pid: Any) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists (someone else's), or this platform cannot tell
+    return True
