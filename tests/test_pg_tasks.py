@@ -495,3 +495,24 @@ async def test_a_server_down_past_the_deadline_is_a_store_error(
     database = parts.url.conninfo.split("/")[-1].split("?")[0]
     assert "could not queue tasks" in str(caught.value)
     assert f"the database {database}" in str(caught.value)
+
+
+async def test_a_postgresql_store_has_the_queue_and_closing_it_stops_the_threads(
+        postgres_url: str) -> None:
+    from openintent._stores import open_backend
+
+    before = set(threading.enumerate())
+    backend = open_backend(postgres_url)
+    try:
+        queue = backend.tasks
+        with anyio.fail_after(BOUND):
+            task_id = await queue.submit("run-1", "i1", 1, "writer", payload(1))
+            [task] = await queue.claim("w1", ["writer"], 1)
+            assert await queue.finish(task, "done", {"value": 1, "ops": []})
+            assert (await queue.outcome(task_id)).status == "done"
+            await queue.wait_for_work(["writer"], 0.01)
+    finally:
+        backend.close()
+    started = {thread for thread in set(threading.enumerate()) - before
+               if thread.name.startswith(("openintent tasks", "openintent listener"))}
+    assert not started  # joined
