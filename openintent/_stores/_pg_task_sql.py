@@ -4,7 +4,8 @@ Each takes arrays (``unnest``), so one statement text serves a batch of any size
 prepares it after a few runs). Notifications go out in the statement that makes them true
 (``pg_notify`` in the same transaction: sent when it commits, never for a rolled-back write),
 one per agent or run of the batch. Writes by a worker are *fenced*: they apply only while the
-task is claimed under the worker's token (a later claim raised it); an effect row is written
+task is claimed under the worker's token (a later claim raised it; how an effect ended is
+also kept once the task was cancelled, since the effect did run); an effect row is written
 under a share lock on the task's row, so a claim cannot slip between the check and the write.
 Times are POSIX seconds, passed in by the queue.
 """
