@@ -486,6 +486,30 @@ async def test_calls_go_on_through_a_server_restart(parts: Parts,
     assert parts.listener.connections >= 2  # it listened again after the restart
 
 
+async def test_a_claim_whose_answer_was_lost_gets_its_tasks_on_the_retry(
+        parts: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = PgTaskQueue._claim
+    tries: list[list[int]] = []
+
+    def claim_then_lose_the_answer(queue: PgTaskQueue, conn: Any, calls: Any) -> Any:
+        [tasks] = real(queue, conn, calls)
+        tries.append([task.id for task in tasks])
+        if len(tries) == 1:  # committed, then the connection broke before the answer came
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return [tasks]
+
+    monkeypatch.setattr(PgTaskQueue, "_claim", claim_then_lose_the_answer)
+    queue = parts.queue()
+    with anyio.fail_after(BOUND):
+        for n in range(5):
+            await queue.submit("run-1", f"i{n}", 1, "writer", payload(n))
+        tasks = await queue.claim("w1", ["writer"], 3)
+    assert [task.id for task in tasks] == tries[0] == tries[1]  # the same three, not others
+    assert {(task.token, task.claims) for task in tasks} == {(1, 1)}
+    assert parts.sql("SELECT status, count(*) FROM {s}.tasks GROUP BY 1 ORDER BY 1") == [
+        ("claimed", 3), ("ready", 2)]
+
+
 async def test_a_server_down_past_the_deadline_is_a_store_error(
         parts: Parts, postgres_server: PostgresServer) -> None:
     queue = parts.queue(retry_deadline=0.3)

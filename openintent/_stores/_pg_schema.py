@@ -69,7 +69,10 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
         "payload text NOT NULL, status text NOT NULL DEFAULT 'ready', worker text, "
         "token bigint NOT NULL DEFAULT 0, claims integer NOT NULL DEFAULT 0, "
         "lease_expires double precision, result text, created double precision NOT NULL, "
-        "finished double precision, UNIQUE (run_id, intent_id, attempt, agent_id))",
+        # The claim call that took it: a claim retried after its answer was lost (the
+        # connection broke as it committed) finds the tasks it took.
+        "finished double precision, claim_id text, "
+        "UNIQUE (run_id, intent_id, attempt, agent_id))",
         "CREATE INDEX tasks_open ON {s}.tasks (agent_id, id) "
         "WHERE status IN ('ready', 'claimed')",
         "CREATE INDEX tasks_of_run ON {s}.tasks (run_id, status)",

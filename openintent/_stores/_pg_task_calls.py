@@ -25,11 +25,13 @@ __all__ = ["Call", "Outcomes"]
 class Call:
     """One request to the queue's thread, and its answer."""
 
-    __slots__ = ("args", "error", "event", "kind", "result", "wake")
+    __slots__ = ("args", "error", "event", "kind", "result", "tries", "wake")
 
     def __init__(self, kind: str, args: tuple[Any, ...]) -> None:
         self.kind = kind
         self.args = args
+        #: How many times the thread ran it (more than once: retried).
+        self.tries = 0
         self.wake = waker()
         self.event = anyio.Event()
         self.result: Any = None

@@ -39,13 +39,17 @@ class Statements:
         # one array (an index lookup each, whatever the planner thinks of the table's size).
         self.claim = (
             f"UPDATE {s}.tasks AS t SET status = 'claimed', worker = %s, token = t.token + 1, "
-            "claims = t.claims + 1, lease_expires = %s WHERE t.id = ANY(ARRAY("
+            "claims = t.claims + 1, lease_expires = %s, claim_id = %s WHERE t.id = ANY(ARRAY("
             "SELECT c.id FROM unnest(%s::text[]) AS a(agent_id) CROSS JOIN LATERAL ("
             f"SELECT id FROM {s}.tasks WHERE agent_id = a.agent_id "
             "AND status IN ('ready', 'claimed') AND (status = 'ready' OR lease_expires < %s) "
             "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) AS c ORDER BY c.id LIMIT %s)) "
             "RETURNING t.id, t.run_id, t.intent_id, t.attempt, t.agent_id, t.payload, t.token, "
             "t.claims")
+        # What an earlier try of the same claim call took (its answer was lost).
+        self.claimed_before = (
+            "SELECT id, run_id, intent_id, attempt, agent_id, payload, token, claims "
+            f"FROM {s}.tasks WHERE claim_id = %s AND worker = %s AND status = 'claimed'")
         # A batch of finishes under their tokens. A task already finished with the same token
         # and status counts as written: the same finish, retried after a broken connection.
         self.finish = (

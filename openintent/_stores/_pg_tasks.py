@@ -6,9 +6,8 @@ takes everything asked since its last round at once, so calls made at about the 
 share a round trip: their submissions are one ``INSERT`` (and one notice per agent), their
 finishes one ``UPDATE`` (one notice per run). Each call goes through
 :func:`~._pg_retry.retrying`: a server restart or a broken connection costs a pause, not the
-call (every statement may safely run twice; see :mod:`._pg_task_sql`; a claim whose answer
-was lost with the connection stays claimed by nobody running it until its lease expires,
-then it is claimed again, as a lost worker's would be).
+call (every statement may safely run twice, see :mod:`._pg_task_sql`; a claim retried after
+its answer was lost finds the tasks its first try took by the claim's id).
 
 Waiting is woken by notifications (:mod:`._pg_listen`): ``outcome`` waiters of a run are
 looked at together, in one ``SELECT``, when ``openintent_done`` names the run (or at once,
@@ -22,6 +21,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal
 
@@ -109,7 +109,7 @@ class PgTaskQueue:
         # Notices from now on make the next wait_for_work return at once: this claim may
         # not see their tasks.
         self._watch(agents).clear()
-        tasks: list[Task] = await self._ask("claim", worker, agents, limit)
+        tasks: list[Task] = await self._ask("claim", worker, agents, limit, uuid.uuid4().hex)
         return tasks
 
     async def wait_for_work(self, agents: Collection[str], poll: float) -> None:
@@ -302,10 +302,17 @@ class PgTaskQueue:
         return [call.args[0] in written and firsts[call.args[0]] is call for call in calls]
 
     def _claim(self, conn: Any, calls: list[Call]) -> list[list[Task]]:
-        worker, agents, limit = calls[0].args
-        now = self._clock()
-        rows = conn.execute(self._sql.claim,
-                            (worker, now + self.task_ttl, agents, now, limit, limit)).fetchall()
+        call = calls[0]
+        worker, agents, limit, claim_id = call.args
+        call.tries += 1
+        rows = []
+        if call.tries > 1:  # the answer of an earlier try may have been lost as it committed
+            rows = conn.execute(self._sql.claimed_before, (claim_id, worker)).fetchall()
+        if len(rows) < limit:
+            now = self._clock()
+            more = limit - len(rows)
+            rows += conn.execute(self._sql.claim, (worker, now + self.task_ttl, claim_id,
+                                                   agents, now, more, more)).fetchall()
         rows.sort()
         return [[Task(task_id, run_id, intent_id, attempt, agent_id, _decode(payload), token,
                       claims, worker)
