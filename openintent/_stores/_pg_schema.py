@@ -63,12 +63,16 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
         # its agent: status ready -> claimed (worker, token, lease_expires) -> done | failed;
         # cancelled when the run no longer wants it. A claim whose lease expired may be
         # claimed again (token + 1, claims + 1): writes with an older token are refused.
+        # One task per agent of an attempt (agents voting on one intent share its attempt).
         "CREATE TABLE {s}.tasks (id bigserial PRIMARY KEY, run_id text NOT NULL, "
         "intent_id text NOT NULL, attempt integer NOT NULL, agent_id text NOT NULL, "
         "payload text NOT NULL, status text NOT NULL DEFAULT 'ready', worker text, "
         "token bigint NOT NULL DEFAULT 0, claims integer NOT NULL DEFAULT 0, "
         "lease_expires double precision, result text, created double precision NOT NULL, "
-        "finished double precision, UNIQUE (run_id, intent_id, attempt))",
+        # The claim call that took it: a claim retried after its answer was lost (the
+        # connection broke as it committed) finds the tasks it took.
+        "finished double precision, claim_id text, "
+        "UNIQUE (run_id, intent_id, attempt, agent_id))",
         "CREATE INDEX tasks_open ON {s}.tasks (agent_id, id) "
         "WHERE status IN ('ready', 'claimed')",
         "CREATE INDEX tasks_of_run ON {s}.tasks (run_id, status)",

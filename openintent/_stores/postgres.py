@@ -15,9 +15,10 @@ commit went through.
 Runs can also be left for another process to go on with: :meth:`PostgresBackend.detach_run`
 gives a run's lease back and marks it detached; :meth:`PostgresBackend.adoptable_runs` lists
 the runs that need a coordinator (detached, or their lease free, expired or held by a dead
-process of this host). ``tasks`` is the store's task queue for workers (``None`` until it is
-wired in). A run's start, end, resume, detach or released lease, and a decision sent to its
-inbox, are announced on the ``openintent_runs`` channel (payload: the run id).
+process of this host). ``tasks`` is the store's task queue for workers (:mod:`._pg_tasks`),
+woken through ``listener`` (:mod:`._pg_listen`: one thread on its own connection that
+listens). A run's start, end, resume, detach or released lease, and a decision sent to
+its inbox, are announced on the ``openintent_runs`` channel (payload: the run id).
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ from . import CommitFailed, RunInfo, Subscribers
 from ._pg_calls import PgCalls
 from ._pg_inbox import PgInbox
 from ._pg_leases import PgLeases, client_transaction
+from ._pg_listen import PgListener
 from ._pg_run_leases import PgRunLeases
 from ._pg_schema import PgUrl, shown_url, where_of
+from ._pg_tasks import PgTaskQueue
 from ._sqlite_journal import JournalLog, RawEvent, decode_batches, encode_events
 from ._writer_thread import WriterThread, waker
 
@@ -75,7 +78,6 @@ class PostgresBackend(PgRunLeases, Subscribers):
         # Commits run on one long-lived thread, in the order they are submitted.
         self._thread = WriterThread(f"openintent journal writer {pg.schema}")
         self._closing = False
-        self._finalizer = weakref.finalize(self, _close_all, calls, self._thread)
         self._live: weakref.WeakValueDictionary[str, JournalLog] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()  # a commit, or closing
         self._closed = False
@@ -86,7 +88,12 @@ class PostgresBackend(PgRunLeases, Subscribers):
         self.inbox = PgInbox(calls, s, self.run_lease, self.holder_gone,
                              lambda: self.commits)
         #: The task queue of this store's workers (wired in with the workers).
-        self.tasks: Any = None
+        #: Where its processes are notified (tasks ready and ended, runs changed).
+        self.listener = PgListener(pg)
+        #: The task queue of this store's workers (:mod:`._pg_tasks`).
+        self.tasks = PgTaskQueue(self.pool, pg, self.listener)
+        self._finalizer = weakref.finalize(self, _close_all, calls, self._thread, self.tasks,
+                                           self.listener)
 
     def _failed(self, what: str, exc: BaseException) -> StoreError:
         return self.calls.failed(what, exc)
@@ -314,8 +321,11 @@ class PostgresBackend(PgRunLeases, Subscribers):
         return f"<PostgresBackend {self.url}>"
 
 
-def _close_all(calls: PgCalls, thread: WriterThread) -> None:
+def _close_all(calls: PgCalls, thread: WriterThread, tasks: PgTaskQueue,
+               listener: PgListener) -> None:
     thread.stop(join=False)
+    tasks.close()  # before the pool: a call in flight ends, then the queue's thread
+    listener.close()
     calls.close()
 
 
