@@ -67,19 +67,24 @@ class Effector:
         return {"written": value["line"], "by": by}
 
 
-async def main(argv: list[str]) -> int:
-    mode, store, out = argv[:3]
+async def run(argv: list[str]) -> dict[str, Any]:
+    mode, store = argv[:2]
     async with Runtime(agents=[], store=store, blocking_threshold=None) as rt:
         print("started", flush=True)
         if mode == "coordinate":
             result = await rt.run(portfolio())
         else:
             result = await rt.standby(argv[3])
-    with open(out, "w") as file:
-        json.dump(result.to_dict(), file)
     print(result.status, flush=True)
-    return 0 if result.status == "completed" else 1
+    return result.to_dict()
+
+
+def main(argv: list[str]) -> int:
+    result = anyio.run(run, argv)
+    with open(argv[2], "w") as file:
+        json.dump(result, file)
+    return 0 if result["status"] == "completed" else 1
 
 
 if __name__ == "__main__":
-    sys.exit(anyio.run(main, sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

@@ -33,11 +33,12 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
-from _postgres import with_option
 from test_crash_kill import committed_events, load, runs_of
 
 from openintent.models import RunResult
 from openintent.testing import assert_replay_matches
+
+from _postgres import with_option
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
