@@ -110,6 +110,26 @@ async def test_a_submitted_task_is_claimed_finished_and_its_outcome_read(parts: 
     assert parts.sql("SELECT status, worker, claims FROM {s}.tasks") == [("done", "w1", 1)]
 
 
+ODD_TEXT = 'quotes " \' \\ back\\slash, {braces}, commas, NULL, "NULL", \u00e9\u4e2d\U0001f600 \t\n'
+
+
+async def test_payloads_and_results_come_back_exactly_whatever_their_characters(
+        parts: Parts) -> None:
+    # (They travel as arrays in binary format: nothing in them is escaped on the way.)
+    coordinator, worker = parts.queue(), parts.queue()
+    odd = {"intent": {"id": "i1", ODD_TEXT: [ODD_TEXT, None, ""]}, "effects": {}}
+    with anyio.fail_after(BOUND):
+        ids = [await coordinator.submit("run-1", f"i{k}", 1, "writer", odd) for k in range(3)]
+        tasks = await worker.claim("w1", ["writer"], 10)
+        assert [task.payload for task in tasks] == [odd] * 3
+        async with anyio.create_task_group() as group:  # finished in one batch
+            for task in tasks:
+                group.start_soon(worker.finish, task, "done", {"value": odd, "ops": []})
+        outcomes = [await coordinator.outcome(task_id) for task_id in ids]
+    assert [outcome.result for outcome in outcomes] == [{"value": odd, "ops": []}] * 3
+    assert parts.sql("SELECT DISTINCT payload::json->'intent'->>'id' FROM {s}.tasks") == [("i1",)]
+
+
 async def test_a_failed_task_reads_back_its_error(parts: Parts) -> None:
     queue = parts.queue()
     with anyio.fail_after(BOUND):
