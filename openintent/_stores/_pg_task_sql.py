@@ -22,7 +22,8 @@ class Statements:
 
     def __init__(self, s: str) -> None:
         # A batch of submissions: a resubmitted (run, intent, attempt, agent) returns its task
-        # (the no-op update makes ON CONFLICT return the row). One notice per agent.
+        # (the no-op update makes ON CONFLICT return the row), and its status (it may have
+        # ended already). One notice per agent.
         self.submit = (
             "WITH v AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], "
             "%b::text[]) AS v(run_id, intent_id, attempt, agent_id, payload)), "
@@ -31,8 +32,8 @@ class Statements:
             "SELECT run_id, intent_id, attempt, agent_id, payload, %s FROM v "
             "ON CONFLICT (run_id, intent_id, attempt, agent_id) DO UPDATE "
             "SET attempt = t.attempt "
-            "RETURNING t.id, t.run_id, t.intent_id, t.attempt, t.agent_id) "
-            "SELECT id, run_id, intent_id, attempt, agent_id, "
+            "RETURNING t.id, t.run_id, t.intent_id, t.attempt, t.agent_id, t.status) "
+            "SELECT id, run_id, intent_id, attempt, agent_id, status, "
             "(SELECT count(pg_notify('openintent_tasks', d.agent_id)) "
             "FROM (SELECT DISTINCT agent_id FROM ins) AS d) FROM ins")
         # Oldest first; a claimed task whose lease expired is claimed again. Per agent, the
