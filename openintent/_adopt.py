@@ -84,25 +84,17 @@ class Adopter:
             await pause(self.clock, self.poll, not self.backend.durable)
 
     async def _adoptable(self) -> list[str]:
-        """The runs to try: adoptable ones not tried yet (a sub-portfolio is its parent's
-        coordinator's to run, never adopted on its own)."""
+        """The runs to try: adoptable ones not tried yet (the store never lists a
+        sub-portfolio: its parent's coordinator runs it)."""
         adoptable = getattr(self.backend, "adoptable_runs", None)
         if adoptable is None:
             return []
-        backend = self.backend
-        durable = backend.durable
 
         def look() -> list[str]:
-            found = [run_id for run_id in adoptable()
-                     if run_id not in self.adopted and run_id not in self._refused]
-            if found:
-                parents = {info.portfolio_id: info.parent for info in backend.runs()}
-                for run_id in found:
-                    if parents.get(run_id) is not None:
-                        self._refused.add(run_id)
-            return [run_id for run_id in found if run_id not in self._refused]
+            return [run_id for run_id in adoptable()
+                    if run_id not in self.adopted and run_id not in self._refused]
 
-        return look() if not durable else await anyio.to_thread.run_sync(look)
+        return look() if not self.backend.durable else await anyio.to_thread.run_sync(look)
 
     def _open(self, run_id: str) -> Resumption | None:
         try:
