@@ -9,6 +9,11 @@ run (the second gets :class:`~openintent.errors.RunInUseError` and skips it).
 
 An adopted run dispatches every intent through the store's task queue, even to agents this
 process has, so its work spreads over every worker of the store.
+
+On a store that notifies (``postgresql://``: ``backend.listener``) the adopter looks again
+at once when a run's lease is given back, a run is detached, starts, resumes or ends (the
+``openintent_runs`` channel); every ``poll`` seconds it looks anyway: a coordinator killed
+with its lease held sends nothing (its lease expires, or its process is seen gone).
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ class AllRemote:
 
 
 class Adopter:
-    """Looks for adoptable runs every ``poll`` seconds and resumes them in ``group``."""
+    """Looks for adoptable runs at each notice (see the module docstring) or every ``poll``
+    seconds, and resumes them in ``group``."""
 
     def __init__(self, launcher: Launcher, table: AgentTable,
                  remote: Callable[[str], AgentDefinition], guardrails: Any, poll: float,
@@ -74,14 +80,26 @@ class Adopter:
         self._refused: set[str] = set()  # their coordinators cannot be built here
 
     async def serve(self, group: TaskGroup) -> None:
-        """Adopt runs until cancelled."""
-        while True:
-            for run_id in await self._adoptable():
-                resumption = self._open(run_id)
-                if resumption is not None:
-                    self.adopted.add(run_id)
-                    group.start_soon(self._drive, run_id, resumption)
-            await pause(self.clock, self.poll, not self.backend.durable)
+        """Adopt runs until cancelled: look, then wait for a notice that a run may need a
+        coordinator (a store that notifies), or ``poll`` seconds."""
+        listener = getattr(self.backend, "listener", None)
+        watch = None if listener is None else listener.watch("openintent_runs")
+        try:
+            while True:
+                if watch is not None:
+                    watch.clear()  # about to look: a notice from now on wakes the next wait
+                for run_id in await self._adoptable():
+                    resumption = self._open(run_id)
+                    if resumption is not None:
+                        self.adopted.add(run_id)
+                        group.start_soon(self._drive, run_id, resumption)
+                if watch is None:
+                    await pause(self.clock, self.poll, not self.backend.durable)
+                else:
+                    await watch.wait(self.poll)
+        finally:
+            if watch is not None:
+                watch.close()
 
     async def _adoptable(self) -> list[str]:
         """The runs to try: adoptable ones not tried yet (the store never lists a

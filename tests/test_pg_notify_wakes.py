@@ -1,0 +1,87 @@
+"""Waking, not polling, on a PostgreSQL store: what waits on another process's doings wakes
+at its notification (LISTEN/NOTIFY), long before its fallback poll. Each test makes that poll
+60 s and gives the wake a generous 20 s: only a notification makes it in time."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+
+import openintent._serve
+from openintent import Runtime
+from openintent._detach import start_detached
+from openintent._stores import open_backend
+from openintent._stores.postgres import PostgresBackend
+from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
+
+FALLBACK = 60.0  # seconds: the fallback poll each test sets
+BOUND = 20.0  # seconds: a wake must come well before the fallback poll
+
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
+
+
+@Agent("notify-writer")
+class Writer:
+    @on_assignment
+    async def work(self, intent: Any) -> dict[str, Any]:
+        return {"text": intent.title.lower()}
+
+
+def spy(monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> threading.Event:
+    """An event set each time ``cls.name`` returned (the process looked)."""
+    looked = threading.Event()
+    real: Callable[..., Any] = getattr(cls, name)
+
+    def looking(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return real(self, *args, **kwargs)
+        finally:
+            looked.set()
+
+    monkeypatch.setattr(cls, name, looking)
+    return looked
+
+
+async def until(event: threading.Event) -> None:
+    assert await anyio.to_thread.run_sync(event.wait, BOUND)
+
+
+async def between_looks() -> None:
+    """A pause between two looks at the store (not a measurement)."""
+    await anyio.sleep(0.05)
+
+
+async def status_of(url: str, run_id: str) -> str:
+    def read() -> str:
+        backend = open_backend(url)
+        try:
+            return next(info.status for info in backend.runs() if info.portfolio_id == run_id)
+        finally:
+            backend.close()
+
+    return await anyio.to_thread.run_sync(read)
+
+
+async def test_a_serving_runtime_adopts_a_detached_run_at_its_notice(
+        postgres_url: str, anyio_backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(openintent._serve, "POLL_SECONDS", FALLBACK)  # the adopter's poll
+    looked = spy(monkeypatch, PostgresBackend, "adoptable_runs")
+    spec = PortfolioSpec("adopt me", [IntentSpec("Write", assign="notify-writer")])
+    async with Runtime(agents=[Writer], store=postgres_url) as server, \
+            Runtime(agents=[], store=postgres_url) as starter:
+        async with anyio.create_task_group() as group:
+            group.start_soon(server.serve)
+            with anyio.fail_after(BOUND):
+                await until(looked)  # it looked once, found nothing, and waits now
+                run_id = await start_detached(starter, spec)
+                while await status_of(postgres_url, run_id) == "running":
+                    await between_looks()
+            group.cancel_scope.cancel()
+    assert await status_of(postgres_url, run_id) == "completed"
+
+
