@@ -85,3 +85,37 @@ async def test_a_serving_runtime_adopts_a_detached_run_at_its_notice(
     assert await status_of(postgres_url, run_id) == "completed"
 
 
+
+
+async def test_a_decision_sent_from_another_process_wakes_the_run_at_its_notice(
+        postgres_url: str, anyio_backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from openintent._inbox import InboxWatch, submit_decision
+    from openintent._stores._pg_inbox import PgInbox
+    from openintent.testing import SimulatedAgent
+
+    real_init = InboxWatch.__init__
+
+    def slow(self: Any, run: Any, inbox: Any, poll: Any = None) -> None:
+        real_init(self, run, inbox, FALLBACK)  # the inbox's poll: 60 s
+
+    monkeypatch.setattr(InboxWatch, "__init__", slow)
+    looked = spy(monkeypatch, PgInbox, "waiting")
+    approval = {"type": "approval", "require_for": ["Deploy"], "approvers": ["bob"]}
+    spec = PortfolioSpec("release", [IntentSpec("Deploy", assign="worker")])
+    async with Runtime(agents=[SimulatedAgent("worker", result={"ok": True})],
+                       store=postgres_url, guardrails=[approval]) as rt:
+        handle = await rt.start(spec)
+        with anyio.fail_after(BOUND):
+            await until(looked)  # the run asked, looked at its inbox once, and waits now
+
+            def decide() -> None:  # as `openintent approve` does, on its own connections
+                other = open_backend(postgres_url)
+                try:
+                    submit_decision(other, handle.portfolio_id, "Deploy", True, "bob")
+                finally:
+                    other.close()
+
+            await anyio.to_thread.run_sync(decide)
+            result = await handle.result()
+    assert result.status == "completed"
+    assert result.events.of_type("approval_granted")[0].data["by"] == "bob"

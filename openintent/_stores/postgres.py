@@ -84,12 +84,11 @@ class PostgresBackend(PgRunLeases, Subscribers):
         self._host = socket.gethostname()
         #: How many commits this backend made (the inbox's change check counts them).
         self.commits = 0
-        #: Approval decisions other processes send to this database's runs.
-        self.inbox = PgInbox(calls, s, self.run_lease, self.holder_gone,
-                             lambda: self.commits)
-        #: The task queue of this store's workers (wired in with the workers).
         #: Where its processes are notified (tasks ready and ended, runs changed).
         self.listener = PgListener(pg)
+        #: Approval decisions other processes send to this database's runs.
+        self.inbox = PgInbox(calls, s, self.run_lease, self.holder_gone,
+                             lambda: self.commits, self.listener)
         #: The task queue of this store's workers (:mod:`._pg_tasks`).
         self.tasks = PgTaskQueue(self.pool, pg, self.listener)
         self._finalizer = weakref.finalize(self, _close_all, calls, self._thread, self.tasks,
