@@ -119,3 +119,73 @@ async def test_a_decision_sent_from_another_process_wakes_the_run_at_its_notice(
             result = await handle.result()
     assert result.status == "completed"
     assert result.events.of_type("approval_granted")[0].data["by"] == "bob"
+
+
+async def test_runs_events_follow_wakes_at_each_commit_of_the_run(
+        postgres_url: str, anyio_backend: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from openintent.cli import _event_log, main
+
+    monkeypatch.setattr(_event_log, "POLL_SECONDS", FALLBACK)
+    monkeypatch.setattr(_event_log, "NOTIFIED_POLL_SECONDS", FALLBACK, raising=False)
+    reads = [0]
+    looked = threading.Event()
+    real_read = PostgresBackend.read
+
+    def read(self: Any, run_id: str) -> Any:
+        try:
+            return real_read(self, run_id)
+        finally:
+            reads[0] += 1
+            if reads[0] >= 2:  # rt.load's, then the follower's first look
+                looked.set()
+
+    monkeypatch.setattr(PostgresBackend, "read", read)
+    started, release = anyio.Event(), anyio.Event()
+
+    @Agent("notify-slow")
+    class Slow:
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, Any]:
+            started.set()  # its dispatch is committed (journal before acting)
+            await release.wait()
+            return {"done": True}
+
+    spec = PortfolioSpec("followed", [IntentSpec("Slow", assign="notify-slow")])
+    async with Runtime(agents=[Slow], store=postgres_url) as rt:
+        handle = await rt.start(spec)
+        codes: list[int] = []
+        follower = threading.Thread(target=lambda: codes.append(main(
+            ["runs", "events", postgres_url, handle.portfolio_id, "--follow"])), daemon=True)
+        with anyio.fail_after(BOUND):
+            await started.wait()
+            follower.start()
+            await until(looked)  # it printed what was there, looked once, and waits now
+            release.set()
+            result = await handle.result()
+            await anyio.to_thread.run_sync(follower.join, BOUND)
+    assert not follower.is_alive() and codes == [0]
+    assert result.status == "completed"
+    assert "run_finished" in capsys.readouterr().out
+
+
+
+async def test_each_commit_of_a_run_is_announced_on_the_events_channel(
+        postgres_url: str, anyio_backend: str) -> None:
+    import psycopg
+
+    from openintent._stores._pg_schema import PgUrl
+
+    open_backend(postgres_url).close()  # the schema
+    conninfo = PgUrl.parse(postgres_url).conninfo
+    spec = PortfolioSpec("announced", [IntentSpec("Write", assign="notify-writer"),
+                                       IntentSpec("Edit", assign="notify-writer",
+                                                  depends_on=["Write"])])
+    with psycopg.connect(conninfo, autocommit=True) as listener:
+        listener.execute("LISTEN openintent_events")
+        async with Runtime(agents=[Writer], store=postgres_url) as rt:
+            result = await rt.run(spec)
+        heard = [note.payload for note in listener.notifies(timeout=0.5)]
+        batches = listener.execute("SELECT count(*) FROM openintent.batches").fetchone()
+    assert result.status == "completed"
+    assert batches is not None and heard == [result.portfolio_id] * batches[0]
