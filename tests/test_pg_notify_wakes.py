@@ -189,3 +189,39 @@ async def test_each_commit_of_a_run_is_announced_on_the_events_channel(
         batches = listener.execute("SELECT count(*) FROM openintent.batches").fetchone()
     assert result.status == "completed"
     assert batches is not None and heard == [result.portfolio_id] * batches[0]
+
+
+async def test_a_standby_wakes_when_the_run_it_waits_for_ends(
+        postgres_url: str, anyio_backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from _postgres import with_option
+
+    url = with_option(postgres_url, f"lease_ttl={FALLBACK * 6:g}")  # it looks every 60 s
+    looked = spy(monkeypatch, PostgresBackend, "run_lease")
+    started, release = anyio.Event(), anyio.Event()
+
+    @Agent("notify-held")
+    class Held:
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, Any]:
+            started.set()
+            await release.wait()
+            return {"done": True}
+
+    spec = PortfolioSpec("held", [IntentSpec("Hold", assign="notify-held")])
+    async with Runtime(agents=[Held], store=url) as holder, \
+            Runtime(agents=[Held], store=url) as standby:
+        handle = await holder.start(spec)
+        with anyio.fail_after(BOUND):
+            await started.wait()
+            async with anyio.create_task_group() as group:
+                taken: list[Any] = []
+
+                async def stand_by() -> None:
+                    taken.append(await standby.standby(handle.portfolio_id))
+
+                group.start_soon(stand_by)
+                await until(looked)  # it saw the lease held, and waits now
+                release.set()
+                result = await handle.result()
+    assert result.status == "completed"
+    assert taken[0].status == "completed"  # the run ended: its result, nothing taken over
