@@ -1,6 +1,7 @@
 """Waking, not polling, on a PostgreSQL store: what waits on another process's doings wakes
 at its notification (LISTEN/NOTIFY), long before its fallback poll. Each test makes that poll
-60 s and gives the wake a generous 20 s: only a notification makes it in time."""
+60 s and gives the wake a generous 20 s: only a notification makes it in time. On asyncio and
+trio."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
 FALLBACK = 60.0  # seconds: the fallback poll each test sets
 BOUND = 20.0  # seconds: a wake must come well before the fallback poll
 
-pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])]
 
 
 @Agent("notify-writer")
