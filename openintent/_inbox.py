@@ -180,6 +180,7 @@ class InboxWatch:
             await self._serve_polling()
             return
         watch = None
+        again = False  # looking again once the run's events are on disk
         try:
             while True:
                 if not await self._ready():
@@ -196,9 +197,11 @@ class InboxWatch:
                     self.run.store.logger.error("reading the approval inbox failed",
                                                 error=str(exc))
                 journal = self.run.store.journal
-                if deferred and journal is not None:
+                if deferred and journal is not None and not again:
+                    again = True  # once: a request still not on disk after it waits below
                     await journal.wait_committed(len(self.run.store.events))
                     continue
+                again = False
                 await self._notice_or_request(watch)
         finally:
             if watch is not None:
