@@ -107,3 +107,23 @@ async def test_a_resumed_run_cancels_the_tasks_its_earlier_sitting_left(
     assert result.intents["Write"].state == {"attempt": 2}
     assert seen == [2]  # the stale attempt 1 was never run
     assert stale.status == "cancelled"
+
+
+async def test_the_tasks_of_a_resumed_runs_sub_portfolios_are_cancelled_too(
+        anyio_backend: str) -> None:
+    from openintent._stale_tasks import drop_stale_tasks
+
+    payload = {"intent": {}, "effects": {}}
+    async with Runtime(agents=[], store=STORE, clock=VirtualClock()) as rt:
+        backend: Any = rt._runs.backend
+        held = [backend.create_run("pf_top", "top"),
+                backend.create_run("pf_sub", "sub", parent="pf_top"),
+                backend.create_run("pf_subsub", "subsub", parent="pf_sub"),
+                backend.create_run("pf_other", "other")]
+        queue = backend.tasks
+        ids = {run_id: await queue.submit(run_id, "i1", 1, "w", payload)
+               for run_id in ("pf_top", "pf_sub", "pf_subsub", "pf_other")}
+        assert await drop_stale_tasks(backend, "pf_top") == 3
+        assert [task.id for task in await queue.claim("w1", ["w"], 10)] == [ids["pf_other"]]
+        await queue.cancel_run("pf_other")  # the store is the process's: leave nothing open
+        del held
