@@ -3,6 +3,7 @@
     python benchmarks/scheduler.py            # all workloads
     python benchmarks/scheduler.py --quick    # smaller graphs, for a smoke run
     python benchmarks/scheduler.py --store sqlite   # also journaled to a SQLite file
+    python benchmarks/scheduler.py --store postgresql://user@host/db   # ... to PostgreSQL
 
 Workloads (no-op async agents):
   chain     10,000 intents, each depending on the one before
@@ -17,7 +18,8 @@ With ``--store sqlite`` every workload also runs journaled (``sqlite:///`` in a 
 directory, a new file per run) and the journaled cost per intent is printed beside the
 in-memory one (target: <= 1.5x); then a finished run of the largest workload is loaded back
 from its file (``backend.read`` + the projection every live run uses; target: <= 2 s), and
-as a whole ``RunResult`` with ``rt.load``.
+as a whole ``RunResult`` with ``rt.load``. With ``--store postgresql://...`` every journaled
+run goes to that database instead (the targets are SQLite's).
 """
 
 from __future__ import annotations
@@ -133,13 +135,18 @@ async def openintent_run(spec: PortfolioSpec, store: str = "memory://") -> str:
 
 
 class Journals:
-    """A new journal file for each journaled run, in one temporary directory."""
+    """A new journal file for each journaled run, in one temporary directory (or, given a
+    ``postgresql://`` URL, that database for every run)."""
 
-    def __init__(self) -> None:
+    def __init__(self, database: str | None = None) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="openintent-bench-")
         self._numbers = itertools.count()
+        self.database = database
+        self.label = "pg µs" if database else "sqlite µs"
 
     def next_url(self) -> str:
+        if self.database:
+            return self.database
         return f"sqlite:///{os.path.join(self._dir.name, f'run{next(self._numbers)}.db')}"
 
     def close(self) -> None:
@@ -212,10 +219,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10x smaller graphs")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-memory", action="store_true", help="skip tracemalloc runs")
-    parser.add_argument("--store", choices=["memory", "sqlite"], default="memory",
-                        help="sqlite: also run every workload journaled to a SQLite file")
+    parser.add_argument("--store", default="memory",
+                        help="sqlite: also run every workload journaled to a SQLite file; a "
+                             "postgresql:// URL: to that database")
     args = parser.parse_args()
-    journals = Journals() if args.store == "sqlite" else None
+    if args.store not in ("memory", "sqlite") and not args.store.startswith(
+            ("postgresql://", "postgres://")):
+        parser.error(f"--store takes memory, sqlite or a postgresql:// URL, not {args.store!r}")
+    journals = (None if args.store == "memory"
+                else Journals(None if args.store == "sqlite" else args.store))
     try:
         measure(args, journals)
     finally:
@@ -238,7 +250,7 @@ def measure(args: argparse.Namespace, journals: Journals | None) -> None:
     asyncio.run(openintent_run(portfolio(chain(100))))
     if journals is not None:
         asyncio.run(openintent_run(portfolio(chain(100)), journals.next_url()))
-    journaled_header = f"{'sqlite µs':>10}{'x mem':>7}" if journals is not None else ""
+    journaled_header = f"{journals.label:>10}{'x mem':>7}" if journals is not None else ""
     print(f"{'workload':<12}{'intents':>9}{'raw µs':>9}{'ours µs':>9}{'ratio':>7}{'KiB/int':>9}"
           f"{journaled_header}")
     journal_ratios: dict[str, float] = {}

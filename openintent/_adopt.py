@@ -9,6 +9,11 @@ run (the second gets :class:`~openintent.errors.RunInUseError` and skips it).
 
 An adopted run dispatches every intent through the store's task queue, even to agents this
 process has, so its work spreads over every worker of the store.
+
+On a store that notifies (``postgresql://``: ``backend.listener``) the adopter looks again
+at once when a run's lease is given back, a run is detached, starts, resumes or ends (the
+``openintent_runs`` channel); every ``poll`` seconds it looks anyway: a coordinator killed
+with its lease held sends nothing (its lease expires, or its process is seen gone).
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ class AllRemote:
 
 
 class Adopter:
-    """Looks for adoptable runs every ``poll`` seconds and resumes them in ``group``."""
+    """Looks for adoptable runs at each notice (see the module docstring) or every ``poll``
+    seconds, and resumes them in ``group``."""
 
     def __init__(self, launcher: Launcher, table: AgentTable,
                  remote: Callable[[str], AgentDefinition], guardrails: Any, poll: float,
@@ -74,35 +80,39 @@ class Adopter:
         self._refused: set[str] = set()  # their coordinators cannot be built here
 
     async def serve(self, group: TaskGroup) -> None:
-        """Adopt runs until cancelled."""
-        while True:
-            for run_id in await self._adoptable():
-                resumption = self._open(run_id)
-                if resumption is not None:
-                    self.adopted.add(run_id)
-                    group.start_soon(self._drive, run_id, resumption)
-            await pause(self.clock, self.poll, not self.backend.durable)
+        """Adopt runs until cancelled: look, then wait for a notice that a run may need a
+        coordinator (a store that notifies), or ``poll`` seconds."""
+        listener = getattr(self.backend, "listener", None)
+        watch = None if listener is None else listener.watch("openintent_runs")
+        try:
+            while True:
+                if watch is not None:
+                    watch.clear()  # about to look: a notice from now on wakes the next wait
+                for run_id in await self._adoptable():
+                    resumption = self._open(run_id)
+                    if resumption is not None:
+                        self.adopted.add(run_id)
+                        group.start_soon(self._drive, run_id, resumption)
+                if watch is None:
+                    await pause(self.clock, self.poll, not self.backend.durable)
+                else:
+                    await watch.wait(self.poll)
+        finally:
+            if watch is not None:
+                watch.close()
 
     async def _adoptable(self) -> list[str]:
-        """The runs to try: adoptable ones not tried yet (a sub-portfolio is its parent's
-        coordinator's to run, never adopted on its own)."""
+        """The runs to try: adoptable ones not tried yet (the store never lists a
+        sub-portfolio: its parent's coordinator runs it)."""
         adoptable = getattr(self.backend, "adoptable_runs", None)
         if adoptable is None:
             return []
-        backend = self.backend
-        durable = backend.durable
 
         def look() -> list[str]:
-            found = [run_id for run_id in adoptable()
-                     if run_id not in self.adopted and run_id not in self._refused]
-            if found:
-                parents = {info.portfolio_id: info.parent for info in backend.runs()}
-                for run_id in found:
-                    if parents.get(run_id) is not None:
-                        self._refused.add(run_id)
-            return [run_id for run_id in found if run_id not in self._refused]
+            return [run_id for run_id in adoptable()
+                    if run_id not in self.adopted and run_id not in self._refused]
 
-        return look() if not durable else await anyio.to_thread.run_sync(look)
+        return look() if not self.backend.durable else await anyio.to_thread.run_sync(look)
 
     def _open(self, run_id: str) -> Resumption | None:
         try:

@@ -12,13 +12,16 @@ process is the authority) and marks the row ``applied``, or ``refused`` with the
 Noticing is cheap: only while the run has an approval request pending, the watch compares
 the inbox's ``data_version()`` every :data:`POLL` seconds of real time (SQLite's ``PRAGMA
 data_version``, an in-memory counter; PostgreSQL's highest inbox row id and this process's
-commit count) and reads the inbox only when it changed. The wait is a cancel
-scope's deadline, so a :class:`~openintent.VirtualClock` still jumps meanwhile.
+commit count) and reads the inbox only when it changed. An inbox that notifies (PostgreSQL:
+``inbox.watch(run_id)``, the ``openintent_runs`` channel) is read at each notice of a
+decision sent to the run instead, and every :data:`NOTIFIED_POLL` seconds as a fallback. The
+wait is a cancel scope's deadline, so a :class:`~openintent.VirtualClock` still jumps
+meanwhile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -30,10 +33,13 @@ from ._stores._sqlite_inbox import InboxDecision
 from .errors import ApprovalError, StoreError
 from .models import Event, EventType
 
-__all__ = ["POLL", "Inbox", "InboxDecision", "InboxWatch", "decision_of", "submit_decision"]
+__all__ = ["NOTIFIED_POLL", "POLL", "Inbox", "InboxDecision", "InboxWatch", "decision_of",
+           "submit_decision"]
 
 #: Seconds of real time between two looks at the inbox while a run waits for approval.
 POLL = 0.25
+#: The same for an inbox that notifies (PostgreSQL): a fallback for a notice lost.
+NOTIFIED_POLL = 2.0
 
 
 class Inbox(Protocol):
@@ -146,12 +152,18 @@ def _intent_id(intent: str, titles: dict[str, str], pending: dict[str, Any], whe
 
 class InboxWatch:
     """Applies the decisions other processes send to one run (see the module docstring);
-    :meth:`serve` runs while the run goes on, beside its lease renewal."""
+    :meth:`serve` runs while the run goes on, beside its lease renewal. ``poll``: seconds
+    between two looks (default :data:`POLL`; :data:`NOTIFIED_POLL` for an inbox that
+    notifies, where the look is only the fallback)."""
 
-    def __init__(self, run: Run, inbox: Inbox, poll: float = POLL) -> None:
+    def __init__(self, run: Run, inbox: Inbox, poll: float | None = None) -> None:
         self.run = run
         self.inbox = inbox
-        self.poll = poll
+        #: ``inbox.watch(run_id)``: the inbox's notices of decisions sent to a run (the
+        #: PostgreSQL store's), else ``None``.
+        self._notices: Callable[[str], Any] | None = getattr(inbox, "watch", None)
+        self.poll = poll if poll is not None else (
+            POLL if self._notices is None else NOTIFIED_POLL)
         self._asked: anyio.Event | None = None
         run.bus.observe(self._on_event)
 
@@ -162,19 +174,77 @@ class InboxWatch:
 
     async def serve(self) -> None:
         """Until cancelled: while an approval request of the run is pending, look at the
-        inbox every ``poll`` seconds (when the file changed); else wait for a request."""
+        inbox every ``poll`` seconds (when the file changed), or at each notice of a decision
+        sent to the run (an inbox that notifies); else wait for a request."""
+        if self._notices is None:
+            await self._serve_polling()
+            return
+        watch = None
+        again = False  # looking again once the run's events are on disk
+        try:
+            while True:
+                if not await self._ready():
+                    continue
+                if watch is None:  # the first request: from now on, notices wake the look
+                    watch = self._notices(self.run.store.portfolio_id)
+                watch.clear()  # about to look
+                try:
+                    deferred = await self._apply()
+                except CommitFailed:
+                    raise
+                except StoreError as exc:  # the run goes on; the next look tries again
+                    deferred = False
+                    self.run.store.logger.error("reading the approval inbox failed",
+                                                error=str(exc))
+                journal = self.run.store.journal
+                if deferred and journal is not None and not again:
+                    again = True  # once: a request still not on disk after it waits below
+                    await journal.wait_committed(len(self.run.store.events))
+                    continue
+                again = False
+                await self._notice_or_request(watch)
+        finally:
+            if watch is not None:
+                watch.close()
+
+    async def _ready(self) -> bool:
+        """Whether a request is pending and on disk; else wait for that, and ``False``."""
         run, store = self.run, self.run.store
-        chain, journal = run.guardrails, store.journal
+        chain = run.guardrails
         assert chain is not None
+        if not chain.pending_approvals():
+            self._asked = asked = anyio.Event()
+            await asked.wait()
+            self._asked = None
+            return False
+        if store.journal is not None and not pending_approvals([run]):
+            await store.journal.wait_committed(len(store.events))  # asked, not yet on disk
+            return False
+        return True
+
+    async def _notice_or_request(self, watch: Any) -> None:
+        """Wait for a notice, a new approval request of the run (a decision sent before it
+        was asked applies then), or ``poll`` seconds."""
+        self._asked = asked = anyio.Event()
+        try:
+            async with anyio.create_task_group() as group:
+                async def noticed() -> None:
+                    await watch.wait(self.poll)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(noticed)
+                await asked.wait()
+                group.cancel_scope.cancel()
+        finally:
+            self._asked = None
+
+    async def _serve_polling(self) -> None:
+        """:meth:`serve` for an inbox that does not notify: its ``data_version()``, every
+        ``poll`` seconds."""
+        store = self.run.store
         seen: int | None = None
         while True:
-            if not chain.pending_approvals():
-                self._asked = asked = anyio.Event()
-                await asked.wait()
-                self._asked = None
-                continue
-            if journal is not None and not pending_approvals([run]):
-                await journal.wait_committed(len(store.events))  # asked, not yet on disk
+            if not await self._ready():
                 continue
             try:
                 version = self.inbox.data_version()
@@ -191,8 +261,11 @@ class InboxWatch:
             with anyio.move_on_after(self.poll):
                 await anyio.Event().wait()
 
-    async def _apply(self) -> None:
+    async def _apply(self) -> bool:
+        """Apply the decisions waiting in the inbox; whether one waits for its request to
+        be on disk (look again once it is)."""
         run, store = self.run, self.run.store
+        deferred = False
         chain = run.guardrails
         assert chain is not None
         for row in self.inbox.waiting(store.portfolio_id):
@@ -201,6 +274,7 @@ class InboxWatch:
             waiting = [request for request in requests if request.decision is None]
             if waiting and row.intent_id not in {
                     request.intent_id for request in pending_approvals([run])}:
+                deferred = True
                 continue  # asked, not on disk yet: the next look applies it
             if not requests:
                 continue  # not asked (yet) in this sitting: a resumed run asks again
@@ -220,3 +294,4 @@ class InboxWatch:
                 if store.journal is not None:
                     await store.journal.wait_committed(len(store.events))
                 self.inbox.settle(row.id, "applied")
+        return deferred

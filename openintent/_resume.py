@@ -12,7 +12,9 @@ rebuilds the run from them and continues it with the runtime's agents:
 * what the log counts carries over: attempts (so retries), spend and budget warnings,
   approvals granted, decisions (their ids go on), the run's time (a run timeout's deadline;
   the time the run was stopped does not count);
-* the events go on in the same log, with contiguous ``seq``.
+* the events go on in the same log, with contiguous ``seq``;
+* on a store with a task queue, the tasks its earlier sitting queued and no worker finished
+  are cancelled before it goes on (:mod:`._stale_tasks`).
 
 A log that ended ``completed`` or ``failed`` is not run again: its result comes back and
 nothing is written (unless ``rt.resolve_effect`` settled an effect in doubt since: the
@@ -46,6 +48,7 @@ from ._readback import earlier_walls, wall_of
 from ._results import ResultsView
 from ._scheduler import Run
 from ._specs import PortfolioSpec
+from ._stale_tasks import drop_stale_tasks
 from ._store import EventStore, IntentRecord, RawEvent
 from ._stores import sittings
 from ._workflow_port import RunnableWorkflow
@@ -87,6 +90,14 @@ class Resumption:
             assert self.result is not None
             self.release()
             return self.result
+        try:  # its earlier sitting's tasks are stale: its intents go out again
+            await drop_stale_tasks(self.launcher.backend, self.store.portfolio_id)
+        except StoreError as exc:  # the database is failing: the run's commits say so
+            self.store.logger.error("cancelling the earlier sitting's tasks failed",
+                                    error=str(exc))
+        except BaseException:
+            self.release()
+            raise
         return await self.launcher.drive(self.run, nested=False)
 
     def release(self) -> None:

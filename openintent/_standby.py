@@ -4,7 +4,9 @@ A run going on holds its lease in the store and renews it every third of the lea
 (``Launcher.hold``). :func:`stand_by` waits while another holder's lease is live, looking at
 the run about every sixth of the TTL (real time, through a cancel scope's deadline: a
 virtual clock still jumps meanwhile), and whether the holder's process, when it runs on this
-host, is still there every quarter second (no read of the store). Then:
+host, is still there every quarter second (no read of the store); on a store that notifies
+(PostgreSQL) it looks again at once when the run's lease is given back or the run ends (the
+``openintent_runs`` notice). Then:
 
 * the run ended meanwhile (its row is not ``running``): its result comes back, read from
   the log as ``rt.load`` reads it, and nothing is written;
@@ -58,7 +60,29 @@ async def stand_by(
             f"{portfolio_id!r}")
     backend = launcher.backend
     period = float(getattr(backend, "lease_ttl", 60.0)) / 6
+    listener = getattr(backend, "listener", None)
+    watch = None if listener is None else listener.watch("openintent_runs", [portfolio_id])
+    try:
+        return await _stand_by(launcher, portfolio_id, spec, coordinator, guardrails, period,
+                               watch)
+    finally:
+        if watch is not None:
+            watch.close()
+
+
+async def _stand_by(
+    launcher: Launcher,
+    portfolio_id: str,
+    spec: PortfolioSpec | RunnableWorkflow | None,
+    coordinator: Any,
+    guardrails: Sequence[Any] | None,
+    period: float,
+    watch: Any,
+) -> Resumption | RunResult:
+    backend = launcher.backend
     while True:
+        if watch is not None:
+            watch.clear()  # about to look: a notice from now on ends the next wait
         info = next((info for info in backend.runs() if info.portfolio_id == portfolio_id),
                     None)
         if info is None:
@@ -73,7 +97,7 @@ async def stand_by(
             resumption = open_resumption(launcher, portfolio_id, spec, coordinator, guardrails,
                                          "rt.standby()")
         except RunInUseError:
-            await _wait(backend, held, period)
+            await _wait(backend, held, period, watch)
             continue
         if resumption.run is None:  # ended for good just now
             assert resumption.result is not None
@@ -83,16 +107,23 @@ async def stand_by(
         return resumption
 
 
-async def _wait(backend: Any, held: dict[str, Any] | None, period: float) -> None:
+async def _wait(backend: Any, held: dict[str, Any] | None, period: float,
+                watch: Any = None) -> None:
     """Wait ``period`` seconds of real time, or less once the holder's process is seen gone
-    (a look at this host's processes every quarter second, no read of the store)."""
+    (a look at this host's processes every quarter second, no read of the store) or, on a
+    store that notifies, at a notice that the run's lease was given back or the run ended
+    (``watch``)."""
     gone = getattr(backend, "holder_gone", None)
     step = period if gone is None or held is None else min(period, _LOOK)
     waited = 0.0
     while waited < period:
-        # A cancel scope's deadline, not a sleep: a virtual clock still jumps meanwhile.
-        with anyio.move_on_after(step):
-            await anyio.Event().wait()
+        if watch is not None:
+            if await watch.wait(step):
+                return
+        else:
+            # A cancel scope's deadline, not a sleep: a virtual clock still jumps meanwhile.
+            with anyio.move_on_after(step):
+                await anyio.Event().wait()
         waited += step
         if gone is not None and held is not None and gone(held):
             return

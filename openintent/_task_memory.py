@@ -105,6 +105,13 @@ class MemoryTaskQueue:
         if row is not None and row.status not in _ENDED:
             self._end(row, "cancelled", None)
 
+    async def cancel_run(self, run_id: str) -> int:
+        await anyio.lowlevel.checkpoint()
+        stale = [row for row in self._open.values() if row.run_id == run_id]
+        for row in stale:
+            self._end(row, "cancelled", None)
+        return len(stale)
+
     def _end(self, row: _Row, status: str, result: Mapping[str, Any] | None) -> None:
         row.status = status
         row.result = result

@@ -110,6 +110,15 @@ class TaskQueue(Protocol):
         and its finish is refused."""
         ...
 
+    async def cancel_run(self, run_id: str) -> int:
+        """End as ``cancelled`` every task of ``run_id`` not finished yet (ready or claimed);
+        returns how many. A run resumed by a new coordinator (a failover, an adoption,
+        ``rt.resume``) calls it before it dispatches anything: its earlier sitting's tasks are
+        stale (their intents are dispatched again, as new attempts), so no worker starts one
+        any more, a worker running one stops at its next renewal, and its finish is
+        refused."""
+        ...
+
     # ---------------------------------------------------------------- the workers' side
 
     async def claim(self, worker: str, agents: Collection[str], limit: int) -> list[Task]:

@@ -286,6 +286,9 @@ def test_detached_runs_and_runs_without_a_live_coordinator_are_adoptable(postgre
     try:
         for run_id in ("pf_free", "pf_held", "pf_detached", "pf_done", "pf_expired"):
             store.create_run(run_id, run_id)
+        # A sub-portfolio is its parent's coordinator's to run, never adopted on its own.
+        store.create_run("pf_child", "child", parent="pf_free")
+        store.detach_run("pf_child")
         raw(postgres_url, "UPDATE openintent.runs SET status = 'completed' "
                           "WHERE id = 'pf_done'")
         store.acquire_run("pf_held", "me")

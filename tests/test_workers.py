@@ -248,7 +248,7 @@ async def test_a_sub_portfolio_is_never_adopted_on_its_own() -> None:
                 backend.create_run("pf_child", "child", parent="pf_parent")]
         backend.detach_run("pf_parent")
         backend.detach_run("pf_child")
-        assert backend.adoptable_runs() == ["pf_child", "pf_parent"]
+        assert backend.adoptable_runs() == ["pf_parent"]
         adopter = Adopter(rt._runs, rt._agents, lambda agent_id: None,  # type: ignore[arg-type,return-value]
                           (), 2.0, None)
         assert await adopter._adoptable() == ["pf_parent"]

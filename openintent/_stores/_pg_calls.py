@@ -9,8 +9,9 @@ too): a call blocks the thread that makes it, the journal writer's thread for co
 event loop's for the short reads and row updates the backend makes at once (as the SQLite
 journal does).
 
-A call is retried whole, so it must be safe to repeat: the callers make each one a single
-statement or one transaction, and the journal's commits check on a retry whether their row
+The retrying is :func:`._pg_retry.retrying`'s (the task queue's too). A call is retried
+whole, so it must be safe to repeat: the callers make each one a single statement or one
+transaction, and the journal's commits check on a retry whether their row
 is there already (a commit whose acknowledgement was lost).
 """
 
@@ -24,9 +25,9 @@ from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
-import structlog
 
 from ..errors import StoreError
+from ._pg_retry import DEADLINE, retrying
 from ._pg_schema import PgUrl, prepare
 
 __all__ = ["RETRY_DEADLINE", "PgCalls"]
@@ -34,9 +35,7 @@ __all__ = ["RETRY_DEADLINE", "PgCalls"]
 T = TypeVar("T")
 
 #: Seconds a call keeps retrying a lost connection before it gives up.
-RETRY_DEADLINE = 60.0
-_FIRST_DELAY = 0.05
-_MAX_DELAY = 1.0
+RETRY_DEADLINE = DEADLINE
 
 
 class PgCalls:
@@ -72,31 +71,35 @@ class PgCalls:
             except psycopg.Error as exc:
                 raise self.failed(what, exc) from exc
         give_up = time.monotonic() + self.deadline
-        delay = _FIRST_DELAY
-        warned = False
-        while True:
+
+        def attempt() -> T:
+            wait = min(5.0, max(0.05, give_up - time.monotonic()))
             try:
-                wait = min(5.0, max(0.05, give_up - time.monotonic()))
                 with self.pool.connection(timeout=wait) as conn:
                     return fn(conn)
-            except psycopg.OperationalError as exc:
-                if self.pool.closed or time.monotonic() + delay > give_up:
-                    raise StoreError(
-                        f"{self.where} could not {what}: {exc} (gave up after "
-                        f"{self.deadline:g} s of retries)".replace(":  (", ": (")) from exc
-                if not warned:
-                    warned = True
-                    structlog.get_logger("openintent").warning(
-                        "database connection failed; retrying", store=self.where,
-                        what=what, error=str(exc).strip())
-                time.sleep(delay)
-                delay = min(delay * 2, _MAX_DELAY)
-                try:
-                    self.pool.check()  # let go of the other dead connections at once
-                except psycopg.Error:
-                    pass
+            except psycopg.OperationalError:
+                raise
             except psycopg.Error as exc:
                 raise self.failed(what, exc) from exc
+
+        try:
+            return retrying(attempt, what, self.url, deadline=self.deadline,
+                            after_failure=self._drop_dead,
+                            warning="database connection failed; retrying")
+        except StoreError as exc:
+            cause = exc.__cause__
+            if not isinstance(cause, psycopg.OperationalError):
+                raise
+            raise StoreError(
+                f"{self.where} could not {what}: {cause} (gave up after "
+                f"{self.deadline:g} s of retries)".replace(":  (", ": (")) from cause
+
+    def _drop_dead(self) -> None:
+        """After a failed call: let the pool drop its other dead connections at once."""
+        try:
+            self.pool.check()
+        except psycopg.Error:
+            pass
 
     def failed(self, what: str, exc: BaseException) -> StoreError:
         """The error of a call that could not ``what``."""

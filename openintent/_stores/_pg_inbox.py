@@ -6,7 +6,8 @@ Noticing a new row is cheap: :meth:`PgInbox.data_version` reads the inbox's high
 (one index lookup) and adds how many commits this process made (a run's own commit may be what
 lets a decision apply), so the watch reads the pending rows only when something changed.
 A submitted decision is also announced on the ``openintent_runs`` channel (payload: the run
-id) for a process that listens.
+id): the process running the run waits on that notice (:meth:`PgInbox.watch`) and reads the
+inbox then, polling slowly only as a fallback.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ._pg_calls import PgCalls
+from ._pg_listen import PgListener, Watch
 from ._sqlite_inbox import InboxDecision
 
 __all__ = ["PgInbox"]
@@ -41,12 +43,21 @@ class PgInbox:
     def __init__(self, calls: PgCalls, schema: str,
                  lease_of: Callable[[str], dict[str, Any] | None],
                  gone: Callable[[dict[str, Any]], bool],
-                 commits: Callable[[], int]) -> None:
+                 commits: Callable[[], int], listener: PgListener | None = None) -> None:
         self._calls = calls
         self._table = f"{schema}.approval_inbox"
         self._lease_of = lease_of  # who holds a run's lease (the backend's run_lease)
         self._gone = gone  # whether a lease's process is known to be gone (holder_gone)
         self._commits = commits  # how many commits this process's backend made
+        self._listener = listener
+
+    def watch(self, run_id: str) -> Watch:
+        """The notices of decisions sent to ``run_id`` from now on (they come on the
+        ``openintent_runs`` channel, with the run's other changes): the process running the
+        run waits on it rather than polling. Close it when done."""
+        if self._listener is None:
+            raise RuntimeError("this inbox has no listener")
+        return self._listener.watch("openintent_runs", [run_id])
 
     def submit(self, run_id: str, intent_id: str, approve: bool, by: str, note: str) -> int:
         """Insert a pending decision; its row id."""

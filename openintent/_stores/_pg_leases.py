@@ -23,6 +23,7 @@ from typing import Any
 from .._leases import check_ttl
 from ..errors import LeaseHeldError, LeaseLostError
 from ._pg_calls import PgCalls
+from ._pg_listen import EVENTS
 from ._sqlite_journal import encode_events
 
 __all__ = ["PgLeases", "client_transaction"]
@@ -125,6 +126,7 @@ def client_transaction(calls: PgCalls, runs: str, batches: str, run_id: str,
         if new:
             conn.execute(f"INSERT INTO {batches} VALUES (%s, %s, %s)",
                          (run_id, start, encode_events(new)))
+            conn.execute(f"SELECT pg_notify('{EVENTS}', %s)", (run_id,))  # for followers
             if start == 0:
                 conn.execute(f"UPDATE {runs} SET started = timebase + %s, status = 'draft' "
                              "WHERE id = %s", (new[0][1], run_id))

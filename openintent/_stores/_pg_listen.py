@@ -5,7 +5,11 @@ The store's processes wake each other with ``NOTIFY`` rather than polling:
 * ``openintent_tasks`` (payload: an agent id): a task for that agent is ready (queued,
   released by a restarted worker);
 * ``openintent_done`` (payload: a run id): tasks of that run finished or were cancelled;
-* ``openintent_runs`` (payload: a run id): the run's log, lease or approval inbox changed.
+* ``openintent_runs`` (payload: a run id): the run's lease or approval inbox changed, or it
+  started, resumed or ended;
+* ``openintent_events`` (:data:`EVENTS`; payload: a run id): events of the run were committed
+  (one notice per commit). Not in :data:`CHANNELS`: only a listener made for it
+  (``PgListener(url, [EVENTS])``, a process that follows a run) receives those.
 
 :class:`PgListener` keeps one autocommit connection that ``LISTEN``\\ s on those channels, on a
 daemon thread, and calls the callbacks subscribed to a channel with each payload (on that
@@ -39,10 +43,12 @@ from ._pg_retry import where
 from ._pg_schema import PgUrl
 from ._writer_thread import waker
 
-__all__ = ["CHANNELS", "PgListener", "Watch"]
+__all__ = ["CHANNELS", "EVENTS", "PgListener", "Watch"]
 
-#: The channels a listener listens on.
+#: The channels a listener listens on (unless told others).
 CHANNELS = ("openintent_tasks", "openintent_done", "openintent_runs")
+#: The channel of committed events (see the module docstring).
+EVENTS = "openintent_events"
 
 #: A callback: the payload, or ``None`` once listening (again): notices may have been missed.
 Callback = Callable[[str | None], None]

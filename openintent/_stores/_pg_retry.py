@@ -44,12 +44,16 @@ def where(url: PgUrl) -> str:
 
 
 def retrying(operation: Callable[[], T], what: str, url: PgUrl, *,
-             deadline: float = DEADLINE, stop: threading.Event | None = None) -> T:
+             deadline: float = DEADLINE, stop: threading.Event | None = None,
+             after_failure: Callable[[], None] | None = None,
+             warning: str = "database operation failed; retrying") -> T:
     """Run ``operation()`` (blocking: call it off the event loop's thread) and return its
     result, retrying :class:`psycopg.OperationalError` for up to ``deadline`` seconds with
     growing pauses (0.05 s, doubling, at most 2 s). Then, or at once when ``stop`` is set or
-    the connection pool is closed (the store is closing), raise :class:`StoreError`; ``what``
-    says what could not be done (``"claim tasks for worker w1"``).
+    the connection pool is closed (the store is closing), raise :class:`StoreError` (its
+    ``__cause__``: the last error); ``what`` says what could not be done (``"claim tasks for
+    worker w1"``). ``after_failure()`` runs after each failed try (say, to let the pool drop
+    its other dead connections); ``warning`` is the log line's event.
 
     >>> retrying(lambda: pool_query(), "list the runs", url)  # doctest: +SKIP
     """
@@ -73,8 +77,10 @@ def retrying(operation: Callable[[], T], what: str, url: PgUrl, *,
                     "is running and reachable with the store URL") from exc
             if tries == 1 or tries % 10 == 0:
                 structlog.get_logger("openintent").warning(
-                    "database operation failed; retrying", what=what, database=where(url),
+                    warning, what=what, database=where(url),
                     error=_reason(exc), tries=tries, seconds_left=round(left, 1))
+            if after_failure is not None:
+                after_failure()
             wait = min(pause, left)
             if stop is not None:
                 stop.wait(wait)

@@ -112,9 +112,9 @@ class PgRunLeases:
     def adoptable_runs(self) -> list[str]:
         """The ids of the runs going on that need a coordinator, oldest first: detached
         ones, and those whose lease is free, expired or held by a process of this host that
-        is gone."""
+        is gone. Never a sub-portfolio: its parent's coordinator runs it."""
         sql = (f"SELECT id, detached, {_LEASE} FROM {self._runs} WHERE status = 'running' "
-               "ORDER BY position")
+               "AND parent IS NULL ORDER BY position")
         rows = self.calls.call(lambda conn: conn.execute(sql).fetchall(),
                                "list the runs that need a coordinator")
         now = time.time()

@@ -73,6 +73,12 @@ class Statements:
             "lease_expires = NULL WHERE id = %s AND status IN ('ready', 'claimed') "
             "RETURNING run_id, worker, claims) "
             "SELECT worker, claims, pg_notify('openintent_done', run_id)::text FROM c")
+        # Every open task of a run (a resumed run's earlier sitting's): one notice.
+        self.cancel_run = (
+            f"WITH c AS (UPDATE {s}.tasks SET status = 'cancelled', finished = %s, "
+            "lease_expires = NULL WHERE run_id = %s AND status IN ('ready', 'claimed') "
+            "RETURNING id) SELECT count(*), CASE WHEN count(*) > 0 "
+            "THEN pg_notify('openintent_done', %s) END FROM c")
         # A worker's earlier process: its claims expire now (POSIX time 0 is long past).
         self.forget = (
             f"WITH f AS (UPDATE {s}.tasks SET lease_expires = 0 WHERE worker = %s "

@@ -103,6 +103,11 @@ class PgTaskQueue:
         """End a task that has not ended yet as ``cancelled``."""
         await self._ask("cancel", task_id)
 
+    async def cancel_run(self, run_id: str) -> int:
+        """End every open task of ``run_id`` as ``cancelled``; returns how many."""
+        count: int = await self._ask("cancel_run", run_id)
+        return count
+
     # ---------------------------------------------------------------- the workers' side
 
     async def claim(self, worker: str, agents: Collection[str], limit: int) -> list[Task]:
@@ -349,6 +354,11 @@ class PgTaskQueue:
             self._outcomes.look_again(task_id)
         return [None]
 
+    def _cancel_run(self, conn: Any, calls: list[Call]) -> list[int]:
+        (run_id,) = calls[0].args
+        row = conn.execute(self._sql.cancel_run, (self._clock(), run_id, run_id)).fetchone()
+        return [int(row[0])]
+
     def _forget(self, conn: Any, calls: list[Call]) -> list[int]:
         row = conn.execute(self._sql.forget, calls[0].args).fetchone()
         return [int(row[0])]
@@ -395,6 +405,7 @@ class PgTaskQueue:
 
 _WHAT = {
     "claim": "claim tasks", "renew": "renew task claims", "cancel": "cancel a task",
+    "cancel_run": "cancel a resumed run's earlier tasks",
     "forget": "release a restarted worker's claims", "effects": "read effect rows",
     "effect": "record an effect",
 }

@@ -179,13 +179,15 @@ class MemoryBackend(Subscribers):
 
     def adoptable_runs(self) -> list[str]:
         """The detached runs still running that no one holds now (``rt.serve`` adopts
-        them). Only detached ones: a ``memory://`` run going on holds no lease."""
+        them). Only detached ones: a ``memory://`` run going on holds no lease. Never a
+        sub-portfolio: its parent's coordinator runs it."""
         adoptable = []
         for run_id in sorted(self.shared.detached):
             events = self._runs.get(run_id)
-            if events is None or _info(run_id, events).status != "running":
+            info = None if events is None else _info(run_id, events)
+            if info is None or info.status != "running":
                 self.shared.detached.discard(run_id)
-            elif run_id not in self._leases:
+            elif run_id not in self._leases and info.parent is None:
                 adoptable.append(run_id)
         return adoptable
 

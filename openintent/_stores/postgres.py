@@ -18,7 +18,9 @@ the runs that need a coordinator (detached, or their lease free, expired or held
 process of this host). ``tasks`` is the store's task queue for workers (:mod:`._pg_tasks`),
 woken through ``listener`` (:mod:`._pg_listen`: one thread on its own connection that
 listens). A run's start, end, resume, detach or released lease, and a decision sent to
-its inbox, are announced on the ``openintent_runs`` channel (payload: the run id).
+its inbox, are announced on the ``openintent_runs`` channel (payload: the run id); every
+commit of a run's events, in its own statement, on ``openintent_events`` (payload: the run
+id), which only a process following a run listens to (:meth:`PostgresBackend.watch_events`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from . import CommitFailed, RunInfo, Subscribers
 from ._pg_calls import PgCalls
 from ._pg_inbox import PgInbox
 from ._pg_leases import PgLeases, client_transaction
-from ._pg_listen import PgListener
+from ._pg_listen import EVENTS, PgListener, Watch
 from ._pg_run_leases import PgRunLeases
 from ._pg_schema import PgUrl, shown_url, where_of
 from ._pg_tasks import PgTaskQueue
@@ -79,17 +81,18 @@ class PostgresBackend(PgRunLeases, Subscribers):
         self._thread = WriterThread(f"openintent journal writer {pg.schema}")
         self._closing = False
         self._live: weakref.WeakValueDictionary[str, JournalLog] = weakref.WeakValueDictionary()
+        self._events_listener: PgListener | None = None  # see watch_events
+        self._events_closer: Callable[[], Any] = lambda: None
         self._lock = threading.Lock()  # a commit, or closing
         self._closed = False
         self._host = socket.gethostname()
         #: How many commits this backend made (the inbox's change check counts them).
         self.commits = 0
-        #: Approval decisions other processes send to this database's runs.
-        self.inbox = PgInbox(calls, s, self.run_lease, self.holder_gone,
-                             lambda: self.commits)
-        #: The task queue of this store's workers (wired in with the workers).
         #: Where its processes are notified (tasks ready and ended, runs changed).
         self.listener = PgListener(pg)
+        #: Approval decisions other processes send to this database's runs.
+        self.inbox = PgInbox(calls, s, self.run_lease, self.holder_gone,
+                             lambda: self.commits, self.listener)
         #: The task queue of this store's workers (:mod:`._pg_tasks`).
         self.tasks = PgTaskQueue(self.pool, pg, self.listener)
         self._finalizer = weakref.finalize(self, _close_all, calls, self._thread, self.tasks,
@@ -223,18 +226,20 @@ class PostgresBackend(PgRunLeases, Subscribers):
         """Write ``events`` in one transaction (``_lock`` held), retried while the
         connection fails; a retry that finds the row written already is done."""
         run_id = log.run_id
-        insert = (f"INSERT INTO {self._batches} VALUES (%s, %s, %s) "
-                  "ON CONFLICT (run_id, first_seq) DO NOTHING")
+        # One statement: the row, and (when it is new) the notice for followers.
+        insert = (f"WITH ins AS (INSERT INTO {self._batches} VALUES (%s, %s, %s) "
+                  "ON CONFLICT (run_id, first_seq) DO NOTHING RETURNING run_id) "
+                  f"SELECT count(pg_notify('{EVENTS}', run_id)) FROM ins")
         row = (run_id, start, text)
         alone = bool(start) and not any(event[0] in _ENDS for event in events)
         updates = [] if alone else self._run_updates(log, start, events)
 
         def commit(conn: Conn) -> str | None:
             if alone:  # the common case: one statement, its own transaction
-                inserted = conn.execute(insert, row).rowcount
+                inserted = _count(conn.execute(insert, row).fetchone())
             else:
                 with conn.transaction():
-                    inserted = conn.execute(insert, row).rowcount
+                    inserted = _count(conn.execute(insert, row).fetchone())
                     if inserted:
                         for sql, params in updates:
                             conn.execute(sql, params)
@@ -282,6 +287,20 @@ class PostgresBackend(PgRunLeases, Subscribers):
             updates.append(("SELECT pg_notify('openintent_runs', %s)", (run_id,)))
         return updates
 
+    def watch_events(self, run_id: str) -> Watch:
+        """The notices that events of ``run_id`` were committed (by any process), from now
+        on: what follows a run in another process waits on (``openintent runs events
+        --follow``). Their channel is listened to by a second listener, made at the first
+        call (a process that follows no run does not receive a notice per commit)."""
+        with self._lock:
+            if self._events_listener is None:
+                if self._closed:
+                    raise StoreError(f"the store {self.url} is closed")
+                self._events_listener = PgListener(self.pg, (EVENTS,))
+                self._events_closer = weakref.finalize(self, self._events_listener.close)
+            listener = self._events_listener
+        return listener.watch(EVENTS, [run_id])
+
     # ------------------------------------------------------------------ client
 
     def client_write(self, run_id: str) -> AbstractContextManager[list[RawEvent]]:
@@ -316,6 +335,7 @@ class PostgresBackend(PgRunLeases, Subscribers):
                             "journal commit at close failed", error=str(exc))
             self._closed = True
             self._finalizer()
+        self._events_closer()
 
     def __repr__(self) -> str:
         return f"<PostgresBackend {self.url}>"
@@ -327,6 +347,10 @@ def _close_all(calls: PgCalls, thread: WriterThread, tasks: PgTaskQueue,
     tasks.close()  # before the pool: a call in flight ends, then the queue's thread
     listener.close()
     calls.close()
+
+
+def _count(row: Any) -> int:
+    return 0 if row is None else int(row[0])
 
 
 def _utc(posix: float | None) -> datetime | None:

@@ -1,11 +1,14 @@
 """``openintent runs events STORE ID [--follow]``: a run's events, one line each, and with
-``--follow`` the ones another process appends, until the run finishes."""
+``--follow`` the ones another process appends, until the run finishes: looked for every
+:data:`POLL_SECONDS`, or, on a store that notifies each commit (PostgreSQL), at each notice
+(every :data:`NOTIFIED_POLL_SECONDS` as a fallback)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import UTC
 from typing import TextIO
 
@@ -19,10 +22,12 @@ from ..runtime import Runtime
 from ._common import EXIT_INTERRUPTED, EXIT_OK, Streams, fail
 from ._store_url import existing_store, explain
 
-__all__ = ["POLL_SECONDS", "event_text", "runs_events_command"]
+__all__ = ["NOTIFIED_POLL_SECONDS", "POLL_SECONDS", "event_text", "runs_events_command"]
 
 #: How often ``--follow`` looks for new events (real seconds: the run is in another process).
 POLL_SECONDS = 0.25
+#: The same on a store that notifies each commit (PostgreSQL): only a fallback.
+NOTIFIED_POLL_SECONDS = 2.0
 
 _DATA_WIDTH = 200  # a line's data is cut here (--json has all of it)
 
@@ -73,13 +78,21 @@ async def _show(url: str, args: argparse.Namespace, streams: Streams) -> None:
             return
         printed = len(events)
         backend = open_backend(url)  # to see cheaply whether the log grew
+        watch_events = getattr(backend, "watch_events", None)
         try:
-            while not (events and events[-1].type == EventType.RUN_FINISHED):
-                await _poll_wait()
-                if len(backend.read(args.id)) <= printed:
-                    continue
-                events = (await rt.load(args.id)).events
-                _print(events[printed:], streams.out, args.json)
-                printed = len(events)
+            # A store that notifies (PostgreSQL): wake at each commit of the run's events.
+            with nullcontext() if watch_events is None else watch_events(args.id) as watch:
+                while not (events and events[-1].type == EventType.RUN_FINISHED):
+                    if watch is not None:
+                        watch.clear()  # about to look: a commit from now on wakes the wait
+                    if len(backend.read(args.id)) <= printed:
+                        if watch is None:
+                            await _poll_wait()
+                        else:
+                            await watch.wait(NOTIFIED_POLL_SECONDS)
+                        continue
+                    events = (await rt.load(args.id)).events
+                    _print(events[printed:], streams.out, args.json)
+                    printed = len(events)
         finally:
             backend.close()
