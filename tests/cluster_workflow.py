@@ -10,7 +10,8 @@ As an agents module (``--agents cluster_workflow``) it registers the ``effector`
 call runs one side effect, ``append`` (tests/effect_workflow.py: the intent's id on a line of
 the fsync'ed file EFFECTS, with a check that reads the file), then appends ``intent_id
 attempt worker pid`` to the fsync'ed file FINISHED (the agent's own record of the work it
-finished) and returns ``{"written": ..., "by": "worker pid attempt"}``.
+finished) and returns ``{"written": ..., "by": "worker pid attempt"}``. With EFFECTS
+``none`` it runs no side effect.
 
 ``coordinate`` runs the 200-intent layered DAG with no agents of its own (every intent is a
 task for the workers) and writes its ``RunResult`` (``to_dict()``) as JSON to RESULT_JSON;
@@ -58,8 +59,11 @@ class Effector:
     @on_assignment
     async def work(self, intent: Any) -> dict[str, Any]:
         effects = os.environ["OPENINTENT_TEST_EFFECTS"]
-        value = await self.effect(intent, "append", append_line, effects, intent.id,
-                                  check=checked_line)
+        if effects == "none":  # (the test of a paused worker: no side effect at all)
+            value = {"line": intent.id}
+        else:
+            value = await self.effect(intent, "append", append_line, effects, intent.id,
+                                      check=checked_line)
         by = f"{os.environ.get('OPENINTENT_TEST_WORKER', '?')} {os.getpid()} {intent.attempt}"
         record_call(os.environ["OPENINTENT_TEST_FINISHED"], f"{intent.id} {by}\n")
         # A little real time between the record and the finish, so a kill lands there too.

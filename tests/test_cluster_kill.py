@@ -4,7 +4,9 @@ DAG whose every intent runs a side effect through ``self.effect`` (a line append
 fsync'ed file, with a check that reads it). While the run goes on, workers are SIGKILLed at
 seeded points of the journal (the test kills one once that many events are committed) and
 restarted, sometimes under the same worker id, sometimes under a new one; in the second test
-the coordinator process is killed too and a standby process takes the run over.
+the coordinator process is killed too and a standby process takes the run over. A third test
+pauses (SIGSTOP) a worker holding tasks until other workers took them over, then wakes it:
+its late finishes are refused (fencing), so each task's result is its last claim's.
 
 At the end:
 
@@ -33,6 +35,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
+import pytest
 from test_crash_kill import committed_events, load, runs_of
 
 from openintent.models import RunResult
@@ -53,9 +56,10 @@ DEADLINE = 180  # seconds of real time before a stuck cluster fails the test
 class Cluster:
     """The processes of one test: workers by slot, the coordinator, their logs in ``tmp``."""
 
-    def __init__(self, tmp: Path, store: str) -> None:
+    def __init__(self, tmp: Path, store: str, effects: bool = True) -> None:
         self.tmp = tmp
         self.store = store
+        self.with_effects = effects
         self.effects = tmp / "effects.txt"
         self.finished = tmp / "finished.txt"
         self.effects.touch()
@@ -68,7 +72,7 @@ class Cluster:
         return {**os.environ,
                 "PYTHONPATH": os.pathsep.join(filter(None, [
                     str(ROOT), str(TESTS), os.environ.get("PYTHONPATH", "")])),
-                "OPENINTENT_TEST_EFFECTS": str(self.effects),
+                "OPENINTENT_TEST_EFFECTS": str(self.effects) if self.with_effects else "none",
                 "OPENINTENT_TEST_FINISHED": str(self.finished),
                 "OPENINTENT_TEST_WORKER": worker_id}
 
@@ -177,11 +181,13 @@ def check_cluster_run(cluster: Cluster, portfolio_id: str, reported_file: Path
     assert completions == Counter(set(by_id)), completions.most_common(3)
     # Every effect happened exactly once.
     lines = Counter(cluster.effects.read_text().splitlines())
-    assert lines == Counter(set(by_id)), [line for line, n in lines.items() if n != 1]
+    if cluster.with_effects:
+        assert lines == Counter(set(by_id)), [line for line, n in lines.items() if n != 1]
     for item in by_id.values():
         assert item.status == "completed"
-        [effect] = item.effects
-        assert effect.status == "completed" and effect.value == {"line": item.id}, effect
+        if cluster.with_effects:
+            [effect] = item.effects
+            assert effect.status == "completed" and effect.value == {"line": item.id}, effect
         assert item.state["written"] == item.id
     # The agents' own record of finished work agrees with the log.
     finished_by: dict[str, list[str]] = {}
@@ -198,11 +204,13 @@ def check_cluster_run(cluster: Cluster, portfolio_id: str, reported_file: Path
     return result
 
 
+@pytest.mark.parametrize("seed", [14, 15])
 def test_killed_workers_lose_no_intent_and_repeat_no_effect(tmp_path: Path,
-                                                           postgres_server: Any) -> None:
+                                                           postgres_server: Any,
+                                                           seed: int) -> None:
     store = with_option(postgres_server.database(), "task_ttl=2&lease_ttl=3")
     cluster = Cluster(tmp_path, store)
-    rng = random.Random(14)
+    rng = random.Random(seed)
     reported = tmp_path / "coordinator.json"
     try:
         for slot in ("w1", "w2", "w3"):
@@ -220,11 +228,13 @@ def test_killed_workers_lose_no_intent_and_repeat_no_effect(tmp_path: Path,
     assert result.events.of_type("handoff"), "no kill caught a worker with tasks"
 
 
+@pytest.mark.parametrize("seed", [41, 42])
 def test_a_killed_coordinator_fails_over_and_loses_no_intent(tmp_path: Path,
-                                                             postgres_server: Any) -> None:
+                                                             postgres_server: Any,
+                                                             seed: int) -> None:
     store = with_option(postgres_server.database(), "task_ttl=2&lease_ttl=3")
     cluster = Cluster(tmp_path, store)
-    rng = random.Random(41)
+    rng = random.Random(seed)
     first = tmp_path / "coordinator.json"
     reported = tmp_path / "standby.json"
     try:
@@ -250,3 +260,96 @@ def test_a_killed_coordinator_fails_over_and_loses_no_intent(tmp_path: Path,
     taken = {event.type for event in result.events} & {"coordinator_failed_over",
                                                         "run_resumed"}
     assert taken, "nothing took the run over"
+
+
+def logged(store: str, event_type: str) -> int:
+    """How many events of ``event_type`` the store's journal holds now."""
+    import psycopg
+
+    from openintent._stores._pg_schema import PgUrl
+
+    with psycopg.connect(PgUrl.parse(store).conninfo, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM openintent.batches b, json_array_elements(b.events::json) e "
+            "WHERE e->>0 = %s", (event_type,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def claimed_by(store: str) -> set[str]:
+    """The workers holding claims now."""
+    import psycopg
+
+    from openintent._stores._pg_schema import PgUrl
+
+    with psycopg.connect(PgUrl.parse(store).conninfo, autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT DISTINCT worker FROM openintent.tasks WHERE status = 'claimed'").fetchall()
+    return {row[0] for row in rows}
+
+
+def pause_a_worker_holding_tasks(cluster: Cluster, coordinator: subprocess.Popen[str]
+                                 ) -> subprocess.Popen[bytes] | None:
+    """SIGSTOP a worker that still holds claims once stopped (another, if it had none);
+    ``None`` if the run ended first."""
+    deadline = time.monotonic() + DEADLINE
+    while coordinator.poll() is None:
+        assert time.monotonic() < deadline
+        holding = claimed_by(cluster.store)
+        for worker_id, process in cluster.workers.values():
+            if worker_id in holding:
+                process.send_signal(signal.SIGSTOP)
+                if worker_id in claimed_by(cluster.store):
+                    return process
+                process.send_signal(signal.SIGCONT)
+        time.sleep(0.002)
+    return None
+
+
+def test_a_paused_workers_late_writes_are_refused(tmp_path: Path, postgres_server: Any
+                                                  ) -> None:
+    # A worker stopped (SIGSTOP) past its claims' TTL, then woken: other workers took its
+    # tasks over and finished them; its own late finishes must not overwrite theirs. (No
+    # side effects here: a process paused inside one and woken after another worker ran it
+    # again would run it twice, as any process that cannot be told it was replaced would.)
+    store = with_option(postgres_server.database(), "task_ttl=2&lease_ttl=3")
+    cluster = Cluster(tmp_path, store, effects=False)
+    rng = random.Random(7)
+    reported = tmp_path / "coordinator.json"
+    try:
+        for slot in ("w1", "w2", "w3"):
+            cluster.start_worker(slot, slot)
+        coordinator = cluster.coordinator("coordinate", reported)
+        taken_over = 0
+        for target in sorted(rng.sample(range(60, 700), 3)):
+            if not cluster.wait_for_events(target, coordinator):
+                break  # the run ended: nothing more to pause
+            handoffs = logged(store, "handoff")
+            paused = pause_a_worker_holding_tasks(cluster, coordinator)
+            if paused is None:
+                break
+            try:
+                deadline = time.monotonic() + DEADLINE
+                while logged(store, "handoff") == handoffs:  # its tasks were taken over
+                    assert coordinator.poll() is None and time.monotonic() < deadline
+                    time.sleep(0.05)
+                taken_over += 1
+                cluster.wait_for_events(committed_events(store) + 50, coordinator)
+            finally:
+                paused.send_signal(signal.SIGCONT)
+        finished(coordinator, cluster, "coordinate")
+    finally:
+        cluster.stop()
+    assert taken_over >= 1
+    [portfolio_id] = runs_of(store)
+    check_cluster_run(cluster, portfolio_id, reported)
+    # Each task's result is its last claim's: the worker the row names wrote it.
+    import psycopg
+
+    from openintent._stores._pg_schema import PgUrl
+
+    with psycopg.connect(PgUrl.parse(store).conninfo) as connection:
+        rows = connection.execute("SELECT worker, result::json->'value'->>'by' "
+                                  "FROM openintent.tasks WHERE status = 'done'").fetchall()
+    assert len(rows) >= INTENTS
+    wrong = [(worker, by) for worker, by in rows if by.split()[0] != worker]
+    assert not wrong, wrong
