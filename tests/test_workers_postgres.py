@@ -144,8 +144,11 @@ async def test_each_remote_assignee_of_a_multi_agent_intent_gets_its_own_task(
     assert sorted(served) == ["rev-a", "rev-b"]
 
 
+@pytest.mark.parametrize("file_on_worker_host", [True, False],
+                         ids=["file-there", "file-gone"])
 def test_a_detached_run_is_adopted_by_a_worker_process(
-        postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        file_on_worker_host: bool) -> None:
     url = with_task_queue(postgres_url)
     (tmp_path / "pg_agents.py").write_text(AGENTS)
     flow = tmp_path / "flow.yaml"
@@ -154,6 +157,9 @@ def test_a_detached_run_is_adopted_by_a_worker_process(
     assert main(["run", str(flow), "--store", url, "--detach"]) == 0
     run_id = capsys.readouterr().out.strip()
     assert run_id.startswith("pf_")
+    if not file_on_worker_host:
+        # A worker on another host has no copy of the file: the journal holds its text.
+        flow.unlink()
 
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
     worker = subprocess.Popen(

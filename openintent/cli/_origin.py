@@ -20,17 +20,21 @@ from ..workflow import WorkflowSpec
 __all__ = ["ORIGIN_KEYS", "CommandWorkflow", "JournaledAgents", "origin_metadata"]
 
 #: The metadata keys the command adds to a run's spec: the workflow file's absolute path,
-#: whether its agents were simulated, and the ``--agents`` references.
-ORIGIN_KEYS = ("workflow_file", "simulate", "agents")
+#: whether its agents were simulated, the ``--agents`` references, and (a detached run) the
+#: workflow file's text, so a worker on another host rebuilds the run without the file.
+ORIGIN_KEYS = ("workflow_file", "simulate", "agents", "workflow_text")
 
 
 def origin_metadata(
-    workflow: WorkflowSpec, simulate: bool, agents: Sequence[str]
+    workflow: WorkflowSpec, simulate: bool, agents: Sequence[str], *, text: bool = False
 ) -> dict[str, Any]:
-    """The metadata saying how ``openintent run`` ran ``workflow``."""
+    """The metadata saying how ``openintent run`` ran ``workflow`` (``text``: with the
+    workflow file's text, for ``--detach``)."""
     data: dict[str, Any] = {"simulate": simulate}
     if workflow.source_path is not None:
         data["workflow_file"] = str(Path(workflow.source_path).resolve())
+        if text:
+            data["workflow_text"] = Path(workflow.source_path).read_text(encoding="utf-8")
     if agents:
         data["agents"] = list(agents)
     return data

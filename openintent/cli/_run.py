@@ -44,7 +44,8 @@ def run_command(args: argparse.Namespace, streams: Streams) -> int:
     except OpenIntentError as exc:
         return fail(streams, str(exc))
     url = store_url(args.store)
-    runnable = CommandWorkflow(workflow, origin_metadata(workflow, args.simulate, args.agents)
+    runnable = CommandWorkflow(workflow, origin_metadata(workflow, args.simulate, args.agents,
+                                                         text=args.detach)
                                if is_durable(url) else {})
     if args.detach:
         from ._worker import detach_run

@@ -21,6 +21,7 @@ from .._serve import serve
 from ..errors import OpenIntentError
 from ..models import EventType
 from ..runtime import Runtime
+from ..workflow import WorkflowSpec
 from ._agents import import_agents
 from ._common import EXIT_INTERRUPTED, EXIT_OK, Streams, fail
 from ._loading import load
@@ -85,8 +86,9 @@ async def _stop_on_signals(scope: anyio.CancelScope, streams: Streams) -> None:
 
 def _rebuild(rt: Runtime, streams: Streams) -> Callable[[str], tuple[Any, Any]]:
     """How the worker rebuilds an adopted run started by ``openintent run``: from the
-    workflow file its log names (its coordinator block and guardrails); a run started from
-    code resumes from its log's plan and a registered coordinator."""
+    workflow text its log holds (``--detach`` journals it: the file need not be on this
+    host), else the workflow file its log names (its coordinator block and guardrails); a
+    run started from code resumes from its log's plan and a registered coordinator."""
 
     def rebuild(run_id: str) -> tuple[Any, Any]:
         events = rt._runs.backend.read(run_id)
@@ -96,7 +98,9 @@ def _rebuild(rt: Runtime, streams: Streams) -> Callable[[str], tuple[Any, Any]]:
         path = origin.get("workflow_file")
         if path is None:
             return None, None
-        workflow = load(str(path), streams)
+        text = origin.get("workflow_text")
+        workflow = (load(str(path), streams) if text is None
+                    else WorkflowSpec.from_string(str(text), str(path)))
         if workflow is None:
             raise OpenIntentError(f"run {run_id} was started from {path}, which this worker "
                                   "cannot load")
