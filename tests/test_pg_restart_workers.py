@@ -3,7 +3,8 @@ process serves every agent of a run this test process coordinates on a ``postgre
 store; mid-run the server stops (a clean ``fast`` shutdown, or ``immediate``: a crash of the
 server) and starts again. The worker and the coordinator reconnect and go on: the run
 completes, each intent completed once in the journal, each side effect happened once, and the
-worker is still alive and served after the restart."""
+worker is still alive and served after the restart. And the renewal of a run's lease waits for
+the database on a thread, not on the run's event loop."""
 
 from __future__ import annotations
 
@@ -14,19 +15,22 @@ import sys
 import threading
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import anyio
+import anyio.to_thread
 import psycopg
 import pytest
+import structlog
 from crash_workflow import spec
 
 from openintent import Runtime
 from openintent._stores import open_backend
 from openintent._stores._pg_schema import PgUrl
-from openintent.agents import IntentSpec, PortfolioSpec
+from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
 from openintent.models import EventType, RunResult
 
-from _postgres import PostgresServer
+from _postgres import PostgresServer, with_option
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -71,7 +75,7 @@ async def coordinate(url: str) -> tuple[RunResult, RunResult]:
 def test_workers_and_coordinator_go_on_through_a_database_restart(
         postgres_server: PostgresServer, postgres_url: str, tmp_path: Path,
         mode: str) -> None:
-    url = postgres_url
+    url = with_option(postgres_url, "task_ttl=3")  # claims renewed (and maybe lost) meanwhile
     effects = tmp_path / "effects.txt"
     durable(url)
     open_backend(url).close()  # the schema, before two processes race to create it
@@ -96,7 +100,7 @@ def test_workers_and_coordinator_go_on_through_a_database_restart(
             postgres_server.stop(mode)
             before_restart.append(len(lines(effects)))
             stopped.set()
-            threading.Event().wait(0.5)  # calls fail (and retry) meanwhile
+            threading.Event().wait(1.5)  # calls fail (and retry) meanwhile
         finally:
             postgres_server.start()
             restarted.set()
@@ -133,3 +137,45 @@ def test_workers_and_coordinator_go_on_through_a_database_restart(
     assert before_restart[0] < len(effected)  # the worker served after the restart
     ended = Counter(e.intent_id for e in events if e.type == EventType.EFFECT_COMPLETED)
     assert ended == Counter(effected)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.usefixtures("reset_structlog")
+async def test_a_run_lease_renewal_waits_for_the_database_off_the_event_loop(
+        postgres_server: PostgresServer, postgres_url: str, anyio_backend: str) -> None:
+    """While the server is down, the renewal of a run's lease retries on a thread: the
+    run's event loop goes on (here: the handler that starts the server again once it saw
+    the renewal fail), instead of being blocked until the database answers."""
+    renewal_failed = threading.Event()
+    down: list[bool] = []
+
+    @Agent("restarter")
+    class Restarter:
+        @on_assignment
+        async def work(self, intent: Any) -> dict[str, Any]:
+            await anyio.to_thread.run_sync(postgres_server.stop)
+            down.append(True)
+            # The renewal is retrying meanwhile (and the loop still runs this handler).
+            assert await anyio.to_thread.run_sync(renewal_failed.wait, HANG_GUARD)
+            await anyio.to_thread.run_sync(postgres_server.start)
+            down.clear()
+            return {"ok": True}
+
+    def watch(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        if "take the lease" in str(event.get("what", "")):
+            renewal_failed.set()
+        raise structlog.DropEvent
+
+    structlog.configure(processors=[watch])
+    try:
+        with anyio.fail_after(HANG_GUARD):
+            async with Runtime(agents=[Restarter],
+                               store=with_option(postgres_url, "lease_ttl=0.6")) as rt:
+                rt._runs.backend.calls.deadline = 5.0  # a blocked loop fails, not hangs
+                result = await rt.run(PortfolioSpec("renew", [
+                    IntentSpec("Restart", assign="restarter")]))
+    finally:
+        if down:
+            postgres_server.start()
+    assert result.status == "completed", result.error
