@@ -25,7 +25,7 @@ import anyio
 
 from . import errors
 from ._context import active_run
-from ._data import to_plain
+from ._data import FrozenDict, FrozenList, Inputs, to_plain
 from ._effect_records import EffectStatus
 from ._json_data import json_data
 from ._registry import AgentDefinition, HookKind, HookSpec
@@ -33,7 +33,7 @@ from ._tasks import TaskOutcome, TaskQueue
 from .errors import OpenIntentError, RemoteAgentError
 from .models import EventType, Intent
 
-__all__ = ["RemoteAgent", "intent_payload", "remote_error", "remote_definition"]
+__all__ = ["RemoteAgent", "intent_payload", "plain_json", "remote_definition", "remote_error"]
 
 
 class _InDoubt(BaseException):  # noqa: N818 - a marker, never seen outside this module
@@ -58,9 +58,9 @@ class RemoteAgent:
                 "coordinator: it only works from the run that dispatches the intent")
         agent_id = self.__openintent_id__
         record = bus.store.records.get(intent.id)
-        payload = to_plain(json_data(intent_payload(intent, getattr(record, "effects", None)),
-                            f"the task of intent {intent.title!r} for remote agent "
-                            f"{agent_id!r} (its constraints and inputs go to a worker)"))
+        payload = plain_json(intent_payload(intent, getattr(record, "effects", None)),
+                             f"the task of intent {intent.title!r} for remote agent "
+                             f"{agent_id!r} (its constraints and inputs go to a worker)")
         queue = self.queue
         with anyio.CancelScope(shield=True):  # a task queued is a task known, to cancel
             task_id = await queue.submit(intent.portfolio_id, intent.id, intent.attempt,
@@ -103,7 +103,7 @@ def remote_definition(agent_id: str, queue: TaskQueue) -> AgentDefinition:
 def intent_payload(intent: Intent, effects: Mapping[str, Any] | None) -> dict[str, Any]:
     """A task's payload: the intent as the handler sees it and the effects the run's log
     records for it (see :mod:`openintent._tasks`)."""
-    fields = {name: to_plain(getattr(intent, name)) for name in Intent.__slots__}
+    fields = {name: getattr(intent, name) for name in Intent.__slots__}
     fields["status"] = str(getattr(intent.status, "value", intent.status))
     fields["depends_on"] = list(intent.depends_on)
     fields["tags"] = list(intent.tags)
@@ -114,9 +114,42 @@ def intent_payload(intent: Intent, effects: Mapping[str, Any] | None) -> dict[st
             status, happened = "resolved", state.status != EffectStatus.NOT_HAPPENED
         elif status == EffectStatus.NOT_HAPPENED:
             status, happened = "resolved", False
-        logged[name] = {"status": status, "value": to_plain(state.value),
-                        "happened": happened}
+        logged[name] = {"status": status, "value": state.value, "happened": happened}
     return {"intent": fields, "effects": logged}
+
+
+class _Unusual(Exception):  # noqa: N818 - a marker, never seen outside this module
+    """Data :func:`_copy` leaves to :func:`~openintent._json_data.json_data`."""
+
+
+def plain_json(value: Any, where: str) -> Any:
+    """``value`` checked to be JSON data (the rule of :func:`~openintent._json_data.json_data`,
+    and its error, naming ``where``) and copied as plain dicts and lists: one pass over data of
+    the plain types, which an intent's fields nearly always are."""
+    try:
+        return _copy(value)
+    except (_Unusual, RecursionError):
+        return to_plain(json_data(value, where))
+
+
+def _copy(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        if value - value == 0.0:  # finite
+            return value
+        raise _Unusual
+    if kind is dict or kind is FrozenDict or kind is Inputs:
+        copied = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _Unusual
+            copied[key] = _copy(item)
+        return copied
+    if kind is list or kind is FrozenList or kind is tuple:
+        return [_copy(item) for item in value]
+    raise _Unusual
 
 
 # ---------------------------------------------------------------------------- replaying

@@ -110,6 +110,26 @@ async def test_a_submitted_task_is_claimed_finished_and_its_outcome_read(parts: 
     assert parts.sql("SELECT status, worker, claims FROM {s}.tasks") == [("done", "w1", 1)]
 
 
+ODD_TEXT = 'quotes " \' \\ back\\slash, {braces}, commas, NULL, "NULL", \u00e9\u4e2d\U0001f600 \t\n'
+
+
+async def test_payloads_and_results_come_back_exactly_whatever_their_characters(
+        parts: Parts) -> None:
+    # (They travel as arrays in binary format: nothing in them is escaped on the way.)
+    coordinator, worker = parts.queue(), parts.queue()
+    odd = {"intent": {"id": "i1", ODD_TEXT: [ODD_TEXT, None, ""]}, "effects": {}}
+    with anyio.fail_after(BOUND):
+        ids = [await coordinator.submit("run-1", f"i{k}", 1, "writer", odd) for k in range(3)]
+        tasks = await worker.claim("w1", ["writer"], 10)
+        assert [task.payload for task in tasks] == [odd] * 3
+        async with anyio.create_task_group() as group:  # finished in one batch
+            for task in tasks:
+                group.start_soon(worker.finish, task, "done", {"value": odd, "ops": []})
+        outcomes = [await coordinator.outcome(task_id) for task_id in ids]
+    assert [outcome.result for outcome in outcomes] == [{"value": odd, "ops": []}] * 3
+    assert parts.sql("SELECT DISTINCT payload::json->'intent'->>'id' FROM {s}.tasks") == [("i1",)]
+
+
 async def test_a_failed_task_reads_back_its_error(parts: Parts) -> None:
     queue = parts.queue()
     with anyio.fail_after(BOUND):
@@ -350,6 +370,62 @@ async def test_a_finish_in_another_process_wakes_the_waiting_outcome(parts: Part
                 await anyio.sleep(0.01)  # the waiters are waiting by now, or they look first
                 assert await worker.finish(task, "done", {"value": task.intent_id, "ops": []})
     assert {outcomes[task_id].result["value"] for task_id in task_ids} == {"i0", "i1", "i2"}
+
+
+async def test_waiting_for_a_task_queued_here_needs_no_first_look(parts: Parts) -> None:
+    coordinator, worker = parts.queue(poll=NEVER), parts.queue()
+    looks: list[str] = []
+    run = coordinator._run
+
+    def counted(work: Any, what: str) -> Any:
+        if what == "look at how tasks ended":
+            looks.append(what)
+        return run(work, what)
+
+    coordinator._run = counted  # type: ignore[method-assign]
+    with anyio.fail_after(BOUND):
+        await coordinator.submit("run-0", "i0", 1, "other", payload(0))  # it listens now
+        assert parts.listener.listening.wait(BOUND)
+        task_id = await coordinator.submit("run-1", "i1", 1, "writer", payload(1))
+        outcomes: list[TaskOutcome] = []
+
+        async def wait() -> None:
+            outcomes.append(await coordinator.outcome(task_id))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            for _ in range(2):  # rounds of the queue's thread after the wait began
+                await coordinator.effects("run-1", "i1")
+            assert looks == []  # it is open, and its run had no notice: nothing to look at
+            [task] = await worker.claim("w1", ["writer"], 5)
+            assert await worker.finish(task, "done", {"value": 1, "ops": []})
+    assert [outcome.status for outcome in outcomes] == ["done"]
+    assert len(looks) == 1  # the notice's
+
+
+async def test_a_task_that_ends_before_anyone_waits_is_not_missed(parts: Parts) -> None:
+    coordinator, worker = parts.queue(poll=NEVER), parts.queue()
+    with anyio.fail_after(BOUND):
+        for n in range(4):  # the notices come before or after the waits, as it happens
+            task_id = await coordinator.submit("run-1", f"i{n}", 1, "writer", payload(n))
+            [task] = await worker.claim("w1", ["writer"], 5)
+            assert await worker.finish(task, "done", {"value": n, "ops": []})
+            assert (await coordinator.outcome(task_id)).result == {"value": n, "ops": []}
+
+
+async def test_a_resubmitted_task_that_ended_long_ago_is_answered_at_once(parts: Parts) -> None:
+    first, worker = parts.queue(), parts.queue()
+    with anyio.fail_after(BOUND):
+        task_id = await first.submit("run-1", "i1", 1, "writer", payload(1))
+        [task] = await worker.claim("w1", ["writer"], 5)
+        assert await worker.finish(task, "done", {"value": 1, "ops": []})
+        assert parts.listener.listening.wait(BOUND)
+        # Another coordinator (after a failover) queues the same attempt: no notice is to
+        # come, and no slow poll either.
+        second = parts.queue(poll=NEVER)
+        assert await second.submit("run-1", "i1", 1, "writer", payload(1)) == task_id
+        assert (await second.outcome(task_id)).status == "done"
 
 
 async def test_a_submission_wakes_a_worker_waiting_for_work(parts: Parts) -> None:

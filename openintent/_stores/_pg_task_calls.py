@@ -21,6 +21,9 @@ from ._writer_thread import waker
 
 __all__ = ["Call", "Outcomes"]
 
+_OPEN = frozenset({"ready", "claimed"})
+_MOST_FRESH = 100_000  # fresh tasks kept at most (more: they are looked at when waited for)
+
 
 class Call:
     """One request to the queue's thread, and its answer."""
@@ -66,15 +69,52 @@ class Outcomes:
         self._runs_ended: set[str] = set()  # notices while some runs were unknown
         self._to_look: set[int] = set()
         self._looked = time.monotonic()  # the last look at every waiting task
+        # Tasks this process queued, open then, with no notice of their run since: waiting
+        # for one needs no first look (a notice will say when to look).
+        self._fresh: dict[int, str] = {}
+        self._fresh_of_run: dict[str, set[int]] = {}
+        self._submitting = False
+        self._noticed: set[str | None] = set()  # notices while a submission was going on
+
+    def submitting(self, going: bool) -> None:
+        """A submission starts (before its first try) or ends (after its last)."""
+        with self._lock:
+            self._submitting = going
+            self._noticed.clear()
+
+    def submitted(self, rows: list[tuple[int, str, str]]) -> None:
+        """On the queue's thread, during a submission: its tasks (id, run, status). Those
+        still open, of runs with no notice since the submission started, are fresh."""
+        with self._lock:
+            if None in self._noticed or len(self._fresh) > _MOST_FRESH:
+                return  # the listener reconnected meanwhile; or nobody waits for them
+            for task_id, run_id, status in rows:
+                if status in _OPEN and run_id not in self._noticed:
+                    self._fresh[task_id] = run_id
+                    self._fresh_of_run.setdefault(run_id, set()).add(task_id)
 
     def wait(self, task_id: int, call: Call) -> None:
         """Wait for ``task_id`` to end (``call`` is answered with its outcome)."""
         with self._lock:
             self._waiters.setdefault(task_id, []).append(call)
+            fresh = self._fresh.pop(task_id, None)
+            if fresh is not None:  # no look needed: a notice of its run will come
+                self._drop_fresh(task_id, fresh)
+                if task_id not in self._run_of:
+                    self._run_of[task_id] = fresh
+                    self._of_run.setdefault(fresh, set()).add(task_id)
+                return
             if task_id not in self._run_of:
                 self._unknown.add(task_id)  # the first look learns its run
             self._to_look.add(task_id)  # it may have ended before anyone waited
             self._lock.notify()
+
+    def _drop_fresh(self, task_id: int, run_id: str) -> None:
+        tasks = self._fresh_of_run.get(run_id)
+        if tasks is not None:
+            tasks.discard(task_id)
+            if not tasks:
+                del self._fresh_of_run[run_id]
 
     def stop_waiting(self, task_id: int, call: Call) -> None:
         """``call`` no longer waits (cancelled)."""
@@ -89,9 +129,15 @@ class Outcomes:
         """An ``openintent_done`` notice (``None``: the listener reconnected: any task may
         have ended unnoticed). On the listener's thread."""
         with self._lock:
+            if self._submitting:
+                self._noticed.add(run_id)
             if run_id is None:
+                self._fresh.clear()
+                self._fresh_of_run.clear()
                 self._to_look.update(self._waiters)
             else:
+                for task_id in self._fresh_of_run.pop(run_id, ()):
+                    del self._fresh[task_id]  # it may end before anyone waits: look then
                 self._to_look.update(self._of_run.get(run_id, ()))
                 if self._unknown:
                     self._runs_ended.add(run_id)

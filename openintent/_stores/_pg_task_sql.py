@@ -1,7 +1,9 @@
 """The statements of the PostgreSQL task queue (:mod:`._pg_tasks`), one round trip each.
 
 Each takes arrays (``unnest``), so one statement text serves a batch of any size (psycopg
-prepares it after a few runs). Notifications go out in the statement that makes them true
+prepares it after a few runs). The arrays of JSON texts (payloads, results) go in binary
+format (``%b``): the text format would escape every quote in them, in Python, which cost
+more than the rest of a submission. Notifications go out in the statement that makes them true
 (``pg_notify`` in the same transaction: sent when it commits, never for a rolled-back write),
 one per agent or run of the batch. Writes by a worker are *fenced*: they apply only while the
 task is claimed under the worker's token (a later claim raised it; how an effect ended is
@@ -20,17 +22,18 @@ class Statements:
 
     def __init__(self, s: str) -> None:
         # A batch of submissions: a resubmitted (run, intent, attempt, agent) returns its task
-        # (the no-op update makes ON CONFLICT return the row). One notice per agent.
+        # (the no-op update makes ON CONFLICT return the row), and its status (it may have
+        # ended already). One notice per agent.
         self.submit = (
             "WITH v AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], "
-            "%s::text[]) AS v(run_id, intent_id, attempt, agent_id, payload)), "
+            "%b::text[]) AS v(run_id, intent_id, attempt, agent_id, payload)), "
             f"ins AS (INSERT INTO {s}.tasks AS t "
             "(run_id, intent_id, attempt, agent_id, payload, created) "
             "SELECT run_id, intent_id, attempt, agent_id, payload, %s FROM v "
             "ON CONFLICT (run_id, intent_id, attempt, agent_id) DO UPDATE "
             "SET attempt = t.attempt "
-            "RETURNING t.id, t.run_id, t.intent_id, t.attempt, t.agent_id) "
-            "SELECT id, run_id, intent_id, attempt, agent_id, "
+            "RETURNING t.id, t.run_id, t.intent_id, t.attempt, t.agent_id, t.status) "
+            "SELECT id, run_id, intent_id, attempt, agent_id, status, "
             "(SELECT count(pg_notify('openintent_tasks', d.agent_id)) "
             "FROM (SELECT DISTINCT agent_id FROM ins) AS d) FROM ins")
         # Oldest first; a claimed task whose lease expired is claimed again. Per agent, the
@@ -54,7 +57,7 @@ class Statements:
         # and status counts as written: the same finish, retried after a broken connection.
         self.finish = (
             "WITH v AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::text[], "
-            "%s::text[]) AS v(id, token, status, result)), "
+            "%b::text[]) AS v(id, token, status, result)), "
             f"f AS (UPDATE {s}.tasks AS t SET status = v.status, result = v.result, "
             "finished = %s, lease_expires = NULL FROM v WHERE t.id = v.id "
             "AND t.token = v.token AND (t.status = 'claimed' OR t.status = v.status) "

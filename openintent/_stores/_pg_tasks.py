@@ -11,9 +11,11 @@ its answer was lost finds the tasks its first try took by the claim's id).
 
 Waiting is woken by notifications (:mod:`._pg_listen`): ``outcome`` waiters of a run are
 looked at together, in one ``SELECT``, when ``openintent_done`` names the run (or at once,
-when this process finished the task); ``wait_for_work`` returns at an ``openintent_tasks``
-notice for one of its agents. A slow poll (``poll`` seconds) covers a notice lost while the
-listener reconnected. Lease times are POSIX seconds from ``clock`` (``time.time``).
+when this process finished the task); a wait for a task this process queued, open then,
+with no notice of its run since, needs no first look; ``wait_for_work`` returns at an
+``openintent_tasks`` notice for one of its agents. A slow poll (``poll`` seconds) covers a
+notice lost while the listener reconnected. Lease times are POSIX seconds from ``clock``
+(``time.time``).
 """
 
 from __future__ import annotations
@@ -74,6 +76,10 @@ class PgTaskQueue:
     async def submit(self, run_id: str, intent_id: str, attempt: int, agent_id: str,
                      payload: Mapping[str, Any]) -> int:
         """Queue an attempt (see :meth:`openintent._tasks.TaskQueue.submit`)."""
+        if self._done_unsubscribe is None:  # before the task exists: see Outcomes.submitted
+            with self._cond:
+                self._check_open()
+                self._subscribe_done()
         task_id: int = await self._ask("submit", run_id, intent_id, attempt, agent_id,
                                        _encode(payload))
         return task_id
@@ -83,9 +89,7 @@ class PgTaskQueue:
         call = Call("outcome", (task_id,))
         with self._cond:
             self._check_open()
-            if self._done_unsubscribe is None:
-                self._done_unsubscribe = self._listener.subscribe(
-                    "openintent_done", self._outcomes.run_ended_some)
+            self._subscribe_done()
             self._outcomes.wait(task_id, call)
             self._start()
         try:
@@ -202,6 +206,12 @@ class PgTaskQueue:
             watch = self._watches[key] = self._listener.watch("openintent_tasks", key)
         return watch
 
+    def _subscribe_done(self) -> None:
+        """Hear of ended tasks from now on (``_cond`` held)."""
+        if self._done_unsubscribe is None:
+            self._done_unsubscribe = self._listener.subscribe(
+                "openintent_done", self._outcomes.run_ended_some)
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"the task queue of {where(self.url)} is closed")
@@ -237,7 +247,11 @@ class PgTaskQueue:
             by_kind.setdefault(call.kind, []).append(call)
         for kind, group in by_kind.items():
             if kind == "submit":
-                self._answer(group, self._submit, "queue tasks")
+                self._outcomes.submitting(True)
+                try:
+                    self._answer(group, self._submit, "queue tasks")
+                finally:
+                    self._outcomes.submitting(False)
             elif kind == "finish":
                 self._answer(group, self._finish, "record how tasks ended")
             else:
@@ -287,7 +301,8 @@ class PgTaskQueue:
             [key[0] for key in keys], [key[1] for key in keys], [key[2] for key in keys],
             [key[3] for key in keys], list(keys.values()), self._clock())).fetchall()
         ids = {(run_id, intent_id, attempt, agent_id): task_id
-               for task_id, run_id, intent_id, attempt, agent_id, _ in rows}
+               for task_id, run_id, intent_id, attempt, agent_id, _status, _ in rows}
+        self._outcomes.submitted([(row[0], row[1], row[5]) for row in rows])
         return [ids[call.args[:4]] for call in calls]
 
     def _finish(self, conn: Any, calls: list[Call]) -> list[bool]:
