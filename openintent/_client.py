@@ -46,6 +46,18 @@ async def _run_portfolio(core: ClientCore, portfolio_id: str) -> RunResult:
         run_fence.reset(fenced)
 
 
+async def _start_portfolio(core: ClientCore, portfolio_id: str) -> str:
+    from ._detach import start_draft_detached
+    from ._worker import task_queue_of
+    from .runtime import Runtime
+
+    call = "start_portfolio"
+    task_queue_of(core.backend, f"{call}()")
+    core.check_runnable(portfolio_id, call)
+    async with Runtime(store=core.base_url, clock=core.clock) as runtime:
+        return await start_draft_detached(runtime, portfolio_id, f"client.{call}()")
+
+
 def _active_runs() -> list[Any]:
     return [run for runtime in list(running) for run in runtime._runs.active]
 
@@ -269,6 +281,17 @@ class OpenIntentClient(_Methods):
         self._sync("run_portfolio")
         return anyio.run(_run_portfolio, self._core, portfolio_id)
 
+    def start_portfolio(self, portfolio_id: str) -> str:
+        """Start the portfolio's run and leave it to the workers of the store
+        (``rt.serve()`` / ``openintent worker``), as ``openintent run --detach`` does: its
+        start is journaled, then a worker that can coordinate it adopts it and runs every
+        intent through the store's task queue. Returns the run id (``portfolio_id``); follow
+        it with :meth:`get_portfolio` / :meth:`list_events`. Needs a store with a task queue
+        (``postgresql://``, or ``memory://?workers=1`` in one process); refused as
+        :meth:`run_portfolio` is for a portfolio that ran or another holder's live lease."""
+        self._sync("start_portfolio")
+        return anyio.run(_start_portfolio, self._core, portfolio_id)
+
 
 class AsyncOpenIntentClient(_Methods):
     """:class:`OpenIntentClient` with every method awaited."""
@@ -365,3 +388,7 @@ class AsyncOpenIntentClient(_Methods):
     async def run_portfolio(self, portfolio_id: str) -> RunResult:
         """See :meth:`OpenIntentClient.run_portfolio`."""
         return await _run_portfolio(self._core, portfolio_id)
+
+    async def start_portfolio(self, portfolio_id: str) -> str:
+        """See :meth:`OpenIntentClient.start_portfolio`."""
+        return await _start_portfolio(self._core, portfolio_id)

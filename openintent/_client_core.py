@@ -380,15 +380,16 @@ class ClientCore:
         """Close the store's connections (a SQLite file's; memory:// has none)."""
         self.backend.close()
 
-    def check_runnable(self, portfolio_id: str) -> None:
-        """``run_portfolio``: a draft, not refused by another holder's live lease."""
+    def check_runnable(self, portfolio_id: str, call: str = "run_portfolio") -> None:
+        """``run_portfolio`` (or ``call``): a draft, not refused by another holder's live
+        lease."""
         events = self.log(portfolio_id)
         if not is_draft(events):
             raise OpenIntentError(
-                f"run_portfolio: portfolio {portfolio_id} has run already (or is a run of "
+                f"{call}: portfolio {portfolio_id} has run already (or is a run of "
                 "rt.run()); read its result with get_portfolio / Runtime.load, or resume an "
                 "interrupted run with rt.resume")
         if not any(raw[0] == EventType.CREATED for raw in events):
-            raise OpenIntentError(f"run_portfolio: portfolio {portfolio_id} has no intents; "
+            raise OpenIntentError(f"{call}: portfolio {portfolio_id} has no intents; "
                                   "create_intent(...) first")
-        self.fence(portfolio_id, "run_portfolio()")
+        self.fence(portfolio_id, f"{call}()")

@@ -1,4 +1,5 @@
-"""Starting a run for the workers of its store to coordinate (``openintent run --detach``).
+"""Starting a run for the workers of its store to coordinate (``openintent run --detach``,
+``client.start_portfolio``).
 
 The run is validated and begun here (its ``run_started`` and ``created`` events, committed),
 then left: ``backend.detach_run`` gives its lease back and marks it detached, and any
@@ -14,7 +15,7 @@ import anyio.lowlevel
 
 from ._worker import task_queue_of
 
-__all__ = ["start_detached"]
+__all__ = ["start_detached", "start_draft_detached"]
 
 
 async def start_detached(runtime: Any, spec: Any, coordinator: Any = None,
@@ -25,7 +26,25 @@ async def start_detached(runtime: Any, spec: Any, coordinator: Any = None,
     launcher = runtime._runs
     backend = launcher.backend
     task_queue_of(backend, call)
-    run = runtime._open(call, spec, coordinator)
+    return await _leave(launcher, runtime._open(call, spec, coordinator))
+
+
+async def start_draft_detached(runtime: Any, portfolio_id: str, call: str) -> str:
+    """Begin a client's draft portfolio (its ``run_resumed`` from ``draft``, committed) in
+    ``runtime``'s store and detach it, as :func:`start_detached` does a new run."""
+    from ._resume import open_resumption
+
+    await anyio.lowlevel.checkpoint_if_cancelled()
+    launcher = runtime._runs
+    task_queue_of(launcher.backend, call)
+    resumption = open_resumption(launcher, portfolio_id, None, None, None, call)
+    assert resumption.run is not None  # a draft (the caller checked): never an ended log
+    return await _leave(launcher, resumption.run)
+
+
+async def _leave(launcher: Any, run: Any) -> str:
+    """Wait for a begun run's events to commit, give its lease back, detach it."""
+    backend = launcher.backend
     launcher.active.remove(run)  # begun, never driven here
     holder = launcher._holders.pop(run, None)
     store = run.store

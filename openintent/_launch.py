@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import attrs
 import structlog
 
@@ -189,8 +190,12 @@ class Launcher:
             # A cancel scope's deadline, not a sleep: a virtual clock still jumps meanwhile.
             with anyio.move_on_after(period):
                 await anyio.Event().wait()
-            try:
-                self.backend.acquire_run(run_id, holder)  # the holder again: renewed
+            try:  # the holder again: renewed
+                if getattr(self.backend, "thread_safe", False):
+                    # A database call that retries through a server restart: off the loop.
+                    await anyio.to_thread.run_sync(self.backend.acquire_run, run_id, holder)
+                else:
+                    self.backend.acquire_run(run_id, holder)
             except RunInUseError as exc:
                 # Another process took the run over (this one hung past the lease's TTL):
                 # stop, writing nothing more (its commits would be refused anyway).

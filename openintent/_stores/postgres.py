@@ -62,6 +62,9 @@ class PostgresBackend(PgRunLeases, Subscribers):
     """Runs' events in a PostgreSQL database (see the module docstring)."""
 
     durable = True
+    #: Its calls may be made from any thread (they take a pooled connection each), and may
+    #: wait long (retried through a server restart): callers make them off the event loop.
+    thread_safe = True
     #: Seconds a run lease lasts unless renewed (a run going on renews it every third of it).
     lease_ttl = 60.0
 
