@@ -289,6 +289,11 @@ def test_detached_runs_and_runs_without_a_live_coordinator_are_adoptable(postgre
         # A sub-portfolio is its parent's coordinator's to run, never adopted on its own.
         store.create_run("pf_child", "child", parent="pf_free")
         store.detach_run("pf_child")
+        for run_id in ("pf_free", "pf_held", "pf_done", "pf_expired", "pf_child"):
+            raw(postgres_url, "INSERT INTO openintent.batches VALUES "
+                              f"('{run_id}', 0, '[[\"run_started\", 0.0, null, null]]')")
+        # Created a moment ago, its creator about to take its lease: nothing committed yet.
+        store.create_run("pf_starting", "starting")
         raw(postgres_url, "UPDATE openintent.runs SET status = 'completed' "
                           "WHERE id = 'pf_done'")
         store.acquire_run("pf_held", "me")

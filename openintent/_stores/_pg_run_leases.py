@@ -36,6 +36,7 @@ class PgRunLeases:
     calls: PgCalls
     lease_ttl: float
     _runs: str  # the runs table's qualified name
+    _batches: str  # the batches table's
     _host: str
 
     def acquire_run(self, run_id: str, holder: str) -> None:
@@ -111,10 +112,14 @@ class PgRunLeases:
 
     def adoptable_runs(self) -> list[str]:
         """The ids of the runs going on that need a coordinator, oldest first: detached
-        ones, and those whose lease is free, expired or held by a process of this host that
-        is gone. Never a sub-portfolio: its parent's coordinator runs it."""
-        sql = (f"SELECT id, detached, {_LEASE} FROM {self._runs} WHERE status = 'running' "
-               "AND parent IS NULL ORDER BY position")
+        ones, and those with committed events whose lease is free, expired or held by a
+        process of this host that is gone. Never a sub-portfolio: its parent's coordinator
+        runs it; never a run being started (no event committed yet)."""
+        # A run with nothing committed yet is being started (its creator takes the lease
+        # just after the row is in), unless it was detached: never adopt it from under them.
+        sql = (f"SELECT id, detached, {_LEASE} FROM {self._runs} AS r WHERE status = 'running' "
+               f"AND parent IS NULL AND (detached OR EXISTS (SELECT 1 FROM {self._batches} "
+               "AS b WHERE b.run_id = r.id)) ORDER BY position")
         rows = self.calls.call(lambda conn: conn.execute(sql).fetchall(),
                                "list the runs that need a coordinator")
         now = time.time()
