@@ -34,12 +34,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ..errors import RunNotFoundError, StoreError
 from ..models import Event, EventType
 from . import CommitFailed, RunInfo, Subscribers
+from ._journal_backend import JournalCommits
 from ._pg_calls import PgCalls
 from ._pg_inbox import PgInbox
 from ._pg_leases import PgLeases, client_transaction
@@ -47,8 +47,8 @@ from ._pg_listen import EVENTS, PgListener, Watch
 from ._pg_run_leases import PgRunLeases
 from ._pg_schema import PgUrl, shown_url, where_of
 from ._pg_tasks import PgTaskQueue
-from ._sqlite_journal import JournalLog, RawEvent, decode_batches, encode_events
-from ._writer_thread import WriterThread, waker
+from ._sqlite_journal import JournalLog, RawEvent, decode_batches
+from ._writer_thread import WriterThread
 
 __all__ = ["PostgresBackend"]
 
@@ -58,7 +58,7 @@ _ENDS = frozenset({EventType.RUN_FINISHED, EventType.RUN_RESUMED, EventType.EFFE
 Conn = psycopg.Connection[Any]
 
 
-class PostgresBackend(PgRunLeases, Subscribers):
+class PostgresBackend(JournalCommits, PgRunLeases, Subscribers):
     """Runs' events in a PostgreSQL database (see the module docstring)."""
 
     durable = True
@@ -89,8 +89,6 @@ class PostgresBackend(PgRunLeases, Subscribers):
         self._lock = threading.Lock()  # a commit, or closing
         self._closed = False
         self._host = socket.gethostname()
-        #: How many commits this backend made (the inbox's change check counts them).
-        self.commits = 0
         #: Where its processes are notified (tasks ready and ended, runs changed).
         self.listener = PgListener(pg)
         #: Approval decisions other processes send to this database's runs.
@@ -191,40 +189,6 @@ class PostgresBackend(PgRunLeases, Subscribers):
 
     # ------------------------------------------------------------------ commits
 
-    def submit(self, log: JournalLog, start: int, events: list[RawEvent],
-               done: Callable[[BaseException | None], None]) -> None:
-        """Write ``events`` (``log``'s from ``start`` on) in one transaction on the writer
-        thread, then call ``done(error)`` on the event loop that asked (which goes on
-        meanwhile). Runs after every commit submitted before it."""
-        if self._closing:
-            raise CommitFailed(f"the store {self.url} was closed before run {log.run_id} "
-                               f"({log.name!r}) committed its last events")
-        text = encode_events(events)  # on the loop's thread (see SqliteBackend.submit)
-        wake = waker()
-
-        def work() -> None:  # on the writer thread
-            error: BaseException | None = None
-            try:
-                self._write(log, start, events, text)
-            except BaseException as exc:
-                error = exc
-            try:
-                wake(done, error)
-            except RuntimeError:
-                pass  # the event loop is gone: nobody waits for this commit any more
-
-        self._thread.submit(work)
-
-    def _write(self, log: JournalLog, start: int, events: list[RawEvent], text: str) -> None:
-        """One commit (on the writer thread)."""
-        with self._lock:
-            if self._closed:
-                raise CommitFailed(f"the store {self.url} was closed before run {log.run_id} "
-                                   f"({log.name!r}) committed its last events")
-            self._commit(log, start, events, text)
-            log.written = start + len(events)
-            self.commits += 1
-
     def _commit(self, log: JournalLog, start: int, events: list[RawEvent], text: str) -> None:
         """Write ``events`` in one transaction (``_lock`` held), retried while the
         connection fails; a retry that finds the row written already is done."""
@@ -321,24 +285,8 @@ class PostgresBackend(PgRunLeases, Subscribers):
         """Close the subscribers' streams and the pool. Events appended but not committed
         yet (a run that never waited for them) are written first."""
         self.close_subscribers()
-        self._closing = True
-        self._thread.stop()
-        with self._lock:
-            if self._closed:
-                return
-            for log in list(self._live.values()):
-                start = max(log.committed, log.written)
-                if log.error is None and start < len(log):
-                    try:
-                        events = log[start:]
-                        self._commit(log, start, events, encode_events(events))
-                        log.committed = log.written = len(log)
-                    except CommitFailed as exc:
-                        structlog.get_logger("openintent").error(
-                            "journal commit at close failed", error=str(exc))
-            self._closed = True
-            self._finalizer()
-        self._events_closer()
+        if self._close_journal():
+            self._events_closer()
 
     def __repr__(self) -> str:
         return f"<PostgresBackend {self.url}>"

@@ -24,22 +24,22 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ..errors import RunInUseError, RunNotFoundError, StoreError
 from ..models import Event, EventType
 from . import CommitFailed, RunInfo, Subscribers
+from ._journal_backend import JournalCommits
 from ._sqlite_file import JournalFile, prepare
 from ._sqlite_inbox import SqliteInbox
-from ._sqlite_journal import JournalLog, RawEvent, decode_batches, encode_events
+from ._sqlite_journal import JournalLog, RawEvent, decode_batches
 from ._sqlite_leases import SqliteLeases, client_transaction
-from ._writer_thread import WriterThread, waker
+from ._writer_thread import WriterThread
 
 __all__ = ["SqliteBackend"]
 
@@ -47,7 +47,7 @@ __all__ = ["SqliteBackend"]
 _ENDS = frozenset({EventType.RUN_FINISHED, EventType.RUN_RESUMED, EventType.EFFECT_RESOLVED})
 
 
-class SqliteBackend(Subscribers):
+class SqliteBackend(JournalCommits, Subscribers):
     """Runs' events in a SQLite file (see the module docstring)."""
 
     durable = True
@@ -174,41 +174,6 @@ class SqliteBackend(Subscribers):
                 for run_id, name, status, started, ended, parent in rows]
 
     # ------------------------------------------------------------------ commits
-
-    def submit(self, log: JournalLog, start: int, events: list[RawEvent],
-               done: Callable[[BaseException | None], None]) -> None:
-        """Write ``events`` (``log``'s from ``start`` on) in one transaction on the writer
-        thread, then call ``done(error)`` on the event loop that asked (which goes on
-        meanwhile). Runs after every commit submitted before it."""
-        if self._closing:
-            raise CommitFailed(f"the store {self.url} was closed before run {log.run_id} "
-                               f"({log.name!r}) committed its last events")
-        # Encoded here, on the loop's thread: the writer thread then takes the GIL back once,
-        # after SQLite's work, rather than fight the busy loop for it while encoding.
-        text = encode_events(events)
-        wake = waker()
-
-        def work() -> None:  # on the writer thread
-            error: BaseException | None = None
-            try:
-                self._write(log, start, events, text)
-            except BaseException as exc:
-                error = exc
-            try:
-                wake(done, error)
-            except RuntimeError:
-                pass  # the event loop is gone: nobody waits for this commit any more
-
-        self._thread.submit(work)
-
-    def _write(self, log: JournalLog, start: int, events: list[RawEvent], text: str) -> None:
-        """One commit (on the writer thread)."""
-        with self._lock:
-            if self._closed:
-                raise CommitFailed(f"the store {self.url} was closed before run {log.run_id} "
-                                   f"({log.name!r}) committed its last events")
-            self._commit(log, start, events, text)
-            log.written = start + len(events)
 
     def _commit(self, log: JournalLog, start: int, events: list[RawEvent], text: str) -> None:
         """Write ``events`` in one transaction of the writer connection (``_lock`` held)."""
@@ -339,24 +304,7 @@ class SqliteBackend(Subscribers):
         """Close the subscribers' streams and the file's connections. Events appended but
         not committed yet (a run that never waited for them) are written first."""
         self.close_subscribers()
-        # Commits already submitted complete first (their waiters are woken as usual).
-        self._closing = True
-        self._thread.stop()
-        with self._lock:
-            if self._closed:
-                return
-            for log in list(self._live.values()):
-                start = max(log.committed, log.written)
-                if log.error is None and start < len(log):
-                    try:
-                        events = log[start:]
-                        self._commit(log, start, events, encode_events(events))
-                        log.committed = log.written = len(log)
-                    except CommitFailed as exc:
-                        structlog.get_logger("openintent").error(
-                            "journal commit at close failed", error=str(exc))
-            self._closed = True
-            self._finalizer()
+        self._close_journal()
 
     def __repr__(self) -> str:
         return f"<SqliteBackend {self.url}>"
