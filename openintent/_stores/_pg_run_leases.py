@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
-from ..errors import RunInUseError, RunNotFoundError
+from ..errors import RunNotFoundError
 from ._pg_calls import PgCalls
+from ._run_lease_check import LeaseHolders, check_lease
 
 __all__ = ["PgRunLeases"]
 
@@ -28,7 +28,7 @@ _LEASE = "lease_holder, lease_pid, lease_host, lease_expires"
 Conn = psycopg.Connection[Any]
 
 
-class PgRunLeases:
+class PgRunLeases(LeaseHolders):
     """The run-lease methods of :class:`~.postgres.PostgresBackend` (see the module
     docstring)."""
 
@@ -37,7 +37,6 @@ class PgRunLeases:
     lease_ttl: float
     _runs: str  # the runs table's qualified name
     _batches: str  # the batches table's
-    _host: str
 
     def acquire_run(self, run_id: str, holder: str) -> None:
         pid, host = os.getpid(), self._host
@@ -48,20 +47,7 @@ class PgRunLeases:
             with conn.transaction():
                 row = conn.execute(f"SELECT {_LEASE} FROM {runs} WHERE id = %s FOR UPDATE",
                                    (run_id,)).fetchone()
-                if row is None:
-                    raise RunNotFoundError(f"the store {self.url} holds no run {run_id!r}; "
-                                           "rt.runs() lists the runs it holds")
-                held, held_pid, held_host, expires = row
-                same = (held, held_pid, held_host) == (holder, pid, host)
-                if held is not None and not same:
-                    if expires > now and not self._gone(held_pid, held_host):
-                        until = datetime.fromtimestamp(expires, UTC).isoformat(
-                            timespec="seconds")
-                        raise RunInUseError(
-                            f"run {run_id!r} of the store {self.url} is in use by {held} "
-                            f"(pid {held_pid} on host {held_host}) until {until} unless it "
-                            "goes on; wait for that process to finish, or stop it"
-                        )
+                same = check_lease(row, run_id, self.url, holder, pid, host, now, self._gone)
                 conn.execute(
                     f"UPDATE {runs} SET lease_holder = %s, lease_pid = %s, lease_host = %s, "
                     "lease_expires = %s, detached = false, lease_token = lease_token + %s "
@@ -79,15 +65,6 @@ class PgRunLeases:
         if row is None or row[0] is None:
             return None
         return {"holder": row[0], "pid": row[1], "host": row[2], "expires": row[3]}
-
-    def holder_gone(self, lease: dict[str, Any]) -> bool:
-        """Whether the process of a lease (:meth:`run_lease`) is known to be gone: a cheap
-        look at this host's processes, no read of the database."""
-        return self._gone(lease.get("pid"), lease.get("host"))
-
-    def _gone(self, pid: Any, host: Any) -> bool:
-        """Whether a lease's process is known to be gone (it ran on this host)."""
-        return host == self._host and not _alive(pid)
 
     def release_run(self, run_id: str, holder: str) -> None:
         sql = (f"UPDATE {self._runs} SET lease_holder = NULL, lease_pid = NULL, "
@@ -133,15 +110,3 @@ def _notify(conn: Conn, rowcount: int, run_id: str) -> int:
         conn.execute("SELECT pg_notify('openintent_runs', %s)", (run_id,))
     return rowcount
 
-
-def _alive(pid: Any) -> bool:
-    """Whether process ``pid`` exists on this host."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # it exists (someone else's), or this platform cannot tell
-    return True

@@ -31,10 +31,11 @@ from typing import Any
 
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ..errors import RunInUseError, RunNotFoundError, StoreError
+from ..errors import RunNotFoundError, StoreError
 from ..models import Event, EventType
 from . import CommitFailed, RunInfo, Subscribers
 from ._journal_backend import JournalCommits
+from ._run_lease_check import LeaseHolders, check_lease
 from ._sqlite_file import JournalFile, prepare
 from ._sqlite_inbox import SqliteInbox
 from ._sqlite_journal import JournalLog, RawEvent, decode_batches
@@ -47,7 +48,7 @@ __all__ = ["SqliteBackend"]
 _ENDS = frozenset({EventType.RUN_FINISHED, EventType.RUN_RESUMED, EventType.EFFECT_RESOLVED})
 
 
-class SqliteBackend(JournalCommits, Subscribers):
+class SqliteBackend(JournalCommits, LeaseHolders, Subscribers):
     """Runs' events in a SQLite file (see the module docstring)."""
 
     durable = True
@@ -243,19 +244,7 @@ class SqliteBackend(JournalCommits, Subscribers):
                 row = conn.execute(
                     "SELECT lease_holder, lease_pid, lease_host, lease_expires FROM runs "
                     "WHERE id = ?", (run_id,)).fetchone()
-                if row is None:
-                    raise RunNotFoundError(f"the store {self.url} holds no run {run_id!r}; "
-                                           "rt.runs() lists the runs it holds")
-                held, held_pid, held_host, expires = row
-                if held is not None and (held, held_pid, held_host) != (holder, pid, host):
-                    if expires > now and not self._gone(held_pid, held_host):
-                        until = datetime.fromtimestamp(expires, UTC).isoformat(
-                            timespec="seconds")
-                        raise RunInUseError(
-                            f"run {run_id!r} of the store {self.url} is in use by {held} "
-                            f"(pid {held_pid} on host {held_host}) until {until} unless it "
-                            "goes on; wait for that process to finish, or stop it"
-                        )
+                check_lease(row, run_id, self.url, holder, pid, host, now, self._gone)
                 conn.execute(
                     "UPDATE runs SET lease_holder = ?, lease_pid = ?, lease_host = ?, "
                     "lease_expires = ? WHERE id = ?",
@@ -279,15 +268,6 @@ class SqliteBackend(JournalCommits, Subscribers):
         if row is None or row[0] is None:
             return None
         return {"holder": row[0], "pid": row[1], "host": row[2], "expires": row[3]}
-
-    def holder_gone(self, lease: dict[str, Any]) -> bool:
-        """Whether the process of a lease (:meth:`run_lease`) is known to be gone: a cheap
-        look at this host's processes, no read of the file."""
-        return self._gone(lease.get("pid"), lease.get("host"))
-
-    def _gone(self, pid: Any, host: Any) -> bool:
-        """Whether a lease's process is known to be gone (it ran on this host)."""
-        return host == self._host and not _alive(pid)
 
     def release_run(self, run_id: str, holder: str) -> None:
         try:
@@ -314,21 +294,6 @@ def _close_all(connections: list[sqlite3.Connection], thread: WriterThread) -> N
     thread.stop(join=False)  # idle: a commit in its queue would hold the backend
     for conn in connections:
         conn.close()
-
-
-def _alive(pid: Any) -> bool:
-    """Whether process ``pid`` exists on this host."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    if os.name == "nt":  # os.kill(pid, 0) would end it there: assume alive (the TTL decides)
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # it exists (someone else's), or this platform cannot tell
-    return True
 
 
 def _utc(posix: float | None) -> datetime | None:
