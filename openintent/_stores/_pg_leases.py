@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 from .._leases import check_ttl
-from ..errors import LeaseHeldError, LeaseLostError
+from ._lease_rows import LeaseRows
 from ._pg_calls import PgCalls
 from ._pg_listen import EVENTS
 from ._sqlite_journal import encode_events
@@ -32,11 +31,7 @@ __all__ = ["PgLeases", "client_transaction"]
 _CLIENT_LOCK = "SELECT pg_advisory_xact_lock(hashtext('openintent client writes'))"
 
 
-def _utc(posix: float) -> str:
-    return datetime.fromtimestamp(posix, UTC).isoformat(timespec="milliseconds")
-
-
-class PgLeases:
+class PgLeases(LeaseRows):
     """The leases of one PostgreSQL store (see the module docstring)."""
 
     def __init__(self, calls: PgCalls, schema: str, url: str) -> None:
@@ -56,44 +51,18 @@ class PgLeases:
         rows = self._calls.call(lambda conn: conn.execute(sql).fetchall(), "list its leases")
         return [(row[0], row[1]) for row in rows]
 
-    def holder(self, target: str, scope: str, now: float) -> tuple[str, float] | None:
-        row = self._row(target, scope)
-        if row is None or row[0] is None or row[2] <= now:
-            return None
-        return row[0], row[2]
-
     def acquire(self, target: str, scope: str, holder: str, ttl: float,
                 now: float) -> tuple[int, float]:
         check_ttl(ttl)
         with self._calls.transaction("take a lease") as conn:
             conn.execute(_CLIENT_LOCK)
-            row = self._row(target, scope)
-            if row is not None and row[0] is not None and row[2] > now and row[0] != holder:
-                raise LeaseHeldError(
-                    f"the {scope} lease of {target} in {self._url} is held by {row[0]!r} "
-                    f"until {_utc(row[2])} (now {_utc(now)}); wait for it to "
-                    "expire or be released, then acquire it again",
-                    holder=row[0], expires_at=row[2])
-            token = (row[1] if row is not None else 0) + 1
+            token = self._next_token(target, scope, holder, now)
             conn.execute(
                 f"INSERT INTO {self._table} VALUES (%s, %s, %s, %s, %s) "
                 "ON CONFLICT (target, scope) DO UPDATE SET holder = excluded.holder, "
                 "token = excluded.token, expires = excluded.expires",
                 (target, scope, holder, token, now + ttl))
         return token, now + ttl
-
-    def check(self, target: str, scope: str, token: int, now: float, what: str) -> None:
-        row = self._row(target, scope)
-        if row is None or row[0] is None or row[1] != token:
-            raise LeaseLostError(
-                f"{what} refused: the {scope} lease of {target} with fencing token {token} is "
-                f"stale (the latest token is {row[1] if row else 0}); nothing was written. "
-                "Acquire the lease again before writing")
-        if row[2] <= now:
-            raise LeaseLostError(
-                f"{what} refused: the {scope} lease of {target} (token {token}) expired at "
-                f"{_utc(row[2])}; nothing was written. Renew leases before they "
-                "expire, or acquire it again")
 
     def renew(self, target: str, scope: str, token: int, ttl: float, now: float) -> float:
         check_ttl(ttl)

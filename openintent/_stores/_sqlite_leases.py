@@ -17,11 +17,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 from .._leases import check_ttl
-from ..errors import LeaseHeldError, LeaseLostError, StoreError
+from ..errors import StoreError
+from ._lease_rows import LeaseRows
 from ._sqlite_journal import encode_events
 
 __all__ = ["SqliteLeases", "client_transaction"]
@@ -41,11 +41,7 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def _utc(posix: float) -> str:
-    return datetime.fromtimestamp(posix, UTC).isoformat(timespec="milliseconds")
-
-
-class SqliteLeases:
+class SqliteLeases(LeaseRows):
     """The leases of one SQLite journal (see the module docstring)."""
 
     def __init__(self, conn: sqlite3.Connection, url: str) -> None:
@@ -63,45 +59,18 @@ class SqliteLeases:
         return [(row[0], row[1]) for row in self._conn.execute(
             "SELECT target, scope FROM leases WHERE holder IS NOT NULL")]
 
-    def holder(self, target: str, scope: str, now: float) -> tuple[str, float] | None:
-        row = self._row(target, scope)
-        if row is None or row[0] is None or row[2] <= now:
-            return None
-        return row[0], row[2]
-
     def acquire(self, target: str, scope: str, holder: str, ttl: float,
                 now: float) -> tuple[int, float]:
         check_ttl(ttl)
         try:
             with _immediate(self._conn):
-                row = self._row(target, scope)
-                if row is not None and row[0] is not None and row[2] > now and \
-                        row[0] != holder:
-                    raise LeaseHeldError(
-                        f"the {scope} lease of {target} in {self._url} is held by {row[0]!r} "
-                        f"until {_utc(row[2])} (now {_utc(now)}); wait for it to "
-                        "expire or be released, then acquire it again",
-                        holder=row[0], expires_at=row[2])
-                token = (row[1] if row is not None else 0) + 1
+                token = self._next_token(target, scope, holder, now)
                 self._conn.execute(
                     "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?)",
                     (target, scope, holder, token, now + ttl))
         except sqlite3.Error as exc:
             raise StoreError(f"the journal {self._url} could not take a lease: {exc}") from exc
         return token, now + ttl
-
-    def check(self, target: str, scope: str, token: int, now: float, what: str) -> None:
-        row = self._row(target, scope)
-        if row is None or row[0] is None or row[1] != token:
-            raise LeaseLostError(
-                f"{what} refused: the {scope} lease of {target} with fencing token {token} is "
-                f"stale (the latest token is {row[1] if row else 0}); nothing was written. "
-                "Acquire the lease again before writing")
-        if row[2] <= now:
-            raise LeaseLostError(
-                f"{what} refused: the {scope} lease of {target} (token {token}) expired at "
-                f"{_utc(row[2])}; nothing was written. Renew leases before they "
-                "expire, or acquire it again")
 
     def renew(self, target: str, scope: str, token: int, ttl: float, now: float) -> float:
         check_ttl(ttl)
