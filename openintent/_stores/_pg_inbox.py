@@ -14,30 +14,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from ._pg_calls import PgCalls
 from ._pg_listen import PgListener, Watch
-from ._sqlite_inbox import InboxDecision
+from ._sqlite_inbox import COLUMNS, InboxDecision, InboxLease, decision_of
 
 __all__ = ["PgInbox"]
 
-_COLUMNS = ("id, run_id, intent_id, approve, decided_by, note, submitted, status, reason, "
-            "settled")
-
-
-def _decision(row: tuple[Any, ...]) -> InboxDecision:
-    id_, run_id, intent_id, approve, by, note, submitted, status, reason, settled = row
-    return InboxDecision(
-        int(id_), str(run_id), str(intent_id), bool(approve), str(by), str(note),
-        datetime.fromtimestamp(float(submitted), UTC),
-        str(status), None if reason is None else str(reason),
-        None if settled is None else datetime.fromtimestamp(float(settled), UTC),
-    )
-
-
-class PgInbox:
+class PgInbox(InboxLease):
     """The inbox of one PostgreSQL store (see the module docstring)."""
 
     def __init__(self, calls: PgCalls, schema: str,
@@ -83,18 +68,18 @@ class PgInbox:
 
     def waiting(self, run_id: str) -> list[InboxDecision]:
         """The run's pending decisions, oldest first."""
-        sql = (f"SELECT {_COLUMNS} FROM {self._table} WHERE run_id = %s AND status = 'pending' "
+        sql = (f"SELECT {COLUMNS} FROM {self._table} WHERE run_id = %s AND status = 'pending' "
                "ORDER BY id")
         rows = self._calls.call(lambda conn: conn.execute(sql, (run_id,)).fetchall(),
                                 f"read the decisions sent to run {run_id!r}")
-        return [_decision(row) for row in rows]
+        return [decision_of(row) for row in rows]
 
     def get(self, decision_id: int) -> InboxDecision | None:
         """One decision, as it is now (``None``: no such row)."""
-        sql = f"SELECT {_COLUMNS} FROM {self._table} WHERE id = %s"
+        sql = f"SELECT {COLUMNS} FROM {self._table} WHERE id = %s"
         row = self._calls.call(lambda conn: conn.execute(sql, (decision_id,)).fetchone(),
                                f"read decision {decision_id}")
-        return None if row is None else _decision(row)
+        return None if row is None else decision_of(row)
 
     def settle(self, decision_id: int, status: str, reason: str | None = None) -> bool:
         """Mark a pending decision ``applied`` or ``refused``; whether it was pending."""
@@ -105,10 +90,3 @@ class PgInbox:
                                             decision_id)).rowcount,
             f"mark decision {decision_id} {status}")
         return bool(count == 1)
-
-    def lease_live(self, run_id: str) -> bool:
-        """Whether a process holds the run's lease now (it runs the run and applies the
-        decisions sent to it)."""
-        lease = self._lease_of(run_id)
-        return (lease is not None and (lease["expires"] or 0) > time.time()
-                and not self._gone(lease))

@@ -22,9 +22,10 @@ import attrs
 
 from ..errors import StoreError
 
-__all__ = ["InboxDecision", "SqliteInbox"]
+__all__ = ["COLUMNS", "InboxDecision", "InboxLease", "SqliteInbox", "decision_of"]
 
-_COLUMNS = ("id, run_id, intent_id, approve, decided_by, note, submitted, status, reason, "
+#: The columns a decision is read from (:func:`decision_of`), in both stores.
+COLUMNS = ("id, run_id, intent_id, approve, decided_by, note, submitted, status, reason, "
             "settled")
 
 
@@ -49,7 +50,8 @@ class InboxDecision:
     settled_at: datetime | None = None
 
 
-def _decision(row: tuple[Any, ...]) -> InboxDecision:
+def decision_of(row: tuple[Any, ...]) -> InboxDecision:
+    """The decision of an inbox row (its :data:`COLUMNS`)."""
     id_, run_id, intent_id, approve, by, note, submitted, status, reason, settled = row
     return InboxDecision(
         int(id_), str(run_id), str(intent_id), bool(approve), str(by), str(note),
@@ -59,7 +61,22 @@ def _decision(row: tuple[Any, ...]) -> InboxDecision:
     )
 
 
-class SqliteInbox:
+class InboxLease:
+    """Whether a run's decisions are applied now, in both stores' inboxes: they set
+    ``_lease_of`` (the backend's ``run_lease``) and ``_gone`` (its ``holder_gone``)."""
+
+    _lease_of: Callable[[str], dict[str, Any] | None]
+    _gone: Callable[[dict[str, Any]], bool]
+
+    def lease_live(self, run_id: str) -> bool:
+        """Whether a process holds the run's lease now (it runs the run and applies the
+        decisions sent to it)."""
+        lease = self._lease_of(run_id)
+        return (lease is not None and (lease["expires"] or 0) > time.time()
+                and not self._gone(lease))
+
+
+class SqliteInbox(InboxLease):
     """The inbox of one journal file, over the backend's own connection (used on the event
     loop's thread, like the backend's reads)."""
 
@@ -98,20 +115,20 @@ class SqliteInbox:
         """The run's pending decisions, oldest first."""
         try:
             rows = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM approval_inbox WHERE run_id = ? AND status = 'pending' "
+                f"SELECT {COLUMNS} FROM approval_inbox WHERE run_id = ? AND status = 'pending' "
                 "ORDER BY id", (run_id,)).fetchall()
         except sqlite3.Error as exc:
             raise self._failed(f"read the decisions sent to run {run_id!r}", exc) from exc
-        return [_decision(row) for row in rows]
+        return [decision_of(row) for row in rows]
 
     def get(self, decision_id: int) -> InboxDecision | None:
         """One decision, as it is now (``None``: no such row)."""
         try:
-            row = self._conn.execute(f"SELECT {_COLUMNS} FROM approval_inbox WHERE id = ?",
+            row = self._conn.execute(f"SELECT {COLUMNS} FROM approval_inbox WHERE id = ?",
                                      (decision_id,)).fetchone()
         except sqlite3.Error as exc:
             raise self._failed(f"read decision {decision_id}", exc) from exc
-        return None if row is None else _decision(row)
+        return None if row is None else decision_of(row)
 
     def settle(self, decision_id: int, status: str, reason: str | None = None) -> bool:
         """Mark a pending decision ``applied`` or ``refused``; whether it was pending."""
@@ -123,10 +140,3 @@ class SqliteInbox:
         except sqlite3.Error as exc:
             raise self._failed(f"mark decision {decision_id} {status}", exc) from exc
         return cursor.rowcount == 1
-
-    def lease_live(self, run_id: str) -> bool:
-        """Whether a process holds the run's lease now (it runs the run and applies the
-        decisions sent to it)."""
-        lease = self._lease_of(run_id)
-        return (lease is not None and (lease["expires"] or 0) > time.time()
-                and not self._gone(lease))
