@@ -1,15 +1,16 @@
 """What the journal backends (:mod:`.sqlite`, :mod:`.postgres`) share: their commits on one
 writer thread (:class:`JournalCommits`: ``submit``, the commit under the lock, the last
-commits at close).
+commits at close) and the reading of a run's log (``open_run``, ``read``).
 
-A backend keeps its own ``_commit`` (one transaction in its database) and what differs.
+A backend keeps its own ``_commit`` (one transaction in its database), its reads of a run's
+row and events (``_row``, ``_events``, ``_on_file``) and what differs.
 """
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -39,6 +40,47 @@ class JournalCommits:
     def _commit(self, log: JournalLog, start: int, events: list[RawEvent], text: str) -> None:
         """Write ``events`` in one transaction (``_lock`` held)."""
         raise NotImplementedError
+
+    def _row(self, run_id: str) -> tuple[str, str | None, float]:
+        """The run's name, parent and time base (:class:`RunNotFoundError` for none)."""
+        raise NotImplementedError
+
+    def _events(self, run_id: str) -> list[RawEvent]:
+        """The run's committed events, read from the store."""
+        raise NotImplementedError
+
+    def _on_file(self, run_id: str) -> int:
+        """How many events of the run the store holds."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ reading runs
+
+    def open_run(self, run_id: str) -> JournalLog:
+        live = self._live.get(run_id)
+        if live is not None and (live.committed < len(live)
+                                 or self._on_file(run_id) == len(live)):
+            return live  # this process's own log of the run, as the store has it
+        # Not open here, or another process went on with it since: read it from the store.
+        name, parent, timebase = self._row(run_id)
+        log = JournalLog(run_id, name, parent, timebase, self, self._events(run_id))
+        self._live[run_id] = log
+        return log
+
+    def read(self, run_id: str) -> Sequence[RawEvent]:
+        """The committed events of a run, from the store (events a live run appended but
+        has not committed yet are not there)."""
+        self._row(run_id)
+        return self._events(run_id)
+
+    def read_list(self, run_id: str) -> list[RawEvent]:
+        """The committed events of a run, as a new list."""
+        self._row(run_id)
+        return self._events(run_id)
+
+    def timebase(self, run_id: str) -> float:
+        return self._row(run_id)[2]
+
+    # ------------------------------------------------------------------ commits
 
     def submit(self, log: JournalLog, start: int, events: list[RawEvent],
                done: Callable[[BaseException | None], None]) -> None:

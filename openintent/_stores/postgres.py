@@ -28,7 +28,7 @@ from __future__ import annotations
 import socket
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -130,17 +130,6 @@ class PostgresBackend(JournalCommits, PgRunLeases, Subscribers):
         self._live[run_id] = log
         return log
 
-    def open_run(self, run_id: str) -> JournalLog:
-        live = self._live.get(run_id)
-        if live is not None and (live.committed < len(live)
-                                 or self._on_file(run_id) == len(live)):
-            return live  # this process's own log of the run, as the database has it
-        # Not open here, or another process went on with it since: read it from the database.
-        name, parent, timebase = self._row(run_id)
-        log = JournalLog(run_id, name, parent, timebase, self, self._events(run_id))
-        self._live[run_id] = log
-        return log
-
     def _on_file(self, run_id: str) -> int:
         """How many events of the run the database holds (from its last commit's row)."""
         sql = (f"SELECT first_seq, json_array_length(events::json) FROM {self._batches} "
@@ -148,20 +137,6 @@ class PostgresBackend(JournalCommits, PgRunLeases, Subscribers):
         row = self.calls.call(lambda conn: conn.execute(sql, (run_id,)).fetchone(),
                               f"read run {run_id!r}")
         return 0 if row is None else int(row[0]) + int(row[1])
-
-    def read(self, run_id: str) -> Sequence[RawEvent]:
-        """The committed events of a run, from the database (events a live run appended but
-        has not committed yet are not there)."""
-        self._row(run_id)
-        return self._events(run_id)
-
-    def read_list(self, run_id: str) -> list[RawEvent]:
-        """The committed events of a run, as a new list."""
-        self._row(run_id)
-        return self._events(run_id)
-
-    def timebase(self, run_id: str) -> float:
-        return self._row(run_id)[2]
 
     def _row(self, run_id: str) -> tuple[str, str | None, float]:
         sql = f"SELECT name, parent, timebase FROM {self._runs} WHERE id = %s"

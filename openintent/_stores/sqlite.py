@@ -24,7 +24,6 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
@@ -112,17 +111,6 @@ class SqliteBackend(JournalCommits, LeaseHolders, Subscribers):
         self._live[run_id] = log
         return log
 
-    def open_run(self, run_id: str) -> JournalLog:
-        live = self._live.get(run_id)
-        if live is not None and (live.committed < len(live)
-                                 or self._on_file(run_id) == len(live)):
-            return live  # this process's own log of the run, as the file has it
-        # Not open here, or another process went on with it since: read it from the file.
-        name, parent, timebase = self._row(run_id)
-        log = JournalLog(run_id, name, parent, timebase, self, self._events(run_id))
-        self._live[run_id] = log
-        return log
-
     def _on_file(self, run_id: str) -> int:
         """How many events of the run the file holds (from its last commit's row alone)."""
         try:
@@ -132,15 +120,6 @@ class SqliteBackend(JournalCommits, LeaseHolders, Subscribers):
         except sqlite3.Error as exc:
             raise self._failed(f"read run {run_id!r}", exc) from exc
         return 0 if row is None else int(row[0]) + int(row[1])
-
-    def read(self, run_id: str) -> Sequence[RawEvent]:
-        """The committed events of a run, from the file (events a live run appended but has
-        not committed yet are not on disk)."""
-        self._row(run_id)
-        return self._events(run_id)
-
-    def timebase(self, run_id: str) -> float:
-        return self._row(run_id)[2]
 
     def _row(self, run_id: str) -> tuple[str, str | None, float]:
         try:
@@ -223,11 +202,6 @@ class SqliteBackend(JournalCommits, LeaseHolders, Subscribers):
     def client_write(self, run_id: str) -> AbstractContextManager[list[RawEvent]]:
         """A client's write to a run's log: one transaction (see :mod:`._sqlite_leases`)."""
         return client_transaction(self._conn, run_id, self.read_list, self.url)
-
-    def read_list(self, run_id: str) -> list[RawEvent]:
-        """The committed events of a run, as a new list."""
-        self._row(run_id)
-        return self._events(run_id)
 
     def lease_table(self) -> SqliteLeases:
         """The client leases of this file (real time: :mod:`._sqlite_leases`)."""
