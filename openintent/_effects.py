@@ -36,7 +36,7 @@ from ._store import IntentRecord
 from .errors import EffectInDoubtError, OpenIntentError
 from .models import EventType, Intent
 
-__all__ = ["Effects", "effect_calls"]
+__all__ = ["NOT_FOUND", "Effects", "InDoubt", "ask_check", "check_effect_args", "effect_calls"]
 
 #: When set (to a list), every real call of an effect's ``fn`` appends ``(portfolio_id,
 #: intent_id, name)`` to it, just before the call: the crash explorer counts calls with it.
@@ -44,7 +44,8 @@ effect_calls: ContextVar[list[tuple[str, str, str]] | None] = ContextVar(
     "openintent_effect_calls", default=None)
 
 Decide = Callable[[str, str, str, Mapping[str, Any]], Any]
-_NOT_FOUND: Any = object()
+#: What an effect's check answers when the effect did not happen (:func:`ask_check`).
+NOT_FOUND: Any = object()
 
 
 class Effects:
@@ -71,12 +72,7 @@ class Effects:
     ) -> Any:
         """Run the effect ``name`` of ``intent`` once (see the module docstring)."""
         await anyio.lowlevel.checkpoint_if_cancelled()
-        if not isinstance(name, str) or not name:
-            raise OpenIntentError(f"self.effect() takes a non-empty name (a str) after the "
-                                  f"intent, e.g. 'charge-card'; got {name!r}")
-        if not callable(fn):
-            raise OpenIntentError(f"self.effect(intent, {name!r}, fn, ...) takes a function "
-                                  f"to call as fn, got {fn!r}")
+        check_effect_args(name, fn)
         if check is not None and not callable(check):
             raise OpenIntentError(f"self.effect(..., check=...) of effect {name!r} takes a "
                                   f"function (or None), got {check!r}")
@@ -100,7 +96,7 @@ class Effects:
                     return to_plain(state.value)  # done once: never called again
                 if state.status == EffectStatus.STARTED:  # and not running now: in doubt
                     found = await self._ask(record, state, check, args, kwargs)
-                    if found is not _NOT_FOUND:
+                    if found is not NOT_FOUND:
                         return found
             return await self._call(record, intent.attempt, name, fn, args, kwargs)
         finally:
@@ -114,19 +110,15 @@ class Effects:
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
     ) -> Any:
-        """An effect in doubt: its check's value (journaled as ``checked``), ``_NOT_FOUND``
+        """An effect in doubt: its check's value (journaled as ``checked``), ``NOT_FOUND``
         when the check says it did not happen, else :class:`EffectInDoubtError`."""
         name = state.name
-        if check is None:
-            raise self._in_doubt(record, state, "no check= was given to ask whether it did")
         try:
-            found = await _call(check, args, kwargs, self._clock, shield=False)
-        except Exception as exc:
-            raise self._in_doubt(record, state, f"its check raised {type(exc).__name__}: "
-                                                f"{exc}") from exc
-        if found is None:
-            return _NOT_FOUND
-        value = json_data(found, f"the check of effect {name!r} of intent {record.title!r}")
+            value = await ask_check(check, args, kwargs, self._clock, name, record.title)
+        except InDoubt as unknown:
+            raise self._in_doubt(record, state, unknown.why) from unknown.__cause__
+        if value is NOT_FOUND:
+            return NOT_FOUND
         self._bus.emit(EventType.EFFECT_COMPLETED, record.id,
                        {"name": name, "value": value, "checked": True})
         await self._committed()
@@ -195,6 +187,40 @@ class Effects:
         journal = self._store.journal
         if journal is not None:
             await journal.wait_committed(len(self._store.events))
+
+
+def check_effect_args(name: Any, fn: Any) -> None:
+    """The checks of ``self.effect(intent, name, fn, ...)``'s name and function."""
+    if not isinstance(name, str) or not name:
+        raise OpenIntentError(f"self.effect() takes a non-empty name (a str) after the "
+                              f"intent, e.g. 'charge-card'; got {name!r}")
+    if not callable(fn):
+        raise OpenIntentError(f"self.effect(intent, {name!r}, fn, ...) takes a function "
+                              f"to call as fn, got {fn!r}")
+
+
+class InDoubt(Exception):
+    """An effect in doubt that its check could not settle; ``why`` says why."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+async def ask_check(check: Callable[..., Any] | None, args: tuple[Any, ...],
+                    kwargs: Mapping[str, Any], clock: Clock, name: str, title: str) -> Any:
+    """Ask the check of effect ``name`` (of intent ``title``), in doubt, whether it happened:
+    the value it found (JSON data), :data:`NOT_FOUND` when it did not happen, or
+    :class:`InDoubt` when there is no check or it raised (its ``__cause__``)."""
+    if check is None:
+        raise InDoubt("no check= was given to ask whether it did")
+    try:
+        found = await _call(check, args, kwargs, clock, shield=False)
+    except Exception as exc:
+        raise InDoubt(f"its check raised {type(exc).__name__}: {exc}") from exc
+    if found is None:
+        return NOT_FOUND
+    return json_data(found, f"the check of effect {name!r} of intent {title!r}")
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

@@ -22,8 +22,8 @@ import anyio.lowlevel
 
 from ._clock import Clock
 from ._data import merged, read_only, to_plain
+from ._effects import NOT_FOUND, InDoubt, ask_check, check_effect_args, effect_calls
 from ._effects import _call as call_effect_fn
-from ._effects import effect_calls
 from ._event_types import is_event_type, unknown_event_type
 from ._json_data import json_data
 from ._store import is_valid_cost
@@ -161,12 +161,7 @@ class WorkerContext:
         check: Callable[..., Any] | None,
     ) -> Any:
         await anyio.lowlevel.checkpoint_if_cancelled()
-        if not isinstance(name, str) or not name:
-            raise OpenIntentError(f"self.effect() takes a non-empty name (a str) after the "
-                                  f"intent, e.g. 'charge-card'; got {name!r}")
-        if not callable(fn):
-            raise OpenIntentError(f"self.effect(intent, {name!r}, fn, ...) takes a function "
-                                  f"to call as fn, got {fn!r}")
+        check_effect_args(name, fn)
         self._check(intent, "effect")
         if name in self._running:
             raise OpenIntentError(
@@ -192,7 +187,7 @@ class WorkerContext:
                 return self._recorded(name, row.value)
             if status == "started" or (row is not None and row.status == "started"):
                 found = await self._ask(intent, name, check, args, kwargs)
-                if found is not _NOT_FOUND:
+                if found is not NOT_FOUND:
                     return found
         return await self._call(intent, name, fn, args, kwargs)
 
@@ -202,19 +197,15 @@ class WorkerContext:
 
     async def _ask(self, intent: Intent, name: str, check: Callable[..., Any] | None,
                    args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-        why = "no check= was given to ask whether it did"
-        if check is not None:
-            try:
-                found = await call_effect_fn(check, args, kwargs, self._clock, shield=False)
-            except Exception as exc:
-                why = f"its check raised {type(exc).__name__}: {exc}"
-            else:
-                if found is None:
-                    return _NOT_FOUND
-                value = json_data(found, f"the check of effect {name!r} of intent "
-                                         f"{intent.title!r}")
-                await self.queue.effect_ended(self.task, name, "completed", to_plain(value))
-                return self._recorded(name, value)
+        try:
+            value = await ask_check(check, args, kwargs, self._clock, name, intent.title)
+        except InDoubt as unknown:
+            why = unknown.why
+        else:
+            if value is NOT_FOUND:
+                return NOT_FOUND
+            await self.queue.effect_ended(self.task, name, "completed", to_plain(value))
+            return self._recorded(name, value)
         self.ops.append(["effect", name, "started", None])
         run_id = self.task.run_id
         raise EffectInDoubtError(
@@ -265,6 +256,3 @@ class WorkerContext:
 
     async def execute_portfolio(self, spec: Any, coordinator_id: str) -> Any:
         raise self._coordinators_only("execute")
-
-
-_NOT_FOUND: Any = object()
