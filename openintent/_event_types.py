@@ -8,12 +8,14 @@ The declared names live in the current registry (see :mod:`openintent._registry`
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from ._events import EventType
 from ._registry import current_registry, suggest
-from .errors import SpecError
+from .errors import OpenIntentError, SpecError
 
-__all__ = ["is_event_type", "register_event_type", "unknown_event_type"]
+__all__ = ["check_recorded_event", "is_event_type", "register_event_type", "unknown_event_type"]
 
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*(?:[.-][a-z0-9_]+)*")
@@ -70,3 +72,18 @@ def unknown_event_type(name: object, where: str) -> str:
         f"openintent.EventType{declared}; to use a type of your own, declare it first with "
         f"openintent.register_event_type({name!r})"
     )
+
+
+def check_recorded_event(event_type: object, data: Mapping[str, Any], where: str) -> None:
+    """The checks of ``self.record_event(event_type, data)`` (``where`` names the call): a
+    declared custom type, not a built-in one, and no ``agent`` key (the runtime sets it)."""
+    if isinstance(event_type, str) and event_type in EventType.ALL:
+        raise OpenIntentError(
+            f"{where}: {event_type!r} is a built-in event type, which only the runtime "
+            "records; declare a type of your own with openintent.register_event_type"
+        )
+    if not isinstance(event_type, str) or not is_event_type(event_type):
+        raise OpenIntentError(unknown_event_type(event_type, where))
+    if "agent" in data:
+        raise OpenIntentError(f"{where}: 'agent' is set by the runtime; name your key "
+                              "otherwise")

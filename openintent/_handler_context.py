@@ -14,7 +14,7 @@ from ._bus import EventBus
 from ._clock import Clock
 from ._coordination import RUNTIME, CoordinatorSession
 from ._effects import Effects
-from ._event_types import is_event_type, unknown_event_type
+from ._event_types import check_recorded_event
 from ._json_data import json_data
 from ._notify import Notifications
 from ._store import IntentRecord, is_valid_cost
@@ -132,16 +132,7 @@ class HandlerContext:
         """Append an event of a declared custom type (``register_event_type``)."""
         await anyio.lowlevel.checkpoint_if_cancelled()
         where = f"record_event({event_type!r}) by {agent_id!r}"
-        if isinstance(event_type, str) and event_type in EventType.ALL:
-            raise OpenIntentError(
-                f"{where}: {event_type!r} is a built-in event type, which only the runtime "
-                "records; declare a type of your own with openintent.register_event_type"
-            )
-        if not isinstance(event_type, str) or not is_event_type(event_type):
-            raise OpenIntentError(unknown_event_type(event_type, where))
-        if "agent" in data:
-            raise OpenIntentError(f"{where}: 'agent' is set by the runtime; name your key "
-                                  "otherwise")
+        check_recorded_event(event_type, data, where)
         intent_id = None if intent is None else intent.id
         if intent_id is not None:
             self._record_of(intent_id)

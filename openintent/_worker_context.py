@@ -24,12 +24,12 @@ from ._clock import Clock
 from ._data import merged, read_only, to_plain
 from ._effects import NOT_FOUND, InDoubt, ask_check, check_effect_args, effect_calls
 from ._effects import _call as call_effect_fn
-from ._event_types import is_event_type, unknown_event_type
+from ._event_types import check_recorded_event
 from ._json_data import json_data
 from ._store import is_valid_cost
 from ._tasks import Task, TaskQueue
 from .errors import CostError, DataError, EffectInDoubtError, OpenIntentError, StateConflictError
-from .models import Decision, EventType, Intent, IntentStatus
+from .models import Decision, Intent, IntentStatus
 
 __all__ = ["ClaimLost", "WorkerContext", "intent_of"]
 
@@ -121,15 +121,7 @@ class WorkerContext:
     ) -> None:
         await anyio.lowlevel.checkpoint_if_cancelled()
         where = f"record_event({event_type!r}) by {agent_id!r}"
-        if isinstance(event_type, str) and event_type in EventType.ALL:
-            raise OpenIntentError(
-                f"{where}: {event_type!r} is a built-in event type, which only the runtime "
-                "records; declare a type of your own with openintent.register_event_type")
-        if not isinstance(event_type, str) or not is_event_type(event_type):
-            raise OpenIntentError(unknown_event_type(event_type, where))
-        if "agent" in data:
-            raise OpenIntentError(f"{where}: 'agent' is set by the runtime; name your key "
-                                  "otherwise")
+        check_recorded_event(event_type, data, where)
         self._check(intent, "record_event")
         self.ops.append(["event", agent_id, event_type, to_plain(json_data(data, where)),
                          intent is not None])
