@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 
 from openintent import Runtime, VirtualClock
+from openintent.agents import Agent, on_assignment
 
 STORE = "memory://?workers=1"
 HANG_GUARD = 20  # seconds of real time before a hung test fails instead of hanging
@@ -35,6 +36,23 @@ async def serving(
                                                    worker_id=worker_id))
                 yield coordinator
                 group.cancel_scope.cancel()
+
+
+def voters(served: list[str], *agent_ids: str) -> list[Any]:
+    """An agent per id, each answering ``{"verdict": "ok"}`` and appending its id to
+    ``served``: the assignees of a multi-agent intent."""
+
+    def voter(agent_id: str) -> Any:
+        @Agent(agent_id)
+        class Voter:
+            @on_assignment
+            async def work(self, intent: Any) -> dict[str, Any]:
+                served.append(agent_id)
+                return {"verdict": "ok"}
+
+        return Voter
+
+    return [voter(agent_id) for agent_id in agent_ids]
 
 
 def shape(result: Any) -> list[tuple[str, str | None, Any]]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _serving import serving, shape
+from _serving import serving, shape, voters
 
 import openintent
 from openintent import (
@@ -284,18 +284,8 @@ async def test_coordinator_only_methods_are_refused_in_a_worker() -> None:
 async def test_each_remote_assignee_of_a_multi_agent_intent_gets_its_own_task() -> None:
     served: list[str] = []
 
-    def voter(agent_id: str) -> Any:
-        @Agent(agent_id)
-        class Voter:
-            @on_assignment
-            async def work(self, intent: Any) -> dict[str, Any]:
-                served.append(agent_id)
-                return {"verdict": "ok"}
-
-        return Voter
-
     spec = PortfolioSpec("vote", [IntentSpec("Review", assign=["rev-a", "rev-b"])])
-    async with serving([voter("rev-a"), voter("rev-b")]) as coordinator:
+    async with serving(voters(served, "rev-a", "rev-b")) as coordinator:
         result = await coordinator.run(spec)
 
     assert result.status == "completed", result.error

@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _serving import shape
+from _serving import shape, voters
 
 from openintent import Runtime, StoreError
 from openintent.agents import Agent, IntentSpec, PortfolioSpec, on_assignment
@@ -122,20 +122,10 @@ async def test_each_remote_assignee_of_a_multi_agent_intent_gets_its_own_task(
     url = with_task_queue(postgres_url)
     served: list[str] = []
 
-    def voter(agent_id: str) -> Any:
-        @Agent(agent_id)
-        class Voter:
-            @on_assignment
-            async def work(self, intent: Any) -> dict[str, Any]:
-                served.append(agent_id)
-                return {"verdict": "ok"}
-
-        return Voter
-
     spec = PortfolioSpec("vote", [IntentSpec("Review", assign=["rev-a", "rev-b"])])
     with anyio.fail_after(60):
         async with Runtime(agents=[], store=url) as coordinator, \
-                Runtime(agents=[voter("rev-a"), voter("rev-b")], store=url) as worker:
+                Runtime(agents=voters(served, "rev-a", "rev-b"), store=url) as worker:
             async with anyio.create_task_group() as group:
                 group.start_soon(worker.serve)
                 result = await coordinator.run(spec)
