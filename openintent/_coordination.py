@@ -38,10 +38,19 @@ if TYPE_CHECKING:
     from ._specs import IntentSpec, PortfolioSpec
     from .models import RunResult
 
-__all__ = ["RUNTIME", "CoordinatorSession"]
+__all__ = ["RUNTIME", "CoordinatorSession", "decision_data"]
 
 #: ``coordinator_id`` of decisions the runtime records on a coordinator's behalf.
 RUNTIME = "runtime"
+
+
+def decision_data(decision: Any, data: Mapping[str, Any]) -> Any:
+    """``record_decision``'s checks, wherever it is called (a run, a worker): ``decision`` a
+    non-empty string, ``data`` JSON data; returns a checked deep copy of ``data`` (the audit
+    log must not change when the caller's objects do)."""
+    if not isinstance(decision, str) or not decision:
+        raise ValueError(f"record_decision needs a non-empty decision string, got {decision!r}")
+    return json_data(data, f"record_decision({decision!r}) data")
 
 
 class CoordinatorSession:
@@ -284,13 +293,10 @@ class CoordinatorSession:
         data: Mapping[str, Any],
     ) -> Decision:
         """Append a decision record to the event log and return it."""
-        if not isinstance(decision, str) or not decision:
-            raise ValueError(f"record_decision needs a non-empty decision string, got {decision!r}")
+        frozen_data = decision_data(decision, data)
         if intent_id is not None and intent_id not in self.run.store.records:
             raise OpenIntentError(f"record_decision: intent {intent_id!r} is not in this run")
         store = self.run.store
-        # A checked deep copy: the audit log must not change when the caller's objects do.
-        frozen_data = json_data(data, f"record_decision({decision!r}) data")
         self.run.bus.emit(
             EventType.DECISION,
             intent_id,

@@ -21,6 +21,7 @@ import anyio
 import anyio.lowlevel
 
 from ._clock import Clock
+from ._coordination import decision_data
 from ._data import merged, read_only, to_plain
 from ._effects import NOT_FOUND, InDoubt, ask_check, check_effect_args, effect_calls
 from ._effects import _call as call_effect_fn
@@ -130,10 +131,7 @@ class WorkerContext:
         self, coordinator_id: str, intent_id: str | None, decision: str, rationale: str,
         data: Mapping[str, Any],
     ) -> Decision:
-        if not isinstance(decision, str) or not decision:
-            raise ValueError(f"record_decision needs a non-empty decision string, got "
-                             f"{decision!r}")
-        frozen = json_data(data, f"record_decision({decision!r}) data")
+        frozen = decision_data(decision, data)
         self.ops.append(["decision", coordinator_id, decision, str(rationale), to_plain(frozen),
                          intent_id is not None])
         now = self._clock.now()
