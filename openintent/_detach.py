@@ -43,15 +43,13 @@ async def start_draft_detached(runtime: Any, portfolio_id: str, call: str) -> st
 
 
 async def _leave(launcher: Any, run: Any) -> str:
-    """Wait for a begun run's events to commit, give its lease back, detach it."""
-    backend = launcher.backend
+    """Wait for a begun run's events to commit, then detach it (``detach_run`` gives its
+    lease back too: one call, one notice to the adopters)."""
     launcher.active.remove(run)  # begun, never driven here
-    holder = launcher._holders.pop(run, None)
+    launcher._holders.pop(run, None)  # its lease: given back by detach_run
     store = run.store
     journal = store.journal
     if journal is not None:
         await journal.wait_committed(len(store.events))
-    if holder is not None:
-        backend.release_run(store.portfolio_id, holder)
-    backend.detach_run(store.portfolio_id)
+    launcher.backend.detach_run(store.portfolio_id)
     return str(store.portfolio_id)
