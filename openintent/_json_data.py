@@ -12,10 +12,10 @@ import math
 from collections.abc import Mapping
 from typing import Any, NoReturn, TypeGuard
 
-from ._data import FrozenDict, frozen_dict, frozen_list
+from ._data import FrozenDict, FrozenList, Inputs, frozen_dict, frozen_list, to_plain
 from .errors import DataError
 
-__all__ = ["is_finite_number", "json_data", "json_state"]
+__all__ = ["is_finite_number", "json_data", "json_state", "plain_json"]
 
 _ATOMS = frozenset({str, int, bool, type(None)})
 
@@ -150,3 +150,37 @@ def _hint(value: object) -> str:
         return "store its value (member.value)"
     return ("store dicts with str keys, lists, str, int, float, bool or None (a dataclass: "
             "dataclasses.asdict(value))")
+
+
+class _Unusual(Exception):  # noqa: N818 - a marker, never seen outside this module
+    """Data :func:`_copy` leaves to :func:`~openintent._json_data.json_data`."""
+
+
+def plain_json(value: Any, where: str) -> Any:
+    """``value`` checked to be JSON data (the rule of :func:`~openintent._json_data.json_data`,
+    and its error, naming ``where``) and copied as plain dicts and lists: one pass over data of
+    the plain types, which an intent's fields nearly always are."""
+    try:
+        return _copy(value)
+    except (_Unusual, RecursionError):
+        return to_plain(json_data(value, where))
+
+
+def _copy(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        if value - value == 0.0:  # finite
+            return value
+        raise _Unusual
+    if kind is dict or kind is FrozenDict or kind is Inputs:
+        copied = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _Unusual
+            copied[key] = _copy(item)
+        return copied
+    if kind is list or kind is FrozenList or kind is tuple:
+        return [_copy(item) for item in value]
+    raise _Unusual

@@ -25,15 +25,14 @@ import anyio
 
 from . import errors
 from ._context import active_run
-from ._data import FrozenDict, FrozenList, Inputs, to_plain
 from ._effect_records import EffectStatus
-from ._json_data import json_data
+from ._json_data import plain_json
 from ._registry import AgentDefinition, HookKind, HookSpec
 from ._tasks import TaskOutcome, TaskQueue
 from .errors import OpenIntentError, RemoteAgentError
 from .models import EventType, Intent
 
-__all__ = ["RemoteAgent", "intent_payload", "plain_json", "remote_definition", "remote_error"]
+__all__ = ["RemoteAgent", "intent_payload", "remote_definition", "remote_error"]
 
 
 class _InDoubt(BaseException):  # noqa: N818 - a marker, never seen outside this module
@@ -116,40 +115,6 @@ def intent_payload(intent: Intent, effects: Mapping[str, Any] | None) -> dict[st
             status, happened = "resolved", False
         logged[name] = {"status": status, "value": state.value, "happened": happened}
     return {"intent": fields, "effects": logged}
-
-
-class _Unusual(Exception):  # noqa: N818 - a marker, never seen outside this module
-    """Data :func:`_copy` leaves to :func:`~openintent._json_data.json_data`."""
-
-
-def plain_json(value: Any, where: str) -> Any:
-    """``value`` checked to be JSON data (the rule of :func:`~openintent._json_data.json_data`,
-    and its error, naming ``where``) and copied as plain dicts and lists: one pass over data of
-    the plain types, which an intent's fields nearly always are."""
-    try:
-        return _copy(value)
-    except (_Unusual, RecursionError):
-        return to_plain(json_data(value, where))
-
-
-def _copy(value: Any) -> Any:
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return value
-    if kind is float:
-        if value - value == 0.0:  # finite
-            return value
-        raise _Unusual
-    if kind is dict or kind is FrozenDict or kind is Inputs:
-        copied = {}
-        for key, item in value.items():
-            if type(key) is not str:
-                raise _Unusual
-            copied[key] = _copy(item)
-        return copied
-    if kind is list or kind is FrozenList or kind is tuple:
-        return [_copy(item) for item in value]
-    raise _Unusual
 
 
 # ---------------------------------------------------------------------------- replaying

@@ -26,7 +26,7 @@ from ._data import merged, read_only, to_plain
 from ._effects import NOT_FOUND, InDoubt, ask_check, check_effect_args, effect_calls
 from ._effects import _call as call_effect_fn
 from ._event_types import check_recorded_event
-from ._json_data import json_data
+from ._json_data import json_data, plain_json
 from ._store import is_valid_cost
 from ._tasks import Task, TaskQueue
 from .errors import CostError, DataError, EffectInDoubtError, OpenIntentError, StateConflictError
@@ -107,7 +107,7 @@ class WorkerContext:
             raise CostError(f"record_cost takes a finite amount >= 0 in USD, got {usd!r}")
         self._check(intent, "record_cost")
         self.ops.append(["cost", agent_id, float(usd),
-                         to_plain(json_data(details, "record_cost details"))])
+                         plain_json(details, "record_cost details")])
 
     async def renew_lease(self, intent: Intent) -> float | None:
         """Renew this worker's claim on the task (its lease in the store)."""
@@ -124,7 +124,7 @@ class WorkerContext:
         where = f"record_event({event_type!r}) by {agent_id!r}"
         check_recorded_event(event_type, data, where)
         self._check(intent, "record_event")
-        self.ops.append(["event", agent_id, event_type, to_plain(json_data(data, where)),
+        self.ops.append(["event", agent_id, event_type, plain_json(data, where),
                          intent is not None])
 
     def record_decision(

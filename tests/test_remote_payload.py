@@ -1,4 +1,4 @@
-"""The payload of a remote agent's task (``openintent._remote.plain_json``): checked by the
+"""The payload of a remote agent's task (``openintent._json_data.plain_json``): checked by the
 JSON-data rule and copied as plain dicts and lists, in one pass over plain data; anything
 else takes the full check, with its error."""
 
@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from openintent._data import FrozenDict, FrozenList, freeze, inputs, to_plain
-from openintent._json_data import json_data
-from openintent._remote import plain_json
+from openintent._json_data import json_data, plain_json
 from openintent.errors import DataError
 
 
